@@ -1,0 +1,241 @@
+"""The registered merge methods: one :class:`MergeMethod` object per name.
+
+What it does: describes each method (name, pretty name, paper, formula, which parameters it
+reads, its defaults, mirroring mergekit 0.1.5's registry), validates inputs once, and runs the
+kernel (:func:`~hm3.methods.linear.linear` or
+:func:`~hm3.methods.task_arithmetic.generalized_task_arithmetic`).
+What it does not: parse configs, load tensors or cast the result to the output dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from hm3.errors import Hm3Error
+from hm3.methods.linear import linear
+from hm3.methods.params import (
+    DEFAULT_OPTIONS,
+    RANDOM_SPARSIFICATIONS,
+    Consensus,
+    MergeOptions,
+    ModelParams,
+    Sparsification,
+    check_generators,
+    check_model_params,
+)
+from hm3.methods.task_arithmetic import generalized_task_arithmetic
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge method; its instance ``__doc__`` gives the name, paper and formula."""
+
+    name: str
+    pretty_name: str
+    reference: str
+    formula: str
+    kernel: Literal["linear", "task_arithmetic"]
+    sparsification: Sparsification | None = None
+    consensus: Consensus | None = None
+    default_normalize: bool = False
+    default_rescale: bool = False
+
+    def __post_init__(self) -> None:
+        doc = f"{self.pretty_name} (``{self.name}``), {self.reference}\n\n{self.formula}"
+        object.__setattr__(self, "__doc__", doc)
+
+    @property
+    def uses_base(self) -> bool:
+        """Whether the method reads θ_base (every method but ``linear``)."""
+        return self.kernel != "linear"
+
+    @property
+    def is_random(self) -> bool:
+        """Whether the method draws random masks (then it needs generators)."""
+        return self.sparsification in RANDOM_SPARSIFICATIONS
+
+    @property
+    def per_model_parameters(self) -> frozenset[str]:
+        """Which of weight/density/gamma/epsilon the method reads."""
+        used = {"weight"}
+        if self.sparsification is not None:
+            used.add("density")
+        if self.sparsification == "magnitude_outliers":
+            used.add("gamma")
+        if self.sparsification == "della_magprune":
+            used.add("epsilon")
+        return frozenset(used)
+
+    @property
+    def global_parameters(self) -> frozenset[str]:
+        """Which of normalize/rescale/lambda (:class:`MergeOptions`) the method reads."""
+        if self.kernel == "linear":
+            return frozenset({"normalize"})
+        return frozenset({"normalize", "rescale", "lambda"})
+
+    def validate(
+        self, params: Sequence[ModelParams], options: MergeOptions = DEFAULT_OPTIONS
+    ) -> None:
+        """Check parameters without merging (configs call this to fail early).
+
+        Args:
+            params: one entry per model.
+            options: the merge-wide options.
+
+        Returns:
+            None. Raises :class:`~hm3.errors.Hm3Error` (a ``ValueError``) naming the bad value.
+        """
+        if not params:
+            raise Hm3Error("models: got none; list at least one model to merge")
+        check_model_params(self.name, params, self.per_model_parameters, self.sparsification)
+        if self.kernel == "linear" and (options.rescale is not None or options.lambda_ != 1):
+            raise Hm3Error(
+                f"parameters: rescale = {options.rescale!r}, lambda = {options.lambda_!r}: "
+                f"{self.name!r} reads only normalize; remove rescale and lambda"
+            )
+        if not math.isfinite(options.lambda_):
+            raise Hm3Error(f"lambda = {options.lambda_!r}: expected a finite number")
+
+    def merge(
+        self,
+        base: Tensor | None,
+        tensors: Tensor,
+        params: Sequence[ModelParams],
+        options: MergeOptions = DEFAULT_OPTIONS,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ) -> Tensor:
+        """Merge one tensor of n models.
+
+        Args:
+            base: θ_base (ignored by ``linear``; required by the others).
+            tensors: the models' tensors stacked as [n, *shape]; not modified.
+            params: per-model parameters, one per model, in order.
+            options: normalize/rescale (``None`` = method default) and lambda.
+            generators: one ``torch.Generator`` per model on the tensors' device; needed by
+                the random methods for every model whose density is below 1.
+
+        Returns:
+            The merged tensor, float32 (float64 if an input is float64); the caller casts.
+        """
+        self.validate(params, options)
+        _check_tensors(self, base, tensors, len(params))
+        normalize = self.default_normalize if options.normalize is None else options.normalize
+        with torch.no_grad():
+            if self.kernel == "linear":
+                return linear(tensors, [p.weight for p in params], normalize=normalize)
+            if self.is_random:
+                check_generators(self.name, params, generators, tensors.device)
+            rescale = self.default_rescale if options.rescale is None else options.rescale
+            return generalized_task_arithmetic(
+                base, tensors, params, sparsification=self.sparsification,
+                consensus=self.consensus, normalize=normalize, rescale=rescale,
+                lambda_=options.lambda_, generators=generators,
+            )  # fmt: skip
+
+
+def _check_tensors(method: MergeMethod, base: Tensor | None, tensors: Tensor, n: int) -> None:
+    if not tensors.is_floating_point() or tensors.ndim < 1 or tensors.shape[0] != n:
+        raise Hm3Error(
+            f"tensors: got {tuple(tensors.shape)} {tensors.dtype}; expected a floating tensor "
+            f"stacked as [n_models={n}, ...]; stack one tensor per model with torch.stack"
+        )
+    if not method.uses_base:
+        return
+    if base is None:
+        raise Hm3Error(f"base: got None; {method.name!r} needs the base model's tensor")
+    same = base.shape == tensors.shape[1:] and base.device == tensors.device
+    if not same or not base.is_floating_point():
+        raise Hm3Error(
+            f"base: got {tuple(base.shape)} {base.dtype} on {base.device}; expected floating "
+            f"{tuple(tensors.shape[1:])} on {tensors.device} like each model's tensor"
+        )
+
+
+_TA = "θ = θ_base + λ · Σ_i w_i τ_i / D with τ_i = θ_i − θ_base"
+_TIES = (
+    "θ = θ_base + λ · Σ_i [sign(w_i τ̂_i) = γ] w_i τ̂_i / D with γ = sign(Σ_i w_i τ̂_i) (0 → +1)"
+    " and, when normalising, D = Σ_i [sign(w_i τ̂_i) = γ] w_i per entry (0 → 1)"
+)
+_DARE = "τ̂_i = m_i ⊙ τ_i · ‖τ_i‖₁ / ‖m_i ⊙ τ_i‖₁ (rescale), m_i ~ Bernoulli(d_i)"
+_CRUMBS = "τ̂_i keeps ⌊d_i n⌋ entries of τ_i after dropping the ⌊γ_i n⌋ largest |τ_i| entries"
+_DELLA = (
+    "τ̂_i = m_i ⊙ τ_i · ‖τ_i‖₁ / ‖m_i ⊙ τ_i‖₁, m_i ~ Bernoulli(d_i − ε_i + 2ε_i (r − 1)/(m − 1))"
+    " with r the rank of |τ_i| in its row of m entries"
+)
+_LINEAR_SUM = "D = Σ_i w_i when normalising (|D| < 1e-8 → 1), else 1"
+
+_ALL = (
+    MergeMethod(
+        "linear", "Linear (model soup)", "https://arxiv.org/abs/2203.05482",
+        "θ = Σ_i w_i θ_i / Σ_i w_i (normalize, default), or Σ_i w_i θ_i; no base model",
+        kernel="linear", default_normalize=True,
+    ),
+    MergeMethod(
+        "task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089",
+        f"{_TA}; {_LINEAR_SUM}", kernel="task_arithmetic",
+    ),
+    MergeMethod(
+        "ties", "TIES", "https://arxiv.org/abs/2306.01708",
+        f"{_TIES}; τ̂_i = the k = max(1, ⌊d_i n⌋) largest-|.| entries of τ_i",
+        kernel="task_arithmetic", sparsification="magnitude", consensus="sum",
+        default_normalize=True,
+    ),
+    MergeMethod(
+        "dare_ties", "DARE TIES", "https://arxiv.org/abs/2311.03099",
+        f"{_TIES}; {_DARE}", kernel="task_arithmetic", sparsification="random",
+        consensus="sum", default_rescale=True,
+    ),
+    MergeMethod(
+        "dare_linear", "Linear DARE", "https://arxiv.org/abs/2311.03099",
+        f"θ = θ_base + λ · Σ_i w_i τ̂_i / D; {_DARE}; {_LINEAR_SUM}",
+        kernel="task_arithmetic", sparsification="random", default_rescale=True,
+    ),
+    MergeMethod(
+        "breadcrumbs", "Model Breadcrumbs", "https://arxiv.org/abs/2312.06795",
+        f"θ = θ_base + λ · Σ_i w_i τ̂_i / D; {_CRUMBS}; {_LINEAR_SUM}",
+        kernel="task_arithmetic", sparsification="magnitude_outliers",
+    ),
+    MergeMethod(
+        "breadcrumbs_ties", "Model Breadcrumbs with TIES", "https://arxiv.org/abs/2312.06795",
+        f"{_TIES}; {_CRUMBS}", kernel="task_arithmetic",
+        sparsification="magnitude_outliers", consensus="sum",
+    ),
+    MergeMethod(
+        "della", "DELLA", "https://arxiv.org/abs/2406.11617",
+        f"{_TIES}; {_DELLA}", kernel="task_arithmetic", sparsification="della_magprune",
+        consensus="sum", default_normalize=True, default_rescale=True,
+    ),
+    MergeMethod(
+        "della_linear", "Linear DELLA", "https://arxiv.org/abs/2406.11617",
+        f"θ = θ_base + λ · Σ_i w_i τ̂_i / D; {_DELLA}; {_LINEAR_SUM}",
+        kernel="task_arithmetic", sparsification="della_magprune", default_rescale=True,
+    ),
+)  # fmt: skip
+
+#: every method by name, in a fixed order
+METHODS: Mapping[str, MergeMethod] = MappingProxyType({m.name: m for m in _ALL})
+
+
+def get_method(name: str) -> MergeMethod:
+    """The registered method called ``name``.
+
+    Args:
+        name: a method name, e.g. ``"dare_ties"``.
+
+    Returns:
+        The :class:`MergeMethod`. Raises :class:`~hm3.errors.Hm3Error` (a ``ValueError``)
+        listing the valid names when there is none by that name.
+    """
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise Hm3Error(
+            f"merge_method = {name!r}: unknown; expected one of {', '.join(METHODS)}"
+        ) from None

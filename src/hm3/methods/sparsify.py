@@ -1,0 +1,228 @@
+"""Sparsification of one task vector τ_i = θ_i − θ_base, in place.
+
+What it does: the four variants of mergekit 0.1.5 (magnitude top-k for TIES, Bernoulli drop for
+DARE, magnitude window for Model Breadcrumbs, rank-scaled Bernoulli for DELLA) and the L1 rescale
+that restores the norm of what was dropped. Each ``*_`` function works in place on one model's
+delta (a view into the caller's stacked buffer) and may use a caller-provided scratch buffer of
+the same size, so a merge allocates no per-model temporaries of full size.
+What it does not: weight, elect signs or sum models (see :mod:`hm3.methods.task_arithmetic`),
+or touch the global random state: every draw is ``torch.bernoulli(probs, generator=...)`` with
+the caller's generator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hm3.methods.masks import (
+    della_probabilities,
+    outlier_window,
+    rank_window_mask,
+    top_k_count,
+)
+from hm3.methods.params import ModelParams, Sparsification
+
+#: mergekit's tolerance below which an L1 norm counts as zero and no rescale happens
+RESCALE_EPS = 1e-7
+
+
+def rescale_l1_(
+    masked: Tensor,
+    original_l1: Tensor | float,
+    eps: float = RESCALE_EPS,
+    *,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """DARE step 2 (rescale): scale ``masked`` in place so its L1 norm is ``original_l1``.
+
+    Nothing is scaled when either norm is below ``eps`` (mergekit's behaviour).
+
+    Args:
+        masked: the sparsified task vector, modified in place.
+        original_l1: L1 norm of the task vector before sparsification.
+        eps: tolerance under which a norm counts as zero.
+        scratch: optional buffer of ``masked``'s size and dtype, overwritten.
+
+    Returns:
+        ``masked``.
+    """
+    before = torch.as_tensor(original_l1, dtype=masked.dtype, device=masked.device)
+    after = l1_norm(masked, scratch)
+    ratio = torch.where((before < eps) | (after < eps), 1.0, before / after)
+    return masked.mul_(ratio)
+
+
+def l1_norm(x: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """‖x‖₁ summed like mergekit (``x.abs().sum()``), through ``scratch`` when given.
+
+    Args:
+        x: any tensor.
+        scratch: optional buffer of ``x``'s size and dtype, overwritten.
+
+    Returns:
+        A 0-D tensor.
+    """
+    return torch.abs(x, out=_scratch(scratch, x)).sum()
+
+
+def _apply_mask_(delta: Tensor, keep: Tensor, scratch: Tensor) -> None:
+    scratch.copy_(keep)  # a float copy of the mask: multiplying by bool would allocate
+    delta.mul_(scratch)
+
+
+def _scratch(scratch: Tensor | None, like: Tensor) -> Tensor:
+    return torch.empty_like(like) if scratch is None else scratch.view_as(like)
+
+
+def magnitude_(
+    delta: Tensor, density: float, *, rescale: bool = False, scratch: Tensor | None = None
+) -> Tensor:
+    """TIES step 1 (trim), in place: zero all but the k largest |τ| entries.
+
+    Args:
+        delta: one model's task vector, modified in place.
+        density: fraction kept, in (0, 1]; 1 leaves ``delta`` untouched.
+        rescale: L1-rescale the kept entries to the original norm.
+        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
+
+    Returns:
+        ``delta``.
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    mags = torch.abs(delta, out=_scratch(scratch, delta))
+    before = mags.sum() if rescale else None
+    keep = rank_window_mask(mags, n - top_k_count(n, density), n)
+    _apply_mask_(delta, keep, mags)
+    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+
+def magnitude_outliers_(
+    delta: Tensor,
+    density: float,
+    gamma: float,
+    *,
+    rescale: bool = False,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """Breadcrumbs step 1, in place: zero the largest ⌊γ·n⌋ and the smallest |τ| entries.
+
+    Args:
+        delta: one model's task vector, modified in place.
+        density: fraction kept, in (0, 1]; 1 leaves ``delta`` untouched.
+        gamma: fraction of the largest-magnitude entries removed, in [0, 1).
+        rescale: L1-rescale the kept entries to the original norm.
+        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
+
+    Returns:
+        ``delta``.
+    """
+    if density >= 1:
+        return delta
+    mags = torch.abs(delta, out=_scratch(scratch, delta))
+    before = mags.sum() if rescale else None
+    keep = rank_window_mask(mags, *outlier_window(delta.numel(), density, gamma))
+    _apply_mask_(delta, keep, mags)
+    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+
+def random_(
+    delta: Tensor,
+    density: float,
+    generator: torch.Generator | None,
+    *,
+    rescale: bool = False,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """DARE step 1 (drop), in place: keep each entry with probability ``density``.
+
+    One ``torch.bernoulli(probs, generator=generator)`` draw over the whole tensor.
+
+    Args:
+        delta: one model's task vector, modified in place.
+        density: keep probability, in (0, 1]; 1 leaves ``delta`` untouched (no draw).
+        generator: the model's random generator, on ``delta``'s device.
+        rescale: DARE step 2, L1-rescale the kept entries to the original norm.
+        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
+
+    Returns:
+        ``delta``.
+    """
+    if density >= 1:
+        return delta
+    before = l1_norm(delta, scratch) if rescale else None
+    probs = _scratch(scratch, delta).fill_(density)
+    delta.mul_(torch.bernoulli(probs, generator=generator, out=probs))
+    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+
+def della_magprune_(
+    delta: Tensor,
+    density: float,
+    epsilon: float,
+    generator: torch.Generator | None,
+    *,
+    rescale: bool = False,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """DELLA step 1 (MagPrune), in place: keep each entry with a rank-dependent probability.
+
+    Probabilities from :func:`della_probabilities`, then one ``torch.bernoulli`` draw.
+
+    Args:
+        delta: one model's task vector, modified in place.
+        density: mean keep probability, in (0, 1]; 1 leaves ``delta`` untouched (no draw).
+        epsilon: half-width of the probability range; density ± epsilon in (0, 1).
+        generator: the model's random generator, on ``delta``'s device.
+        rescale: DELLA step 2, L1-rescale the kept entries to the original norm.
+        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
+
+    Returns:
+        ``delta``.
+    """
+    if density >= 1:
+        return delta
+    before = l1_norm(delta, scratch) if rescale else None
+    probs = della_probabilities(delta, density, epsilon, out=_scratch(scratch, delta))
+    delta.mul_(torch.bernoulli(probs, generator=generator, out=probs))
+    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+
+def sparsify_(
+    delta: Tensor,
+    method: Sparsification,
+    params: ModelParams,
+    generator: torch.Generator | None = None,
+    *,
+    rescale: bool = False,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """Sparsify one model's task vector in place with the named variant.
+
+    Args:
+        delta: one model's task vector, modified in place.
+        method: ``magnitude``, ``random``, ``magnitude_outliers`` or ``della_magprune``.
+        params: the model's parameters (density, gamma, epsilon).
+        generator: the model's generator (random variants only).
+        rescale: L1-rescale the kept entries to the original norm.
+        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
+
+    Returns:
+        ``delta``.
+    """
+    d = params.density
+    if method == "magnitude":
+        return magnitude_(delta, d, rescale=rescale, scratch=scratch)
+    if method == "random":
+        return random_(delta, d, generator, rescale=rescale, scratch=scratch)
+    if method == "magnitude_outliers":
+        return magnitude_outliers_(delta, d, params.gamma, rescale=rescale, scratch=scratch)
+    if method == "della_magprune":
+        eps = params.epsilon
+        return della_magprune_(delta, d, eps, generator, rescale=rescale, scratch=scratch)
+    raise ValueError(
+        f"sparsification = {method!r}: expected one of magnitude, random, "
+        "magnitude_outliers, della_magprune"
+    )

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny real checkpoints per architecture family, built once per session."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tiny import make_base, make_classifier
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+LABELS = (("benign", "jailbreak"), ("LABEL_0", "LABEL_1", "LABEL_2"), ("w", "x", "y", "z"))
+
+
+@dataclass(frozen=True)
+class Zoo:
+    base: Path
+    models: tuple[Path, ...]
+    family: str
+
+
+def _build(root: Path, family: str, *, bare: bool = True, train_steps: int = 0) -> Zoo:
+    base = make_base(root / "base", family, bare=bare)
+    models = tuple(
+        make_classifier(base, root / f"task{i}", labels, seed=10 + i, train_steps=train_steps)
+        for i, labels in enumerate(LABELS)
+    )
+    return Zoo(base, models, family)
+
+
+@pytest.fixture(scope="session")
+def zoo_factory(tmp_path_factory):
+    cache: dict[tuple, Zoo] = {}
+
+    def get(family: str = "bert", *, bare: bool = True, train_steps: int = 0) -> Zoo:
+        key = (family, bare, train_steps)
+        if key not in cache:
+            root = tmp_path_factory.mktemp(
+                f"zoo-{family}-{'bare' if bare else 'clf'}-{train_steps}"
+            )
+            cache[key] = _build(root, family, bare=bare, train_steps=train_steps)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def bert_zoo(zoo_factory) -> Zoo:
+    return zoo_factory("bert")
+
+
+@pytest.fixture(autouse=True)
+def _hm3_logging(caplog):
+    caplog.set_level(logging.WARNING, logger="hm3")

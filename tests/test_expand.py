@@ -1,0 +1,61 @@
+"""HM3 expansion (Algorithm 1): each expanded model reproduces its original on its segment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hm3.config import MergeConfig
+from hm3.expand import expand_rows, zero_rows
+from hm3.export import expand
+from tiny import FAMILIES, toy_texts
+
+
+def test_expand_rows_places_the_segment_and_zeros_elsewhere():
+    w = torch.arange(6.0).reshape(2, 3) + 1
+    out = expand_rows(w, 3, 7)
+    assert out.shape == (7, 3)
+    assert torch.equal(out[3:5], w)
+    assert out[:3].abs().sum() == 0 and out[5:].abs().sum() == 0
+    b = expand_rows(torch.tensor([1.0, 2.0]), 0, 4)
+    assert b.tolist() == [1.0, 2.0, 0.0, 0.0]
+    assert zero_rows(w, 5).shape == (5, 3) and zero_rows(w, 5).abs().sum() == 0
+    with pytest.raises(ValueError, match="does not fit"):
+        expand_rows(w, 6, 7)
+
+
+def _logits(path, texts):
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    with torch.inference_mode():
+        return model(**tok(texts, return_tensors="pt", padding=True)).logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expanded_models_match_originals_on_their_segment(zoo_factory, tmp_path, family):
+    zoo = zoo_factory(family)
+    config = MergeConfig.from_dict(
+        {
+            "base_model": str(zoo.base),
+            "merge_method": "ties",
+            "models": [{"model": str(m)} for m in zoo.models],
+        }
+    )
+    out = expand(config, tmp_path / "expanded", progress=False)
+    texts = toy_texts(8)
+    meta = json.loads((out / "base" / "config.json").read_text())["hm3"]
+    total = meta["tasks"][-1]["end"]
+    assert torch.count_nonzero(_logits(out / "base", texts)) == 0  # all-zero head (Alg. 1, line 10)
+    for model, task in zip(zoo.models, meta["tasks"], strict=True):
+        original = _logits(model, texts)
+        expanded = _logits(out / "models" / task["name"], texts)
+        assert expanded.shape == (len(texts), total)
+        torch.testing.assert_close(
+            expanded[:, task["start"] : task["end"]], original, atol=1e-5, rtol=1e-5
+        )
+        others = torch.cat([expanded[:, : task["start"]], expanded[:, task["end"] :]], dim=1)
+        assert torch.count_nonzero(others) == 0
+    assert (out / "mergekit.yaml").is_file()

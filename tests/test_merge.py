@@ -1,0 +1,211 @@
+"""Streaming merge to disk: output format, exact values, determinism, atomic output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from hm3.config import MergeConfig
+from hm3.errors import Hm3Error
+from hm3.expand import expand_rows
+from hm3.merge import merge
+from hm3.methods import METHODS, MergeOptions
+from tiny import FAMILIES, make_classifier
+
+
+def _config(zoo, method="ties", models=None, **extra):
+    data = {
+        "base_model": str(zoo.base),
+        "merge_method": method,
+        "models": models or [{"model": str(m)} for m in zoo.models],
+    }
+    data.update(extra)
+    return MergeConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merged_checkpoint_is_a_standard_hf_classifier(zoo_factory, tmp_path, family):
+    zoo = zoo_factory(family)
+    result = merge(_config(zoo, parameters={"density": 0.5}), tmp_path / "merged", progress=False)
+    out = result.path
+    assert {"config.json", "model.safetensors", "README.md", "vocab.txt"} <= {
+        p.name for p in out.iterdir()
+    }
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    assert model.config.num_labels == 2 + 3 + 4
+    assert config["id2label"]["0"] == "task0/benign"
+    assert config["id2label"]["2"] == "task1/class_0"  # LABEL_0 is uninformative
+    assert config["id2label"]["8"] == "task2/z"
+    tasks = config["hm3"]["tasks"]
+    assert [(t["name"], t["start"], t["end"]) for t in tasks] == [
+        ("task0", 0, 2),
+        ("task1", 2, 5),
+        ("task2", 5, 9),
+    ]
+    assert config["hm3"]["merge"]["method"] == "ties"
+    assert "ties" in (out / "README.md").read_text()
+    assert not list(tmp_path.glob(".merged.tmp-*"))
+
+
+def test_classifier_base_works_like_a_bare_base(zoo_factory, tmp_path):
+    zoo = zoo_factory("bert", bare=False)
+    merge(_config(zoo), tmp_path / "m", progress=False)
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+
+
+def _stored(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_body_and_head_values_equal_the_method_on_expanded_inputs(bert_zoo, tmp_path):
+    weights = [1.0, 0.5, 2.0]
+    models = [
+        {"model": str(m), "parameters": {"weight": w}}
+        for m, w in zip(bert_zoo.models, weights, strict=True)
+    ]
+    merge(
+        _config(bert_zoo, "ties", models, parameters={"density": 0.7}),
+        tmp_path / "m",
+        progress=False,
+    )
+    merged = _stored(tmp_path / "m")
+    base = load_file(str(bert_zoo.base / "model.safetensors"))
+    originals = [load_file(str(m / "model.safetensors")) for m in bert_zoo.models]
+    ties = METHODS["ties"]
+    params = MergeConfig.model_params(
+        _config(bert_zoo, "ties", models, parameters={"density": 0.7})
+    )
+    name = "bert.encoder.layer.1.attention.self.query.weight"
+    expected = ties.merge(
+        base[name.removeprefix("bert.")], torch.stack([o[name] for o in originals]), params
+    )
+    torch.testing.assert_close(merged[name], expected, atol=0, rtol=0)
+    starts = [0, 2, 5]
+    heads = torch.stack(
+        [expand_rows(o["classifier.weight"], s, 9) for o, s in zip(originals, starts, strict=True)]
+    )
+    expected = ties.merge(torch.zeros(9, 32), heads, params)
+    torch.testing.assert_close(merged["classifier.weight"], expected, atol=0, rtol=0)
+
+
+def test_soup_shrinks_each_head_by_its_weight_share(bert_zoo, tmp_path):
+    merge(_config(bert_zoo, "linear"), tmp_path / "m", progress=False)
+    merged = _stored(tmp_path / "m")["classifier.weight"]
+    first = load_file(str(bert_zoo.models[0] / "model.safetensors"))["classifier.weight"]
+    torch.testing.assert_close(merged[0:2], first / 3)
+
+
+def test_tensors_the_base_lacks_are_the_plain_mean_with_a_warning(zoo_factory, tmp_path, caplog):
+    zoo = zoo_factory("roberta")  # a bare RobertaModel has no classifier.dense
+    result = merge(_config(zoo, "task_arithmetic"), tmp_path / "m", progress=False)
+    assert any("classifier.dense.weight" in w for w in result.warnings)
+    assert "plain mean" in caplog.text
+    merged = _stored(tmp_path / "m")["classifier.dense.weight"]
+    originals = [
+        load_file(str(m / "model.safetensors"))["classifier.dense.weight"] for m in zoo.models
+    ]
+    torch.testing.assert_close(merged, torch.stack(originals).mean(0))
+    assert "plain mean" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_same_config_same_bytes_and_seed_changes_them(bert_zoo, tmp_path):
+    cfg = _config(bert_zoo, "dare_ties", parameters={"density": 0.4}, seed=3)
+    merge(cfg, tmp_path / "a", progress=False)
+    merge(cfg, tmp_path / "b", progress=False)
+    merge(
+        _config(bert_zoo, "dare_ties", parameters={"density": 0.4}, seed=4),
+        tmp_path / "c",
+        progress=False,
+    )
+    a, b, c = ((tmp_path / x / "model.safetensors").read_bytes() for x in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_self_merge_draws_independent_masks(bert_zoo, tmp_path):
+    one = str(bert_zoo.models[0])
+    cfg = _config(
+        bert_zoo,
+        "dare_linear",
+        [{"model": one}, {"model": one}],
+        parameters={"density": 0.5, "rescale": False},
+    )
+    merge(cfg, tmp_path / "m", progress=False)
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    merged = _stored(tmp_path / "m")[name]
+    base = load_file(str(bert_zoo.base / "model.safetensors"))[name.removeprefix("bert.")]
+    tau = load_file(str(bert_zoo.models[0] / "model.safetensors"))[name] - base
+    ratio = ((merged - base) / tau)[tau.abs() > 1e-4]
+    # each entry is kept by 0, 1 or 2 of the masks; identical masks would give only 0 or 2
+    share_once = ((ratio - 1).abs() < 1e-3).float().mean().item()
+    assert 0.35 < share_once < 0.65
+    # the two copies are two tasks with distinct names
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert [t["name"] for t in config["hm3"]["tasks"]] == ["task0", "task0_2"]
+
+
+def test_sharded_inputs_and_bfloat16_output(bert_zoo, tmp_path):
+    model = AutoModelForSequenceClassification.from_pretrained(bert_zoo.models[0])
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_size="20KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    for f in bert_zoo.models[0].glob("*.txt"):
+        (sharded / f.name).write_bytes(f.read_bytes())
+    cfg = _config(bert_zoo, "ties", [{"model": str(sharded)}, {"model": str(bert_zoo.models[1])}])
+    merge(cfg, tmp_path / "m", dtype="bfloat16", progress=False)
+    merged = _stored(tmp_path / "m")
+    assert merged["classifier.weight"].dtype == torch.bfloat16
+    ref = tmp_path / "ref"
+    merge(
+        _config(
+            bert_zoo,
+            "ties",
+            [{"model": str(bert_zoo.models[0])}, {"model": str(bert_zoo.models[1])}],
+        ),
+        ref,
+        dtype="bfloat16",
+        progress=False,
+    )
+    assert all(torch.equal(v, _stored(ref)[k]) for k, v in merged.items())
+
+
+def test_existing_output_refused_then_replaced_with_force(bert_zoo, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(Hm3Error, match=r"already exists.*--force"):
+        merge(_config(bert_zoo), out, progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    merge(_config(bert_zoo), out, force=True, progress=False)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_failure_midway_leaves_no_output(bert_zoo, tmp_path):
+    broken = make_classifier(bert_zoo.base, tmp_path / "broken", ["a", "b"], seed=1)
+    tensors = load_file(str(broken / "model.safetensors"))
+    tensors["bert.encoder.layer.1.output.dense.weight"][0, 0] = float("nan")
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(broken / "model.safetensors"))
+    cfg = _config(bert_zoo, "ties", [{"model": str(bert_zoo.models[0])}, {"model": str(broken)}])
+    with pytest.raises(Hm3Error, match=r"models\[1\].*layer\.1\.output\.dense\.weight.*NaN"):
+        merge(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_merge_options_reach_the_method(bert_zoo, tmp_path):
+    cfg = _config(bert_zoo, "task_arithmetic", parameters={"lambda": 0.5})
+    merge(cfg, tmp_path / "m", progress=False)
+    name = "bert.pooler.dense.weight"
+    base = load_file(str(bert_zoo.base / "model.safetensors"))["pooler.dense.weight"]
+    stack = torch.stack([load_file(str(m / "model.safetensors"))[name] for m in bert_zoo.models])
+    expected = METHODS["task_arithmetic"].merge(
+        base, stack, cfg.model_params(), MergeOptions(lambda_=0.5)
+    )
+    torch.testing.assert_close(_stored(tmp_path / "m")[name], expected)
