@@ -1,0 +1,350 @@
+"""Evaluate merged and original classifiers on a suite (paper §5): predictions and metrics.
+
+Every model to compare is a column of the results: a merged checkpoint (which answers all its
+tasks from one forward pass), an ordinary single-task classifier, or the group ``original``:
+one original classifier per task, each answering only its own task (its one task renamed to
+the task name it is given). Each classifier predicts the distinct texts of the datasets that
+concern it exactly once, batched and sorted by length, with a progress bar over batches.
+
+Metrics (scikit-learn), per model and task:
+
+- **macro-F1**: ``f1_score(y_true, y_pred, average="macro", zero_division=0)`` pooled over
+  every dataset that expects a label for the task. The labels averaged over are those that
+  occur among the expected or predicted labels (scikit-learn's default ``labels=None``): a
+  task only ever expected to say ``benign`` that wrongly says ``jailbreak`` even once gets F1 0
+  for ``jailbreak``, so its macro-F1 is at most 0.5.
+- **accuracy** per dataset: the fraction of the dataset's rows given the expected label.
+- **average F1** of a model: the mean of its tasks' macro-F1 (paper Table 1).
+- **confusion matrix** over all the task's labels in order: rows expected, columns predicted.
+
+The result types (the schema of ``results.json``) live in :mod:`hm3.report`, which also
+writes them to disk; this module reads no suite file itself (see :mod:`hm3.suite`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from hm3.checkpoint import read_config
+from hm3.classifier import Classifier, load, segment_softmax
+from hm3.errors import Hm3Error
+from hm3.labels import Task, is_uninformative, tasks_from_config
+from hm3.report import (
+    DatasetAccuracy,
+    DatasetInfo,
+    EvaluationResult,
+    ModelResult,
+    TaskInfo,
+    TaskResult,
+)
+from hm3.suite import Dataset, Suite, check_expectations, load_datasets
+
+__all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate", "parse_named_paths"]
+
+ORIGINAL = "original"
+ModelRef = Classifier | str | Path
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One classifier of a model column; ``tasks`` are renamed to the names they answer for."""
+
+    model: str
+    ref: Classifier | Path
+    tasks: tuple[Task, ...]
+
+
+def evaluate(
+    suite: Suite,
+    models: Mapping[str, ModelRef],
+    *,
+    originals: Mapping[str, ModelRef] | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run every model on the suite's datasets and score each task it answers.
+
+    Args:
+        suite: a validated suite (:func:`hm3.suite.load_suite`).
+        models: column name → merged or ordinary classifier (loaded, or its directory).
+        originals: task name → original single-task classifier; together they form the model
+            ``original``, each answering only the task it is mapped to.
+        batch_size: texts per forward pass.
+        device: where directories are loaded (``cpu``, ``cuda``; default: CUDA if available).
+        allow_pickle: accept pickled ``.bin`` weights for directories.
+        progress: show a progress bar over batches (on stderr).
+
+    Returns:
+        An :class:`EvaluationResult`: originals first, then ``models`` in the order given.
+    """
+    if batch_size < 1:
+        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+    start = time.perf_counter()
+    datasets = load_datasets(suite)
+    members, tasks = _align_labels(_members(models, originals or {}))
+    check_expectations(datasets, tasks)
+    predictions = _predict_all(members, datasets, batch_size, device, allow_pickle, progress)
+    results = [
+        _score_model(name, [m for m in members if m.model == name], datasets, tasks, predictions)
+        for name in dict.fromkeys(m.model for m in members)
+    ]
+    return EvaluationResult(
+        suite=suite.source,
+        seed=suite.seed,
+        limit=suite.limit,
+        datasets=tuple(
+            DatasetInfo(
+                name=d.name,
+                path=str(d.path),
+                rows=d.rows,
+                evaluated=len(d.texts),
+                expect=dict(d.expect),
+            )
+            for d in datasets
+        ),
+        tasks=tuple(TaskInfo(name=name, labels=tasks[name]) for name in _suite_tasks(datasets)),
+        models=tuple(results),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) -> list[_Member]:
+    if not models and not originals:
+        raise Hm3Error("models: nothing to evaluate; give at least one model or original")
+    if originals and ORIGINAL in models:
+        raise Hm3Error(f"models: {ORIGINAL!r} is the name of the originals; rename that model")
+    members = []
+    for task, ref in originals.items():
+        own = _tasks_of(ref)
+        if len(own) != 1:
+            raise Hm3Error(
+                f"originals {task}={_where(ref)}: expected a single-task classifier, found "
+                f"{len(own)} tasks ({', '.join(t.name for t in own)}); pass it as a model instead"
+            )
+        members.append(_Member(ORIGINAL, _ref(ref), (dataclasses.replace(own[0], name=task),)))
+    for name, ref in models.items():
+        if not name:
+            raise Hm3Error(f"models: empty name for {_where(ref)}; give it a name")
+        members.append(_Member(name, _ref(ref), tuple(_tasks_of(ref))))
+    return members
+
+
+def _ref(ref: ModelRef) -> Classifier | Path:
+    return ref if isinstance(ref, Classifier) else Path(ref)
+
+
+def _where(ref: ModelRef) -> str:
+    return str(ref.path if isinstance(ref, Classifier) else ref)
+
+
+def _tasks_of(ref: ModelRef) -> list[Task]:
+    """A classifier's tasks, read from its config.json without loading weights."""
+    if isinstance(ref, Classifier):
+        return list(ref.tasks)
+    path = Path(ref)
+    if not path.is_dir():
+        raise Hm3Error(f"{path}: model directory not found; check the path")
+    return tasks_from_config(read_config(path, str(path)), path.resolve().name, str(path))
+
+
+def _align_labels(members: Sequence[_Member]) -> tuple[list[_Member], dict[str, tuple[str, ...]]]:
+    """Give each task one label list over all members (task name → labels).
+
+    A task's labels are the first informative ones among the models answering it; a model whose
+    names for it are placeholders (``class_0``, ``LABEL_1``: an original without ``id2label``
+    names, whose merge config named them) takes those names by position. Any other difference
+    is an error.
+    """
+    labels: dict[str, tuple[str, ...]] = {}
+    for member in members:
+        for task in member.tasks:
+            known = labels.get(task.name)
+            if known is None or (_placeholders(known) and not _placeholders(task.labels)):
+                labels[task.name] = task.labels
+    aligned = []
+    for member in members:
+        tasks = tuple(_aligned(member.model, t, labels[t.name]) for t in member.tasks)
+        aligned.append(dataclasses.replace(member, tasks=tasks))
+    return aligned, labels
+
+
+def _aligned(model: str, task: Task, labels: tuple[str, ...]) -> Task:
+    if set(task.labels) == set(labels):
+        return task
+    if _placeholders(task.labels) and len(task.labels) == len(labels):
+        return dataclasses.replace(task, labels=labels)
+    raise Hm3Error(
+        f"task {task.name!r}: model {model!r} has labels {', '.join(task.labels)} but another "
+        f"model has {', '.join(labels)}; models compared on a task must share its labels"
+    )
+
+
+def _placeholders(labels: Sequence[str]) -> bool:
+    return all(is_uninformative(label) for label in labels)
+
+
+# predictions[(model, task, dataset)] = predicted label names, one per row of the dataset
+Predictions = dict[tuple[str, str, str], np.ndarray]
+
+
+def _predict_all(
+    members: Sequence[_Member],
+    datasets: Sequence[Dataset],
+    batch_size: int,
+    device: str | None,
+    allow_pickle: bool,
+    progress: bool,
+) -> Predictions:
+    """Each member predicts the distinct texts of the datasets expecting one of its tasks, once."""
+    plans = []
+    for member in members:
+        names = {t.name for t in member.tasks}
+        relevant = [d for d in datasets if names & set(d.expected)]
+        texts = list(dict.fromkeys(t for d in relevant for t in d.texts))
+        if texts:
+            plans.append((member, relevant, texts))
+    out: Predictions = {}
+    with _progress_bar(progress) as bar:
+        job = bar.add_task("", total=sum(-(-len(texts) // batch_size) for _, _, texts in plans))
+        for n, (member, relevant, texts) in enumerate(plans, 1):
+            who = member.model + (f" ({member.tasks[0].name})" if member.model == ORIGINAL else "")
+            bar.update(job, description=f"{who} [{n}/{len(plans)}]")
+            clf = member.ref
+            if not isinstance(clf, Classifier):
+                clf = load(clf, device=device, allow_pickle=allow_pickle)
+            probs = segment_softmax(
+                _logits(clf, texts, batch_size, lambda: bar.advance(job)), list(member.tasks)
+            )
+            out.update(_labels_per_dataset(member, relevant, texts, probs))
+    return out
+
+
+def _labels_per_dataset(
+    member: _Member, datasets: Sequence[Dataset], texts: Sequence[str], probs: dict[str, np.ndarray]
+) -> Predictions:
+    """Map predictions on the distinct ``texts`` back to each dataset's rows, as label names."""
+    row = {text: i for i, text in enumerate(texts)}
+    out: Predictions = {}
+    for data in datasets:
+        idx = np.array([row[t] for t in data.texts], dtype=np.int64)
+        for task in member.tasks:
+            if task.name in data.expected:
+                best = probs[task.name][idx].argmax(axis=1)
+                out[(member.model, task.name, data.name)] = np.asarray(task.labels, object)[best]
+    return out
+
+
+def _logits(
+    clf: Classifier, texts: Sequence[str], batch_size: int, advance: Callable[[], None]
+) -> np.ndarray:
+    """Logits in input order; batches of similar length, ``advance()`` called after each."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), clf.tasks[-1].end), dtype=np.float32)
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo : lo + batch_size]
+        out[idx] = clf.logits([texts[i] for i in idx], batch_size=len(idx))
+        advance()
+    return out
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("evaluating {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
+
+
+def _score_model(
+    name: str,
+    members: Sequence[_Member],
+    datasets: Sequence[Dataset],
+    labels: Mapping[str, tuple[str, ...]],
+    preds: Predictions,
+) -> ModelResult:
+    """Score each of the model's tasks that the suite expects, in suite order."""
+    sources = {task.name: _where(m.ref) for m in members for task in m.tasks}
+    results = [
+        _score_task(name, task, labels[task], [d for d in datasets if task in d.expected], preds)
+        for task in _suite_tasks(datasets)
+        if task in sources
+    ]
+    average = float(np.mean([r.f1 for r in results])) if results else None
+    kind = "original" if name == ORIGINAL else "model"
+    return ModelResult(
+        name=name, kind=kind, sources=sources, average_f1=average, tasks=tuple(results)
+    )
+
+
+def _suite_tasks(datasets: Sequence[Dataset]) -> list[str]:
+    """The tasks the suite expects labels for, in order of first mention."""
+    return list(dict.fromkeys(task for data in datasets for task in data.expected))
+
+
+def _score_task(
+    model: str,
+    task: str,
+    labels: tuple[str, ...],
+    datasets: Sequence[Dataset],
+    predictions: Predictions,
+) -> TaskResult:
+    """Pooled macro-F1, confusion matrix, and per-dataset accuracy of one model on one task."""
+    trues = [np.asarray(d.expected[task], dtype=object) for d in datasets]
+    preds = [predictions[(model, task, d.name)] for d in datasets]
+    y_true, y_pred = np.concatenate(trues), np.concatenate(preds)
+    per_dataset = tuple(
+        DatasetAccuracy(
+            dataset=d.name,
+            expect=d.expect[task],
+            accuracy=float(accuracy_score(t, p)),
+            support=len(t),
+        )
+        for d, t, p in zip(datasets, trues, preds, strict=True)
+    )
+    matrix = confusion_matrix(y_true, y_pred, labels=list(labels))
+    return TaskResult(
+        task=task,
+        f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        support=len(y_true),
+        labels=labels,
+        confusion=tuple(tuple(int(v) for v in row) for row in matrix),
+        datasets=per_dataset,
+    )
+
+
+def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> dict[str, Path]:
+    """Command-line ``NAME=DIR`` (or ``DIR``, named after the directory) pairs, in order.
+
+    Args:
+        specs: the arguments as given.
+        option: the option or argument they came from, for messages.
+        need_name: refuse a bare ``DIR``.
+    """
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():
+            if need_name:
+                raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
+            name, path = Path(spec).resolve().name, spec
+        if not name or not path:
+            raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
+        if name in out:
+            raise Hm3Error(f"{option} {spec}: name {name!r} given twice; use NAME=DIR to rename")
+        out[name] = Path(path)
+    return out

@@ -1,0 +1,388 @@
+"""``hm3.evaluate`` and ``hm3 evaluate`` on tiny real classifiers (no mocks of hm3's own code).
+
+Every metric is recomputed independently: predictions from ``Classifier.predict`` (its own
+batching), scikit-learn on the concatenated expectations. Plus a hand-worked pooled macro-F1,
+cross-check datasets, per-row labels, one forward pass per distinct text, bad input, the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+from transformers import BertTokenizerFast
+
+from conftest import LABELS, Zoo
+from hm3.classifier import load
+from hm3.cli import main
+from hm3.config import MergeConfig
+from hm3.errors import Hm3Error
+from hm3.evaluate import EvaluationResult, _score_task, evaluate, parse_named_paths
+from hm3.merge import merge
+from hm3.suite import Dataset, load_datasets, load_suite
+from test_suite import write_rows, write_suite
+from tiny import SPECIAL, WORDS, make_base, make_classifier, write_merge_yaml
+
+N = 24  # rows per dataset
+
+
+def group_texts(group: int, n: int, seed: int) -> list[str]:
+    """Texts mostly from one word group of tiny's toy task (the trained label), mixed with words
+    of the next group so that predictions vary from row to row."""
+    rng = random.Random(seed)
+    own, other = WORDS[group * 8 : group * 8 + 8], WORDS[(group + 1) % 4 * 8 :][:8]
+    texts = []
+    for _ in range(n):
+        words = rng.choices(own, k=rng.randint(1, 8)) + rng.choices(other, k=rng.randint(0, 6))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts
+
+
+def build_suite(root: Path) -> Path:
+    """Datasets in all three formats; g2 cross-checks task0 on task1's data; mixed has per-row
+    labels and repeats g0's texts (predicted once)."""
+    g = [group_texts(i, N, seed=i) for i in range(4)]
+    write_rows(root / "data" / "g0.jsonl", [{"text": t} for t in g[0]])
+    write_rows(root / "data" / "g1.csv", [{"prompt": t, "id": i} for i, t in enumerate(g[1])])
+    write_rows(root / "data" / "g2.parquet", [{"text": t} for t in g[2]])
+    mixed = [{"text": t, "letter": "wxyz"[i % 4]} for i, t in enumerate(g[3][:8] + g[0][:8])]
+    write_rows(root / "data" / "mixed.jsonl", mixed)
+    return write_suite(
+        root / "suite.yaml",
+        {
+            "datasets": [
+                {
+                    "name": "g0",
+                    "path": "data/g0.jsonl",
+                    "expect": {"task0": "benign", "task1": "class_0", "task2": "w"},
+                },
+                {
+                    "name": "g1",
+                    "path": "data/g1.csv",
+                    "text": "prompt",
+                    "expect": {"task0": "jailbreak", "task2": "x"},
+                },
+                {
+                    "name": "g2",
+                    "path": "data/g2.parquet",
+                    "expect": {"task1": "class_2", "task0": "benign"},
+                },
+                {
+                    "name": "mixed",
+                    "path": "data/mixed.jsonl",
+                    "expect": {"task2": {"column": "letter"}},
+                },
+            ]
+        },
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is faster, and far faster on a busy 2-core CI runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, _one_thread) -> Zoo:
+    """conftest's zoo, trained, with a tokenizer that knows the toy words.
+
+    tiny.write_tokenizer builds ``BertTokenizerFast(vocab_file=...)``, which transformers 5
+    ignores: every word becomes [UNK] and training cannot learn the toy task. Until that is
+    fixed there, the base's tokenizer is rebuilt here from the same vocabulary.
+    """
+    root = tmp_path_factory.mktemp("trained-zoo")
+    base = make_base(root / "base", "bert")
+    vocab = (SPECIAL + list(dict.fromkeys(WORDS)) + [f"tok{i}" for i in range(100)])[:100]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(base)
+    models = tuple(
+        make_classifier(base, root / f"task{i}", labels, seed=10 + i, train_steps=40)
+        for i, labels in enumerate(LABELS)
+    )
+    return Zoo(base, models, "bert")
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory) -> Path:
+    return build_suite(tmp_path_factory.mktemp("suite"))
+
+
+@pytest.fixture(scope="module")
+def result(zoo, suite_file) -> EvaluationResult:
+    originals = {f"task{i}": path for i, path in enumerate(zoo.models)}
+    return evaluate(
+        load_suite(suite_file),
+        {"single0": zoo.models[0], "single2": zoo.models[2]},
+        originals=originals,
+        batch_size=5,
+        progress=False,
+    )
+
+
+def independent_predictions(model_dir: Path, datasets: list[Dataset]) -> dict[str, np.ndarray]:
+    """Dataset → predicted labels of the classifier's only task, via Classifier.predict."""
+    clf = load(model_dir)
+    (task,) = clf.tasks
+    return {
+        d.name: np.array([p.tasks[task.name].label for p in clf.predict(d.texts, batch_size=7)])
+        for d in datasets
+    }
+
+
+def test_metrics_match_sklearn_on_concatenated_expectations(zoo, suite_file, result):
+    datasets = load_datasets(load_suite(suite_file))
+    expect_tasks = {
+        "task0": ["g0", "g1", "g2"],
+        "task1": ["g0", "g2"],
+        "task2": ["g0", "g1", "mixed"],
+    }
+    cases = [("original", 0), ("original", 1), ("original", 2), ("single0", 0), ("single2", 2)]
+    for model, i in cases:
+        task, path = f"task{i}", zoo.models[i]
+        score = result.model(model).task(task)
+        used = [d for d in datasets if d.name in expect_tasks[task]]
+        preds = independent_predictions(path, used)
+        y_true = np.concatenate([d.expected[task] for d in used])
+        y_pred = np.concatenate([preds[d.name] for d in used])
+        assert [a.dataset for a in score.datasets] == expect_tasks[task]
+        assert score.support == len(y_true)
+        assert score.f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+        labels = list(result.model(model).task(task).labels)
+        assert np.array_equal(score.confusion, confusion_matrix(y_true, y_pred, labels=labels))
+        for acc, data in zip(score.datasets, used, strict=True):
+            right = preds[data.name] == np.array(data.expected[task])
+            assert acc.accuracy == pytest.approx(np.mean(right)) and acc.support == len(right)
+    assert result.model("original").average_f1 == pytest.approx(
+        np.mean([t.f1 for t in result.model("original").tasks])
+    )
+    assert result.model("single0").average_f1 == result.model("single0").task("task0").f1
+    assert [m.name for m in result.models] == ["original", "single0", "single2"]
+    assert [t.name for t in result.tasks] == ["task0", "task1", "task2"]
+
+
+def test_pooled_macro_f1_by_hand():
+    """3 rows expect benign (predicted b, b, j), 1 row expects jailbreak (predicted j).
+
+    Pooled: benign P=2/2 R=2/3 F1=0.8; jailbreak P=1/2 R=1 F1=2/3 → macro 0.7333.
+    The benign set alone: labels {benign, jailbreak} occur, jailbreak F1=0 → macro 0.4.
+    """
+    labels = ("benign", "jailbreak")
+    a = Dataset(
+        "a", Path("a"), ("1", "2", "3"), {"t": ("benign",) * 3}, {"t": "benign"}, {}, (0, 1, 2), 3
+    )
+    b = Dataset("b", Path("b"), ("4",), {"t": ("jailbreak",)}, {"t": "jailbreak"}, {}, (0,), 1)
+    preds = {
+        ("m", "t", "a"): np.array(["benign", "benign", "jailbreak"], dtype=object),
+        ("m", "t", "b"): np.array(["jailbreak"], dtype=object),
+    }
+    score = _score_task("m", "t", labels, [a, b], preds)
+    assert score.f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    accuracy = [(d.dataset, d.accuracy, d.support) for d in score.datasets]
+    assert accuracy == [("a", pytest.approx(2 / 3), 3), ("b", 1.0, 1)]
+    assert score.confusion == ((2, 1), (0, 1))
+    assert _score_task("m", "t", labels, [a], preds).f1 == pytest.approx(0.4)
+
+
+def test_cross_check_and_per_row_labels(zoo, suite_file, result):
+    task0 = result.model("original").task("task0")
+    cross = next(d for d in task0.datasets if d.dataset == "g2")  # task1's data: expect benign
+    assert cross.expect == "benign" and cross.support == N
+    mixed = next(d for d in result.model("original").task("task2").datasets if d.dataset == "mixed")
+    assert mixed.expect == "column letter" and mixed.support == 16
+    (data,) = [d for d in load_datasets(load_suite(suite_file)) if d.name == "mixed"]
+    preds = independent_predictions(zoo.models[2], [data])["mixed"]
+    assert mixed.accuracy == pytest.approx(np.mean(preds == np.array(list("wxyz") * 4)))
+    info = {d.name: d for d in result.datasets}
+    assert info["mixed"].expect == {"task2": "column letter"} and info["g1"].rows == N
+
+
+def test_each_classifier_predicts_each_distinct_text_once(zoo, suite_file, monkeypatch):
+    seen: dict[str, list[str]] = {}
+    clfs = {}
+    for i, path in enumerate(zoo.models):
+        clf = load(path)
+        real = clf.logits
+
+        def counting(texts, batch_size=32, _real=real, _name=f"task{i}"):
+            seen.setdefault(_name, []).extend(texts)
+            return _real(texts, batch_size)
+
+        monkeypatch.setattr(clf, "logits", counting)
+        clfs[f"task{i}"] = clf
+    evaluate(load_suite(suite_file), {}, originals=clfs, batch_size=4, progress=False)
+    datasets = {d.name: d for d in load_datasets(load_suite(suite_file))}
+    # task2 reads g0, g1 and mixed; mixed repeats 8 of g0's texts, which run once
+    want = set(datasets["g0"].texts) | set(datasets["g1"].texts) | set(datasets["mixed"].texts)
+    assert sorted(seen["task2"]) == sorted(want)
+    assert sorted(seen["task1"]) == sorted(set(datasets["g0"].texts + datasets["g2"].texts))
+
+
+@pytest.fixture(scope="module")
+def merged(zoo, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("merged")
+    recipe = write_merge_yaml(root / "merge.yaml", zoo.base, zoo.models, "ties")
+    config = MergeConfig.from_yaml(recipe)
+    return merge(config, root / "merged", progress=False).path
+
+
+def test_merged_model_answers_every_task_from_one_pass(zoo, suite_file, merged, monkeypatch):
+    clf = load(merged)
+    seen: list[str] = []
+    real = clf.logits
+
+    def counting(texts, batch_size=32):
+        seen.extend(texts)
+        return real(texts, batch_size)
+
+    monkeypatch.setattr(clf, "logits", counting)
+    originals = {f"task{i}": path for i, path in enumerate(zoo.models)}
+    got = evaluate(load_suite(suite_file), {"ties": clf}, originals=originals, progress=False)
+    datasets = load_datasets(load_suite(suite_file))
+    assert sorted(seen) == sorted({t for d in datasets for t in d.texts})  # each text once
+    model = got.model("ties")
+    assert [t.task for t in model.tasks] == ["task0", "task1", "task2"]
+    assert model.sources == {f"task{i}": str(merged) for i in range(3)}
+    monkeypatch.undo()
+    predicted = load(merged).predict(list(dict.fromkeys(t for d in datasets for t in d.texts)))
+    by_text = dict(zip(dict.fromkeys(t for d in datasets for t in d.texts), predicted, strict=True))
+    for score in model.tasks:
+        used = [d for d in datasets if score.task in d.expected]
+        y_true = np.concatenate([d.expected[score.task] for d in used])
+        y_pred = [by_text[t].tasks[score.task].label for d in used for t in d.texts]
+        assert score.f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+    assert got.average_f1("ties") == pytest.approx(np.mean([t.f1 for t in model.tasks]))
+    assert got.average_f1("original", ["task0", "task2"]) == pytest.approx(
+        np.mean([got.model("original").task(t).f1 for t in ("task0", "task2")])
+    )
+
+
+def test_originals_must_be_single_task(merged, suite_file):
+    with pytest.raises(Hm3Error, match="single-task"):
+        evaluate(load_suite(suite_file), {}, originals={"task0": merged}, progress=False)
+
+
+def test_results_json_round_trip(result):
+    data = json.loads(result.to_json())
+    assert data["version"] == 1 and data["models"][0]["kind"] == "original"
+    assert data["models"][0]["sources"]["task1"].endswith("task1")
+    assert EvaluationResult.from_json(result.to_json()) == result
+
+
+def test_errors_against_the_models_name_the_dataset(zoo, tmp_path):
+    rows = [{"text": "hello", "y": "benign"}, {"text": "bye", "y": "evil"}]
+    write_rows(tmp_path / "d.jsonl", rows)
+
+    def error(expect: dict, models: dict | None = None, **kw) -> str:
+        doc = {"datasets": [{"name": "my_set", "path": "d.jsonl", "expect": expect}]}
+        suite = load_suite(write_suite(tmp_path / "s.yaml", doc))
+        models = models if models is not None else {"m": zoo.models[0]}
+        with pytest.raises(Hm3Error) as exc:
+            evaluate(suite, models, progress=False, **kw)
+        return str(exc.value)
+
+    msg = error({"jailbreak": "benign"})
+    assert "'my_set'" in msg and "'jailbreak'" in msg and "valid tasks: task0" in msg
+    msg = error({"task0": "harmless"})
+    assert "'my_set'" in msg and "'harmless'" in msg and "benign, jailbreak" in msg
+    msg = error({"task0": {"column": "y"}})
+    assert "'my_set'" in msg and "'evil'" in msg and "row 1" in msg
+    assert "nothing to evaluate" in error({"task0": "benign"}, {})
+    assert "batch_size" in error({"task0": "benign"}, batch_size=0)
+    msg = error({"task0": "benign"}, {"m": zoo.models[0]}, originals={"task0": zoo.models[2]})
+    assert "task 'task0'" in msg and "benign, jailbreak" in msg and "w, x, y, z" in msg
+    taken = {"original": zoo.models[0]}
+    assert "'original'" in error({"task0": "benign"}, taken, originals={"task0": zoo.models[0]})
+    assert "not found" in error({"task0": "benign"}, {"m": tmp_path / "nope"})
+
+
+def test_placeholder_labels_take_the_names_another_model_gives(zoo, tmp_path):
+    """An original without label names (class_0..2) lines up with a model that names them."""
+    named = tmp_path / "named" / "task1"
+    shutil.copytree(zoo.models[1], named)
+    config = json.loads((named / "config.json").read_text())
+    config["id2label"] = {"0": "a", "1": "b", "2": "c"}
+    config["label2id"] = {"a": 0, "b": 1, "c": 2}
+    (named / "config.json").write_text(json.dumps(config))
+    write_rows(tmp_path / "d.jsonl", [{"text": t} for t in group_texts(1, 10, seed=3)])
+    doc = {"datasets": [{"name": "d", "path": "d.jsonl", "expect": {"task1": "b"}}]}
+    suite = load_suite(write_suite(tmp_path / "s.yaml", doc))
+    got = evaluate(suite, {"named": named}, originals={"task1": zoo.models[1]}, progress=False)
+    assert [t.labels for t in got.tasks] == [("a", "b", "c")]
+    original, renamed = got.model("original").task("task1"), got.model("named").task("task1")
+    assert original.labels == ("a", "b", "c") and original.confusion == renamed.confusion
+    with pytest.raises(Hm3Error, match="must share its labels"):
+        evaluate(suite, {"named": named}, originals={"task1": zoo.models[2]}, progress=False)
+
+
+def test_parse_named_paths(tmp_path):
+    (tmp_path / "a=b").mkdir()
+    specs = ["x=some/dir", str(tmp_path / "a=b"), "models/ties"]
+    got = parse_named_paths(specs, "MODEL", need_name=False)
+    assert got == {"x": Path("some/dir"), "a=b": tmp_path / "a=b", "ties": Path("models/ties")}
+    for specs, need, match in [
+        (["dir"], True, "TASK=DIR"),
+        (["=dir"], False, "name"),
+        (["a/m", "b/m"], False, "given twice"),
+    ]:
+        with pytest.raises(Hm3Error, match=match):
+            parse_named_paths(specs, "--originals", need_name=need)
+
+
+# -- the command line ------------------------------------------------------------------------
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def test_cli_tables_json_and_report(zoo, suite_file, tmp_path, capsys):
+    models = [f"m{i}={p}" for i, p in enumerate(zoo.models)]
+    originals = [a for i, p in enumerate(zoo.models) for a in ("--originals", f"task{i}={p}")]
+    code, out, err = run(capsys, "evaluate", suite_file, *models, *originals, "--no-progress")
+    assert code == 0, err
+    assert "Average macro-F1" in out and "Accuracy per dataset" in out and "m2" in out
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        suite_file,
+        *originals,
+        "--json",
+        "--batch-size",
+        "3",
+        "--out",
+        tmp_path / "report",
+        "--no-progress",
+    )
+    assert code == 0, err
+    parsed = EvaluationResult.from_json(out)
+    assert [m.name for m in parsed.models] == ["original"]
+    assert EvaluationResult.from_json((tmp_path / "report" / "results.json").read_text()) == parsed
+    assert (tmp_path / "report" / "report.md").is_file()
+    code, _, err = run(capsys, "evaluate", suite_file, *originals, "--out", tmp_path / "report")
+    assert code == 2 and "--force" in err
+
+
+def test_cli_bad_input_exits_2_naming_the_dataset(zoo, tmp_path, capsys):
+    write_rows(tmp_path / "d.csv", [{"text": "a", "label": "benign"}])
+    suite = write_suite(
+        tmp_path / "s.yaml",
+        {"datasets": [{"name": "my_set", "path": "d.csv", "expect": {"task0": {"column": "lbl"}}}]},
+    )
+    code, out, err = run(capsys, "evaluate", suite, zoo.models[0], "--out", tmp_path / "out")
+    text = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err and out == ""
+    assert "'my_set'" in text and "no column 'lbl'" in text and "text, label" in text
+    assert not (tmp_path / "out").exists()
+    code, _, err = run(capsys, "evaluate", suite, "--originals", zoo.models[0])
+    assert code == 2 and "TASK=DIR" in err
