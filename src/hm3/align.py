@@ -1,0 +1,339 @@
+"""Head alignment: re-fit each task's label projection rows to reproduce its original's logits.
+
+Merging moves the shared body, while each task's head still expects its original's features.
+For every task *i* of a merged model, hm3 fits ``B_i = argmin ‖X·B − Y_i‖² + λ‖B‖²`` in
+closed form, where ``X`` is the merged model's input to its label projection on unlabeled
+texts (plus a column of ones) and ``Y_i`` is original *i*'s logits on the same texts, and
+writes ``B_i`` into rows ``[start, end)`` of the projection (weight and bias). Hidden head
+layers and everything else stay as they are. The texts are streamed batch by batch: only the
+sufficient statistics of the fit are kept (:mod:`hm3.align_fit`, which documents the choices of
+an unpenalised bias and a λ relative to the feature scale). The features are captured with a
+forward pre-hook on the module that owns the projection weight, so every family works alike.
+
+:func:`align` is the whole step (``hm3 align``); :func:`collect` runs only the pass over the
+texts and returns an :class:`AlignStats` that solves for any λ and folds a solution into a
+loaded model in memory (for demos and ablations that compare λ without rewriting files).
+Reading texts: :mod:`hm3.align_texts`; finding and checking originals:
+:mod:`hm3.align_sources`; writing the aligned directory: :mod:`hm3.align_write`.
+It does not merge, and it does not evaluate on labelled data (see ``evaluate.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import hm3
+from hm3.align_features import Projection, check_device, features, find_projection, load_originals
+from hm3.align_fit import RidgeSolution, RidgeStats
+from hm3.align_sources import Original, resolve_originals
+from hm3.align_texts import TextCount, TextFile, iter_text_batches, open_texts, sha256_file
+from hm3.align_write import render_section, write_aligned
+from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
+from hm3.classifier import Classifier, load
+from hm3.errors import Hm3Error
+from hm3.labels import Task, metadata_block, tasks_from_config
+from hm3.output import atomic_dir, check_output
+
+log = logging.getLogger("hm3")
+
+DEFAULT_RIDGE = 0.1  # relative to the feature scale; see hm3.align_fit
+
+
+@dataclass(frozen=True)
+class TaskAlignment:
+    """One task's fit: its original and the logit RMSE vs the original on the fitting texts."""
+
+    name: str
+    original: str
+    rmse_before: float
+    rmse_after: float
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    path: Path
+    n_texts: int
+    ridge: float
+    lam: float  # the effective λ (ridge × trace(centred XᵀX) / d)
+    texts_sha256: str
+    tasks: tuple[TaskAlignment, ...]
+    seconds: float
+    skipped: int = 0  # blank rows of the text file
+
+
+@dataclass(frozen=True)
+class _Plan:
+    merged: Path
+    config: dict
+    tasks: list[Task]
+    texts: TextFile
+    originals: dict[str, Original]
+
+
+@dataclass
+class AlignStats:
+    """The pass over the texts: fit statistics for every logit, and the merged model's error."""
+
+    plan: _Plan
+    projection: Projection
+    stats: RidgeStats
+    sse_before: torch.Tensor  # [K] Σ (merged logit − original logit)²
+    count: TextCount
+
+    @property
+    def n_texts(self) -> int:
+        return self.stats.n
+
+    def solve(self, ridge: float = DEFAULT_RIDGE) -> RidgeSolution:
+        """The new projection rows of every task for a relative ridge strength."""
+        _check_ridge(ridge)
+        return self.stats.solve(ridge, intercept=self.projection.bias is not None)
+
+    def residuals(self, solution: RidgeSolution) -> tuple[TaskAlignment, ...]:
+        """Per task, the logit RMSE against the original before and after alignment."""
+        out = []
+        for task in self.plan.tasks:
+            denom = self.n_texts * task.size
+            before = float(self.sse_before[task.start : task.end].sum()) / denom
+            after = float(solution.sse[task.start : task.end].sum()) / denom
+            ref = self.plan.originals[task.name].ref
+            out.append(TaskAlignment(task.name, ref, math.sqrt(before), math.sqrt(after)))
+        return tuple(out)
+
+    def record(
+        self, solution: RidgeSolution, ridge: float, digest: str, max_texts: int | None = None
+    ) -> dict[str, Any]:
+        """The ``hm3.align`` metadata of a solution (also rendered in the model card)."""
+        return {
+            "method": "ridge",
+            "ridge": ridge,
+            "lambda": solution.lam,
+            "lambda_rule": "ridge * trace(centred X^T X) / d; bias unpenalised",
+            "features": f"input of {self.projection.module}",
+            "texts": str(self.plan.texts.path),
+            "texts_sha256": digest,
+            "text_column": self.plan.texts.column,
+            "n_texts": self.n_texts,
+            "skipped_rows": self.count.skipped,
+            "max_texts": max_texts,
+            "tasks": [
+                {
+                    "name": t.name,
+                    "original": t.original,
+                    "rmse_before": round(t.rmse_before, 6),
+                    "rmse_after": round(t.rmse_after, 6),
+                }
+                for t in self.residuals(solution)
+            ],
+            "hm3_version": hm3.__version__,
+        }
+
+    def fold(self, clf: Classifier, solution: RidgeSolution) -> None:
+        """Write a solution into a loaded model's projection, in memory."""
+        module = clf.model.get_submodule(self.projection.module)
+        with torch.no_grad():
+            module.weight.copy_(solution.weight.to(module.weight.dtype))
+            if module.bias is not None:
+                module.bias.copy_(solution.bias.to(module.bias.dtype))
+
+
+def align(
+    merged_dir: str | Path,
+    texts_file: str | Path,
+    out: str | Path,
+    *,
+    originals: Mapping[str, str | Path] | None = None,
+    ridge: float = DEFAULT_RIDGE,
+    text_column: str = "text",
+    max_texts: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    force: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> AlignResult:
+    """Align every task head of ``merged_dir`` to its original; write the result to ``out``.
+
+    Args:
+        merged_dir: a merged classifier (or an ordinary one, with ``originals`` for its task).
+        texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``.
+        out: output directory; must not exist unless ``force``.
+        originals: task name → original directory, overriding the recorded ``source``.
+        ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.align_fit`).
+        text_column: the column that holds the texts.
+        max_texts: use at most the first this many texts.
+        batch_size: texts per forward pass.
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        force: replace an existing ``out`` once the new one is complete.
+        allow_pickle: accept pickled ``.bin`` weights for the originals.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
+    """
+    started = time.perf_counter()
+    _check_ridge(ridge)
+    out = Path(out)
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
+    inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
+    check_output(out, force, inputs=inputs)
+    stats = _accumulate(plan, max_texts, batch_size, check_device(device), allow_pickle, progress)
+    solution = stats.solve(ridge)
+    digest = sha256_file(plan.texts.path)
+    with atomic_dir(out, force) as tmp:
+        _write(stats, solution, tmp, stats.record(solution, ridge, digest, max_texts))
+    return AlignResult(
+        out,
+        stats.n_texts,
+        ridge,
+        solution.lam,
+        digest,
+        stats.residuals(solution),
+        time.perf_counter() - started,
+        stats.count.skipped,
+    )
+
+
+def collect(
+    merged_dir: str | Path,
+    texts_file: str | Path,
+    *,
+    originals: Mapping[str, str | Path] | None = None,
+    text_column: str = "text",
+    max_texts: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> AlignStats:
+    """Run the merged model and the originals over the texts; keep only the fit statistics.
+
+    Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge.
+    """
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
+    return _accumulate(plan, max_texts, batch_size, check_device(device), allow_pickle, progress)
+
+
+def _check_ridge(ridge: float) -> None:
+    if not (ridge >= 0 and math.isfinite(ridge)):
+        raise Hm3Error(f"--ridge {ridge}: expected a finite number >= 0 (default {DEFAULT_RIDGE})")
+
+
+def _prepare(
+    merged_dir: str | Path,
+    texts_file: str | Path,
+    originals: Mapping[str, str | Path] | None,
+    text_column: str,
+    max_texts: int | None,
+    batch_size: int,
+) -> _Plan:
+    """Every cheap check, before any model is loaded."""
+    if batch_size < 1:
+        raise Hm3Error(f"--batch-size {batch_size}: expected a positive integer")
+    if max_texts is not None and max_texts < 1:
+        raise Hm3Error(f"--max-texts {max_texts}: expected a positive integer")
+    merged = Path(merged_dir)
+    if not merged.is_dir():
+        raise Hm3Error(f"{merged}: model directory not found; check the path")
+    config = read_config(merged, str(merged))
+    tasks = tasks_from_config(config, merged.resolve().name, str(merged))
+    if config.get("hm3") is None:  # an ordinary classifier records no original
+        tasks = [replace(t, source="") for t in tasks]
+    if not ((merged / SAFE_SINGLE).is_file() or (merged / SAFE_INDEX).is_file()):
+        raise Hm3Error(
+            f"{merged}: no {SAFE_SINGLE}; alignment rewrites safetensors weights, so save the "
+            "model with `save_pretrained(dir, safe_serialization=True)` first"
+        )
+    texts = open_texts(texts_file, text_column)
+    found = resolve_originals(tasks, originals, merged)
+    return _Plan(merged, config, tasks, texts, found)
+
+
+def _accumulate(
+    plan: _Plan,
+    max_texts: int | None,
+    batch_size: int,
+    device: str,
+    allow_pickle: bool,
+    progress: bool,
+) -> AlignStats:
+    merged = load(plan.merged, device=device)
+    projection = find_projection(merged, plan.config, str(plan.merged))
+    module = merged.model.get_submodule(projection.module)
+    runners = load_originals(plan.originals, device, allow_pickle)
+    k = plan.tasks[-1].end
+    stats = RidgeStats(module.weight.shape[1], k)
+    sse_before = torch.zeros(k, dtype=torch.float64)
+    count = TextCount()
+    known = [n for n in (plan.texts.rows, max_texts) if n is not None]
+    with _progress(progress) as bar, torch.inference_mode():
+        job = bar.add_task("aligning: texts", total=min(known) if known else None)
+        for batch in iter_text_batches(plan.texts, batch_size, max_texts, count):
+            x, logits = features(merged, module, batch, projection)
+            y = torch.empty(len(batch), k, dtype=torch.float32)
+            for task in plan.tasks:
+                original = plan.originals[task.name]
+                theirs = runners[original.path.resolve()].logits(batch, batch_size=len(batch))
+                y[:, task.start : task.end] = torch.from_numpy(
+                    theirs[:, original.start : original.end]
+                )
+            stats.add(x, y)
+            sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
+            bar.advance(job, len(batch))
+    if stats.n == 0:
+        raise Hm3Error(
+            f"{plan.texts.where}: no texts in column {plan.texts.column!r} ({count.skipped} blank "
+            "rows); give a file with unlabeled texts"
+        )
+    if count.skipped:
+        log.warning(
+            "%s: %d rows with no text skipped (rows %s...)",
+            plan.texts.where,
+            count.skipped,
+            ", ".join(map(str, count.first_skipped)),
+        )
+    if stats.n < stats.dim:
+        log.info(
+            "%d texts for %d features: the ridge decides the fit along unseen directions",
+            stats.n,
+            stats.dim,
+        )
+    return AlignStats(plan, projection, stats, sse_before, count)
+
+
+def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[str, Any]) -> None:
+    plan, projection = stats.plan, stats.projection
+    values = {projection.weight: solution.weight}
+    if projection.bias is not None:
+        values[projection.bias] = solution.bias
+    block = plan.config.get("hm3")
+    if block is None:  # an ordinary classifier: its one task, now with its original recorded
+        used = [replace(t, source=plan.originals[t.name].ref) for t in plan.tasks]
+        block = metadata_block(used, {})
+    section = render_section(record, projection.tensors, plan.texts.path.name)
+    for name in write_aligned(plan.merged, tmp, values, {**block, "align": record}, section):
+        log.warning(
+            "%s/%s not copied: its head would be stale next to the aligned weights",
+            plan.merged,
+            name,
+        )
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not enabled,
+    )

@@ -1,0 +1,112 @@
+"""The input of a classifier's label projection: which layer it is, and what it sees.
+
+:func:`find_projection` names the label projection of a loaded classifier: from the family
+table (:mod:`hm3.architectures`) when its ``model_type`` is known, else the model's only
+``Linear`` layer with one output per label. :func:`features` runs a batch of texts and
+returns what that layer received — captured with a forward pre-hook on the module that owns
+the projection weight, so BERT's pooled output, RoBERTa's and ELECTRA's dense-tanh vector,
+DistilBERT's ``pre_classifier`` output and DeBERTa's pooler output are all caught alike — and
+the logits, both in text order. :func:`load_originals` loads each original classifier once.
+It fits nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hm3.align_sources import Original
+from hm3.architectures import SUPPORTED
+from hm3.checkpoint import Checkpoint
+from hm3.classifier import Classifier, load
+from hm3.errors import Hm3Error
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The label projection of a model: its module and its tensors' names."""
+
+    module: str
+    weight: str
+    bias: str | None
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        return (self.weight,) if self.bias is None else (self.weight, self.bias)
+
+
+def find_projection(clf: Classifier, config: dict, source: str) -> Projection:
+    """The label projection of a loaded classifier: by family, else its only label-sized Linear."""
+    k = clf.tasks[-1].end
+    arch = SUPPORTED.get(str(config.get("model_type", "")))
+    if arch is not None:
+        module = arch.projection_weight.rpartition(".")[0]
+        found = Projection(module, arch.projection_weight, arch.projection_bias)
+    else:
+        linears = [
+            name
+            for name, m in clf.model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m.out_features == k
+        ]
+        if len(linears) != 1:
+            raise Hm3Error(
+                f"{source}: cannot tell which layer is the label projection of model_type "
+                f"{config.get('model_type')!r} (supported: {', '.join(sorted(SUPPORTED))})"
+            )
+        bias = clf.model.get_submodule(linears[0]).bias is not None
+        name = linears[0]
+        found = Projection(name, f"{name}.weight", f"{name}.bias" if bias else None)
+    with Checkpoint(Path(source), role="merged model") as ckpt:
+        missing = [name for name in found.tensors if name not in ckpt.tensors]
+    if missing:
+        raise Hm3Error(
+            f"{source}: no tensor {missing[0]} (the label projection); is it a classifier?"
+        )
+    return found
+
+
+def features(
+    clf: Classifier, module: torch.nn.Module, texts: list[str], projection: Projection
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projection's input (captured by a forward pre-hook) and the logits, in text order."""
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        batch = clf.tokenizer(
+            texts, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt"
+        ).to(clf.device)
+        logits = clf.model(**batch).logits
+    finally:
+        handle.remove()
+    if len(captured) != 1 or captured[0].shape[:1] != (len(texts),) or captured[0].ndim != 2:
+        shapes = [tuple(c.shape) for c in captured]
+        raise Hm3Error(
+            f"{clf.path}: the label projection {projection.module} did not see one vector per "
+            f"text (inputs {shapes}); alignment supports heads that project one pooled vector"
+        )
+    return captured[0].float().cpu(), logits.float().cpu()
+
+
+def check_device(device: str | None) -> str:
+    """``cpu``/``cuda`` as given (checked), or CUDA when available for ``None``."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device.startswith(("cpu", "cuda")):
+        raise Hm3Error(f"--device {device}: expected cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def load_originals(
+    originals: dict[str, Original], device: str, allow_pickle: bool
+) -> dict[Path, Classifier]:
+    """Each distinct original once (a model listed twice in a merge is run once)."""
+    runners: dict[Path, Classifier] = {}
+    for original in originals.values():
+        key = original.path.resolve()
+        if key not in runners:
+            runners[key] = load(original.path, device=device, allow_pickle=allow_pickle)
+    return runners
