@@ -10,10 +10,10 @@ import pytest
 from rich.console import Console
 
 from hm3.errors import Hm3Error
-from hm3.evaluate import evaluate
+from hm3.evaluation import evaluate
 from hm3.report import EvaluationResult, print_tables, tables, write_report
 from hm3.suite import load_suite
-from test_evaluate import _one_thread, build_suite  # noqa: F401  (autouse fixture)
+from test_evaluation import _one_thread, build_suite  # noqa: F401  (autouse fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

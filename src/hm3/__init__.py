@@ -1,6 +1,57 @@
-"""hm3: merge fine-tuned text classifiers with different label spaces into one (HM3)."""
+"""hm3: merge fine-tuned text classifiers with different label spaces into one (HM3).
+
+The public API, imported lazily so that ``import hm3`` stays light::
+
+    import hm3
+    hm3.merge(hm3.MergeConfig.from_yaml("merge.yaml"), out="merged/")  # merge (+ align)
+    clf = hm3.load("merged/")                                         # any classifier
+    clf.predict(["some text"])          # per text, per task: label and probabilities
+    hm3.align("merged/", "unlabeled.jsonl", "aligned/")               # re-fit the heads
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from hm3.errors import Hm3Error
 
-__all__ = ["Hm3Error"]
+if TYPE_CHECKING:
+    from hm3.alignment import align
+    from hm3.classifier import Classifier, load
+    from hm3.config import MergeConfig
+    from hm3.evaluation import evaluate
+    from hm3.recipe import merge
+    from hm3.suite import load_suite
+
+__all__ = [
+    "Classifier",
+    "Hm3Error",
+    "MergeConfig",
+    "align",
+    "evaluate",
+    "load",
+    "load_suite",
+    "merge",
+]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "align": "hm3.alignment",
+    "Classifier": "hm3.classifier",
+    "load": "hm3.classifier",
+    "MergeConfig": "hm3.config",
+    "evaluate": "hm3.evaluation",
+    "merge": "hm3.recipe",
+    "load_suite": "hm3.suite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hm3' has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

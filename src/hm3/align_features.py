@@ -101,12 +101,14 @@ def check_device(device: str | None) -> str:
 
 
 def load_originals(
-    originals: dict[str, Original], device: str, allow_pickle: bool
+    originals: dict[str, Original], device: str, allow_pickle: bool, max_length: int = 512
 ) -> dict[Path, Classifier]:
     """Each distinct original once (a model listed twice in a merge is run once)."""
     runners: dict[Path, Classifier] = {}
     for original in originals.values():
         key = original.path.resolve()
         if key not in runners:
-            runners[key] = load(original.path, device=device, allow_pickle=allow_pickle)
+            runners[key] = load(
+                original.path, device=device, allow_pickle=allow_pickle, max_length=max_length
+            )
     return runners

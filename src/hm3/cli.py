@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from hm3.errors import Hm3Error
+
+if TYPE_CHECKING:
+    from hm3.alignment import AlignResult
 
 app = typer.Typer(
     name="hm3",
@@ -37,6 +40,9 @@ PickleOpt = Annotated[
     ),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+MaxLengthOpt = Annotated[
+    int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
+]
 
 
 @app.callback()
@@ -64,14 +70,15 @@ def merge(
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
-    """Merge the classifiers of CONFIG into one checkpoint at --out."""
-    import hm3.merge as merging
+    """Merge the classifiers of CONFIG into one checkpoint at --out (and align its heads if
+    CONFIG has an `align:` block)."""
     from hm3.config import DTYPES, MergeConfig
+    from hm3.recipe import merge as run_recipe
 
     if dtype is not None and dtype not in DTYPES:
         raise Hm3Error(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     cfg = MergeConfig.from_yaml(config)
-    result = merging.merge(
+    result = run_recipe(
         cfg,
         out,
         force=force,
@@ -81,6 +88,8 @@ def merge(
         progress=progress,
     )
     tasks = ", ".join(f"{t.name} ({len(t.labels)} labels)" for t in result.tasks)
+    if result.alignment is not None:
+        _print_alignment(result.alignment)
     err_console.print(
         f"merged {tasks} with {cfg.merge_method} → {result.path} ({result.seconds:.1f} s)"
     )
@@ -113,6 +122,7 @@ def predict(
         bool, typer.Option("--json", help="Print JSON (the server's schema).")
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
+    max_length: MaxLengthOpt = 512,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (default: cuda if available).")
     ] = None,
@@ -121,7 +131,7 @@ def predict(
     """Classify TEXTS with every task of MODEL."""
     from hm3.classifier import PredictResponse, load
 
-    clf = load(model, device=device, allow_pickle=allow_pickle)
+    clf = load(model, device=device, allow_pickle=allow_pickle, max_length=max_length)
     results = clf.predict(texts, batch_size=batch_size)
     if json_out:
         out_console.print_json(PredictResponse(results=results).model_dump_json())
@@ -153,6 +163,7 @@ def evaluate(
     force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
+    max_length: MaxLengthOpt = 512,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (default: cuda if available).")
     ] = None,
@@ -160,8 +171,8 @@ def evaluate(
     progress: ProgressOpt = True,
 ) -> None:
     """Evaluate MODELS (merged or single-task) and --originals on the datasets of SUITE."""
-    from hm3.evaluate import evaluate as run_evaluation
-    from hm3.evaluate import parse_named_paths
+    from hm3.evaluation import evaluate as run_evaluation
+    from hm3.evaluation import parse_named_paths
     from hm3.output import check_output
     from hm3.report import print_tables, write_report
     from hm3.suite import load_suite
@@ -175,6 +186,7 @@ def evaluate(
         named,
         originals=by_task,
         batch_size=batch_size,
+        max_length=max_length,
         device=device,
         allow_pickle=allow_pickle,
         progress=progress,
@@ -210,15 +222,16 @@ def align(
     ] = None,
     max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
+    max_length: MaxLengthOpt = 512,
     device: Annotated[str, typer.Option(help="Where to run the models: cpu or cuda.")] = "cpu",
     force: ForceOpt = False,
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Re-fit each task's head rows of MERGED so it reproduces its original's logits on --texts."""
-    from hm3.align import DEFAULT_RIDGE
-    from hm3.align import align as do_align
-    from hm3.evaluate import parse_named_paths
+    from hm3.alignment import DEFAULT_RIDGE
+    from hm3.alignment import align as do_align
+    from hm3.evaluation import parse_named_paths
 
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     result = do_align(
@@ -230,11 +243,68 @@ def align(
         text_column=text_column,
         max_texts=max_texts,
         batch_size=batch_size,
+        max_length=max_length,
         device=device,
         force=force,
         allow_pickle=allow_pickle,
         progress=progress,
     )
+    _print_alignment(result)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Report directory (must not exist).")
+    ] = Path("hm3-report"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small data sizes (minutes; the same code path).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the splits, fine-tuning and merges.")] = 0,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Cache of sources, data and models (default: $HM3_CACHE or ~/.cache/hm3)."
+        ),
+    ] = None,
+    align: Annotated[
+        bool, typer.Option("--align/--no-align", help="Also evaluate every merge aligned.")
+    ] = True,
+    ridge: Annotated[float, typer.Option(min=0, help="Ridge strength of the alignment.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    max_length: MaxLengthOpt = 64,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda if available).")
+    ] = None,
+    keep_models: Annotated[
+        bool, typer.Option("--keep-models", help="Keep the merged models in the report.")
+    ] = False,
+    force: ForceOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Fine-tune four real guard classifiers offline, merge them as in the paper, align,
+    evaluate against the originals and print Table 1 (the report goes to --out)."""
+    from hm3.demo.run import DemoOptions, run_demo
+    from hm3.demo.summary import print_table1
+
+    options = DemoOptions(
+        seed=seed,
+        quick=quick,
+        align=align,
+        ridge=ridge,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        keep_models=keep_models,
+    )
+    result = run_demo(
+        out, cache_dir=cache, options=options, force=force, progress=progress, console=err_console
+    )
+    print_table1(result, out_console)
+    err_console.print(f"report → {result.path}/report.md ({result.seconds:.0f} s)", highlight=False)
+
+
+def _print_alignment(result: AlignResult) -> None:
     for task in result.tasks:
         err_console.print(
             f"  {task.name}: logit RMSE vs {task.original}: {task.rmse_before:.4g} → "

@@ -1,7 +1,7 @@
 """Evaluation results: their schema (results.json), terminal tables, report.md, PNG plots.
 
 :class:`EvaluationResult` and its parts are frozen pydantic models, filled in by
-:func:`hm3.evaluate.evaluate`; ``results.json`` is :meth:`EvaluationResult.to_json` and reads
+:func:`hm3.evaluation.evaluate`; ``results.json`` is :meth:`EvaluationResult.to_json` and reads
 back with :meth:`EvaluationResult.from_json`.
 
 Three tables, models side by side: average macro-F1 per model (paper Table 1), macro-F1 per
@@ -15,7 +15,7 @@ atomically (:func:`hm3.output.atomic_dir`)::
     confusion_<task>.png         a confusion matrix per model, side by side (Figures 14-25)
 
 Plots use matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
-This module runs no model and computes no metric (see :mod:`hm3.evaluate`).
+This module runs no model and computes no metric (see :mod:`hm3.evaluation`).
 """
 
 from __future__ import annotations

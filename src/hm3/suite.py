@@ -19,7 +19,7 @@ cross-check of another task's data) or read per row from a column::
 This module validates the file (frozen pydantic models, unknown keys refused), reads the
 datasets into :class:`Dataset` objects (texts and expected labels per task, seeded sample
 applied) and checks them against the tasks of the models being evaluated. Every error names
-the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluate`).
+the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluation`).
 """
 
 from __future__ import annotations
@@ -104,6 +104,24 @@ class Suite(BaseModel):
     def source(self) -> str:
         """Where the suite came from (its file path), for messages and reports."""
         return self._source
+
+    def restricted(self, tasks: Sequence[str]) -> Suite:
+        """The suite for a subset of tasks: other tasks' expectations (and datasets left with
+        none) dropped. Raises :class:`Hm3Error` if no dataset expects any of ``tasks``."""
+        keep = set(tasks)
+        datasets = [
+            d.model_copy(update={"expect": {t: w for t, w in d.expect.items() if t in keep}})
+            for d in self.datasets
+            if keep & set(d.expect)
+        ]
+        if not datasets:
+            raise Hm3Error(
+                f"{self.source}: no dataset expects a label for {', '.join(tasks)}; "
+                "add datasets for these tasks"
+            )
+        suite = self.model_copy(update={"datasets": tuple(datasets)})
+        suite._root, suite._source = self._root, self._source
+        return suite
 
     def resolve(self, spec: DatasetSpec) -> Path:
         """A dataset's path, resolved against the suite file's directory."""

@@ -24,6 +24,7 @@ writes them to disk; this module reads no suite file itself (see :mod:`hm3.suite
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ def evaluate(
     *,
     originals: Mapping[str, ModelRef] | None = None,
     batch_size: int = 32,
+    max_length: int = 512,
     device: str | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
@@ -80,6 +82,8 @@ def evaluate(
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
         batch_size: texts per forward pass.
+        max_length: texts are truncated to this many tokens (for directories; a loaded
+            classifier keeps its own).
         device: where directories are loaded (``cpu``, ``cuda``; default: CUDA if available).
         allow_pickle: accept pickled ``.bin`` weights for directories.
         progress: show a progress bar over batches (on stderr).
@@ -93,7 +97,10 @@ def evaluate(
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
     check_expectations(datasets, tasks)
-    predictions = _predict_all(members, datasets, batch_size, device, allow_pickle, progress)
+    loader = functools.partial(
+        load, device=device, allow_pickle=allow_pickle, max_length=max_length
+    )
+    predictions = _predict_all(members, datasets, batch_size, loader, progress)
     results = [
         _score_model(name, [m for m in members if m.model == name], datasets, tasks, predictions)
         for name in dict.fromkeys(m.model for m in members)
@@ -201,8 +208,7 @@ def _predict_all(
     members: Sequence[_Member],
     datasets: Sequence[Dataset],
     batch_size: int,
-    device: str | None,
-    allow_pickle: bool,
+    loader: Callable[[Path], Classifier],
     progress: bool,
 ) -> Predictions:
     """Each member predicts the distinct texts of the datasets expecting one of its tasks, once."""
@@ -221,7 +227,7 @@ def _predict_all(
             bar.update(job, description=f"{who} [{n}/{len(plans)}]")
             clf = member.ref
             if not isinstance(clf, Classifier):
-                clf = load(clf, device=device, allow_pickle=allow_pickle)
+                clf = loader(clf)
             probs = segment_softmax(
                 _logits(clf, texts, batch_size, lambda: bar.advance(job)), list(member.tasks)
             )

@@ -24,8 +24,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.align_features
-from hm3.align import AlignStats, align, collect
 from hm3.align_texts import TextCount, iter_text_batches, open_texts
+from hm3.alignment import AlignStats, align, collect
 from hm3.architectures import SUPPORTED
 from hm3.classifier import load
 from hm3.errors import Hm3Error
@@ -552,6 +552,6 @@ def test_feature_capture_rejects_a_head_that_sees_tokens(bert_words, tmp_path, m
         finally:
             handle.remove()
 
-    monkeypatch.setattr("hm3.align.features", per_token)
+    monkeypatch.setattr("hm3.alignment.features", per_token)
     with pytest.raises(Hm3Error, match="did not see one vector per text"):
         align(merged, texts, tmp_path / "out", progress=False, device="cpu")

@@ -15,7 +15,7 @@ texts and returns an :class:`AlignStats` that solves for any λ and folds a solu
 loaded model in memory (for demos and ablations that compare λ without rewriting files).
 Reading texts: :mod:`hm3.align_texts`; finding and checking originals:
 :mod:`hm3.align_sources`; writing the aligned directory: :mod:`hm3.align_write`.
-It does not merge, and it does not evaluate on labelled data (see ``evaluate.py``).
+It does not merge, and it does not evaluate on labelled data (see ``evaluation.py``).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ def align(
     text_column: str = "text",
     max_texts: int | None = None,
     batch_size: int = 32,
+    max_length: int = 512,
     device: str | None = None,
     force: bool = False,
     allow_pickle: bool = False,
@@ -172,6 +173,7 @@ def align(
         text_column: the column that holds the texts.
         max_texts: use at most the first this many texts.
         batch_size: texts per forward pass.
+        max_length: texts are truncated to this many tokens.
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         force: replace an existing ``out`` once the new one is complete.
         allow_pickle: accept pickled ``.bin`` weights for the originals.
@@ -186,7 +188,9 @@ def align(
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
     check_output(out, force, inputs=inputs)
-    stats = _accumulate(plan, max_texts, batch_size, check_device(device), allow_pickle, progress)
+    stats = _accumulate(
+        plan, max_texts, batch_size, max_length, check_device(device), allow_pickle, progress
+    )
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)
     with atomic_dir(out, force) as tmp:
@@ -211,6 +215,7 @@ def collect(
     text_column: str = "text",
     max_texts: int | None = None,
     batch_size: int = 32,
+    max_length: int = 512,
     device: str | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
@@ -220,7 +225,9 @@ def collect(
     Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge.
     """
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
-    return _accumulate(plan, max_texts, batch_size, check_device(device), allow_pickle, progress)
+    return _accumulate(
+        plan, max_texts, batch_size, max_length, check_device(device), allow_pickle, progress
+    )
 
 
 def _check_ridge(ridge: float) -> None:
@@ -262,14 +269,15 @@ def _accumulate(
     plan: _Plan,
     max_texts: int | None,
     batch_size: int,
+    max_length: int,
     device: str,
     allow_pickle: bool,
     progress: bool,
 ) -> AlignStats:
-    merged = load(plan.merged, device=device)
+    merged = load(plan.merged, device=device, max_length=max_length)
     projection = find_projection(merged, plan.config, str(plan.merged))
     module = merged.model.get_submodule(projection.module)
-    runners = load_originals(plan.originals, device, allow_pickle)
+    runners = load_originals(plan.originals, device, allow_pickle, max_length)
     k = plan.tasks[-1].end
     stats = RidgeStats(module.weight.shape[1], k)
     sse_before = torch.zeros(k, dtype=torch.float64)

@@ -1,0 +1,114 @@
+"""Run a whole merge recipe: merge the models, then align the heads if the recipe asks for it.
+
+This is what ``hm3 merge`` and :func:`hm3.merge` do. Without an ``align:`` block it is the
+streaming merge of :mod:`hm3.merge`. With one, the merged checkpoint is written to a scratch
+directory beside ``out`` and :func:`hm3.alignment.align` writes the aligned model to ``out``, so
+``out`` appears once, complete, or not at all; the scratch directory is always removed. The
+originals are the merged models themselves (each task's recorded ``source``), and relative
+text paths are resolved against the YAML file's directory, like model paths.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hm3.alignment import AlignResult, align
+from hm3.config import MergeConfig
+from hm3.errors import Hm3Error
+from hm3.merge import MergeResult
+from hm3.merge import merge as merge_weights
+from hm3.output import check_output
+
+
+@dataclass(frozen=True)
+class RecipeResult(MergeResult):
+    """A :class:`~hm3.merge.MergeResult`, plus the alignment when the recipe had one."""
+
+    alignment: AlignResult | None = None
+
+
+def merge(
+    config: MergeConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    device: str = "cpu",
+    dtype: str | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+    batch_size: int = 32,
+) -> RecipeResult:
+    """Merge the models of ``config`` into ``out``; align the heads if ``config.align`` is set.
+
+    Args:
+        config: a validated merge config (:meth:`MergeConfig.from_yaml`).
+        out: output directory; must not exist unless ``force``.
+        force: replace an existing ``out`` (only once the new model is complete).
+        device: where to compute (``cpu`` or ``cuda``), for merging and aligning.
+        dtype: output dtype, overriding ``config.dtype``.
+        allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
+        progress: show progress bars.
+        batch_size: texts per forward pass while aligning.
+
+    Returns:
+        A :class:`RecipeResult`: the merged (and aligned) model's path, tasks and timings.
+    """
+    out = Path(out)
+    if config.align is None:
+        result = merge_weights(
+            config,
+            out,
+            force=force,
+            device=device,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            progress=progress,
+        )
+        return RecipeResult(**vars(result))
+    started = time.perf_counter()
+    spec = config.align
+    texts = _texts_path(config, spec.texts)
+    check_output(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
+    try:
+        merged = merge_weights(
+            config,
+            scratch / "merged",
+            device=device,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            progress=progress,
+        )
+        aligned = align(
+            merged.path,
+            texts,
+            out,
+            ridge=spec.ridge,
+            text_column=spec.text_column,
+            max_texts=spec.max_texts,
+            batch_size=batch_size,
+            device=device,
+            force=force,
+            allow_pickle=allow_pickle,
+            progress=progress,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    base = replace(merged, path=out, seconds=time.perf_counter() - started)
+    return RecipeResult(**vars(base), alignment=aligned)
+
+
+def _texts_path(config: MergeConfig, texts: str) -> Path:
+    path = Path(config.resolve(texts)).expanduser()
+    if not path.is_file():
+        where = f" (relative to {config.root})" if config.root and not path.is_absolute() else ""
+        raise Hm3Error(
+            f"align.texts: file {texts} not found{where}; give a .jsonl, .csv or "
+            ".parquet file of unlabeled texts"
+        )
+    return path

@@ -1,0 +1,84 @@
+"""``hm3 merge`` with an ``align:`` block: one command gives a merged *and* aligned model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hm3
+from hm3.alignment import align
+from hm3.cli import main
+from hm3.config import MergeConfig
+from hm3.errors import Hm3Error
+from test_alignment import write_texts
+from tiny import toy_texts, write_merge_yaml
+
+
+def _yaml(tmp_path, zoo, **extra):
+    return write_merge_yaml(tmp_path / "merge.yaml", zoo.base, zoo.models, "ties", **extra)
+
+
+def test_align_block_gives_the_same_model_as_merge_then_align(bert_zoo, tmp_path):
+    write_texts(tmp_path / "texts.jsonl", toy_texts(60, seed=3))
+    cfg_path = _yaml(
+        tmp_path,
+        bert_zoo,
+        parameters={"density": 0.5},
+        align={"texts": "texts.jsonl", "ridge": 0.2},
+    )
+    result = hm3.merge(MergeConfig.from_yaml(cfg_path), tmp_path / "one", progress=False)
+    assert result.alignment is not None and result.alignment.n_texts == 60
+    assert all(t.rmse_after < t.rmse_before for t in result.alignment.tasks)
+    # the two-step way, by hand
+    plain = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, parameters={"density": 0.5}))
+    hm3.merge(plain, tmp_path / "merged", progress=False)
+    align(
+        tmp_path / "merged", tmp_path / "texts.jsonl", tmp_path / "two", ridge=0.2, progress=False
+    )
+    one, two = (
+        load_file(str(tmp_path / "one" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "model.safetensors")),
+    )
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert config["hm3"]["align"]["ridge"] == 0.2 and config["hm3"]["merge"]["method"] == "ties"
+    assert "Head alignment" in (tmp_path / "one" / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_cli_merge_with_align_prints_the_fit(bert_zoo, tmp_path, capsys):
+    write_texts(tmp_path / "texts.csv", toy_texts(30, seed=4))
+    cfg = _yaml(tmp_path, bert_zoo, align={"texts": "texts.csv"})
+    with pytest.raises(SystemExit) as done:
+        main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
+    assert done.value.code in (0, None)
+    err = capsys.readouterr().err
+    assert "logit RMSE" in err and "aligned 3 task(s) on 30 texts" in err
+
+
+def test_missing_align_texts_fails_before_merging(bert_zoo, tmp_path):
+    cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "nope.jsonl"}))
+    with pytest.raises(Hm3Error, match=r"align\.texts: file nope\.jsonl not found"):
+        hm3.merge(cfg, tmp_path / "m", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml"]
+
+
+def test_failed_alignment_leaves_no_output_and_no_scratch(bert_zoo, tmp_path):
+    write_texts(tmp_path / "texts.jsonl", toy_texts(10, seed=5), column="body")
+    cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl"}))
+    with pytest.raises(Hm3Error, match="text"):
+        hm3.merge(cfg, tmp_path / "m", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml", "texts.jsonl"]
+
+
+def test_existing_out_is_refused_before_any_work(bert_zoo, tmp_path):
+    write_texts(tmp_path / "texts.jsonl", toy_texts(10, seed=5))
+    (tmp_path / "m").mkdir()
+    cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl"}))
+    with pytest.raises(Hm3Error, match="already exists"):
+        hm3.merge(cfg, tmp_path / "m", progress=False)
+    assert list((tmp_path / "m").iterdir()) == []
