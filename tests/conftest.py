@@ -54,6 +54,19 @@ def bert_zoo(zoo_factory) -> Zoo:
     return zoo_factory("bert")
 
 
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """HM3_CACHE for the session, with every pinned source fetched once (the real downloads)."""
+    from hm3.demo.sources import fetch_sources
+
+    cache = tmp_path_factory.mktemp("hm3-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HM3_CACHE", str(cache))
+    fetch_sources()
+    yield cache
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _hm3_logging(caplog):
     caplog.set_level(logging.WARNING, logger="hm3")

@@ -19,20 +19,9 @@ from hm3.demo import sources
 from hm3.demo.data import FULL, QUICK, TASKS, SplitSizes, prepare_data
 from hm3.demo.data_split import Row, dedupe, split_rows
 from hm3.demo.data_text import clean, email_text, group_key
-from hm3.demo.sources import SOURCES, Source, base_model_dir, fetch_source, fetch_sources
+from hm3.demo.sources import SOURCES, Source, base_model_dir, fetch_source
 from hm3.errors import Hm3Error
 from hm3.suite import load_suite
-
-
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    """HM3_CACHE for the session, with every pinned source fetched once (the real downloads)."""
-    cache = tmp_path_factory.mktemp("hm3-cache")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HM3_CACHE", str(cache))
-    fetch_sources()
-    yield cache
-    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,92 @@
+"""``hm3 demo --quick`` end to end: real sources, real fine-tuning, merges, alignment, report.
+
+The session's ``HM3_CACHE`` starts empty (only the pinned downloads are fetched once for the
+session), so the first run prepares the data and fine-tunes the zoo from scratch; the second
+run reuses the zoo. This is the README's run command on CI-sized data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hm3.cli import main
+from hm3.demo.run import CASES, METHODS
+
+pytestmark = pytest.mark.slow
+
+
+def _run(capsys, *args):
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return done.value.code or 0, out, err
+
+
+@pytest.fixture(scope="module")
+def first_run(demo_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "report"
+    with pytest.raises(SystemExit) as done:
+        main(["demo", "--quick", "--out", str(out), "--cache", str(demo_cache), "--no-progress"])
+    assert (done.value.code or 0) == 0
+    return out
+
+
+def test_report_holds_table1_every_case_and_the_plots(first_run):
+    report = (first_run / "report.md").read_text()
+    assert "## Table 1: average macro-F1" in report
+    summary = json.loads((first_run / "summary.json").read_text())
+    columns = ["original"] + [f"{m.name}{s}" for m in METHODS for s in ("", "+align")]
+    assert [c["name"] for c in summary["cases"]] == [c.name for c in CASES]
+    for case in summary["cases"]:
+        assert set(case["average_f1"]) == set(columns)
+        assert all(0 <= v <= 1 for v in case["average_f1"].values())
+        assert f"]({case['name']}/report.md)" in report
+        assert all(set(case["per_task"][c]) == set(case["tasks"]) for c in columns)
+        case_report = first_run / case["name"]
+        assert (case_report / "results.json").is_file()
+        pngs = list(case_report.glob("*.png"))
+        assert any(p.name.startswith("confusion_") for p in pngs)
+        assert any(p.name.startswith("accuracy_") for p in pngs)
+        assert len([p for p in pngs if p.name.startswith("original_vs_")]) == len(columns) - 1
+    assert [o["task"] for o in summary["originals"]] == [
+        "prompt_attack",
+        "toxicity",
+        "spam",
+        "sentiment",
+    ]
+    assert all(not o["reused"] for o in summary["originals"])  # a clean cache: trained here
+    assert not (first_run / "models").exists()  # merged models are scratch unless kept
+    assert not list(first_run.parent.glob(".report*"))
+
+
+def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_cache, capsys):
+    out = first_run.parent / "again"
+    code, stdout, err = _run(
+        capsys,
+        "demo",
+        "--quick",
+        "--out",
+        out,
+        "--cache",
+        demo_cache,
+        "--no-progress",
+        "--no-align",
+        "--keep-models",
+    )
+    assert code == 0, err
+    assert "Table 1" in stdout and "soup" in stdout and "+align" not in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(o["reused"] for o in summary["originals"])
+    merged = out / "models" / "case1" / "ties" / "config.json"
+    tasks = json.loads(merged.read_text())["hm3"]["tasks"]
+    assert [t["name"] for t in tasks] == ["prompt_attack", "toxicity"]
+
+
+def test_existing_report_is_refused_and_left_alone(first_run, demo_cache, capsys):
+    before = (first_run / "report.md").read_text()
+    code, _, err = _run(capsys, "demo", "--quick", "--out", first_run, "--cache", demo_cache)
+    assert code == 2
+    assert "already exists" in err and "--force" in err
+    assert (first_run / "report.md").read_text() == before
