@@ -76,7 +76,7 @@ def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_c
         "--keep-models",
     )
     assert code == 0, err
-    assert "Table 1" in stdout and "soup" in stdout and "+align" not in stdout
+    assert "Table 1" in stdout and "soup" in stdout and "→" not in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert all(o["reused"] for o in summary["originals"])
     merged = out / "models" / "case1" / "ties" / "config.json"

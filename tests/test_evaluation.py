@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
-from transformers import BertTokenizerFast
 
-from conftest import LABELS, Zoo
+from conftest import Zoo
 from hm3.classifier import load
 from hm3.cli import main
 from hm3.config import MergeConfig
@@ -27,7 +26,7 @@ from hm3.evaluation import EvaluationResult, _score_task, evaluate, parse_named_
 from hm3.merge import merge
 from hm3.suite import Dataset, load_datasets, load_suite
 from test_suite import write_rows, write_suite
-from tiny import SPECIAL, WORDS, make_base, make_classifier, write_merge_yaml
+from tiny import WORDS, write_merge_yaml
 
 N = 24  # rows per dataset
 
@@ -94,22 +93,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, _one_thread) -> Zoo:
-    """conftest's zoo, trained, with a tokenizer that knows the toy words.
-
-    tiny.write_tokenizer builds ``BertTokenizerFast(vocab_file=...)``, which transformers 5
-    ignores: every word becomes [UNK] and training cannot learn the toy task. Until that is
-    fixed there, the base's tokenizer is rebuilt here from the same vocabulary.
-    """
-    root = tmp_path_factory.mktemp("trained-zoo")
-    base = make_base(root / "base", "bert")
-    vocab = (SPECIAL + list(dict.fromkeys(WORDS)) + [f"tok{i}" for i in range(100)])[:100]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(base)
-    models = tuple(
-        make_classifier(base, root / f"task{i}", labels, seed=10 + i, train_steps=40)
-        for i, labels in enumerate(LABELS)
-    )
-    return Zoo(base, models, "bert")
+def zoo(zoo_factory, _one_thread) -> Zoo:
+    """conftest's zoo, trained for a few steps on tiny's toy task."""
+    return zoo_factory("bert", train_steps=40)
 
 
 @pytest.fixture(scope="module")

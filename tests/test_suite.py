@@ -222,3 +222,22 @@ def test_check_expectations_names_dataset_and_lists_valid_names(tmp_path):
     with pytest.raises(Hm3Error) as exc:
         check_expectations(datasets, {"u": ("no",), "v": ("no",)})
     assert "'ok'" in str(exc.value) and "'t'" in str(exc.value) and "u, v" in str(exc.value)
+
+
+def test_restricted_keeps_only_the_given_tasks(tmp_path):
+    write_rows(tmp_path / "a.jsonl", [{"text": "x"}])
+    doc = {
+        "datasets": [
+            {"name": "both", "path": "a.jsonl", "expect": {"spam": "ham", "toxicity": "ok"}},
+            {"name": "tox", "path": "a.jsonl", "expect": {"toxicity": "ok"}},
+        ],
+        "limit": 7,
+    }
+    suite = load_suite(write_suite(tmp_path / "suite.yaml", doc))
+    spam = suite.restricted(["spam"])
+    assert [(d.name, dict(d.expect)) for d in spam.datasets] == [("both", {"spam": "ham"})]
+    assert spam.limit == 7 and spam.source == suite.source
+    assert spam.resolve(spam.datasets[0]) == tmp_path / "a.jsonl"
+    assert len(suite.datasets) == 2  # the original is unchanged
+    with pytest.raises(Hm3Error, match="no dataset expects a label for sentiment"):
+        suite.restricted(["sentiment"])

@@ -12,8 +12,10 @@ run under ``torch.inference_mode``. The result types are the public JSON schema 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +40,18 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     results: list[Prediction]
+
+
+class Predictor(Protocol):
+    """What evaluation needs of a model: its tasks, where it is from, and logits for texts.
+
+    :class:`Classifier` is one; wrappers that cache or share work (the demo's) are others.
+    """
+
+    tasks: list[Task]
+    path: Path
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
 
 
 class Classifier:
@@ -149,15 +163,33 @@ def load(
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
         dtype or "float32"
     ]
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=torch_dtype, use_safetensors=safe, trust_remote_code=False
-    )
+    with quiet_transformers(errors_only=False):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch_dtype, use_safetensors=safe, trust_remote_code=False
+        )
     model.eval().to(dev)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     positions = int(config.get("max_position_embeddings") or max_length)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
     return Classifier(model, tokenizer, tasks, path, min(max_length, positions))
+
+
+@contextmanager
+def quiet_transformers(*, errors_only: bool = True) -> Iterator[None]:
+    """Hide transformers' load/save progress bars (and, with ``errors_only``, its warnings)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

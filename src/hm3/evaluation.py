@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from hm3.checkpoint import read_config
-from hm3.classifier import Classifier, load, segment_softmax
+from hm3.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.errors import Hm3Error
 from hm3.labels import Task, is_uninformative, tasks_from_config
 from hm3.report import (
@@ -51,7 +51,7 @@ from hm3.suite import Dataset, Suite, check_expectations, load_datasets
 __all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate", "parse_named_paths"]
 
 ORIGINAL = "original"
-ModelRef = Classifier | str | Path
+ModelRef = Predictor | str | Path  # a loaded model (a Classifier, ...) or its directory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ class _Member:
     """One classifier of a model column; ``tasks`` are renamed to the names they answer for."""
 
     model: str
-    ref: Classifier | Path
+    ref: Predictor | Path
     tasks: tuple[Task, ...]
 
 
@@ -78,7 +78,8 @@ def evaluate(
 
     Args:
         suite: a validated suite (:func:`hm3.suite.load_suite`).
-        models: column name → merged or ordinary classifier (loaded, or its directory).
+        models: column name → merged or ordinary classifier: its directory, or a loaded
+            :class:`~hm3.classifier.Predictor` (a :class:`~hm3.classifier.Classifier`, ...).
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
         batch_size: texts per forward pass.
@@ -146,17 +147,17 @@ def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) 
     return members
 
 
-def _ref(ref: ModelRef) -> Classifier | Path:
-    return ref if isinstance(ref, Classifier) else Path(ref)
+def _ref(ref: ModelRef) -> Predictor | Path:
+    return Path(ref) if isinstance(ref, str | Path) else ref
 
 
 def _where(ref: ModelRef) -> str:
-    return str(ref.path if isinstance(ref, Classifier) else ref)
+    return str(ref if isinstance(ref, str | Path) else ref.path)
 
 
 def _tasks_of(ref: ModelRef) -> list[Task]:
     """A classifier's tasks, read from its config.json without loading weights."""
-    if isinstance(ref, Classifier):
+    if not isinstance(ref, str | Path):
         return list(ref.tasks)
     path = Path(ref)
     if not path.is_dir():
@@ -226,7 +227,7 @@ def _predict_all(
             who = member.model + (f" ({member.tasks[0].name})" if member.model == ORIGINAL else "")
             bar.update(job, description=f"{who} [{n}/{len(plans)}]")
             clf = member.ref
-            if not isinstance(clf, Classifier):
+            if isinstance(clf, Path):
                 clf = loader(clf)
             probs = segment_softmax(
                 _logits(clf, texts, batch_size, lambda: bar.advance(job)), list(member.tasks)
@@ -251,7 +252,7 @@ def _labels_per_dataset(
 
 
 def _logits(
-    clf: Classifier, texts: Sequence[str], batch_size: int, advance: Callable[[], None]
+    clf: Predictor, texts: Sequence[str], batch_size: int, advance: Callable[[], None]
 ) -> np.ndarray:
     """Logits in input order; batches of similar length, ``advance()`` called after each."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

@@ -119,9 +119,7 @@ class Suite(BaseModel):
                 f"{self.source}: no dataset expects a label for {', '.join(tasks)}; "
                 "add datasets for these tasks"
             )
-        suite = self.model_copy(update={"datasets": tuple(datasets)})
-        suite._root, suite._source = self._root, self._source
-        return suite
+        return self.model_copy(update={"datasets": tuple(datasets)})
 
     def resolve(self, spec: DatasetSpec) -> Path:
         """A dataset's path, resolved against the suite file's directory."""

@@ -100,12 +100,21 @@ def per_task_table(result: DemoResult) -> tuple[list[str], list[list[str]]]:
 
 
 def print_table1(result: DemoResult, console: Console | None = None) -> None:
+    """Table 1 on the terminal, narrow: a method's cell reads "merged → aligned"."""
     console = console or Console(file=sys.stdout)
-    header, rows = table1(result)
-    table = Table(*header, title="Table 1: average macro-F1", title_justify="left")
-    for row in rows:
-        table.add_row(*row)
+    title = "Table 1: average macro-F1" + (" (merged → aligned)" if result.aligned else "")
+    table = Table("case", ORIGINAL, *result.methods, title=title, title_justify="left")
+    for case in result.cases:
+        cells = [_fmt(case.average_f1.get(m)) for m in result.methods]
+        if result.aligned:
+            cells = [
+                f"{c} → {_fmt(case.average_f1.get(f'{m}+align'))}"
+                for c, m in zip(cells, result.methods, strict=True)
+            ]
+        table.add_row(case.name, _fmt(case.average_f1.get(ORIGINAL)), *cells)
     console.print(table)
+    for case in result.cases:
+        console.print(f"  {case.name}: {' + '.join(case.tasks)}", highlight=False)
 
 
 def write_summary(result: DemoResult, folder: Path, data: DemoData) -> None:

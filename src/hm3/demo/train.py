@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import accuracy_score, f1_score
 
 from hm3.checkpoint import PICKLE_SINGLE, SAFE_INDEX, SAFE_SINGLE
+from hm3.classifier import quiet_transformers
 from hm3.errors import Hm3Error
 from hm3.tokenizer_files import TOKENIZER_FILES, has_tokenizer
 
@@ -348,7 +349,7 @@ def _run(
             "input_ids"
         ]
         predicted = _predict(model, val_ids, settings.batch_size * 2, pad_id)
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
     return {
@@ -375,22 +376,6 @@ def _threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the expected load report (the fresh head is "MISSING") and the load/save bars."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
 def _load(base_dir: Path, labels: tuple[str, ...], max_length: int):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -401,7 +386,7 @@ def _load(base_dir: Path, labels: tuple[str, ...], max_length: int):
             f"TrainSettings.max_length={max_length}: the base {base_dir} takes at most "
             f"{positions} tokens; lower it"
         )
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             base_dir,
             num_labels=len(labels),

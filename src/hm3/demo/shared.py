@@ -1,0 +1,138 @@
+"""Predictors that share work between the demo's many models, so a 2-core machine keeps up.
+
+The demo evaluates 18 merged variants and 4 originals. Two facts make most of that work
+redundant: an original gives the same logits for a text in every case study, and a merge and
+its aligned twin differ only in their label projection — the body, where all the compute is,
+is the same. So:
+
+- :class:`MemoLogits` wraps a loaded classifier and computes its logits once per distinct
+  text, whichever evaluation or alignment asks.
+- :class:`SharedBody` keeps a merged model's projection inputs (what :func:`hm3.align_features.
+  features` captures) once per distinct text; :meth:`SharedBody.head` is a predictor for any
+  projection ``(weight, bias)`` on that body: the merged head, or an aligned one.
+- :func:`fit_alignment` is ``hm3 align``'s fit (:class:`hm3.align_fit.RidgeStats`) on those
+  cached features and originals' logits.
+
+All of them satisfy :class:`hm3.classifier.Predictor`, so :func:`hm3.evaluation.evaluate`
+scores them like directories. ``tests/test_demo_shared.py`` checks that the numbers equal the
+public path (``hm3 align`` then ``hm3 evaluate`` on directories). Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hm3.align_features import Projection, features, find_projection
+from hm3.align_fit import RidgeStats
+from hm3.checkpoint import read_config
+from hm3.classifier import Classifier
+from hm3.labels import Task
+
+
+class MemoLogits:
+    """A classifier whose logits are computed once per distinct text."""
+
+    def __init__(self, clf: Classifier) -> None:
+        self.clf = clf
+        self.tasks = clf.tasks
+        self.path = clf.path
+        self._rows: dict[str, np.ndarray] = {}
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._rows]
+        if new:
+            self._rows.update(zip(new, self.clf.logits(new, batch_size), strict=True))
+        return _stack([self._rows[t] for t in texts], self.tasks[-1].end)
+
+
+class SharedBody:
+    """A merged model's projection inputs, once per distinct text, and heads on top of them."""
+
+    def __init__(self, clf: Classifier) -> None:
+        self.clf = clf
+        self.projection: Projection = find_projection(clf, read_config(clf.path, ""), str(clf.path))
+        self.module = clf.model.get_submodule(self.projection.module)
+        self._rows: dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.module.weight.shape[1])
+
+    def features(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """``[len(texts), dim]`` projection inputs (float32), in text order."""
+        new = sorted(dict.fromkeys(t for t in texts if t not in self._rows), key=len)
+        with torch.inference_mode():
+            for lo in range(0, len(new), batch_size):
+                batch = new[lo : lo + batch_size]
+                x, _ = features(self.clf, self.module, batch, self.projection)
+                self._rows.update(zip(batch, x.numpy(), strict=True))
+        return _stack([self._rows[t] for t in texts], self.dim)
+
+    def head(self, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> Head:
+        """A predictor with this body and the given projection (default: the model's own)."""
+        own = self.module.weight.detach()
+        w = (own if weight is None else weight).float().cpu().numpy()
+        if bias is None and self.module.bias is not None:
+            bias = self.module.bias.detach()
+        b = np.zeros(w.shape[0], np.float32) if bias is None else bias.float().cpu().numpy()
+        return Head(self, w, b)
+
+
+@dataclass
+class Head:
+    """Logits = the shared body's features · weightᵀ + bias (one label projection)."""
+
+    body: SharedBody
+    weight: np.ndarray  # [K, d]
+    bias: np.ndarray  # [K]
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.body.clf.tasks
+
+    @property
+    def path(self) -> Path:
+        return self.body.clf.path
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self.body.features(texts, batch_size) @ self.weight.T + self.bias
+
+
+def fit_alignment(
+    body: SharedBody,
+    originals: Mapping[str, MemoLogits],
+    texts: Sequence[str],
+    ridge: float,
+    batch_size: int = 32,
+) -> Head:
+    """``hm3 align`` on cached work: each task's rows re-fitted to its original's logits.
+
+    Args:
+        body: the merged model.
+        originals: task name → its original (a one-task classifier).
+        texts: the unlabeled fitting texts.
+        ridge: relative ridge strength (see :mod:`hm3.align_fit`).
+        batch_size: texts per forward pass, for texts not yet cached.
+
+    Returns:
+        The aligned head on ``body``.
+    """
+    tasks = body.clf.tasks
+    x = torch.from_numpy(body.features(texts, batch_size))
+    y = torch.empty(len(texts), tasks[-1].end, dtype=torch.float32)
+    for task in tasks:
+        theirs = originals[task.name].logits(texts, batch_size)
+        y[:, task.start : task.end] = torch.from_numpy(theirs)
+    stats = RidgeStats(body.dim, tasks[-1].end)
+    stats.add(x, y)
+    solution = stats.solve(ridge, intercept=body.projection.bias is not None)
+    return body.head(solution.weight, solution.bias if body.projection.bias else None)
+
+
+def _stack(rows: list[np.ndarray], width: int) -> np.ndarray:
+    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
