@@ -123,19 +123,38 @@ class Checkpoint:
         if self._pickled is not None:
             return self._pickled[name]
         begin, end = self._offsets[name]
-        handle = self._handles.get(info.file)
-        if handle is None:
-            handle = self._handles[info.file] = open(info.file, "rb")  # noqa: SIM115
         buffer = bytearray(end - begin)
-        handle.seek(begin)
-        if handle.readinto(buffer) != len(buffer):
-            raise Hm3Error(
-                f"{info.file}: ends inside tensor {name}; the file is truncated — download or "
-                "save it again"
-            )
+        self._read(info, buffer)
         if not buffer:
             return torch.empty(info.shape, dtype=info.dtype)
         return torch.frombuffer(buffer, dtype=info.dtype).reshape(info.shape)
+
+    def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """Load one tensor into ``out`` (its shape; any dtype and device) and return ``out``.
+
+        A tensor stored in ``out``'s dtype is read from the file straight into a contiguous
+        CPU ``out``, with no intermediate buffer; anything else goes through :meth:`get`.
+        """
+        info = self.tensors[name]
+        if tuple(out.shape) != info.shape:
+            raise ValueError(f"{name}: stored shape {info.shape}, buffer {tuple(out.shape)}")
+        direct = out.device.type == "cpu" and out.dtype == info.dtype and out.is_contiguous()
+        if self._pickled is not None or not direct or out.numel() == 0:
+            return out.copy_(self.get(name))
+        self._read(info, memoryview(out.detach().reshape(-1).view(torch.uint8).numpy()))
+        return out
+
+    def _read(self, info: TensorInfo, buffer: bytearray | memoryview) -> None:
+        begin, end = self._offsets[info.name]
+        handle = self._handles.get(info.file)
+        if handle is None:
+            handle = self._handles[info.file] = open(info.file, "rb")  # noqa: SIM115
+        handle.seek(begin)
+        if handle.readinto(buffer) != end - begin:
+            raise Hm3Error(
+                f"{info.file}: ends inside tensor {info.name}; the file is truncated — download "
+                "or save it again"
+            )
 
     def close(self) -> None:
         for handle in self._handles.values():

@@ -6,7 +6,7 @@ output dtype and appended to ``model.safetensors``. Peak memory is about the lar
 times the number of models, whatever the model size. The output directory is built in a
 temporary sibling and renamed into place when complete (:mod:`hm3.output`).
 
-It does not evaluate or align the merged model (see ``evaluate.py`` and ``align.py``).
+It does not evaluate or align the merged model (see ``evaluation.py`` and ``alignment.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from hm3.errors import Hm3Error
 from hm3.labels import Task, id2label, metadata_block
 from hm3.methods import METHODS, MergeOptions
 from hm3.output import atomic_dir, check_output
-from hm3.plan import MergePlan, TensorPlan, build_plan
+from hm3.plan import MergePlan, TensorPlan, all_finite, build_plan
 from hm3.tokenizer_files import copy_tokenizer, has_tokenizer
 
 log = logging.getLogger("hm3")
@@ -103,12 +105,35 @@ def _write_weights(
     specs = [
         (tp.name, tp.shape, out_dtype if tp.kind != "constant" else tp.dtype) for tp in plan.tensors
     ]
-    with SafetensorsWriter(file, specs, {"format": "pt"}) as writer, progress_bar(progress) as bar:
+    with (
+        SafetensorsWriter(file, specs, {"format": "pt"}) as writer,
+        progress_bar(progress) as bar,
+        arithmetic_threads(device),
+    ):
         task = bar.add_task("merging", total=len(plan.tensors))
         for tp in plan.tensors:
             value = merge_tensor(plan, tp, device)
             writer.write(tp.name, value if tp.kind == "constant" else value.to(out_dtype))
             bar.advance(task)
+
+
+@contextmanager
+def arithmetic_threads(device: torch.device) -> Iterator[None]:
+    """Run CPU merge arithmetic on one intra-op thread; restore the thread count afterwards.
+
+    A merge is memory-bound and works through cache-sized chunks
+    (:data:`hm3.methods.task_arithmetic.COMBINE_CHUNK`): torch's thread pool would synchronise
+    on every operation, which costs more than it gains, and stalls for whole scheduler time
+    slices when other processes share the cores (3x slower on a busy 2-core machine).
+    """
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if device.type == "cpu":
+            torch.set_num_threads(before)
 
 
 def merge_tensor(plan: MergePlan, tp: TensorPlan, device: torch.device) -> torch.Tensor:
@@ -127,8 +152,11 @@ def merge_tensor(plan: MergePlan, tp: TensorPlan, device: torch.device) -> torch
             rescale=params.rescale,
             lambda_=1.0 if params.lambda_ is None else params.lambda_,
         )
-        merged = method.merge(base, stacked, plan.config.model_params(), options, generators)
-    if not torch.isfinite(merged).all():
+        merged = method.merge(
+            base, stacked, plan.config.model_params(), options, generators, overwrite=True
+        )  # the stacked inputs are ours: the method may reuse them as its working buffer
+    del base, stacked
+    if not all_finite(merged):
         raise Hm3Error(
             f"merged tensor {tp.name} has NaN or Inf values; check the merge parameters "
             "(weights, lambda) of the config"

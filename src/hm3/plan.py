@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from hm3.architectures import Architecture, resolve_architecture
@@ -77,11 +78,11 @@ class MergePlan:
         """
         stacked = torch.empty((len(self.models), *tp.shape), dtype=dtype, device=device)
         for i, (model, task) in enumerate(zip(self.models, self.tasks, strict=True)):
-            value = self._load(model, tp.name, device, dtype)
             if tp.kind == "projection":
-                value = expand_rows(value, task.start, self.num_labels)
-            stacked[i].copy_(value)
-            del value
+                value = self._load(model, tp.name, device, dtype)
+                stacked[i].copy_(expand_rows(value, task.start, self.num_labels))
+            else:  # straight from the file into the stacked buffer when dtypes match
+                _check_finite(model, tp.name, model.read_into(tp.name, stacked[i]))
         if tp.kind == "projection":
             return zero_rows(stacked[0], self.num_labels), stacked
         if tp.base_name is None or not with_base:
@@ -91,13 +92,9 @@ class MergePlan:
     def _load(
         self, ckpt: Checkpoint, name: str, device: str | torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
-        value = ckpt.get(name).to(device=device, dtype=dtype)
-        if not torch.isfinite(value).all():
-            raise Hm3Error(
-                f"{ckpt.label}: tensor {name} contains NaN or Inf values; the checkpoint is "
-                "broken — re-export it from a healthy training run"
-            )
-        return value
+        info = ckpt.tensors[name]
+        value = torch.empty(info.shape, dtype=dtype, device=device)
+        return _check_finite(ckpt, name, ckpt.read_into(name, value))
 
     def seed_for(self, name: str, index: int) -> int:
         """Seed of model ``index``'s random draws for tensor ``name`` (same config → same bytes)."""
@@ -107,6 +104,22 @@ class MergePlan:
     def close(self) -> None:
         for ckpt in (self.base, *self.models):
             ckpt.close()
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """``torch.isfinite(value).all()``, through numpy on the CPU (many times faster there)."""
+    if value.device.type == "cpu" and value.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(value.detach().numpy()).all())
+    return bool(torch.isfinite(value).all())
+
+
+def _check_finite(ckpt: Checkpoint, name: str, value: torch.Tensor) -> torch.Tensor:
+    if not all_finite(value):
+        raise Hm3Error(
+            f"{ckpt.label}: tensor {name} contains NaN or Inf values; the checkpoint is "
+            "broken — re-export it from a healthy training run"
+        )
+    return value
 
 
 def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:

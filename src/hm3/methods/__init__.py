@@ -12,10 +12,11 @@ API::
     method = get_method("dare_ties")           # unknown name -> ValueError listing valid names
     merged = method.merge(
         base,                                  # θ_base [*shape], or None for ``linear``
-        tensors,                               # θ_i stacked [n, *shape], not modified
+        tensors,                               # θ_i stacked [n, *shape], not modified...
         [ModelParams(weight=1.0, density=0.5), ...],   # one per model
         MergeOptions(normalize=None, rescale=None, lambda_=1.0),  # None = method default
         generators=[torch.Generator().manual_seed(s) for s in seeds],  # one per model
+        overwrite=False,                       # ...unless True: then it is the work buffer
     )                                          # -> float32 (float64 for float64 inputs)
 
 ``MergeMethod`` fields: ``name``, ``pretty_name``, ``reference`` (paper URL), ``formula``,

@@ -110,16 +110,22 @@ class MergeMethod:
         params: Sequence[ModelParams],
         options: MergeOptions = DEFAULT_OPTIONS,
         generators: Sequence[torch.Generator | None] | None = None,
+        *,
+        overwrite: bool = False,
     ) -> Tensor:
         """Merge one tensor of n models.
 
         Args:
             base: θ_base (ignored by ``linear``; required by the others).
-            tensors: the models' tensors stacked as [n, *shape]; not modified.
+            tensors: the models' tensors stacked as [n, *shape]; not modified unless
+                ``overwrite``.
             params: per-model parameters, one per model, in order.
             options: normalize/rescale (``None`` = method default) and lambda.
             generators: one ``torch.Generator`` per model on the tensors' device; needed by
                 the random methods for every model whose density is below 1.
+            overwrite: let the method use ``tensors`` as its working buffer (its values are
+                then undefined); same result, n tensors' less memory for the task-vector
+                methods.
 
         Returns:
             The merged tensor, float32 (float64 if an input is float64); the caller casts.
@@ -136,7 +142,7 @@ class MergeMethod:
             return generalized_task_arithmetic(
                 base, tensors, params, sparsification=self.sparsification,
                 consensus=self.consensus, normalize=normalize, rescale=rescale,
-                lambda_=options.lambda_, generators=generators,
+                lambda_=options.lambda_, generators=generators, overwrite=overwrite,
             )  # fmt: skip
 
 

@@ -19,6 +19,10 @@ from hm3.methods.sparsify import sparsify_
 
 #: mergekit's tolerance under which a summed weight counts as zero (no division then)
 WEIGHT_SUM_EPS = 1e-8
+#: entries combined at a time on a single-threaded CPU: the models' slices and temporaries
+#: stay in cache. With several intra-op threads every chunk would pay the thread pool's
+#: synchronisation (badly so on a busy machine), so a tensor is then combined whole.
+COMBINE_CHUNK = 1 << 17
 
 
 def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
@@ -34,20 +38,24 @@ def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
     return torch.float64 if wide else torch.float32
 
 
-def task_vectors(base: Tensor, tensors: Tensor, dtype: torch.dtype) -> Tensor:
-    """Task arithmetic step 1: τ_i = θ_i − θ_base for every model, in one new buffer.
+def task_vectors(
+    base: Tensor, tensors: Tensor, dtype: torch.dtype, *, overwrite: bool = False
+) -> Tensor:
+    """Task arithmetic step 1: τ_i = θ_i − θ_base for every model.
 
     Args:
         base: θ_base, shaped like one model's tensor.
-        tensors: θ_i stacked as [n, *shape]; not modified.
+        tensors: θ_i stacked as [n, *shape]; not modified unless ``overwrite``.
         dtype: compute dtype of the result.
+        overwrite: when ``tensors`` is already in ``dtype``, subtract in place and return it
+            (saves a buffer of n tensors; the values are the same).
 
     Returns:
-        A new [n, *shape] tensor of task vectors in ``dtype``.
+        An [n, *shape] tensor of task vectors in ``dtype``: a new one, or ``tensors``.
     """
     base = base.to(dtype)
     if tensors.dtype == dtype:
-        return torch.sub(tensors, base)
+        return tensors.sub_(base) if overwrite else torch.sub(tensors, base)
     return tensors.to(dtype).sub_(base)
 
 
@@ -100,6 +108,7 @@ def generalized_task_arithmetic(
     rescale: bool,
     lambda_: float = 1.0,
     generators: Sequence[torch.Generator | None] | None = None,
+    overwrite: bool = False,
 ) -> Tensor:
     """θ_base + λ · Σ_i m_i w_i τ̂_i / D, the generalized task arithmetic merge.
 
@@ -117,30 +126,82 @@ def generalized_task_arithmetic(
         rescale: L1-rescale each sparsified task vector to its original norm.
         lambda_: scale of the merged task vector.
         generators: one per model, used by the random variants (``generators[i]`` for model i).
+        overwrite: let the merge use ``tensors`` as its working buffer (its values are then
+            undefined); the result is the same, and n tensors' worth of memory is saved.
 
     Returns:
         The merged tensor in float32 (float64 if an input is float64).
     """
     dtype = compute_dtype(base, tensors)
-    deltas = task_vectors(base, tensors, dtype)
-    scratch = torch.empty_like(deltas[0])  # reused by every model; no page is touched unless used
+    deltas = task_vectors(base, tensors, dtype, overwrite=overwrite)
     if sparsification is not None:  # TIES step 1 (trim) / DARE step 1 (drop), model by model
+        scratch = torch.empty_like(deltas[0])  # shared by the models
         for i, p in enumerate(params):
             gen = None if generators is None else generators[i]
             sparsify_(deltas[i], sparsification, p, gen, rescale=rescale, scratch=scratch)
+        del scratch
     weights = torch.tensor([p.weight for p in params], dtype=dtype, device=deltas.device)
-    deltas.mul_(weights.view(-1, *([1] * (deltas.ndim - 1))))  # weights before the vote
-    if consensus is None:
+    return _combine_in_chunks(
+        deltas, base.to(dtype), weights, consensus, normalize=normalize, lambda_=lambda_
+    )
+
+
+def _combine_in_chunks(
+    deltas: Tensor,
+    base: Tensor,
+    weights: Tensor,
+    consensus: Consensus | None,
+    *,
+    normalize: bool,
+    lambda_: float,
+) -> Tensor:
+    """Everything after the sparsification, in chunks of :data:`COMBINE_CHUNK` entries on a
+    single-threaded CPU, else whole; returns the merged tensor (the same bytes either way)."""
+    divisor = None
+    if consensus is None and normalize:
         total = weights.sum()
         divisor = torch.where(total.abs() < WEIGHT_SUM_EPS, 1.0, total)
-    else:  # TIES steps 2-3: elect the signs, keep the agreeing entries
+    merged = torch.empty(base.shape, dtype=deltas.dtype, device=deltas.device)
+    flat, flat_base = deltas.reshape(deltas.shape[0], -1), base.reshape(-1)
+    m = flat.shape[1]
+    chunked = deltas.device.type == "cpu" and torch.get_num_threads() == 1
+    step = max(1, min(COMBINE_CHUNK, m) if chunked else m)
+    scratch = None if consensus is None else torch.empty_like(flat_base[:step])
+    for start in range(0, m, step):
+        part = slice(start, start + step)
+        _combine(flat[:, part], weights, flat_base[part], merged.view(-1)[part], consensus,
+                 divisor, scratch, normalize=normalize, lambda_=lambda_)  # fmt: skip
+    return merged
+
+
+def _combine(
+    deltas: Tensor,
+    weights: Tensor,
+    base: Tensor,
+    out: Tensor,
+    consensus: Consensus | None,
+    divisor: Tensor | None,
+    scratch: Tensor | None,
+    *,
+    normalize: bool,
+    lambda_: float,
+) -> None:
+    """Weight, elect, sum, normalise, scale and add the base for some entries, into ``out``.
+
+    ``deltas`` is [n, m] (modified), ``base`` and ``out`` [m]; ``divisor`` is the summed weight
+    without consensus; ``scratch`` holds at least m entries (needed with consensus). Each step
+    is entry-wise, so any split into chunks gives the same bytes.
+    """
+    deltas.mul_(weights.view(-1, 1))  # weights before the vote
+    if consensus is not None and scratch is not None:  # TIES steps 2-3: elect, keep agreeing
+        scratch = scratch[: out.numel()]
         divisor = _keep_agreeing_(deltas, weights, consensus, scratch, normalize=normalize)
-    merged = deltas.sum(dim=0)
-    if normalize:
-        merged.div_(divisor)
+    torch.sum(deltas, dim=0, out=out)
+    if normalize and divisor is not None:
+        out.div_(divisor)
     if lambda_ != 1:
-        merged.mul_(lambda_)
-    return merged.add_(base.to(dtype))
+        out.mul_(lambda_)
+    out.add_(base)
 
 
 def _keep_agreeing_(
