@@ -52,7 +52,7 @@ def write_texts(path, texts, column="text"):
 
 def merge_models(root, zoo, models, method="ties", **params):
     from hm3.config import MergeConfig
-    from hm3.merge import merge
+    from hm3.merging import merge
 
     data = {
         "base_model": str(zoo.base),

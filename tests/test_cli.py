@@ -351,12 +351,10 @@ def test_declared_heads_merge_an_unknown_family(tmp_path, capsys):
 
 
 def test_bug_exits_with_status_1(bert_zoo, tmp_path, capsys, monkeypatch):
-    import hm3.merge
-
     def boom(*a, **k):
         raise RuntimeError("internal bug")
 
-    monkeypatch.setattr(hm3.merge, "merge", boom)
+    monkeypatch.setattr("hm3.recipe.merge_weights", boom)
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)
     with pytest.raises(RuntimeError):
         main(["merge", str(cfg), "--out", str(tmp_path / "out")])

@@ -23,7 +23,7 @@ from hm3.cli import main
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
 from hm3.evaluation import EvaluationResult, _score_task, evaluate, parse_named_paths
-from hm3.merge import merge
+from hm3.merging import merge
 from hm3.suite import Dataset, load_datasets, load_suite
 from test_suite import write_rows, write_suite
 from tiny import WORDS, write_merge_yaml

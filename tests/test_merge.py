@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
 from hm3.expand import expand_rows
-from hm3.merge import merge
+from hm3.merging import merge
 from hm3.methods import METHODS, MergeOptions
 from tiny import FAMILIES, make_classifier
 

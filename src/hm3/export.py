@@ -18,7 +18,7 @@ import yaml
 
 from hm3.checkpoint import SafetensorsWriter
 from hm3.config import MergeConfig
-from hm3.merge import DTYPES, constant_value, progress_bar, write_config
+from hm3.merging import DTYPES, constant_value, progress_bar, write_config
 from hm3.methods import METHODS, ModelParams
 from hm3.output import atomic_dir, check_output
 from hm3.plan import MergePlan, build_plan

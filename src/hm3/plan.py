@@ -8,7 +8,7 @@ base lacks (merged as the plain mean of the models, with a warning), the label p
 (HM3-expanded, base all zeros), or a non-float buffer copied as is.
 :meth:`MergePlan.inputs` then loads one tensor of every model at a time.
 
-It merges nothing; ``merge.py`` streams a plan to disk, ``expand.py`` pads projections.
+It merges nothing; ``merging.py`` streams a plan to disk, ``expand.py`` pads projections.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run a whole merge recipe: merge the models, then align the heads if the recipe asks for it.
 
 This is what ``hm3 merge`` and :func:`hm3.merge` do. Without an ``align:`` block it is the
-streaming merge of :mod:`hm3.merge`. With one, the merged checkpoint is written to a scratch
+streaming merge of :mod:`hm3.merging`. With one, the merged checkpoint is written to a scratch
 directory beside ``out`` and :func:`hm3.alignment.align` writes the aligned model to ``out``, so
 ``out`` appears once, complete, or not at all; the scratch directory is always removed. The
 originals are the merged models themselves (each task's recorded ``source``), and relative
@@ -19,14 +19,14 @@ from pathlib import Path
 from hm3.alignment import AlignResult, align
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.merge import MergeResult
-from hm3.merge import merge as merge_weights
+from hm3.merging import MergeResult
+from hm3.merging import merge as merge_weights
 from hm3.output import check_output
 
 
 @dataclass(frozen=True)
 class RecipeResult(MergeResult):
-    """A :class:`~hm3.merge.MergeResult`, plus the alignment when the recipe had one."""
+    """A :class:`~hm3.merging.MergeResult`, plus the alignment when the recipe had one."""
 
     alignment: AlignResult | None = None
 

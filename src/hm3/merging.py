@@ -6,7 +6,8 @@ output dtype and appended to ``model.safetensors``. Peak memory is about the lar
 times the number of models, whatever the model size. The output directory is built in a
 temporary sibling and renamed into place when complete (:mod:`hm3.output`).
 
-It does not evaluate or align the merged model (see ``evaluation.py`` and ``alignment.py``).
+It does not evaluate or align the merged model (see ``evaluation.py`` and ``alignment.py``);
+:func:`hm3.merge` (:mod:`hm3.recipe`) runs a whole recipe, alignment included.
 """
 
 from __future__ import annotations
