@@ -82,3 +82,18 @@ def test_existing_out_is_refused_before_any_work(bert_zoo, tmp_path):
     with pytest.raises(Hm3Error, match="already exists"):
         hm3.merge(cfg, tmp_path / "m", progress=False)
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_public_api_names_stay_functions_after_their_modules_are_imported():
+    import hm3.alignment
+    import hm3.classifier
+    import hm3.evaluation
+    import hm3.merging
+    import hm3.recipe
+
+    assert hm3.merge is hm3.recipe.merge
+    assert hm3.align is hm3.alignment.align
+    assert hm3.evaluate is hm3.evaluation.evaluate
+    assert hm3.load is hm3.classifier.load
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = hm3.nope
