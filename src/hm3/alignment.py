@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import hm3
 from hm3.align_features import Projection, check_device, features, find_projection, load_originals
@@ -42,6 +41,7 @@ from hm3.classifier import Classifier, load
 from hm3.errors import Hm3Error
 from hm3.labels import Task, metadata_block, tasks_from_config
 from hm3.output import atomic_dir, check_output
+from hm3.progress import progress_bar
 
 log = logging.getLogger("hm3")
 
@@ -283,7 +283,7 @@ def _accumulate(
     sse_before = torch.zeros(k, dtype=torch.float64)
     count = TextCount()
     known = [n for n in (plan.texts.rows, max_texts) if n is not None]
-    with _progress(progress) as bar, torch.inference_mode():
+    with progress_bar(progress) as bar, torch.inference_mode():
         job = bar.add_task("aligning: texts", total=min(known) if known else None)
         for batch in iter_text_batches(plan.texts, batch_size, max_texts, count):
             x, logits = features(merged, module, batch, projection)
@@ -334,14 +334,3 @@ def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[s
             plan.merged,
             name,
         )
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not enabled,
-    )

@@ -30,14 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from hm3.checkpoint import read_config
 from hm3.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.errors import Hm3Error
 from hm3.labels import Task, is_uninformative, tasks_from_config
+from hm3.progress import progress_bar
 from hm3.report import (
     DatasetAccuracy,
     DatasetInfo,
@@ -221,7 +221,9 @@ def _predict_all(
         if texts:
             plans.append((member, relevant, texts))
     out: Predictions = {}
-    with _progress_bar(progress) as bar:
+    with progress_bar(
+        progress, TextColumn("batches"), label="evaluating {task.description}"
+    ) as bar:
         job = bar.add_task("", total=sum(-(-len(texts) // batch_size) for _, _, texts in plans))
         for n, (member, relevant, texts) in enumerate(plans, 1):
             who = member.model + (f" ({member.tasks[0].name})" if member.model == ORIGINAL else "")
@@ -262,19 +264,6 @@ def _logits(
         out[idx] = clf.logits([texts[i] for i in idx], batch_size=len(idx))
         advance()
     return out
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("evaluating {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("batches"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled,
-    )
 
 
 def _score_model(

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hm3.card import render_card
 from hm3.checkpoint import SafetensorsWriter
@@ -31,6 +30,7 @@ from hm3.labels import Task, id2label, metadata_block
 from hm3.methods import METHODS, MergeOptions
 from hm3.output import atomic_dir, check_output
 from hm3.plan import MergePlan, TensorPlan, all_finite, build_plan
+from hm3.progress import progress_bar
 from hm3.tokenizer_files import copy_tokenizer, has_tokenizer
 
 log = logging.getLogger("hm3")
@@ -217,14 +217,3 @@ def _copy_tokenizer(plan: MergePlan, dest: Path) -> None:
         log.warning("no tokenizer files in the base or the models; the merged model has none")
         return
     copy_tokenizer(source, dest)
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not enabled,
-    )

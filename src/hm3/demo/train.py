@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from sklearn.metrics import accuracy_score, f1_score
 
 from hm3.checkpoint import PICKLE_SINGLE, SAFE_INDEX, SAFE_SINGLE
 from hm3.classifier import quiet_transformers
 from hm3.errors import Hm3Error
+from hm3.progress import progress_bar
 from hm3.tokenizer_files import TOKENIZER_FILES, has_tokenizer
 
 TRAINER_VERSION = 1  # bump when a change to the training recipe must invalidate cached models
@@ -478,7 +479,7 @@ def _fit(
     optimizer, schedule = _optimizer(model, settings, total)
     model.train()
     smooth = float("nan")  # running loss for the bar
-    with _progress_bar(bar_spec[1]) as bar:
+    with progress_bar(bar_spec[1], TextColumn("loss {task.fields[loss]:.3f}")) as bar:
         job = bar.add_task(bar_spec[0], total=total, loss=smooth)
         for _ in range(settings.epochs):
             for batch in _batches(lengths, settings.batch_size, generator):
@@ -505,15 +506,3 @@ def _predict(model, ids: list[list[int]], batch_size: int, pad_id: int) -> list[
         for i, p in zip(chunk, logits.argmax(-1).tolist(), strict=True):
             predicted[i] = p
     return predicted
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not enabled,
-    )

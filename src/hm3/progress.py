@@ -1,0 +1,39 @@
+"""The one progress bar style of hm3: transient, on stderr, off with ``--no-progress``.
+
+A rich :class:`~rich.progress.Progress` with the description, a bar, done/total, any extra
+columns the caller needs (a running loss, a unit) and the elapsed time. Nothing else here.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+def progress_bar(
+    enabled: bool, *extra: ProgressColumn, label: str = "{task.description}"
+) -> Progress:
+    """A progress bar that draws nothing when ``enabled`` is false.
+
+    Args:
+        enabled: draw it (the CLI's ``--progress/--no-progress``).
+        extra: columns shown after done/total, e.g. ``TextColumn("loss {task.fields[loss]}")``.
+        label: the leading text column's format.
+    """
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
