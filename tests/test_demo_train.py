@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,8 +21,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.demo.train as train_module
+import hm3.demo.train_loop as train_loop
 from hm3.classifier import load
-from hm3.demo.train import TrainedClassifier, TrainSettings, _batches, train_classifier
+from hm3.demo.train import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.train_loop import batches as make_batches
 from hm3.errors import Hm3Error
 from tiny import make_base
 
@@ -128,10 +129,8 @@ def test_training_json_records_the_run(trained):
 
 
 def test_same_inputs_reuse_the_directory_without_training(setup, trained, monkeypatch):
-    monkeypatch.setattr(train_module, "_run", lambda *a, **k: pytest.fail("trained again"))
-    start = time.perf_counter()
+    monkeypatch.setattr(train_module, "run", lambda *a, **k: pytest.fail("trained again"))
     again = run(setup, setup[0] / "zoo")
-    assert time.perf_counter() - start < 2
     assert again.reused and again.path == trained.path
     assert again.validation_macro_f1 == trained.validation_macro_f1
     assert again.train_seconds == trained.train_seconds
@@ -186,7 +185,7 @@ def test_a_failed_run_leaves_nothing_behind(setup, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(train_module, "_fit", boom)
+    monkeypatch.setattr(train_loop, "_fit", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         run(setup, tmp_path / "zoo", replace(FAST, epochs=1))
     assert list((tmp_path / "zoo").iterdir()) == []
@@ -204,10 +203,10 @@ def test_max_train_examples_takes_a_label_balanced_sample(setup, tmp_path):
 
 def test_batches_cover_every_row_once_and_group_similar_lengths():
     lengths = [random.Random(i).randint(3, 60) for i in range(500)]
-    batches = _batches(lengths, 32, torch.Generator().manual_seed(0))
+    batches = make_batches(lengths, 32, torch.Generator().manual_seed(0))
     assert sorted(i for b in batches for i in b) == list(range(500))
     assert all(len(b) <= 32 for b in batches)
-    assert batches == _batches(lengths, 32, torch.Generator().manual_seed(0))
+    assert batches == make_batches(lengths, 32, torch.Generator().manual_seed(0))
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     shuffled = torch.randperm(500, generator=torch.Generator().manual_seed(0)).tolist()
     plain = [shuffled[s : s + 32] for s in range(0, 500, 32)]
