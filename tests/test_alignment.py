@@ -371,7 +371,7 @@ def test_align_reads_only_the_texts_it_needs(bert_words, tmp_path):
     merged = one_task_merged(bert_words.models[0], tmp_path / "m")
     result = align(merged, path, tmp_path / "out", max_texts=64, progress=False, device="cpu")
     assert result.n_texts == 64
-    with pytest.raises(Hm3Error, match="row 64 .* is not text"):
+    with pytest.raises(Hm3Error, match=r"row 64 .* is not text"):
         align(merged, path, tmp_path / "out2", max_texts=65, progress=False, device="cpu")
 
 
