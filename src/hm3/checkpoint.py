@@ -1,4 +1,4 @@
-"""Read checkpoints one tensor at a time, and write a safetensors file one tensor at a time.
+"""Read checkpoints one tensor at a time; find a model directory from a path or hub id.
 
 A :class:`Checkpoint` is a Hugging Face model directory: ``config.json`` plus weights in
 ``model.safetensors`` or shards listed in ``model.safetensors.index.json``. Only tensor
@@ -6,8 +6,7 @@ headers are read when it is opened; :meth:`Checkpoint.get` loads one tensor. Pic
 ``pytorch_model.bin`` weights are refused unless the caller opts in, and are then loaded with
 ``torch.load(weights_only=True)``.
 
-:class:`SafetensorsWriter` writes the safetensors format incrementally (the ``safetensors``
-package only writes a whole dict at once), so a merge never holds the output model in memory.
+:mod:`hm3.st_writer` writes safetensors files the same way, one tensor at a time.
 This module knows nothing about merging or labels.
 """
 
@@ -29,7 +28,7 @@ SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 
-_ST_DTYPES: dict[str, torch.dtype] = {
+ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -41,7 +40,6 @@ _ST_DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ class Checkpoint:
             header, data_start = read_safetensors_header(file)
             for name, entry in header.items():
                 infos[name] = TensorInfo(
-                    name, tuple(entry["shape"]), _ST_DTYPES[entry["dtype"]], file
+                    name, tuple(entry["shape"]), ST_DTYPES[entry["dtype"]], file
                 )
                 self._offsets[name] = (
                     data_start + entry["data_offsets"][0],
@@ -214,9 +212,9 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, dict[str, Any]], int]
     data_start, data_end = 8 + header_len, 0
     for name, entry in header.items():
         try:
-            dtype = _ST_DTYPES[entry["dtype"]]
+            dtype = ST_DTYPES[entry["dtype"]]
             begin, end = (int(x) for x in entry["data_offsets"])
-            expected = _numel(tuple(entry["shape"])) * torch.empty((), dtype=dtype).element_size()
+            expected = numel(tuple(entry["shape"])) * torch.empty((), dtype=dtype).element_size()
         except (KeyError, TypeError, ValueError):
             raise Hm3Error(
                 f"{bad} (bad header entry for {name}); corrupt or an unsupported dtype — {fix}"
@@ -251,66 +249,7 @@ def _weight_files(path: Path, single: str, index: str, label: str) -> list[Path]
     return []
 
 
-# -- writing -------------------------------------------------------------------------------
-class SafetensorsWriter:
-    """Write a ``.safetensors`` file tensor by tensor, in a declared order.
-
-    The header (names, dtypes, shapes, offsets) is written first from the declared specs; each
-    :meth:`write` appends one tensor's bytes. :meth:`close` checks that every tensor came; used
-    as a context manager, it checks only when the block ends without an error.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        specs: list[tuple[str, tuple[int, ...], torch.dtype]],
-        metadata: dict[str, str] | None = None,
-    ) -> None:
-        header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
-        offset = 0
-        for name, shape, dtype in specs:
-            size = _numel(shape) * torch.empty((), dtype=dtype).element_size()
-            header[name] = {
-                "dtype": _ST_NAMES[dtype],
-                "shape": list(shape),
-                "data_offsets": [offset, offset + size],
-            }
-            offset += size
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        self._specs = specs
-        self._next = 0
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._file.write(struct.pack("<Q", len(raw)) + raw)
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        expected, shape, dtype = self._specs[self._next]
-        if name != expected or tuple(tensor.shape) != shape or tensor.dtype != dtype:
-            raise RuntimeError(
-                f"writer expected {expected} {shape} {dtype}, got {name} "
-                f"{tuple(tensor.shape)} {tensor.dtype}"
-            )
-        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        self._file.write(memoryview(data.numpy()))
-        self._next += 1
-
-    def close(self) -> None:
-        """Close the file; raise if not every declared tensor was written."""
-        self._file.close()
-        if self._next != len(self._specs):
-            raise RuntimeError(f"writer closed after {self._next} of {len(self._specs)} tensors")
-
-    def __enter__(self) -> SafetensorsWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:  # the caller's error wins; the partial file is discarded with its directory
-            self._file.close()
-
-
-def _numel(shape: tuple[int, ...]) -> int:
+def numel(shape: tuple[int, ...]) -> int:
     n = 1
     for dim in shape:
         n *= dim

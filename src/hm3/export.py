@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from hm3.checkpoint import SafetensorsWriter
 from hm3.config import MergeConfig
 from hm3.merging import DTYPES, constant_value, write_config
 from hm3.methods import METHODS, ModelParams
 from hm3.output import atomic_dir, check_output
 from hm3.plan import MergePlan, build_plan
 from hm3.progress import progress_bar
+from hm3.st_writer import SafetensorsWriter
 from hm3.tokenizer_files import copy_tokenizer, has_tokenizer
 
 

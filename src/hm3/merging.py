@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from hm3.card import render_card
-from hm3.checkpoint import SafetensorsWriter
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
 from hm3.labels import Task, id2label, metadata_block
@@ -31,6 +30,7 @@ from hm3.methods import METHODS, MergeOptions
 from hm3.output import atomic_dir, check_output
 from hm3.plan import MergePlan, TensorPlan, all_finite, build_plan
 from hm3.progress import progress_bar
+from hm3.st_writer import SafetensorsWriter
 from hm3.tokenizer_files import copy_tokenizer, has_tokenizer
 
 log = logging.getLogger("hm3")
