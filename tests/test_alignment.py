@@ -25,7 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.align_features
 from hm3.align_texts import TextCount, iter_text_batches, open_texts
-from hm3.alignment import AlignStats, align, collect
+from hm3.alignment import DEFAULT_RIDGE, AlignStats, align, collect
 from hm3.architectures import SUPPORTED
 from hm3.classifier import load
 from hm3.errors import Hm3Error
@@ -223,7 +223,7 @@ def test_aligned_logits_are_closer_to_every_original(aligned_merge, family):
 def test_folded_head_equals_fit_on_features_then_apply(aligned_merge, family):
     zoo, merged, result, _ = aligned_merge(family)
     x_fit, _ = projection_input(merged, FIT)
-    b, lam = ridge_fit(x_fit, original_logits(zoo, FIT), ridge=0.1)
+    b, lam = ridge_fit(x_fit, original_logits(zoo, FIT), ridge=DEFAULT_RIDGE)
     assert result.lam == pytest.approx(lam, rel=1e-6)
     for texts in (FIT, HELD_OUT):
         x, _ = projection_input(merged, texts)
@@ -251,7 +251,7 @@ def test_only_the_projection_changes_and_transformers_loads_it(aligned_merge, fa
 def test_metadata_and_model_card_record_the_alignment(aligned_merge, tmp_path):
     zoo, merged, result, texts = aligned_merge("bert")
     record = json.loads((result.path / "config.json").read_text())["hm3"]["align"]
-    assert record["ridge"] == 0.1 and record["lambda"] == pytest.approx(result.lam)
+    assert record["ridge"] == DEFAULT_RIDGE and record["lambda"] == pytest.approx(result.lam)
     assert record["n_texts"] == len(FIT) == result.n_texts
     digest = hashlib.sha256(texts.read_bytes()).hexdigest()
     assert record["texts_sha256"] == digest == result.texts_sha256

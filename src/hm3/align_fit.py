@@ -36,6 +36,10 @@ from dataclasses import dataclass
 
 import torch
 
+from hm3.defaults import DEFAULT_RIDGE
+
+__all__ = ["DEFAULT_RIDGE", "RidgeSolution", "RidgeStats"]
+
 
 @dataclass(frozen=True)
 class RidgeSolution:

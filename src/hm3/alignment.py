@@ -32,7 +32,7 @@ import torch
 
 import hm3
 from hm3.align_features import Projection, check_device, features, find_projection, load_originals
-from hm3.align_fit import RidgeSolution, RidgeStats
+from hm3.align_fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
 from hm3.align_sources import Original, resolve_originals
 from hm3.align_texts import TextCount, TextFile, iter_text_batches, open_texts, sha256_file
 from hm3.align_write import render_section, write_aligned
@@ -44,8 +44,6 @@ from hm3.output import atomic_dir, check_output
 from hm3.progress import progress_bar
 
 log = logging.getLogger("hm3")
-
-DEFAULT_RIDGE = 0.1  # relative to the feature scale; see hm3.align_fit
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from hm3.defaults import DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ PickleOpt = Annotated[
         "--allow-pickle", help="Accept pickled .bin weights (loaded with weights_only=True)."
     ),
 ]
-DEMO_EVAL_LIMIT = 200  # rows per dataset: a cached `hm3 demo` stays within minutes on 2 cores
+DEMO_EVAL_LIMIT = 100  # rows per dataset: a cached `hm3 demo` stays within minutes on 2 cores
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 MaxLengthOpt = Annotated[
     int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
@@ -222,7 +223,9 @@ def align(
     ] = None,
     ridge: Annotated[
         float | None,
-        typer.Option(help="Ridge strength relative to the feature scale, >= 0 (default 0.1)."),
+        typer.Option(
+            help=f"Ridge strength relative to the feature scale, >= 0 (default {DEFAULT_RIDGE})."
+        ),
     ] = None,
     max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
@@ -233,7 +236,6 @@ def align(
     progress: ProgressOpt = True,
 ) -> None:
     """Re-fit each task's head rows of MERGED so it reproduces its original's logits on --texts."""
-    from hm3.alignment import DEFAULT_RIDGE
     from hm3.alignment import align as do_align
     from hm3.evaluation import parse_named_paths
 
@@ -274,8 +276,10 @@ def demo(
     align: Annotated[
         bool, typer.Option("--align/--no-align", help="Also evaluate every merge aligned.")
     ] = True,
-    ridge: Annotated[float, typer.Option(min=0, help="Ridge strength of the alignment.")] = 0.1,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    ridge: Annotated[
+        float, typer.Option(min=0, help="Ridge strength of the alignment.")
+    ] = DEFAULT_RIDGE,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 16,
     max_length: MaxLengthOpt = 64,
     eval_limit: Annotated[
         int,

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from hm3.defaults import DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 from hm3.methods import METHODS, ModelParams, get_method
 
@@ -95,7 +96,7 @@ class AlignConfig(BaseModel):
 
     texts: str = Field(min_length=1)
     text_column: str = "text"
-    ridge: float = Field(default=0.1, ge=0)
+    ridge: float = Field(default=DEFAULT_RIDGE, ge=0)
     max_texts: int | None = Field(default=None, gt=0)
 
 

@@ -297,7 +297,7 @@ def _confusion_grid(folder: Path, result: EvaluationResult, task: str, title: st
 def _save(fig: Figure, folder: Path, stem: str) -> str:
     name = _unique(folder, re.sub(r"[^A-Za-z0-9_.\-]+", "_", stem))
     FigureCanvasAgg(fig)
-    fig.savefig(folder / name, dpi=110, bbox_inches="tight")
+    fig.savefig(folder / name, dpi=100)  # the constrained layout fits; "tight" would draw twice
     return name
 
 

@@ -101,7 +101,7 @@ class DemoOptions:
     quick: bool = False
     align: bool = True
     ridge: float = DEFAULT_RIDGE
-    batch_size: int = 64
+    batch_size: int = 16  # fastest on 2 CPU cores at 64 tokens (less padding)
     max_length: int = TrainSettings.max_length
     eval_limit: int | None = None
     device: str | None = None
@@ -143,7 +143,7 @@ def run_demo(
     with atomic_dir(out, force) as tmp:
         runners = _originals(zoo, options)
         ctx = _Context(base, data, zoo, runners, _texts(data.unlabeled), options, tmp, say)
-        with say.step("scoring each original on its own test set", "evaluate"):
+        with say.step("scoring each original on its own test set", "originals"):
             originals = _score_originals(ctx)
         cases = tuple(_run_case(ctx, case) for case in CASES)
         if not options.keep_models:
