@@ -219,7 +219,7 @@ class _Context:
         self, suite: Suite, models: dict[str, Predictor], tasks: Sequence[str]
     ) -> EvaluationResult:
         return evaluate(
-            _limited(suite, self.options),
+            suite,
             models,
             originals={t: self.originals[t] for t in tasks},
             batch_size=self.options.batch_size,
@@ -242,7 +242,7 @@ def _texts(path: Path) -> tuple[str, ...]:
 def _score_originals(ctx: _Context) -> tuple[OriginalInfo, ...]:
     """Each original on its own whole test split (no row limit: these are the reference)."""
     suite = load_suite(ctx.data.test_suite)
-    result = ctx.evaluate(suite.model_copy(update={"limit": None}), {}, list(ctx.zoo))
+    result = ctx.evaluate(suite, {}, list(ctx.zoo))
     write_report(result, ctx.tmp / "originals")
     scores = result.model(ORIGINAL)
     return tuple(
@@ -269,7 +269,7 @@ def _run_case(ctx: _Context, case: CaseStudy) -> CaseResult:
         models = _predictors(ctx, merged)
     with ctx.say.step(f"{case.name}: evaluating against the originals", "evaluate"):
         suite = load_suite(ctx.data.suite).restricted(case.tasks)
-        result = ctx.evaluate(suite, models, case.tasks)
+        result = ctx.evaluate(_limited(suite, ctx.options), models, case.tasks)
         write_report(result, ctx.tmp / case.name)
     if ctx.options.keep_models and ctx.options.align:
         with ctx.say.step(f"{case.name}: writing the aligned models", "align"):
