@@ -1,0 +1,432 @@
+"""Benchmark: head alignment on the demo zoo — number of unlabeled texts, ridge, domain coverage.
+
+What it does: gets the demo zoo exactly as ``hm3 demo`` does (pinned data, seeded splits,
+cached fine-tuning), merges each case study of :data:`hm3.demo.run.CASES` with each method of
+:data:`hm3.demo.run.METHODS`, and for every unlabeled text set runs
+:func:`hm3.alignment.collect` once, then solves for every ridge and scores the aligned model
+on the case's tasks of the paper-style suite (average macro-F1, the definition of
+:func:`hm3.evaluation.evaluate`). Reference rows: the unaligned merge and the originals.
+
+Text sets (seeded; every task's train split is shuffled once and sets take its first rows, so
+``all 50 ⊂ all 200 ⊂ all 1000``):
+
+* ``all N``   N texts evenly from the train splits of all four tasks (N = ``--sizes``);
+* ``own N``   evenly from the case's own tasks only (N = ``--coverage-size``);
+* ``one:T N`` from one task only: the case's first task T;
+* ``ood N``   out of the tasks' domains: the demo's benign control (LLM user questions);
+* ``demo``    the demo's own ``unlabeled.jsonl`` (what ``hm3 demo`` aligns on).
+
+Fast path: the merged model's projection inputs on the suite texts are computed once per merge
+(:func:`hm3.align_features.features`), and every solution's weight and bias are applied to them,
+so a ridge costs a matrix product, not a pass over the suite. The script checks once, on one
+(case, method, text set), that this gives the same average F1 as
+:func:`hm3.evaluation.evaluate` on a classifier with the solution folded in, and prints it.
+
+It prints one table per case (rows: text set / ridge; columns: methods), a summary over the
+cases, the time taken, and writes every number to ``<workdir>/align_ablation.json``. It is not
+a test: it asserts nothing; numbers depend on the zoo, which depends on the machine's training.
+
+Usage::
+
+    python benchmarks/align_ablation.py --quick              # small data and zoo, minutes
+    python benchmarks/align_ablation.py --limit 150          # full zoo, 150 rows per dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from align_ablation_tables import case_table, summary_table
+from sklearn.metrics import f1_score
+
+from hm3.align_features import features, find_projection
+from hm3.align_fit import RidgeSolution
+from hm3.alignment import DEFAULT_RIDGE, AlignStats, collect
+from hm3.checkpoint import read_config
+from hm3.classifier import load
+from hm3.demo.data import TASKS, DemoData
+from hm3.demo.run import (
+    CASES,
+    METHODS,
+    CaseStudy,
+    base_model_dir,
+    merge_config,
+    prepare_data,
+    train_zoo,
+)
+from hm3.demo.train import TrainedClassifier, TrainSettings
+from hm3.evaluation import evaluate
+from hm3.labels import Task
+from hm3.recipe import merge
+from hm3.suite import Dataset, Suite, load_datasets, load_suite
+
+SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
+COVERAGE, QUICK_COVERAGE = 200, 48
+RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
+TABLE_RIDGES = (0.0, 0.01, 0.1, 1.0, 10.0)  # the per-case tables; the summary shows all
+WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
+MAX_LENGTH = TrainSettings.max_length  # what the demo aligns and evaluates with
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """An unlabeled text file to align on: its table label, where its texts came from."""
+
+    label: str
+    path: Path
+    n: int
+    source: str
+
+
+@dataclass(frozen=True)
+class SuiteFeatures:
+    """A merge's projection inputs and logits on the distinct suite texts (rows: ``index``)."""
+
+    x: torch.Tensor  # [n, d] float32
+    logits: torch.Tensor  # [n, K] float32
+    tasks: list[Task]
+    seconds: float
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--quick", action="store_true", help="quick demo data and zoo, small text sets")
+    add("--workdir", type=Path, default=WORKDIR, help=f"merges, texts, JSON (default {WORKDIR})")
+    add("--cache", type=Path, default=None, help="demo cache (default: HM3_CACHE, ~/.cache/hm3)")
+    add("--sizes", default=None, help=f"text counts (default {SIZES}; quick {QUICK_SIZES})")
+    add("--coverage-size", type=int, default=None, help=f"texts per set (default {COVERAGE})")
+    add("--ridges", default=",".join(map(str, RIDGES)), help="comma list of relative ridges")
+    add("--limit", type=int, default=None, help="suite rows per dataset (seeded sample)")
+    add("--cases", default=",".join(c.name for c in CASES), help="comma list of case studies")
+    add("--methods", default=",".join(m.name for m in METHODS), help="comma list of methods")
+    add("--batch-size", type=int, default=64, help="texts per forward pass (demo default 64)")
+    add("--seed", type=int, default=0, help="data, zoo, merge and text-set seed")
+    add("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def _ints(text: str | None, default: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",")) if text else tuple(default)
+
+
+def _picked(names: str, known: Sequence, what: str) -> list:
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    by_name = {k.name: k for k in known}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        sys.exit(f"--{what} {','.join(unknown)}: unknown; valid: {', '.join(by_name)}")
+    return [by_name[n] for n in wanted]
+
+
+# ---------------------------------------------------------------- unlabeled text sets
+
+
+def _read_texts(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [t for t in (json.loads(line).get("text") for line in f if line.strip()) if t]
+
+
+def shuffled_pools(data: DemoData, seed: int) -> dict[str, list[str]]:
+    """Every task's train texts and the benign control, each in one seeded random order."""
+    files = {name: data.tasks[name].train for name in TASKS} | {"ood": data.benign_control}
+    pools = {}
+    for i, (name, path) in enumerate(files.items()):
+        texts = _read_texts(path)
+        order = np.random.default_rng([seed, i]).permutation(len(texts))
+        pools[name] = [texts[j] for j in order]
+    return pools
+
+
+def draw(pools: dict[str, list[str]], sources: Sequence[str], n: int) -> list[str]:
+    """``n`` texts evenly from ``sources`` (the first ``n % len`` give one more): pool prefixes."""
+    out = []
+    for i, name in enumerate(sources):
+        k = n // len(sources) + (i < n % len(sources))
+        if k > len(pools[name]):
+            print(f"  note: {name} has {len(pools[name])} texts, {k} asked; taking all")
+        out += pools[name][:k]
+    return out
+
+
+def write_set(folder: Path, name: str, texts: list[str], label: str, source: str) -> TextSet:
+    """Write ``texts`` as ``<folder>/<name>.jsonl`` rows ``{"text": ...}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+    return TextSet(label, path, len(texts), source)
+
+
+def text_sets(
+    case: CaseStudy, data: DemoData, pools: dict, folder: Path, sizes: Sequence[int], cov: int
+) -> list[TextSet]:
+    """The text sets one case is aligned on (``own`` left out when the case has every task)."""
+    every = list(TASKS)
+    first = case.tasks[0]
+    specs = [(f"all-{n}", f"all {n}", every, n) for n in sizes]
+    if set(case.tasks) != set(every):
+        specs.append((f"own-{case.name}-{cov}", f"own {cov}", list(case.tasks), cov))
+    specs.append((f"one-{first}-{cov}", f"one:{first} {cov}", [first], cov))
+    specs.append((f"ood-{cov}", f"ood {cov}", ["ood"], cov))
+    sets = [
+        write_set(folder, name, draw(pools, sources, n), label, "+".join(sources))
+        for name, label, sources, n in specs
+    ]
+    demo = _read_texts(data.unlabeled)
+    sets.append(TextSet(f"demo {len(demo)}", data.unlabeled, len(demo), "demo unlabeled.jsonl"))
+    return sets
+
+
+# ---------------------------------------------------------------- fast evaluation
+
+
+def distinct_texts(datasets: Sequence[Dataset]) -> list[str]:
+    """The suite's distinct texts in the order :func:`hm3.evaluation.evaluate` predicts them."""
+    return list(dict.fromkeys(t for d in datasets for t in d.texts))
+
+
+def suite_features(merged: Path, texts: list[str], batch_size: int) -> SuiteFeatures:
+    """Run the merge once over ``texts`` (length-sorted batches, as ``evaluate`` does)."""
+    started = time.perf_counter()
+    clf = load(merged, device="cpu", max_length=MAX_LENGTH)
+    projection = find_projection(clf, read_config(merged, str(merged)), str(merged))
+    module = clf.model.get_submodule(projection.module)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    x = torch.zeros(len(texts), module.weight.shape[1])
+    logits = torch.zeros(len(texts), clf.tasks[-1].end)
+    with torch.inference_mode():
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            x[idx], logits[idx] = features(clf, module, [texts[i] for i in idx], projection)
+    return SuiteFeatures(x, logits, list(clf.tasks), time.perf_counter() - started)
+
+
+def apply(x: torch.Tensor, solution: RidgeSolution) -> torch.Tensor:
+    """The logits of a folded solution: float32 weights, as :meth:`AlignStats.fold` writes them."""
+    return torch.nn.functional.linear(x, solution.weight.float(), solution.bias.float())
+
+
+def score(logits: torch.Tensor, tasks: list[Task], datasets: Sequence[Dataset]) -> dict:
+    """Per task, macro-F1 pooled over every dataset expecting it; ``average`` over tasks."""
+    row = {t: i for i, t in enumerate(distinct_texts(datasets))}
+    values = logits.numpy()
+    out = {}
+    for task in tasks:
+        relevant = [d for d in datasets if task.name in d.expected]
+        if not relevant:
+            continue
+        idx = np.array([row[t] for d in relevant for t in d.texts])
+        truth = np.concatenate([np.asarray(d.expected[task.name], object) for d in relevant])
+        pred = np.asarray(task.labels, object)[values[idx, task.start : task.end].argmax(1)]
+        out[task.name] = float(f1_score(truth, pred, average="macro", zero_division=0))
+    return {"average": float(np.mean(list(out.values()))), "tasks": out}
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def limited(path: Path, limit: int | None, tasks: Sequence[str] | None = None) -> Suite:
+    """The demo suite, restricted to ``tasks``, sampled to ``limit`` rows per dataset."""
+    suite = load_suite(path)
+    if tasks is not None:
+        suite = suite.restricted(tasks)
+    return suite if limit is None else suite.model_copy(update={"limit": limit})
+
+
+def score_originals(data: DemoData, zoo: dict[str, TrainedClassifier], args) -> dict[str, float]:
+    """Each original's macro-F1 on its task of the full suite (the same rows as in every case)."""
+    result = evaluate(
+        limited(data.suite, args.limit),
+        {},
+        originals={name: clf.path for name, clf in zoo.items()},
+        batch_size=args.batch_size,
+        max_length=MAX_LENGTH,
+        device="cpu",
+        progress=not args.no_progress,
+    )
+    scores = result.model("original")
+    return {name: scores.task(name).f1 for name in zoo}
+
+
+def sweep(stats: AlignStats, feats: SuiteFeatures, datasets, ridges) -> dict[str, dict]:
+    """Solve for every ridge and score the aligned logits; keyed by ``str(ridge)``."""
+    out = {}
+    for ridge in ridges:
+        solution = stats.solve(ridge)
+        rmse = {t.name: round(t.rmse_after, 5) for t in stats.residuals(solution)}
+        out[str(ridge)] = score(apply(feats.x, solution), feats.tasks, datasets) | {"rmse": rmse}
+    return out
+
+
+def check_fast_path(
+    merged: Path, stats: AlignStats, suite: Suite, ridge: float, fast: float, args
+) -> dict:
+    """Fold one ridge's solution into the merge and score it with ``evaluate``."""
+    clf = load(merged, device="cpu", max_length=MAX_LENGTH)
+    stats.fold(clf, stats.solve(ridge))
+    result = evaluate(suite, {"aligned": clf}, batch_size=args.batch_size, progress=False)
+    slow = result.model("aligned").average_f1
+    print(
+        f"  check: fast path {fast:.6f} vs hm3.evaluation.evaluate {slow:.6f}"
+        f" (|diff| {abs(fast - slow):.2e}) on {merged.parent.name}/{merged.name}"
+    )
+    return {
+        "merge": f"{merged.parent.name}/{merged.name}",
+        "ridge": ridge,
+        "fast": fast,
+        "evaluate": slow,
+        "abs_diff": abs(fast - slow),
+    }
+
+
+def run_method(case, spec, base, zoo, sets, datasets, suite, args, need_check) -> dict:
+    """Merge one case with one method, then align on every text set and sweep the ridges."""
+    merged = args.workdir / "models" / case.name / spec.name
+    started = time.perf_counter()
+    merge(
+        merge_config(case, spec, base, zoo, args.seed),
+        merged,
+        force=True,
+        progress=not args.no_progress,
+    )
+    feats = suite_features(merged, distinct_texts(datasets), args.batch_size)
+    out = {
+        "merge_seconds": round(time.perf_counter() - started - feats.seconds, 1),
+        "suite_seconds": round(feats.seconds, 1),
+        "merged": score(feats.logits, feats.tasks, datasets),
+        "aligned": {},
+    }
+    for ts in sets:
+        t0 = time.perf_counter()
+        stats = collect(
+            merged,
+            ts.path,
+            batch_size=args.batch_size,
+            max_length=MAX_LENGTH,
+            device="cpu",
+            progress=not args.no_progress,
+        )
+        row = sweep(stats, feats, datasets, args.ridge_values)
+        out["aligned"][ts.label] = {
+            "collect_seconds": round(time.perf_counter() - t0, 1),
+            "ridges": row,
+        }
+        if need_check:  # the default ridge when it is swept, else the first one
+            ridge = DEFAULT_RIDGE if DEFAULT_RIDGE in args.ridge_values else args.ridge_values[0]
+            fast = row[str(ridge)]["average"]
+            out["check"] = check_fast_path(merged, stats, suite, ridge, fast, args)
+            need_check = False
+    seconds = sum(v["collect_seconds"] for v in out["aligned"].values())
+    print(
+        f"  merged {out['merged']['average']:.3f}; suite pass {feats.seconds:.0f} s; "
+        f"{len(sets)} text sets collected in {seconds:.0f} s",
+        flush=True,
+    )
+    return out
+
+
+def run_case(case, data, base, zoo, pools, originals, args) -> dict:
+    """One case study: its text sets, every method, and the originals' reference."""
+    suite = limited(data.suite, args.limit, case.tasks)
+    datasets = load_datasets(suite)
+    sets = text_sets(case, data, pools, args.workdir / "texts", args.size_values, args.cov)
+    reference = {t: originals[t] for t in case.tasks}
+    out = {
+        "tasks": list(case.tasks),
+        "originals": {"average": float(np.mean(list(reference.values()))), "tasks": reference},
+        "suite_texts": len(distinct_texts(datasets)),
+        "text_sets": {s.label: {"n": s.n, "source": s.source, "path": str(s.path)} for s in sets},
+        "methods": {},
+    }
+    for spec in args.method_specs:
+        need_check = case.name == args.check_case and spec == args.method_specs[0]
+        print(f"· {case.name} / {spec.name}", flush=True)
+        out["methods"][spec.name] = run_method(
+            case, spec, base, zoo, sets, datasets, suite, args, need_check
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    args.size_values = _ints(args.sizes, QUICK_SIZES if args.quick else SIZES)
+    args.cov = args.coverage_size or (QUICK_COVERAGE if args.quick else COVERAGE)
+    args.ridge_values = tuple(float(r) for r in args.ridges.split(","))
+    cases = _picked(args.cases, CASES, "cases")
+    args.method_specs = _picked(args.methods, METHODS, "methods")
+    # check on the case with the fewest suite texts: case2 when it is run
+    args.check_case = "case2" if any(c.name == "case2" for c in cases) else cases[0].name
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    print("· demo data and zoo (cached)", flush=True)
+    base = base_model_dir(args.cache)
+    data = prepare_data(args.cache, seed=args.seed, quick=args.quick)
+    zoo = train_zoo(base, data, args.cache, seed=args.seed, progress=progress)
+    t0 = time.perf_counter()
+    originals = score_originals(data, zoo, args)
+    print(
+        f"· originals scored in {time.perf_counter() - t0:.0f} s: "
+        + ", ".join(f"{t} {f:.3f}" for t, f in originals.items()),
+        flush=True,
+    )
+    pools = shuffled_pools(data, args.seed)
+    results = {c.name: run_case(c, data, base, zoo, pools, originals, args) for c in cases}
+    seconds = time.perf_counter() - started
+    report = _report(args, argv, data, originals, results, seconds)
+    (args.workdir / "align_ablation.json").write_text(json.dumps(report, indent=2) + "\n")
+    shown = [r for r in args.ridge_values if r in TABLE_RIDGES] or args.ridge_values
+    for name, case in results.items():
+        print(f"\n### {name}: {' + '.join(case['tasks'])}\n")
+        print(case_table(case, shown))
+    print("\n### summary\n")
+    print(summary_table(results, args.ridge_values))
+    print(f"\ntotal {seconds / 60:.1f} min; numbers in {args.workdir / 'align_ablation.json'}")
+    return 0
+
+
+def _report(args, argv, data: DemoData, originals, results, seconds: float) -> dict:
+    """Everything measured, with the settings that produced it."""
+    command = " ".join(["python", "benchmarks/align_ablation.py", *(argv or sys.argv[1:])])
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "quick": args.quick,
+        "limit": args.limit,
+        "seed": args.seed,
+        "data": str(data.root),
+        "sizes": list(args.size_values),
+        "coverage_size": args.cov,
+        "ridges": list(args.ridge_values),
+        "default_ridge": DEFAULT_RIDGE,
+        "max_length": MAX_LENGTH,
+        "originals": originals,
+        "cases": results,
+        "seconds": round(seconds, 1),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
