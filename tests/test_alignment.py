@@ -289,7 +289,7 @@ def test_collect_solves_any_ridge_and_folds_in_memory(aligned_merge):
     stats = collect(merged, texts, progress=False, device="cpu")
     assert isinstance(stats, AlignStats) and stats.n_texts == len(FIT)
     clf = load(merged, device="cpu")
-    stats.fold(clf, stats.solve(0.1))
+    stats.fold(clf, stats.solve(DEFAULT_RIDGE))
     written = load(result.path, device="cpu")
     np.testing.assert_allclose(clf.logits(HELD_OUT), written.logits(HELD_OUT), atol=1e-5)
     errors = [sum(t.rmse_after for t in stats.residuals(stats.solve(r))) for r in (0.0, 0.1, 10.0)]

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hm3.errors import Hm3Error
+from hm3.jsonl import jsonl_records
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 _PARQUET_ROWS = 1024  # rows per parquet record batch read
@@ -97,7 +97,7 @@ def _peek(path: Path, suffix: str, where: str) -> tuple[list[Any], int | None]:
             if header is None or next(reader, None) is None:
                 return header or [], 0
             return header, None
-    for _, record in _jsonl_records(path, where):
+    for _, record in jsonl_records(path, where):
         return list(record), None
     return [], 0
 
@@ -151,7 +151,7 @@ def _values(texts: TextFile) -> Iterator[tuple[int, Any]]:
                 for row, record in enumerate(csv.DictReader(f)):
                     yield row, record.get(texts.column)
         else:
-            for row, record in _jsonl_records(texts.path, texts.where):
+            for row, record in jsonl_records(texts.path, texts.where):
                 yield row, record.get(texts.column)
     except Hm3Error:
         raise
@@ -167,24 +167,6 @@ def _parquet_values(path: Path, column: str) -> Iterator[tuple[int, Any]]:
     for record_batch in batches:
         for value in record_batch.column(0).to_pylist():
             yield row, value
-            row += 1
-
-
-def _jsonl_records(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as f:
-        row = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise Hm3Error(f"{where}: line {lineno} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise Hm3Error(
-                    f"{where}: line {lineno} is not a JSON object; write one object per line"
-                )
-            yield row, record
             row += 1
 
 

@@ -25,7 +25,6 @@ the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluation`)
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from hm3.config import format_validation_error, load_yaml_mapping
 from hm3.errors import Hm3Error
+from hm3.jsonl import jsonl_records
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -237,20 +237,8 @@ def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[A
 
 
 def _read_jsonl(path: Path, where: str) -> tuple[list[str], list[dict[str, Any]]]:
-    records, names = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise Hm3Error(f"{where}: line {lineno} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise Hm3Error(f"{where}: line {lineno} is not a JSON object")
-            names.update(dict.fromkeys(record))
-            records.append(record)
-    return list(names), records
+    records = [record for _, record in jsonl_records(path, where)]
+    return list(dict.fromkeys(name for record in records for name in record)), records
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
