@@ -408,7 +408,7 @@ BAD = {
     ),
     "missing column": (
         _file("c.jsonl", '{"body": "hi", "id": 1}\n'),
-        "no column 'text'; columns in the file: body, id; pass --text-column",
+        "no column 'text'; columns in the file: body, id; set --text-column",
     ),
     "not text": (_file("n.jsonl", '{"text": 3}\n'), "row 0 of column 'text' is not text"),
     "bad json": (_file("j.jsonl", '{"text": "a"}\n{oops\n'), "line 2 is not valid JSON"),

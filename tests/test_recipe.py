@@ -67,10 +67,25 @@ def test_missing_align_texts_fails_before_merging(bert_zoo, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml"]
 
 
-def test_failed_alignment_leaves_no_output_and_no_scratch(bert_zoo, tmp_path):
+def test_wrong_text_column_fails_before_merging_named_as_in_the_yaml(bert_zoo, tmp_path):
     write_texts(tmp_path / "texts.jsonl", toy_texts(10, seed=5), column="body")
     cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl"}))
-    with pytest.raises(Hm3Error, match="text"):
+    # no base model at all: were the models opened first, the error would be about them
+    cfg = cfg.model_copy(update={"base_model": str(tmp_path / "no-such-base")})
+    with pytest.raises(Hm3Error) as err:
+        hm3.merge(cfg, tmp_path / "m", progress=False)
+    message = str(err.value)
+    assert message.startswith("align.texts ") and "texts.jsonl" in message
+    assert "no column 'text'; columns in the file: body, id; set align.text_column" in message
+    assert "--text" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml", "texts.jsonl"]
+
+
+def test_failed_alignment_leaves_no_output_and_no_scratch(bert_zoo, tmp_path):
+    # a text that is not a string is found only while streaming, after the merge
+    (tmp_path / "texts.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl"}))
+    with pytest.raises(Hm3Error, match=r"row 1 of column 'text' is not text.*align\.text_column"):
         hm3.merge(cfg, tmp_path / "m", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml", "texts.jsonl"]
 

@@ -35,6 +35,7 @@ class TextFile:
     column: str
     rows: int | None = None
     where: str = ""
+    column_option: str = "--text-column"
 
 
 @dataclass
@@ -46,12 +47,19 @@ class TextCount:
     first_skipped: list[int] = field(default_factory=list)
 
 
-def open_texts(path: str | Path, column: str = "text") -> TextFile:
+def open_texts(
+    path: str | Path,
+    column: str = "text",
+    *,
+    options: tuple[str, str] = ("--texts", "--text-column"),
+) -> TextFile:
     """Check a text file without reading it whole.
 
     Args:
         path: a ``.jsonl``, ``.csv`` or ``.parquet`` file.
         column: the column (or JSON key) that holds the texts.
+        options: how the user gave the file and the column, for error messages (the CLI's
+            options by default; a merge YAML's ``align.texts`` / ``align.text_column``).
 
     Returns:
         A :class:`TextFile` for :func:`iter_text_batches`.
@@ -60,7 +68,7 @@ def open_texts(path: str | Path, column: str = "text") -> TextFile:
         Hm3Error: missing file, unsupported type, no rows, or no such column.
     """
     path = Path(path)
-    where = f"--texts {path}"
+    where = f"{options[0]} {path}"
     if not path.is_file():
         raise Hm3Error(f"{where}: file not found; give a .jsonl, .csv or .parquet file of texts")
     suffix = path.suffix.lower()
@@ -77,10 +85,10 @@ def open_texts(path: str | Path, column: str = "text") -> TextFile:
     if column not in names:
         shown = ", ".join(map(str, names)) or "none"
         raise Hm3Error(
-            f"{where}: no column {column!r}; columns in the file: {shown}; pass --text-column "
-            "with one of them"
+            f"{where}: no column {column!r}; columns in the file: {shown}; set {options[1]} "
+            "to one of them"
         )
-    return TextFile(path, column, rows if suffix == ".parquet" else None, where)
+    return TextFile(path, column, rows if suffix == ".parquet" else None, where, options[1])
 
 
 def _peek(path: Path, suffix: str, where: str) -> tuple[list[Any], int | None]:
@@ -129,7 +137,8 @@ def iter_text_batches(
         if not isinstance(value, str):
             raise Hm3Error(
                 f"{texts.where}: row {row} of column {texts.column!r} is not text (got "
-                f"{type(value).__name__} {value!r:.40}); pass --text-column with the text column"
+                f"{type(value).__name__} {value!r:.40}); set {texts.column_option} to the text "
+                "column"
             )
         batch.append(value)
         count.texts += 1

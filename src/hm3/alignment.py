@@ -146,7 +146,7 @@ class AlignStats:
 
 def align(
     merged_dir: str | Path,
-    texts_file: str | Path,
+    texts_file: str | Path | TextFile,
     out: str | Path,
     *,
     originals: Mapping[str, str | Path] | None = None,
@@ -164,7 +164,9 @@ def align(
 
     Args:
         merged_dir: a merged classifier (or an ordinary one, with ``originals`` for its task).
-        texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``.
+        texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``
+            (or a file already checked by :func:`hm3.align_texts.open_texts`, whose column
+            is then used).
         out: output directory; must not exist unless ``force``.
         originals: task name → original directory, overriding the recorded ``source``.
         ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.align_fit`).
@@ -207,7 +209,7 @@ def align(
 
 def collect(
     merged_dir: str | Path,
-    texts_file: str | Path,
+    texts_file: str | Path | TextFile,
     *,
     originals: Mapping[str, str | Path] | None = None,
     text_column: str = "text",
@@ -235,7 +237,7 @@ def _check_ridge(ridge: float) -> None:
 
 def _prepare(
     merged_dir: str | Path,
-    texts_file: str | Path,
+    texts_file: str | Path | TextFile,
     originals: Mapping[str, str | Path] | None,
     text_column: str,
     max_texts: int | None,
@@ -258,7 +260,7 @@ def _prepare(
             f"{merged}: no {SAFE_SINGLE}; alignment rewrites safetensors weights, so save the "
             "model with `save_pretrained(dir, safe_serialization=True)` first"
         )
-    texts = open_texts(texts_file, text_column)
+    texts = texts_file if isinstance(texts_file, TextFile) else open_texts(texts_file, text_column)
     found = resolve_originals(tasks, originals, merged)
     return _Plan(merged, config, tasks, texts, found)
 

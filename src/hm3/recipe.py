@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from hm3.align_texts import open_texts
 from hm3.alignment import AlignResult, align
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
@@ -71,7 +72,12 @@ def merge(
         return RecipeResult(**vars(result))
     started = time.perf_counter()
     spec = config.align
-    texts = _texts_path(config, spec.texts)
+    # checked before the merge, so a wrong path or column fails in seconds, named as in the YAML
+    texts = open_texts(
+        _texts_path(config, spec.texts),
+        spec.text_column,
+        options=("align.texts", "align.text_column"),
+    )
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
@@ -89,7 +95,6 @@ def merge(
             texts,
             out,
             ridge=spec.ridge,
-            text_column=spec.text_column,
             max_texts=spec.max_texts,
             batch_size=batch_size,
             device=device,
