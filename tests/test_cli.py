@@ -252,20 +252,21 @@ def test_yaml_unknown_key_and_misspelled_method(bert_zoo, tmp_path, capsys):
     (tmp_path / "m.yaml").write_text(
         f"base_model: {bert_zoo.base}\nmerge_method: ties\nmodles: []\nmodels: [{{model: x}}]\n"
     )
-    expect_user_error(
+    text = expect_user_error(
         capsys,
         tmp_path,
         "merge",
         tmp_path / "m.yaml",
         "--out",
         tmp_path / "out",
-        match="unknown key 'modles'",
+        match="unknown key 'modles' (did you mean 'models'?)",
     )
+    assert "valid keys at the top level: base_model, merge_method, parameters, models" in text
     cfg = write_merge_yaml(tmp_path / "m2.yaml", bert_zoo.base, bert_zoo.models, "dare-ties")
-    text = expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="dare-ties"
-    )
-    assert "dare_ties" in text and "linear" in text  # the valid names are listed
+    clean = "merge_method: unknown method 'dare-ties' (did you mean 'dare_ties'?); expected one"
+    text = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match=clean)
+    assert text.count("dare-ties") == 1 and text.count("merge_method") == 1  # said once
+    assert "linear, task_arithmetic, ties" in text  # the valid names are listed
     (tmp_path / "bad.yaml").write_text("base_model: [unclosed\n")
     expect_user_error(
         capsys,
