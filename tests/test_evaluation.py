@@ -372,3 +372,19 @@ def test_cli_bad_input_exits_2_naming_the_dataset(zoo, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     code, _, err = run(capsys, "evaluate", suite, "--originals", zoo.models[0])
     assert code == 2 and "TASK=DIR" in err
+
+
+def test_cli_tasks_evaluates_part_of_a_suite(zoo, suite_file, capsys):
+    only = ("--originals", f"task0={zoo.models[0]}")
+    code, _, err = run(capsys, "evaluate", suite_file, *only, "--no-progress")
+    text = " ".join(err.split())
+    assert code == 2 and "which no model being evaluated answers" in text and "--tasks" in text
+    code, out, err = run(capsys, "evaluate", suite_file, *only, "--tasks", "task0", "--json")
+    assert code == 0, err
+    parsed = EvaluationResult.from_json(out)
+    assert [t.name for t in parsed.tasks] == ["task0"]
+    assert [d.name for d in parsed.datasets] == ["g0", "g1", "g2"]  # mixed expects only task2
+    assert all(set(d.expect) == {"task0"} for d in parsed.datasets)
+    code, _, err = run(capsys, "evaluate", suite_file, *only, "--tasks", "task0,nope")
+    text = " ".join(err.split())
+    assert code == 2 and "task 'nope'" in text and "task0, task1, task2" in text

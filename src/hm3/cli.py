@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from hm3.defaults import DEFAULT_RIDGE
@@ -167,6 +169,14 @@ def evaluate(
     ] = None,
     force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            help="Evaluate only these tasks (repeat it, or TASK,TASK); the suite's other "
+            "expectations are dropped.",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 32,
     max_length: MaxLengthOpt = 512,
     device: Annotated[
@@ -186,8 +196,11 @@ def evaluate(
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     if out is not None:
         check_output(out, force, inputs=[suite, *named.values(), *by_task.values()])
+    loaded = load_suite(suite)
+    if tasks:
+        loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
     result = run_evaluation(
-        load_suite(suite),
+        loaded,
         named,
         originals=by_task,
         batch_size=batch_size,
@@ -338,12 +351,29 @@ def _print_alignment(result: AlignResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``hm3`` console script; exits with 0, 1 or 2."""
+    """Entry point of the ``hm3`` console script; exits with 0, 1 or 2.
+
+    An :class:`Hm3Error` is the user's to fix: its one line, no traceback, status 2. Any other
+    exception is a bug: the plain traceback (to report), one line saying so, status 1.
+    """
     try:
         app(args=argv, prog_name="hm3")
     except Hm3Error as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error_line(str(exc))
         sys.exit(2)
+    except Exception as exc:  # anything else is a bug: say so, keep the traceback for a report
+        traceback.print_exception(exc, file=sys.stderr)
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        _error_line(
+            f"internal error ({type(exc).__name__}: {detail}) — this is a bug in hm3 (or a "
+            "fault of the system it runs on); please report it with the traceback above"
+        )
+        sys.exit(1)
+
+
+def _error_line(message: str) -> None:
+    # escaped: messages quote user input and tensor names such as `[score.weight]`
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,13 @@ class Suite(BaseModel):
         """The suite for a subset of tasks: other tasks' expectations (and datasets left with
         none) dropped. Raises :class:`Hm3Error` if no dataset expects any of ``tasks``."""
         keep = set(tasks)
+        known = dict.fromkeys(t for d in self.datasets for t in d.expect)
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise Hm3Error(
+                f"{self.source}: no dataset expects a label for task {unknown[0]!r}; tasks in "
+                f"the suite: {', '.join(known) or 'none'}"
+            )
         datasets = [
             d.model_copy(update={"expect": {t: w for t, w in d.expect.items() if t in keep}})
             for d in self.datasets
@@ -192,7 +199,8 @@ def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence
                 raise Hm3Error(
                     f"dataset {data.name!r}: expect names task {task!r}, which no model being "
                     f"evaluated answers; valid tasks: {', '.join(tasks) or 'none'}; fix the name, "
-                    "or add a model that answers it (--originals TASK=DIR)"
+                    "add a model that answers it (--originals TASK=DIR), or evaluate only the "
+                    "tasks the models answer (--tasks)"
                 )
             valid = set(tasks[task])
             bad = [i for i, label in enumerate(labels) if label not in valid]
