@@ -239,5 +239,6 @@ def test_restricted_keeps_only_the_given_tasks(tmp_path):
     assert spam.limit == 7 and spam.source == suite.source
     assert spam.resolve(spam.datasets[0]) == tmp_path / "a.jsonl"
     assert len(suite.datasets) == 2  # the original is unchanged
-    with pytest.raises(Hm3Error, match="no dataset expects a label for task 'sentiment'; tasks in the suite: spam, toxicity"):
+    expected = "no dataset expects a label for task 'sentiment'; tasks in the suite: spam, toxicity"
+    with pytest.raises(Hm3Error, match=expected):
         suite.restricted(["sentiment"])
