@@ -67,6 +67,13 @@ def demo_cache(tmp_path_factory):
     patch.undo()
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that need the pinned downloads (the ``demo_cache`` fixture) are marked ``network``."""
+    for item in items:
+        if "demo_cache" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)
+
+
 @pytest.fixture(autouse=True)
 def _hm3_logging(caplog):
     caplog.set_level(logging.WARNING, logger="hm3")
