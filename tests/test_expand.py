@@ -6,6 +6,9 @@ import json
 
 import pytest
 import torch
+import yaml
+from mergekit.config import MergeConfiguration
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hm3.config import MergeConfig
@@ -59,3 +62,39 @@ def test_expanded_models_match_originals_on_their_segment(zoo_factory, tmp_path,
         others = torch.cat([expanded[:, : task["start"]], expanded[:, task["end"] :]], dim=1)
         assert torch.count_nonzero(others) == 0
     assert (out / "mergekit.yaml").is_file()
+
+
+def _expand(zoo, tmp_path, method, **extra):
+    config = MergeConfig.from_dict(
+        {
+            "base_model": str(zoo.base),
+            "merge_method": method,
+            "models": [{"model": str(m)} for m in zoo.models],
+            **extra,
+        }
+    )
+    return expand(config, tmp_path / method, progress=False)
+
+
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_mergekit_recipe_names_a_base_only_for_methods_that_read_one(bert_zoo, tmp_path, method):
+    out = _expand(bert_zoo, tmp_path, method)
+    recipe = yaml.safe_load((out / "mergekit.yaml").read_text())
+    # mergekit's linear averages in every listed model, the base too, and wants its weight
+    assert ("base_model" in recipe) == (method != "linear")
+    MergeConfiguration.model_validate(recipe)
+    assert (out / "base" / "model.safetensors").is_file()  # written either way
+
+
+def test_expanded_base_holds_the_mean_where_the_base_lacks_a_tensor(zoo_factory, tmp_path):
+    zoo = zoo_factory("roberta")  # a bare RobertaModel has no classifier.dense
+    out = _expand(zoo, tmp_path, "ties")
+    name = "classifier.dense.weight"
+    stack = torch.stack([load_file(str(m / "model.safetensors"))[name] for m in zoo.models])
+    base = load_file(str(out / "base" / "model.safetensors"))[name]
+    torch.testing.assert_close(base, stack.mean(0), atol=0, rtol=0)
+    header = (out / "mergekit.yaml").read_text().split("merge_method")[0]
+    assert "classifier.dense.weight" in header and "set `no_base: method`" in header
+    out = _expand(zoo, tmp_path / "method", "ties", no_base="method")
+    header = (out / "mergekit.yaml").read_text().split("merge_method")[0]
+    assert "classifier.dense.weight" in header and "no_base: mean" not in header

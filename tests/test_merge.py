@@ -52,10 +52,29 @@ def test_merged_checkpoint_is_a_standard_hf_classifier(zoo_factory, tmp_path, fa
     assert not list(tmp_path.glob(".merged.tmp-*"))
 
 
-def test_classifier_base_works_like_a_bare_base(zoo_factory, tmp_path):
-    zoo = zoo_factory("bert", bare=False)
-    merge(_config(zoo), tmp_path / "m", progress=False)
+HIDDEN_HEAD = {  # a hidden head tensor of each family: a classifier base has it too
+    "bert": "bert.pooler.dense.weight",
+    "distilbert": "pre_classifier.weight",
+    "roberta": "classifier.dense.weight",
+    "deberta-v2": "pooler.dense.weight",
+    "electra": "classifier.dense.weight",
+}
+
+
+@pytest.mark.parametrize("family", HIDDEN_HEAD)
+def test_classifier_base_gives_every_tensor_a_task_vector(zoo_factory, tmp_path, family):
+    zoo = zoo_factory(family, bare=False)
+    cfg = _config(zoo, "task_arithmetic", parameters={"lambda": 0.5})
+    result = merge(cfg, tmp_path / "m", progress=False)
+    assert result.warnings == []
     AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    name = HIDDEN_HEAD[family]
+    base = load_file(str(zoo.base / "model.safetensors"))[name]
+    stack = torch.stack([load_file(str(m / "model.safetensors"))[name] for m in zoo.models])
+    expected = METHODS["task_arithmetic"].merge(
+        base, stack, cfg.model_params(), MergeOptions(lambda_=0.5)
+    )
+    torch.testing.assert_close(_stored(tmp_path / "m")[name], expected, atol=0, rtol=0)
 
 
 def _stored(path):
@@ -100,17 +119,67 @@ def test_soup_shrinks_each_head_by_its_weight_share(bert_zoo, tmp_path):
     torch.testing.assert_close(merged[0:2], first / 3)
 
 
-def test_tensors_the_base_lacks_are_the_plain_mean_with_a_warning(zoo_factory, tmp_path, caplog):
-    zoo = zoo_factory("roberta")  # a bare RobertaModel has no classifier.dense
-    result = merge(_config(zoo, "task_arithmetic"), tmp_path / "m", progress=False)
-    assert any("classifier.dense.weight" in w for w in result.warnings)
-    assert "plain mean" in caplog.text
-    merged = _stored(tmp_path / "m")["classifier.dense.weight"]
-    originals = [
-        load_file(str(m / "model.safetensors"))["classifier.dense.weight"] for m in zoo.models
+NO_BASE = {"roberta": "classifier.dense", "deberta-v2": "pooler.dense"}  # bare bases lack these
+
+
+def _weighted(zoo, weights):
+    return [
+        {"model": str(m), "parameters": {"weight": w}}
+        for m, w in zip(zoo.models, weights, strict=True)
     ]
-    torch.testing.assert_close(merged, torch.stack(originals).mean(0))
-    assert "plain mean" in (tmp_path / "m" / "README.md").read_text()
+
+
+def _no_base_inputs(zoo, family):
+    name = f"{NO_BASE[family]}.weight"
+    return name, torch.stack([load_file(str(m / "model.safetensors"))[name] for m in zoo.models])
+
+
+@pytest.mark.parametrize("family", NO_BASE)
+def test_tensors_the_base_lacks_are_the_plain_mean_with_a_warning(
+    zoo_factory, tmp_path, caplog, family
+):
+    zoo = zoo_factory(family)
+    models = _weighted(zoo, [1, 2, 3])
+    result = merge(_config(zoo, "ties", models), tmp_path / "m", progress=False)
+    name, stack = _no_base_inputs(zoo, family)
+    (warning,) = result.warnings
+    assert name in warning and "plain (unweighted) mean" in warning and "no_base: method" in warning
+    assert "plain (unweighted) mean" in caplog.text
+    torch.testing.assert_close(_stored(tmp_path / "m")[name], stack.mean(0), atol=0, rtol=0)
+    assert warning in (tmp_path / "m" / "README.md").read_text()
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())["hm3"]["merge"]
+    assert meta["no_base"] == "mean"
+
+
+@pytest.mark.parametrize("family", NO_BASE)
+def test_no_base_method_runs_the_method_on_the_models_mean(zoo_factory, tmp_path, family):
+    zoo = zoo_factory(family)
+    models = _weighted(zoo, [1, 2, 3])
+    cfg = _config(zoo, "ties", models, parameters={"density": 0.6}, no_base="method")
+    result = merge(cfg, tmp_path / "m", progress=False)
+    name, stack = _no_base_inputs(zoo, family)
+    expected = METHODS["ties"].merge(stack.mean(0), stack, cfg.model_params())
+    torch.testing.assert_close(_stored(tmp_path / "m")[name], expected, atol=0, rtol=0)
+    assert not torch.allclose(expected, stack.mean(0))  # the option changes the tensor
+    assert "ties runs on them with the models' plain mean as their base" in result.warnings[0]
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())["hm3"]["merge"]
+    assert meta["no_base"] == "method"
+    assert "no_base: method" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_linear_merges_tensors_the_base_lacks_as_the_weighted_mean(zoo_factory, tmp_path):
+    zoo = zoo_factory("roberta")
+    models = _weighted(zoo, [1, 2, 3])
+    result = merge(_config(zoo, "linear", models), tmp_path / "m", progress=False)
+    name, stack = _no_base_inputs(zoo, "roberta")
+    soup = (stack[0] + 2 * stack[1] + 3 * stack[2]) / 6
+    torch.testing.assert_close(_stored(tmp_path / "m")[name], soup)
+    assert "weighted mean" in result.warnings[0] and "plain" not in result.warnings[0]
+
+
+def test_no_base_accepts_only_mean_or_method(bert_zoo):
+    with pytest.raises(Hm3Error, match=r"no_base: Input should be 'mean' or 'method'"):
+        _config(bert_zoo, no_base="median")
 
 
 def test_same_config_same_bytes_and_seed_changes_them(bert_zoo, tmp_path):

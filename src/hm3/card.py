@@ -1,6 +1,7 @@
 """The ``README.md`` model card of a merged checkpoint: what it answers and how it was made.
 
-Renders markdown from a :class:`~hm3.plan.MergePlan`; writes nothing itself.
+Renders markdown from a :class:`~hm3.plan.MergePlan`, and the note on tensors the base lacks
+that the plan logs as a warning and the card lists; writes nothing itself.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import hm3
+from hm3.methods import METHODS
 
 if TYPE_CHECKING:
+    from hm3.config import MergeConfig
     from hm3.plan import MergePlan
 
 
@@ -63,3 +66,24 @@ Output dtype: `{dtype}`. Architecture: `{plan.arch.model_type}`.
 
 {notes}
 """
+
+
+def no_base_note(config: MergeConfig, names: list[str]) -> str:
+    """What happens to the tensors the base lacks, for the warning and the model card."""
+    method = METHODS[config.merge_method]
+    head = f"the base has no {', '.join(names)}: "
+    if not method.uses_base:
+        return head + (
+            f"{config.merge_method} reads no base, so they are merged like every other tensor "
+            "(the weighted mean of the models)"
+        )
+    if config.no_base == "method":
+        return head + (
+            f"{config.merge_method} runs on them with the models' plain mean as their base "
+            "(no_base: method)"
+        )
+    return head + (
+        "those tensors have no task vector and are merged as the plain (unweighted) mean of the "
+        f"models (no_base: mean; `no_base: method` runs {config.merge_method} on them with that "
+        "mean as their base, as mergekit does on `hm3 expand` output)"
+    )

@@ -12,6 +12,7 @@ The format follows mergekit's so its users feel at home (see DESIGN.md, "Formats
         parameters: {weight: 1.0, density: 0.5}
     seed: 0
     dtype: float32
+    no_base: mean                       # tensors the base lacks: mean | method
 
 Relative model paths are resolved against the YAML file's directory. Every model is frozen
 and rejects unknown keys; :meth:`MergeConfig.from_yaml` turns any problem into one
@@ -116,6 +117,10 @@ class MergeConfig(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     heads: HeadsConfig | None = None
     align: AlignConfig | None = None
+    #: tensors the base lacks (a bare RoBERTa's ``classifier.dense``): ``mean`` merges them as
+    #: the models' plain mean; ``method`` makes that mean their base and runs the method on it
+    #: (what mergekit does on ``hm3 expand`` output). ``linear`` reads no base: unaffected.
+    no_base: Literal["mean", "method"] = "mean"
     _root: Path | None = PrivateAttr(default=None)
 
     @field_validator("merge_method")

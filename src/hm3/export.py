@@ -3,8 +3,11 @@
 Writes ``base/`` (the base in the classifier's layout with an all-zero label projection,
 Algorithm 1 line 10), ``models/<task>/`` (each model with its projection zero-padded to the
 concatenated label space, line 7) and ``mergekit.yaml`` (the same recipe for
-``mergekit-yaml``). Body tensors the base lacks get the models' plain mean in ``base/``, the
-value ``hm3 merge`` itself uses for them. One pass over the tensors, streamed like a merge.
+``mergekit-yaml``; ``linear`` reads no base, so its recipe names none). Body tensors the base
+lacks get the models' plain mean in ``base/``: mergekit then runs the method on them with that
+mean as their base, which is what ``hm3 merge`` does with ``no_base: method``; with the default
+``no_base: mean`` hm3 keeps the plain mean there, and the recipe's header says which tensors
+differ. One pass over the tensors, streamed like a merge.
 """
 
 from __future__ import annotations
@@ -94,19 +97,36 @@ def _mergekit_yaml(plan: MergePlan, root: Path) -> str:
     def used(p: ModelParams) -> dict[str, float]:
         return {k: v for k, v in asdict(p).items() if k in names}
 
-    doc: dict = {
-        "merge_method": config.merge_method,
-        "base_model": str(root / "base"),
-        "models": [
-            {"model": str(root / "models" / task.name), "parameters": used(p)}
-            for task, p in zip(plan.tasks, config.model_params(), strict=True)
-        ],
-        "dtype": config.dtype,
-    }
+    method = METHODS[config.merge_method]
+    doc: dict = {"merge_method": config.merge_method}
+    if method.uses_base:  # mergekit's linear would average the base in, and needs its weight
+        doc["base_model"] = str(root / "base")
+    doc["models"] = [
+        {"model": str(root / "models" / task.name), "parameters": used(p)}
+        for task, p in zip(plan.tasks, config.model_params(), strict=True)
+    ]
+    doc["dtype"] = config.dtype
     if params:
         doc["parameters"] = params
-    header = (
-        "# HM3-expanded inputs written by `hm3 expand`; run: mergekit-yaml mergekit.yaml OUT\n"
-        "# softmax each task's logit segment separately (see config.json, hm3.tasks)\n"
-    )
-    return header + yaml.safe_dump(doc, sort_keys=False)
+    return _header(plan) + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _header(plan: MergePlan) -> str:
+    lines = [
+        "HM3-expanded inputs written by `hm3 expand`; run: mergekit-yaml mergekit.yaml OUT",
+        "softmax each task's logit segment separately (see config.json, hm3.tasks)",
+    ]
+    if not METHODS[plan.config.merge_method].uses_base:
+        lines.append("linear reads no base model, so base_model is left out (as hm3 does)")
+    missing = [tp.name for tp in plan.tensors if tp.kind == "no_base"]
+    if missing and METHODS[plan.config.merge_method].uses_base:
+        lines.append(
+            "base/ holds the models' mean for tensors the original base lacks: "
+            + ", ".join(missing)
+        )
+        if plan.config.no_base == "mean":
+            lines.append(
+                "mergekit runs the method on them with that mean as base; `hm3 merge` "
+                "(no_base: mean) keeps the plain mean there: set `no_base: method` for equal output"
+            )
+    return "".join(f"# {line}\n" for line in lines)

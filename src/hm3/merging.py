@@ -143,8 +143,10 @@ def merge_tensor(plan: MergePlan, tp: TensorPlan, device: torch.device) -> torch
         return constant_value(plan, tp)
     method = METHODS[plan.config.merge_method]
     base, stacked = plan.inputs(tp, device, with_base=method.uses_base)
-    if tp.kind == "no_base" and method.uses_base:
-        merged = stacked.mean(dim=0)
+    if tp.kind == "no_base" and method.uses_base:  # no task vector: see MergeConfig.no_base
+        base = stacked.mean(dim=0)  # the value `hm3 expand` writes as the base's
+    if tp.kind == "no_base" and method.uses_base and plan.config.no_base == "mean":
+        merged = base
     else:
         generators = _generators(plan, tp.name, device)
         params = plan.config.parameters
@@ -205,6 +207,7 @@ def write_config(plan: MergePlan, dest: Path, dtype: str, *, merged: bool) -> di
         ],
         "seed": plan.config.seed,
         "dtype": dtype,
+        "no_base": plan.config.no_base,
     }
     config["hm3"] = metadata_block(plan.tasks, merge_meta)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

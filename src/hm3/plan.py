@@ -4,8 +4,8 @@
 they can be merged — one architecture, one hidden size, body shapes equal to the base's, a
 classification head on every model, one tokenizer vocabulary — and lays out the tasks. Each
 output tensor gets a :class:`TensorPlan`: a body tensor with a base value, a body tensor the
-base lacks (merged as the plain mean of the models, with a warning), the label projection
-(HM3-expanded, base all zeros), or a non-float buffer copied as is.
+base lacks (no task vector: ``MergeConfig.no_base`` says how it is merged; a warning says so),
+the label projection (HM3-expanded, base all zeros), or a non-float buffer copied as is.
 :meth:`MergePlan.inputs` then loads one tensor of every model at a time.
 
 It merges nothing; ``merging.py`` streams a plan to disk, ``expand.py`` pads projections.
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hm3.architectures import Architecture, resolve_architecture
+from hm3.card import no_base_note
 from hm3.checkpoint import Checkpoint, locate
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
@@ -143,7 +144,10 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
         _check_family(arch, base, models)
         tasks = _tasks(config, arch, models, model_dirs)
         warnings: list[str] = []
-        tensors = _tensor_plans(arch, base, models, tasks[-1].end, warnings)
+        tensors, no_base = _tensor_plans(arch, base, models, tasks[-1].end)
+        if no_base:
+            warnings.append(no_base_note(config, no_base))
+            log.warning(warnings[-1])
         _check_vocab(base, models)
     except BaseException:
         for ckpt in (base, *models):
@@ -208,8 +212,9 @@ def _default_name(ref: str, path: Path, used: set[str]) -> str:
 
 
 def _tensor_plans(
-    arch: Architecture, base: Checkpoint, models: list[Checkpoint], total: int, warnings: list[str]
-) -> list[TensorPlan]:
+    arch: Architecture, base: Checkpoint, models: list[Checkpoint], total: int
+) -> tuple[list[TensorPlan], list[str]]:
+    """Every output tensor's plan, and the names of the float body tensors the base lacks."""
     first = models[0]
     for ckpt in models[1:]:
         _same_tensors(arch, first, ckpt)
@@ -233,14 +238,7 @@ def _tensor_plans(
         plans.append(
             TensorPlan(name, "body" if base_name else "no_base", info.shape, info.dtype, base_name)
         )
-    if no_base:
-        msg = (
-            f"the base has no {', '.join(no_base)}: those tensors have no task vector and are "
-            "merged as the plain mean of the models"
-        )
-        log.warning(msg)
-        warnings.append(msg)
-    return plans
+    return plans, no_base
 
 
 def _same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> None:
