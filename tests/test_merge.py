@@ -278,3 +278,68 @@ def test_merge_options_reach_the_method(bert_zoo, tmp_path):
         base, stack, cfg.model_params(), MergeOptions(lambda_=0.5)
     )
     torch.testing.assert_close(_stored(tmp_path / "m")[name], expected)
+
+
+def _unknown_family(root, family):
+    """A bare base and two classifiers of a family outside hm3's table (``score.weight`` head)."""
+    import transformers as tf
+
+    if family == "gpt2":
+        config = tf.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, pad_token_id=0)
+        bare, classifier = tf.GPT2Model, tf.GPT2ForSequenceClassification
+    else:
+        config = tf.LlamaConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, vocab_size=50, pad_token_id=0,
+        )  # fmt: skip
+        bare, classifier = tf.LlamaModel, tf.LlamaForSequenceClassification
+    torch.manual_seed(0)
+    bare(config).save_pretrained(root / "base")
+    for i in range(2):
+        model = classifier.from_pretrained(root / "base", num_labels=2 + i)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(0.02 * torch.randn_like(param))
+        model.save_pretrained(root / f"m{i}")
+    return root / "base", [root / "m0", root / "m1"]
+
+
+def _declared(base, models, method, **extra):
+    return MergeConfig.from_dict(
+        {
+            "base_model": str(base),
+            "merge_method": method,
+            "heads": {"projection": ["score.weight"]},
+            "models": [{"model": str(m)} for m in models],
+            **extra,
+        }
+    )
+
+
+@pytest.mark.parametrize(("family", "prefix"), [("gpt2", "transformer."), ("llama", "model.")])
+def test_declared_heads_detect_the_body_prefix_of_an_unknown_family(tmp_path, family, prefix):
+    base, models = _unknown_family(tmp_path, family)
+    cfg = _declared(base, models, "task_arithmetic", parameters={"lambda": 0.5})
+    result = merge(cfg, tmp_path / "m", progress=False)
+    assert result.warnings == []  # every body tensor found its base counterpart
+    merged, base_sd = _stored(tmp_path / "m"), _stored(base)
+    originals = [_stored(m) for m in models]
+    assert all(name.startswith(prefix) for name in merged if name != "score.weight")
+    for name in merged:
+        if name == "score.weight":
+            continue
+        tau = sum(o[name] - base_sd[name.removeprefix(prefix)] for o in originals)
+        expected = base_sd[name.removeprefix(prefix)] + 0.5 * tau
+        torch.testing.assert_close(merged[name], expected, msg=name)
+
+
+def test_a_base_whose_names_do_not_match_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    base, models = _unknown_family(tmp_path, "gpt2")
+    renamed = {f"encoder.{k}": v for k, v in _stored(base).items()}
+    save_file(renamed, str(base / "model.safetensors"))
+    cfg = _declared(base, models, "linear")
+    with pytest.raises(Hm3Error, match=r"base_model .*: \d+ of \d+ body tensors .* no counterpart"):
+        merge(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

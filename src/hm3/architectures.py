@@ -6,12 +6,14 @@ as RoBERTa's ``classifier.dense`` or DeBERTa's ``pooler.dense`` — is body, mer
 other weight (the paper merges the whole model this way).
 
 This module knows the supported families by their ``config.json`` ``model_type`` and lets a
-merge config declare the projection of any other family. It reads no weights.
+merge config declare the projection of any other family, whose body prefix (GPT-2's
+``transformer.``, Llama's ``model.``) it detects from tensor names. It reads no weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from hm3.errors import Hm3Error
 
@@ -136,3 +138,47 @@ def resolve_architecture(
         f"{source}: model_type {model_type!r} is not a supported architecture "
         f"(supported: {supported}); {HEADS_HINT}"
     )
+
+
+def with_body_prefix(
+    arch: Architecture, names: Collection[str], base_names: Collection[str]
+) -> Architecture:
+    """``arch``, with the body prefix detected from tensor names when the table gives none.
+
+    Args:
+        arch: the resolved layout (a declared head of an unknown family has ``body_prefix=""``).
+        names: the fine-tuned classifier's tensor names.
+        base_names: the base checkpoint's tensor names.
+
+    Returns:
+        ``arch`` unchanged when it has a prefix, else with the detected one (maybe still ``""``).
+    """
+    if arch.body_prefix:
+        return arch
+    return replace(arch, body_prefix=detect_body_prefix(names, base_names, arch.projection))
+
+
+def detect_body_prefix(
+    names: Collection[str], base_names: Collection[str], skip: Collection[str] = ()
+) -> str:
+    """The leading path component (``"transformer."``) whose removal matches the most names.
+
+    A classifier stores its encoder under one attribute (``transformer.h.0.attn...``) that a
+    bare encoder checkpoint lacks (``h.0.attn...``). Each first component of ``names`` (less
+    ``skip``) is tried; the one that makes the most names equal a base name wins over no prefix
+    only if it matches more.
+
+    Returns:
+        The prefix with its trailing dot, or ``""`` when none matches more than the names as is.
+    """
+    body = [n for n in names if n not in skip]
+    base = set(base_names)
+
+    def hits(prefix: str) -> int:
+        return sum(n in base or (n.startswith(prefix) and n[len(prefix) :] in base) for n in body)
+
+    best, best_hits = "", hits("\0")  # no name starts with NUL: names as they are
+    for prefix in sorted({n.split(".", 1)[0] + "." for n in body if "." in n}):
+        if hits(prefix) > best_hits:
+            best, best_hits = prefix, hits(prefix)
+    return best

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hm3.architectures import Architecture, resolve_architecture
+from hm3.architectures import Architecture, resolve_architecture, with_body_prefix
 from hm3.card import no_base_note
 from hm3.checkpoint import Checkpoint, locate
 from hm3.config import MergeConfig
@@ -141,6 +141,7 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
     try:
         projection = config.heads.projection if config.heads else None
         arch = resolve_architecture(models[0].config, models[0].label, projection)
+        arch = with_body_prefix(arch, models[0].tensors, base.tensors)
         _check_family(arch, base, models)
         tasks = _tasks(config, arch, models, model_dirs)
         warnings: list[str] = []
@@ -238,7 +239,24 @@ def _tensor_plans(
         plans.append(
             TensorPlan(name, "body" if base_name else "no_base", info.shape, info.dtype, base_name)
         )
+    _check_counterparts(arch, base, first, no_base, [p for p in plans if p.kind != "constant"])
     return plans, no_base
+
+
+def _check_counterparts(
+    arch: Architecture, base: Checkpoint, first: Checkpoint, missing: list[str], float_plans: list
+) -> None:
+    """Refuse a base that lacks most body tensors: a wrong base, or names hm3 cannot map."""
+    body = len(float_plans) - len(arch.projection)
+    if len(missing) * 2 <= body:
+        return
+    prefix = f"the prefix `{arch.body_prefix}`" if arch.body_prefix else "any one leading prefix"
+    raise Hm3Error(
+        f"{base.label}: {len(missing)} of {body} body tensors of {first.label} have no "
+        f"counterpart in the base (e.g. {missing[0]}), with or without {prefix}; expected the "
+        "model they were fine-tuned from (same tensor names, up to a prefix like `bert.`); "
+        "check base_model"
+    )
 
 
 def _same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> None:
