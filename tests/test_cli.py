@@ -7,7 +7,9 @@ traceback and leave no output behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -368,3 +370,18 @@ def test_predict_errors(tmp_path, capsys):
     (model / "vocab.txt").unlink()
     (model / "tokenizer.json").unlink()
     expect_user_error(capsys, tmp_path, "predict", model, "hi", match="no tokenizer files")
+
+
+def test_output_directory_has_mkdir_permissions(bert_zoo, tmp_path, capsys):
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
+    out = tmp_path / "merged"
+    for umask, force in ((0o022, ()), (0o002, ("--force",))):  # a new output, then a replaced one
+        before = os.umask(umask)
+        try:
+            code, _, err = run(capsys, "merge", cfg, "--out", out, "--no-progress", *force)
+        finally:
+            os.umask(before)
+        assert code == 0, err
+        assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+        weights = out / "model.safetensors"
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~umask

@@ -8,6 +8,7 @@ then replaced only after the new one is complete. This module knows nothing abou
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -42,12 +43,14 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
         force: replace ``out`` if it exists (only after the new content is complete).
 
     Yields:
-        The temporary directory to write into (same filesystem as ``out``).
+        The temporary directory to write into (same filesystem as ``out``). It has the mode a
+        plain ``mkdir`` gives (``0o777 & ~umask``), which the rename keeps: others can read the
+        output as they could any directory the user makes.
     """
     out = Path(out)
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
     try:
         yield tmp
     except BaseException:
@@ -63,3 +66,18 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
+
+
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    """Make a new directory ``parent/prefix<random>`` with ``mkdir``'s usual mode.
+
+    Unlike :func:`tempfile.mkdtemp` (always ``0o700``), the umask alone decides who may read it.
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free name for a temporary directory {prefix}*")
