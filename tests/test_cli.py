@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from hm3.cli import main
-from tiny import make_base, make_classifier, write_merge_yaml
+from tiny import make_base, make_classifier, write_merge_yaml, write_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
+    """A wide terminal, so that rich's wrapping at the width cannot split a message."""
+    monkeypatch.setenv("COLUMNS", "400")
 
 
 def run(capsys, *argv):
@@ -26,14 +37,30 @@ def run(capsys, *argv):
     return exc.value.code, captured.out, captured.err
 
 
-def expect_user_error(capsys, tmp_path, *argv, match: str):
+def expect_user_error(capsys, tmp_path, *argv, match: str, names: object = None):
+    """Run the CLI and check the user-error contract; return the message.
+
+    Exit status 2, no traceback, one line starting ``error:`` that is the last thing printed
+    (nothing of the message spills onto other lines), containing ``match`` and ``names`` (the
+    offending file or input; default: the first argument after the command), and no output.
+    """
     code, _, err = run(capsys, *argv)
     assert code == 2, err
     assert "Traceback" not in err
-    text = " ".join(err.split())
-    assert match.lower() in text.lower(), text
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert sum(line.startswith("error:") for line in lines) == 1, err
+    message = lines[-1]
+    assert match.lower() in message.lower(), message
+    assert str(argv[1] if names is None else names) in message, message
     assert not (tmp_path / "out").exists()
-    return text
+    return message
+
+
+def expect_merge_error(capsys, tmp_path, cfg, *, match: str, names: object = None):
+    """:func:`expect_user_error` for ``hm3 merge CFG --out tmp_path/out``."""
+    argv = ("merge", cfg, "--out", tmp_path / "out")
+    return expect_user_error(capsys, tmp_path, *argv, match=match, names=names)
 
 
 def test_merge_then_predict_json(bert_zoo, tmp_path, capsys):
@@ -95,14 +122,8 @@ def test_relative_paths_resolve_against_the_yaml(bert_zoo, tmp_path, capsys):
 def test_models_of_different_architectures(zoo_factory, tmp_path, capsys):
     bert, roberta = zoo_factory("bert"), zoo_factory("roberta")
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert.base, [bert.models[0], roberta.models[0]])
-    expect_user_error(
-        capsys,
-        tmp_path,
-        "merge",
-        cfg,
-        "--out",
-        tmp_path / "out",
-        match="architecture 'roberta' differs",
+    expect_merge_error(
+        capsys, tmp_path, cfg, match="architecture 'roberta' differs", names=roberta.models[0]
     )
 
 
@@ -121,9 +142,7 @@ def test_models_of_different_hidden_sizes(bert_zoo, tmp_path, capsys):
         )
     ).save_pretrained(other)
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], other])
-    expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="hidden size 48 differs"
-    )
+    expect_merge_error(capsys, tmp_path, cfg, match="hidden size 48 differs", names=other)
 
 
 def test_body_shape_differs_from_base(bert_zoo, tmp_path, capsys):
@@ -141,17 +160,13 @@ def test_body_shape_differs_from_base(bert_zoo, tmp_path, capsys):
         )
     ).save_pretrained(other_base)
     cfg = write_merge_yaml(tmp_path / "m.yaml", other_base, bert_zoo.models[:2])
-    text = expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="but the base's is"
-    )
+    text = expect_merge_error(capsys, tmp_path, cfg, match="but the base's is", names=other_base)
     assert "fine-tuned from" in text
 
 
 def test_model_without_classification_head(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], bert_zoo.base])
-    expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="no classification head"
-    )
+    expect_merge_error(capsys, tmp_path, cfg, match="no classification head", names=bert_zoo.base)
 
 
 def test_different_tokenizer_vocabularies(bert_zoo, tmp_path, capsys):
@@ -162,15 +177,7 @@ def test_different_tokenizer_vocabularies(bert_zoo, tmp_path, capsys):
     (other / "vocab.txt").write_text("\n".join(vocab) + "\n")
     (other / "tokenizer.json").unlink()
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], other])
-    expect_user_error(
-        capsys,
-        tmp_path,
-        "merge",
-        cfg,
-        "--out",
-        tmp_path / "out",
-        match="tokenizer vocabulary differs",
-    )
+    expect_merge_error(capsys, tmp_path, cfg, match="tokenizer vocabulary differs", names=other)
 
 
 def test_nan_weights(bert_zoo, tmp_path, capsys):
@@ -180,14 +187,8 @@ def test_nan_weights(bert_zoo, tmp_path, capsys):
     tensors["classifier.bias"][0] = float("inf")
     save_file(tensors, str(bad / "model.safetensors"))
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], bad])
-    expect_user_error(
-        capsys,
-        tmp_path,
-        "merge",
-        cfg,
-        "--out",
-        tmp_path / "out",
-        match="classifier.bias contains NaN or Inf",
+    expect_merge_error(
+        capsys, tmp_path, cfg, match="classifier.bias contains NaN or Inf", names=bad
     )
 
 
@@ -235,19 +236,11 @@ def test_missing_and_truncated_safetensors(bert_zoo, tmp_path, capsys):
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) - 100])
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], bad])
-    expect_user_error(
-        capsys,
-        tmp_path,
-        "merge",
-        cfg,
-        "--out",
-        tmp_path / "out",
-        match="bad/model.safetensors: truncated",
+    expect_merge_error(
+        capsys, tmp_path, cfg, match="model.safetensors: truncated", names=bad / "model.safetensors"
     )
     (bad / "model.safetensors").unlink()
-    expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="no weights found"
-    )
+    expect_merge_error(capsys, tmp_path, cfg, match="no weights found", names=bad)
 
 
 def test_yaml_unknown_key_and_misspelled_method(bert_zoo, tmp_path, capsys):
@@ -296,9 +289,7 @@ def test_pickled_weights_refused_unless_allowed(bert_zoo, tmp_path, capsys):
     torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], pickled])
-    expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="--allow-pickle"
-    )
+    expect_merge_error(capsys, tmp_path, cfg, match="--allow-pickle", names=pickled)
     code, _, err = run(
         capsys, "merge", cfg, "--out", tmp_path / "ok", "--allow-pickle", "--no-progress"
     )
@@ -324,9 +315,7 @@ def test_unsupported_architecture_lists_supported_and_heads_hint(tmp_path, capsy
         GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, pad_token_id=0)
     ).save_pretrained(gpt)
     cfg = write_merge_yaml(tmp_path / "m.yaml", gpt, [gpt])
-    text = expect_user_error(
-        capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match="'gpt2' is not a supported"
-    )
+    text = expect_merge_error(capsys, tmp_path, cfg, match="'gpt2' is not a supported", names=gpt)
     assert "bert" in text and "heads:" in text
 
 
@@ -353,14 +342,29 @@ def test_declared_heads_merge_an_unknown_family(tmp_path, capsys):
     )
 
 
-def test_bug_exits_with_status_1(bert_zoo, tmp_path, capsys, monkeypatch):
-    def boom(*a, **k):
-        raise RuntimeError("internal bug")
+def _limit_file_size() -> None:  # in the child: files may not grow past 32 KiB
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write fails with EFBIG, not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
 
-    monkeypatch.setattr("hm3.recipe.merge_weights", boom)
+
+def test_bug_exits_with_status_1(bert_zoo, tmp_path):
+    """A fault hm3 does not expect (here: the OS refuses to grow a file) is reported as a bug."""
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)
-    with pytest.raises(RuntimeError):
-        main(["merge", str(cfg), "--out", str(tmp_path / "out")])
+    assert (bert_zoo.models[0] / "model.safetensors").stat().st_size > 64 * 1024
+    hm3 = Path(sys.executable).with_name("hm3")
+    done = subprocess.run(
+        [hm3, "merge", cfg, "--out", tmp_path / "out", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: internal error (OSError: ") and "this is a bug" in last, last
+    assert "Traceback (most recent call last)" in done.stderr  # plain, for the bug report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]  # no half model left
 
 
 def test_predict_errors(tmp_path, capsys):
@@ -370,6 +374,94 @@ def test_predict_errors(tmp_path, capsys):
     (model / "vocab.txt").unlink()
     (model / "tokenizer.json").unlink()
     expect_user_error(capsys, tmp_path, "predict", model, "hi", match="no tokenizer files")
+
+
+def test_predict_truncated_safetensors(bert_zoo, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(bert_zoo.models[1], bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) - 100])
+    text = expect_user_error(
+        capsys,
+        tmp_path,
+        "predict",
+        bad,
+        "hi",
+        match="model.safetensors: truncated",
+        names=bad / "model.safetensors",
+    )
+    assert "save it again" in text
+
+
+def test_predict_refuses_a_model_without_classification_head(bert_zoo, tmp_path, capsys):
+    expect_user_error(  # a bare BertModel: transformers would predict with a random head
+        capsys,
+        tmp_path,
+        "predict",
+        bert_zoo.base,
+        "hi",
+        match="has no classification head (tensor classifier.weight missing)",
+    )
+    headless = tmp_path / "headless"  # a classifier's config, but no projection tensors
+    shutil.copytree(bert_zoo.models[0], headless)
+    tensors = load_file(str(headless / "model.safetensors"))
+    del tensors["classifier.weight"], tensors["classifier.bias"]
+    save_file(tensors, str(headless / "model.safetensors"))
+    text = expect_user_error(
+        capsys, tmp_path, "predict", headless, "hi", match="has no classification head"
+    )
+    assert "point at a fine-tuned classifier" in text
+
+
+def test_predict_refuses_missing_weights_of_an_unknown_family(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2Model
+
+    bare = tmp_path / "gpt"
+    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100)).save_pretrained(bare)
+    write_tokenizer(bare)
+    expect_user_error(capsys, tmp_path, "predict", bare, "hi", match="lacks score.weight")
+
+
+def test_predict_empty_text(bert_zoo, tmp_path, capsys):
+    expect_user_error(
+        capsys,
+        tmp_path,
+        "predict",
+        bert_zoo.models[0],
+        "ok",
+        "  ",
+        match="empty text",
+        names="texts[1]",
+    )
+
+
+@pytest.mark.parametrize("command", ["merge", "predict"])
+def test_device_errors(bert_zoo, tmp_path, capsys, monkeypatch, command):
+    if command == "merge":
+        cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)
+        argv = ["merge", cfg, "--out", tmp_path / "out"]
+    else:
+        argv = ["predict", bert_zoo.models[0], "hi"]
+    expect_user_error(
+        capsys,
+        tmp_path,
+        *argv,
+        "--device",
+        "tpu",
+        match="expected cpu or cuda",
+        names="--device tpu",
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # torch's, not ours
+    text = expect_user_error(
+        capsys,
+        tmp_path,
+        *argv,
+        "--device",
+        "cuda",
+        match="CUDA is not available",
+        names="--device cuda",
+    )
+    assert "use --device cpu" in text
 
 
 def test_output_directory_has_mkdir_permissions(bert_zoo, tmp_path, capsys):

@@ -21,6 +21,7 @@ from hm3.align_sources import Original
 from hm3.architectures import SUPPORTED
 from hm3.checkpoint import Checkpoint
 from hm3.classifier import Classifier, load
+from hm3.classifier import check_device as check_device  # alignment.py imports it from here
 from hm3.errors import Hm3Error
 
 
@@ -87,17 +88,6 @@ def features(
             f"text (inputs {shapes}); alignment supports heads that project one pooled vector"
         )
     return captured[0].float().cpu(), logits.float().cpu()
-
-
-def check_device(device: str | None) -> str:
-    """``cpu``/``cuda`` as given (checked), or CUDA when available for ``None``."""
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not device.startswith(("cpu", "cuda")):
-        raise Hm3Error(f"--device {device}: expected cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
-    return device
 
 
 def load_originals(

@@ -12,7 +12,7 @@ merge config declare the projection of any other family, whose body prefix (GPT-
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from hm3.errors import Hm3Error
@@ -48,6 +48,30 @@ class Architecture:
 
     def is_projection(self, name: str) -> bool:
         return name in self.projection
+
+    def check_head(
+        self, shapes: Mapping[str, tuple[int, ...]], num_labels: int, source: str, fix: str
+    ) -> None:
+        """Raise unless the checkpoint holds this family's label projection for its labels.
+
+        Args:
+            shapes: tensor name → shape of every stored tensor (headers only).
+            num_labels: how many labels ``config.json`` lists.
+            source: the checkpoint, for messages.
+            fix: what the caller's user should do about a missing head.
+        """
+        missing = [name for name in self.projection if name not in shapes]
+        if missing:
+            raise Hm3Error(
+                f"{source}: has no classification head (tensor {missing[0]} missing); is it a "
+                f"bare encoder? {fix}"
+            )
+        rows = shapes[self.projection_weight][0]
+        if rows != num_labels:
+            raise Hm3Error(
+                f"{source}: config.json lists {num_labels} labels but {self.projection_weight} "
+                f"has {rows} rows; fix id2label in config.json"
+            )
 
     def hidden_size(self, config: dict) -> int | None:
         for key in self.hidden_size_keys:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from hm3.checkpoint import PICKLE_INDEX, PICKLE_SINGLE, SAFE_INDEX, SAFE_SINGLE, read_config
+from hm3.architectures import SUPPORTED
+from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint
 from hm3.errors import Hm3Error
 from hm3.labels import Task, tasks_from_config
 from hm3.tokenizer_files import has_tokenizer
@@ -94,6 +95,7 @@ class Classifier:
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
         """Per text (input order), per task: the most probable label and every label's score."""
+        texts = _check_texts(texts)
         probs = self.predict_proba(texts, batch_size)
         results = []
         for row in range(len(texts)):
@@ -137,42 +139,84 @@ def load(
 
     Returns:
         A :class:`Classifier`.
+
+    Raises:
+        Hm3Error: a missing, truncated or headless checkpoint, or a bad device or dtype.
     """
     path = Path(path)
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
-    config = read_config(path, str(path))
-    tasks = tasks_from_config(config, path.resolve().name, str(path))
-    safe = (path / SAFE_SINGLE).is_file() or (path / SAFE_INDEX).is_file()
-    pickled = (path / PICKLE_SINGLE).is_file() or (path / PICKLE_INDEX).is_file()
-    if not safe and pickled and not allow_pickle:
-        raise Hm3Error(
-            f"{path}: weights are pickled ({PICKLE_SINGLE}) and pickles can run code; convert "
-            "them to safetensors, or pass --allow-pickle"
-        )
-    if not safe and not pickled:
-        raise Hm3Error(f"{path}: no weights found (expected {SAFE_SINGLE})")
-    if not has_tokenizer(path):
-        raise Hm3Error(
-            f"{path}: no tokenizer files (tokenizer.json or vocab.txt); copy them from the "
-            "base model"
-        )
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    dev = torch.device(check_device(device))
+    if (dtype or "float32") not in _DTYPES:
+        raise Hm3Error(f"dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
+    config, tasks = _check_checkpoint(path, allow_pickle)
+    model = _load_model(path, _DTYPES[dtype or "float32"]).eval().to(dev)
+    from transformers import AutoTokenizer
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-        dtype or "float32"
-    ]
-    with quiet_transformers(errors_only=False):
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch_dtype, use_safetensors=safe, trust_remote_code=False
-        )
-    model.eval().to(dev)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     positions = int(config.get("max_position_embeddings") or max_length)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
     return Classifier(model, tokenizer, tasks, path, min(max_length, positions))
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NO_HEAD_FIX = "point at a fine-tuned classifier (a *ForSequenceClassification directory)"
+
+
+def check_device(device: str | None) -> str:
+    """``cpu``/``cuda`` as given (checked), or CUDA when available for ``None``."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device.startswith(("cpu", "cuda")):
+        raise Hm3Error(f"--device {device}: expected cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]:
+    """Read the config and the weights' headers as a merge does; refuse what cannot predict.
+
+    Weights that are missing, pickled (without ``allow_pickle``) or truncated, a model of a
+    known family without its label projection (a bare encoder), before transformers would fill
+    the gaps with random values, and a model without tokenizer files are refused here.
+    """
+    with Checkpoint(path, allow_pickle=allow_pickle, role="model") as ckpt:
+        tasks = tasks_from_config(ckpt.config, path.resolve().name, str(path))
+        arch = SUPPORTED.get(str(ckpt.config.get("model_type", "")))
+        if arch is not None:
+            shapes = {name: info.shape for name, info in ckpt.tensors.items()}
+            arch.check_head(shapes, tasks[-1].end, ckpt.label, _NO_HEAD_FIX)
+    if not has_tokenizer(path):
+        raise Hm3Error(
+            f"{path}: no tokenizer files (tokenizer.json or vocab.txt); copy them from the "
+            "base model"
+        )
+    return ckpt.config, tasks
+
+
+def _load_model(path: Path, dtype: torch.dtype):
+    """The transformers model; refused if any of its weights is missing from the checkpoint."""
+    from transformers import AutoModelForSequenceClassification
+
+    safe = (path / SAFE_SINGLE).is_file() or (path / SAFE_INDEX).is_file()
+    with quiet_transformers(errors_only=False):
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            dtype=dtype,
+            use_safetensors=safe,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise Hm3Error(
+            f"model {path}: the checkpoint lacks {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}, which would be randomly initialised (no "
+            f"classification head?); {_NO_HEAD_FIX}"
+        )
+    return model
 
 
 @contextmanager
@@ -193,10 +237,14 @@ def quiet_transformers(*, errors_only: bool = True) -> Iterator[None]:
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        texts = [texts]
-    out = list(texts)
-    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
-    if bad:
-        raise Hm3Error(f"texts[{bad[0]}]: expected a string, got {type(out[bad[0]]).__name__}")
+    """The texts as a list (one string is one text); each must be a non-blank string."""
+    out = [texts] if isinstance(texts, str) else list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise Hm3Error(f"texts[{i}]: expected a string, got {type(text).__name__}")
+        if not text.strip():
+            raise Hm3Error(
+                f"texts[{i}]: empty text {text!r}; give every text at least one non-space "
+                "character (drop the empty ones)"
+            )
     return out

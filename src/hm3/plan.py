@@ -180,19 +180,9 @@ def _tasks(
 ) -> list[Task]:
     entries, used = [], set()
     for entry, ckpt, path in zip(config.models, models, dirs, strict=True):
-        weight = ckpt.tensors.get(arch.projection_weight)
-        if weight is None or (arch.projection_bias and arch.projection_bias not in ckpt.tensors):
-            raise Hm3Error(
-                f"{ckpt.label}: no classification head (tensor {arch.projection_weight} missing); "
-                "is it a bare encoder? Use it as base_model, or declare `heads: {projection: "
-                "[...]}` in the config if its head has other names"
-            )
         own = own_labels(ckpt.config, ckpt.label)
-        if len(own) != weight.shape[0]:
-            raise Hm3Error(
-                f"{ckpt.label}: config.json lists {len(own)} labels but {arch.projection_weight} "
-                f"has {weight.shape[0]} rows; fix id2label in config.json"
-            )
+        shapes = {name: info.shape for name, info in ckpt.tensors.items()}
+        arch.check_head(shapes, len(own), ckpt.label, _NO_HEAD_FIX)
         if ckpt.config.get("problem_type") == "multi_label_classification":
             log.warning("%s is a multi-label classifier; hm3 applies softmax per task", ckpt.label)
         name = entry.name or _default_name(entry.model, path, used)
@@ -201,6 +191,12 @@ def _tasks(
         source = str(path.resolve()) if local else entry.model
         entries.append((name, resolve_labels(name, own, entry.labels), source))
     return layout(entries)
+
+
+_NO_HEAD_FIX = (
+    "Use it as base_model, or declare `heads: {projection: [...]}` in the config if its head "
+    "has other names"
+)
 
 
 def _default_name(ref: str, path: Path, used: set[str]) -> str:
