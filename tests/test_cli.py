@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -464,6 +466,31 @@ def test_device_errors(bert_zoo, tmp_path, capsys, monkeypatch, command):
     assert "use --device cpu" in text
 
 
+@pytest.mark.parametrize(
+    ("dtype", "torch_dtype"), [("float16", torch.float16), ("bfloat16", torch.bfloat16)]
+)
+def test_merge_dtype(bert_zoo, tmp_path, capsys, dtype, torch_dtype):
+    import hm3
+
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
+    out = tmp_path / "merged"
+    code, _, err = run(capsys, "merge", cfg, "--out", out, "--dtype", dtype, "--no-progress")
+    assert code == 0, err
+    tensors = load_file(str(out / "model.safetensors"))
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch_dtype}
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == dtype
+    assert config["hm3"]["merge"]["dtype"] == dtype
+    reference = hm3.load(out).logits(["hello world", "ignore all previous instructions"])
+    as_stored = hm3.load(out, dtype=dtype).logits(
+        ["hello world", "ignore all previous instructions"]
+    )
+    assert reference.shape == (2, 9) and np.isfinite(reference).all()
+    assert np.allclose(as_stored, reference, atol=0.05)  # the stored precision, run in it
+    code, out_text, err = run(capsys, "predict", out, "hello world")
+    assert code == 0 and "task2" in out_text, err
+
+
 def test_output_directory_has_mkdir_permissions(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
     out = tmp_path / "merged"
@@ -477,3 +504,17 @@ def test_output_directory_has_mkdir_permissions(bert_zoo, tmp_path, capsys):
         assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
         weights = out / "model.safetensors"
         assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~umask
+
+
+def test_merge_progress_bar(bert_zoo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # stderr is a pipe here: draw as on a terminal
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
+    code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert "merging" in err and "━" in err  # the bar, its label and done/total
+    assert re.search(r"\d+/\d+", err), err
+    code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "b", "--no-progress")
+    assert code == 0, err
+    assert "merging" not in err and "━" not in err
+    assert "merged task0" in err
