@@ -8,6 +8,8 @@ directory ``hm3 align`` writes, and ``evaluate`` scores them identically.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -65,9 +67,8 @@ def test_heads_on_the_shared_body_equal_the_directories(dirs):
 def test_memo_logits_compute_each_text_once_and_keep_the_order(dirs):
     zoo = dirs[0]
     memo = MemoLogits(load(zoo.models[0]))
-    calls = []
     real = memo.clf.logits
-    memo.clf.logits = lambda texts, batch_size=32: calls.append(list(texts)) or real(texts)
+    calls = _spied(memo)
     first = memo.logits(["a good", "bad", "a good"])
     again = memo.logits(["bad", "hello world", "a good"])
     assert calls == [["a good", "bad"], ["hello world"]]
@@ -87,3 +88,50 @@ def test_evaluate_scores_shared_predictors_like_directories(dirs):
     for name in ("original", "ties", "ties+align"):
         assert a.model(name).average_f1 == pytest.approx(b.model(name).average_f1, abs=1e-12)
         assert a.model(name).tasks == b.model(name).tasks
+
+
+def _spied(memo):
+    calls = []
+    real = memo.clf.logits
+    memo.clf.logits = lambda texts, batch_size=32: calls.append(list(texts)) or real(texts)
+    return calls
+
+
+def test_memo_store_is_reused_across_runs_and_only_for_the_same_model(dirs, tmp_path, caplog):
+    zoo = dirs[0]
+    model = tmp_path / "model"
+    shutil.copytree(zoo.models[0], model)
+    store = tmp_path / "model.logits.npz"
+    first = MemoLogits(load(model), store)
+    expected = first.logits(FIT[:20])
+    first.save()
+    assert store.is_file() and FIT[0].encode() not in store.read_bytes()  # digests, not texts
+    again = MemoLogits(load(model), store)
+    calls = _spied(again)
+    np.testing.assert_array_equal(again.logits(FIT[:20]), expected)
+    assert calls == []
+    again.logits(FIT[:25])
+    assert calls == [FIT[20:25]]
+    # another truncation length, or changed weights: the store is not used
+    shorter = MemoLogits(load(model, max_length=4), store)
+    calls = _spied(shorter)
+    shorter.logits(FIT[:3])
+    assert calls == [FIT[:3]] and "other weights or max_length" in caplog.text
+    caplog.clear()
+    (model / "config.json").write_text((model / "config.json").read_text() + "\n")
+    changed = MemoLogits(load(model), store)
+    calls = _spied(changed)
+    changed.logits(FIT[:3])
+    assert calls == [FIT[:3]] and "other weights or max_length" in caplog.text
+
+
+def test_unreadable_memo_store_is_recomputed_with_a_warning(dirs, tmp_path, caplog):
+    store = tmp_path / "broken.npz"
+    store.write_bytes(b"not a numpy file")
+    memo = MemoLogits(load(dirs[0].models[0]), store)
+    calls = _spied(memo)
+    memo.logits(FIT[:2])
+    assert calls == [FIT[:2]] and "unreadable logits store" in caplog.text
+    memo.save()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    assert MemoLogits(load(dirs[0].models[0]), store)._saved == 2

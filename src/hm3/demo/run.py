@@ -23,6 +23,7 @@ work.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,8 @@ from hm3.output import atomic_dir, check_output
 from hm3.recipe import merge
 from hm3.report import EvaluationResult, write_report
 from hm3.suite import Suite, load_suite
+
+log = logging.getLogger("hm3")
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,11 @@ def run_demo(
         ctx = _Context(base, data, zoo, runners, _texts(data.unlabeled), options, tmp, say)
         with say.step("scoring each original on its own test set", "originals"):
             originals = _score_originals(ctx)
-        cases = tuple(_run_case(ctx, case) for case in CASES)
+        _keep(runners)
+        cases = []
+        for case in CASES:
+            cases.append(_run_case(ctx, case))
+            _keep(runners)
         if not options.keep_models:
             shutil.rmtree(tmp / "models", ignore_errors=True)
         result = DemoResult(
@@ -157,7 +164,7 @@ def run_demo(
             aligned=options.align,
             ridge=options.ridge,
             originals=originals,
-            cases=cases,
+            cases=tuple(cases),
             timings={k: round(v, 1) for k, v in say.timings.items()},
             seconds=round(time.perf_counter() - started, 1),
         )
@@ -228,10 +235,23 @@ class _Context:
 
 
 def _originals(zoo: dict[str, TrainedClassifier], options: DemoOptions) -> dict[str, MemoLogits]:
+    """Each original, with its logits kept beside it in the zoo (they never change)."""
     return {
-        name: MemoLogits(load(clf.path, device=options.device, max_length=options.max_length))
+        name: MemoLogits(
+            load(clf.path, device=options.device, max_length=options.max_length),
+            clf.path.with_name(f"{clf.path.name}.logits-{options.max_length}.npz"),
+        )
         for name, clf in zoo.items()
     }
+
+
+def _keep(originals: dict[str, MemoLogits]) -> None:
+    """Save the originals' logits to the zoo; a read-only cache only costs time next run."""
+    for memo in originals.values():
+        try:
+            memo.save()
+        except OSError as exc:
+            log.warning("%s: cannot keep the original's logits (%s)", memo.store, exc)
 
 
 def _texts(path: Path) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ its aligned twin differ only in their label projection — the body, where all t
 is the same. So:
 
 - :class:`MemoLogits` wraps a loaded classifier and computes its logits once per distinct
-  text, whichever evaluation or alignment asks.
+  text, whichever evaluation or alignment asks; with a store file, once across runs too
+  (the originals do not change once the zoo is cached).
 - :class:`SharedBody` keeps a merged model's projection inputs (what :func:`hm3.align_features.
   features` captures) once per distinct text; :meth:`SharedBody.head` is a predictor for any
   projection ``(weight, bias)`` on that body: the merged head, or an aligned one.
@@ -15,11 +16,15 @@ is the same. So:
 
 All of them satisfy :class:`hm3.classifier.Predictor`, so :func:`hm3.evaluation.evaluate`
 scores them like directories. ``tests/test_demo_shared.py`` checks that the numbers equal the
-public path (``hm3 align`` then ``hm3 evaluate`` on directories). Nothing here writes files.
+public path (``hm3 align`` then ``hm3 evaluate`` on directories). Nothing here writes files
+but :meth:`MemoLogits.save`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +38,81 @@ from hm3.checkpoint import read_config
 from hm3.classifier import Classifier
 from hm3.labels import Task
 
+log = logging.getLogger("hm3")
+
 
 class MemoLogits:
-    """A classifier whose logits are computed once per distinct text."""
+    """A classifier whose logits are computed once per distinct text.
 
-    def __init__(self, clf: Classifier) -> None:
+    With a ``store`` file the memo outlives the run: rows found there are reused and
+    :meth:`save` writes the memo back (atomically). A store belongs to one model, one
+    truncation length and one kind of device: it records the sha256 of the model directory's
+    files, ``max_length`` and ``cpu``/``cuda``, and is ignored (with a warning) when any of
+    them differs or it cannot be read.
+    It holds a 16-byte digest of each text, never the text, and no pickle.
+    """
+
+    def __init__(self, clf: Classifier, store: Path | None = None) -> None:
         self.clf = clf
         self.tasks = clf.tasks
         self.path = clf.path
-        self._rows: dict[str, np.ndarray] = {}
+        self.store = store
+        self._stamp = _stamp(clf) if store is not None else ""
+        self._rows: dict[bytes, np.ndarray] = _read_store(store, self._stamp) if store else {}
+        self._saved = len(self._rows)
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in self._rows]
+        keys = [_digest(t) for t in texts]
+        new = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._rows}
         if new:
-            self._rows.update(zip(new, self.clf.logits(new, batch_size), strict=True))
-        return _stack([self._rows[t] for t in texts], self.tasks[-1].end)
+            values = self.clf.logits(list(new.values()), batch_size)
+            self._rows.update(zip(new, values, strict=True))
+        return _stack([self._rows[k] for k in keys], self.tasks[-1].end)
+
+    def save(self) -> None:
+        """Write the memo to its store, if it has one and rows were added."""
+        if self.store is None or len(self._rows) == self._saved:
+            return
+        keys = np.array(list(self._rows), dtype="S16")
+        values = _stack(list(self._rows.values()), self.tasks[-1].end)
+        tmp = self.store.with_name(f".{self.store.name}.tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, keys=keys, logits=values, stamp=np.array(self._stamp))
+        os.replace(tmp, self.store)
+        self._saved = len(self._rows)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _stamp(clf: Classifier) -> str:
+    """What a store's logits depend on: the model directory's files (weights, config,
+    tokenizer), the truncation length and the kind of device."""
+    digest = hashlib.sha256(f"max_length={clf.max_length};device={clf.device.type};".encode())
+    for name in sorted(p.name for p in clf.path.iterdir() if p.is_file()):
+        digest.update(f"{name};".encode())
+        with (clf.path / name).open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_store(store: Path, stamp: str) -> dict[bytes, np.ndarray]:
+    if not store.is_file():
+        return {}
+    try:
+        with np.load(store, allow_pickle=False) as data:
+            if str(data["stamp"]) != stamp:
+                log.warning("%s: made for other weights or max_length; recomputing", store)
+                return {}
+            keys, values = data["keys"], data["logits"]
+            if keys.dtype != np.dtype("S16") or values.ndim != 2 or len(keys) != len(values):
+                raise ValueError("unexpected arrays")
+            return {bytes(k): v for k, v in zip(keys, values.astype(np.float32), strict=True)}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        log.warning("%s: unreadable logits store (%s); recomputing", store, exc)
+        return {}
 
 
 class SharedBody:
