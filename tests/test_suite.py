@@ -154,6 +154,8 @@ def test_missing_column_lists_the_columns(tmp_path, ext):
 def test_missing_values_name_dataset_and_row(tmp_path):
     msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": None}])
     assert "'my_set'" in msg and "row 1" in msg and "no text" in msg
+    msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "b"}, {"text": "  "}])
+    assert "'my_set'" in msg and "row 2" in msg and "no text" in msg
     rows = [{"text": "a", "y": "x"}, {"text": "b", "y": ""}]
     msg = _error(tmp_path, {"expect": {"t": {"column": "y"}}}, rows=rows, ext="csv")
     assert "'my_set'" in msg and "row 1" in msg and "no expected label" in msg
@@ -175,6 +177,10 @@ def test_bad_files_and_formats(tmp_path):
         (
             {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}, "lable": 1}]},
             "unknown key 'datasets[0].lable'",
+        ),
+        (
+            {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}], "limt": 3},
+            "(did you mean 'limit'?); valid keys at the top level: datasets, limit, seed",
         ),
         ({"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": {"col": "y"}}}]}, "expect"),
         (

@@ -95,7 +95,7 @@ class Suite(BaseModel):
         try:
             suite = cls.model_validate(data)
         except ValidationError as exc:
-            raise Hm3Error(f"{source}: {format_validation_error(exc)}") from None
+            raise Hm3Error(f"{source}: {format_validation_error(exc, cls)}") from None
         suite._root = Path(root) if root is not None else Path()
         suite._source = source
         return suite
@@ -268,7 +268,7 @@ def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list
     out = []
     for i in keep:
         value = values[i]
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value.strip():
             raise Hm3Error(
                 f"{where}: row {i} has no text in column {column!r} (got {value!r}); remove the "
                 "row or fill it in"
