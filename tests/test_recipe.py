@@ -112,3 +112,16 @@ def test_public_api_names_stay_functions_after_their_modules_are_imported():
     assert hm3.load is hm3.classifier.load
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = hm3.nope
+
+
+def test_align_block_max_length_reaches_the_fit(bert_zoo, tmp_path):
+    long = [" ".join(["good"] * 30 + ["bad"] * 30)] * 3 + toy_texts(20, seed=6)
+    write_texts(tmp_path / "texts.jsonl", long)
+    results = {}
+    for n in (4, 512):
+        cfg = _yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl", "max_length": n})
+        result = hm3.merge(MergeConfig.from_yaml(cfg), tmp_path / f"m{n}", progress=False)
+        results[n] = [t.rmse_before for t in result.alignment.tasks]
+    assert results[4] != results[512]  # truncating to 4 tokens changes what the fit sees
+    with pytest.raises(Hm3Error, match="max_length"):
+        MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "t", "max_length": 0}))

@@ -102,6 +102,7 @@ class AlignConfig(BaseModel):
     text_column: str = "text"
     ridge: float = Field(default=DEFAULT_RIDGE, ge=0)
     max_texts: int | None = Field(default=None, gt=0)
+    max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
 
 
 class MergeConfig(BaseModel):

@@ -97,6 +97,7 @@ def merge(
             ridge=spec.ridge,
             max_texts=spec.max_texts,
             batch_size=batch_size,
+            max_length=spec.max_length,
             device=device,
             force=force,
             allow_pickle=allow_pickle,
