@@ -12,6 +12,7 @@ import json
 import pytest
 
 from hm3.cli import main
+from hm3.demo.data import QUICK
 from hm3.demo.run import CASES, METHODS
 
 pytestmark = pytest.mark.slow
@@ -63,25 +64,24 @@ def test_report_holds_table1_every_case_and_the_plots(first_run):
 
 def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_cache, capsys):
     out = first_run.parent / "again"
-    code, stdout, err = _run(
-        capsys,
-        "demo",
-        "--quick",
-        "--out",
-        out,
-        "--cache",
-        demo_cache,
-        "--no-progress",
-        "--no-align",
-        "--keep-models",
-    )
+    args = ["demo", "--quick", "--out", out, "--cache", demo_cache, "--no-progress"]
+    code, stdout, err = _run(capsys, *args, "--keep-models")
     assert code == 0, err
-    assert "Table 1" in stdout and "soup" in stdout and "→" not in stdout
+    assert "Table 1" in stdout and "→" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert all(o["reused"] for o in summary["originals"])
-    merged = out / "models" / "case1" / "ties" / "config.json"
-    tasks = json.loads(merged.read_text())["hm3"]["tasks"]
+    assert summary["cases"] == json.loads((first_run / "summary.json").read_text())["cases"]
+    case1 = out / "models" / "case1"
+    tasks = json.loads((case1 / "ties" / "config.json").read_text())["hm3"]["tasks"]
     assert [t["name"] for t in tasks] == ["prompt_attack", "toxicity"]
+    # the aligned twins, written by `hm3 align` on the case's own tasks' unlabeled texts
+    texts = (case1 / "unlabeled.jsonl").read_text().splitlines()
+    aligned = json.loads((case1 / "ties+align" / "config.json").read_text())["hm3"]["align"]
+    assert aligned["n_texts"] == len(texts) == 2 * QUICK.unlabeled
+    plain = [*args[:3], first_run.parent / "plain", *args[4:], "--no-align"]
+    code, stdout, err = _run(capsys, *plain)
+    assert code == 0, err
+    assert "Table 1" in stdout and "soup" in stdout and "→" not in stdout
 
 
 def test_existing_report_is_refused_and_left_alone(first_run, demo_cache, capsys):

@@ -38,6 +38,7 @@ from hm3.alignment import DEFAULT_RIDGE, align
 from hm3.classifier import Predictor, load
 from hm3.config import MergeConfig
 from hm3.demo.data import TASKS, DemoData, prepare_data
+from hm3.demo.data_suite import write_jsonl
 from hm3.demo.shared import MemoLogits, SharedBody, fit_alignment
 from hm3.demo.sources import base_model_dir, cache_root
 from hm3.demo.summary import CaseResult, DemoResult, OriginalInfo, write_summary
@@ -145,7 +146,7 @@ def run_demo(
         zoo = train_zoo(base, data, cache_dir, seed=options.seed, progress=progress)
     with atomic_dir(out, force) as tmp:
         runners = _originals(zoo, options)
-        ctx = _Context(base, data, zoo, runners, _texts(data.unlabeled), options, tmp, say)
+        ctx = _Context(base, data, zoo, runners, _texts_by_task(data), options, tmp, say)
         with say.step("scoring each original on its own test set", "originals"):
             originals = _score_originals(ctx)
         _keep(runners)
@@ -217,7 +218,7 @@ class _Context:
     data: DemoData
     zoo: dict[str, TrainedClassifier]
     originals: dict[str, MemoLogits]  # task → its original, logits computed once per text
-    unlabeled: tuple[str, ...]  # the alignment texts
+    unlabeled: dict[str, tuple[str, ...]]  # task → its alignment texts (from its train split)
     options: DemoOptions
     tmp: Path  # the report directory being written
     say: _Steps
@@ -254,9 +255,29 @@ def _keep(originals: dict[str, MemoLogits]) -> None:
             log.warning("%s: cannot keep the original's logits (%s)", memo.store, exc)
 
 
-def _texts(path: Path) -> tuple[str, ...]:
+def _texts_by_task(data: DemoData) -> dict[str, tuple[str, ...]]:
+    """The unlabeled texts, by the task whose train split each came from, in file order.
+
+    A case is aligned on its own tasks' texts only: covering the merged tasks' domains is what
+    matters, other domains neither help nor hurt (benchmarks/RESULTS.md), and fewer texts cost
+    fewer forward passes.
+    """
+    texts = _texts_of(data.unlabeled)
+    out = {}
+    for task in TASKS:
+        train = set(_texts_of(data.tasks[task].train))
+        out[task] = tuple(t for t in texts if t in train)
+    if len(set(texts) - {t for own in out.values() for t in own}):
+        raise Hm3Error(
+            f"{data.unlabeled}: texts that are in no task's train split; the demo data is "
+            f"stale or edited: delete {data.root} and run again"
+        )
+    return out
+
+
+def _texts_of(path: Path) -> list[str]:
     batches = iter_text_batches(open_texts(path), 1024, None, TextCount())
-    return tuple(t for batch in batches for t in batch)
+    return [t for batch in batches for t in batch]
 
 
 def _score_originals(ctx: _Context) -> tuple[OriginalInfo, ...]:
@@ -284,16 +305,18 @@ def _run_case(ctx: _Context, case: CaseStudy) -> CaseResult:
     folder = ctx.tmp / "models" / case.name
     with ctx.say.step(f"{case.name}: merging {' + '.join(case.tasks)}", "merge"):
         merged = _merge_case(ctx, case, folder)
+    texts = tuple(t for task in case.tasks for t in ctx.unlabeled[task])
     step = "aligning the heads" if ctx.options.align else "loading the merges"
-    with ctx.say.step(f"{case.name}: {step} on {ctx.data.unlabeled.name}", "align"):
-        models = _predictors(ctx, merged)
+    where = f"{len(texts)} texts of {ctx.data.unlabeled.name}"
+    with ctx.say.step(f"{case.name}: {step} on {where} (the case's tasks)", "align"):
+        models = _predictors(ctx, merged, texts)
     with ctx.say.step(f"{case.name}: evaluating against the originals", "evaluate"):
         suite = load_suite(ctx.data.suite).restricted(case.tasks)
         result = ctx.evaluate(_limited(suite, ctx.options), models, case.tasks)
         write_report(result, ctx.tmp / case.name)
     if ctx.options.keep_models and ctx.options.align:
         with ctx.say.step(f"{case.name}: writing the aligned models", "align"):
-            _write_aligned(ctx, merged)
+            _write_aligned(ctx, merged, texts, folder / "unlabeled.jsonl")
     average = {m.name: m.average_f1 for m in result.models}
     per_task = {m.name: {t.task: t.f1 for t in m.tasks} for m in result.models}
     return CaseResult(case.name, case.title, case.tasks, average, per_task)
@@ -308,26 +331,31 @@ def _merge_case(ctx: _Context, case: CaseStudy, folder: Path) -> dict[str, Path]
     return {spec.name: folder / spec.name for spec in METHODS}
 
 
-def _predictors(ctx: _Context, merged: dict[str, Path]) -> dict[str, Predictor]:
-    """Every merge, and (when aligning) its aligned twin on the same body."""
+def _predictors(
+    ctx: _Context, merged: dict[str, Path], texts: tuple[str, ...]
+) -> dict[str, Predictor]:
+    """Every merge, and (when aligning) its aligned twin on the same body, fit on ``texts``."""
     opts = ctx.options
     models: dict[str, Predictor] = {}
     for name, path in merged.items():
         body = SharedBody(load(path, device=opts.device, max_length=opts.max_length))
         models[name] = body.head()
         if opts.align:
-            aligned = fit_alignment(body, ctx.originals, ctx.unlabeled, opts.ridge, opts.batch_size)
+            aligned = fit_alignment(body, ctx.originals, texts, opts.ridge, opts.batch_size)
             models[f"{name}{ALIGNED}"] = aligned
     return models
 
 
-def _write_aligned(ctx: _Context, merged: dict[str, Path]) -> None:
-    """The aligned models as directories, written by ``hm3 align`` itself."""
+def _write_aligned(
+    ctx: _Context, merged: dict[str, Path], texts: tuple[str, ...], file: Path
+) -> None:
+    """The aligned models as directories, written by ``hm3 align`` itself on ``texts``."""
     opts = ctx.options
+    write_jsonl(file, ({"text": t} for t in texts))
     for name, path in merged.items():
         align(
             path,
-            ctx.data.unlabeled,
+            file,
             path.with_name(f"{name}{ALIGNED}"),
             ridge=opts.ridge,
             batch_size=opts.batch_size,
