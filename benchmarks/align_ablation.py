@@ -30,6 +30,7 @@ Usage::
 
     python benchmarks/align_ablation.py --quick              # small data and zoo, minutes
     python benchmarks/align_ablation.py --limit 150          # full zoo, 150 rows per dataset
+    python benchmarks/align_ablation.py --sizes 1000,2000 --sets all   # does it saturate?
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
 COVERAGE, QUICK_COVERAGE = 200, 48
 RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
 TABLE_RIDGES = (0.0, 0.01, 0.1, 1.0, 10.0)  # the per-case tables; the summary shows all
+KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
 MAX_LENGTH = TrainSettings.max_length  # what the demo aligns and evaluates with
 
@@ -112,6 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--limit", type=int, default=None, help="suite rows per dataset (seeded sample)")
     add("--cases", default=",".join(c.name for c in CASES), help="comma list of case studies")
     add("--methods", default=",".join(m.name for m in METHODS), help="comma list of methods")
+    add(
+        "--sets", default=",".join(KINDS), help=f"comma list of text-set kinds ({', '.join(KINDS)})"
+    )
     add("--batch-size", type=int, default=64, help="texts per forward pass (demo default 64)")
     add("--seed", type=int, default=0, help="data, zoo, merge and text-set seed")
     add("--no-progress", action="store_true", help="no progress bars")
@@ -171,22 +176,30 @@ def write_set(folder: Path, name: str, texts: list[str], label: str, source: str
 
 
 def text_sets(
-    case: CaseStudy, data: DemoData, pools: dict, folder: Path, sizes: Sequence[int], cov: int
+    case: CaseStudy,
+    data: DemoData,
+    pools: dict,
+    folder: Path,
+    sizes: Sequence[int],
+    cov: int,
+    kinds: Sequence[str] = KINDS,
 ) -> list[TextSet]:
     """The text sets one case is aligned on (``own`` left out when the case has every task)."""
     every = list(TASKS)
     first = case.tasks[0]
-    specs = [(f"all-{n}", f"all {n}", every, n) for n in sizes]
+    specs = [("all", f"all-{n}", f"all {n}", every, n) for n in sizes]
     if set(case.tasks) != set(every):
-        specs.append((f"own-{case.name}-{cov}", f"own {cov}", list(case.tasks), cov))
-    specs.append((f"one-{first}-{cov}", f"one:{first} {cov}", [first], cov))
-    specs.append((f"ood-{cov}", f"ood {cov}", ["ood"], cov))
+        specs.append(("own", f"own-{case.name}-{cov}", f"own {cov}", list(case.tasks), cov))
+    specs.append(("one", f"one-{first}-{cov}", f"one:{first} {cov}", [first], cov))
+    specs.append(("ood", f"ood-{cov}", f"ood {cov}", ["ood"], cov))
     sets = [
         write_set(folder, name, draw(pools, sources, n), label, "+".join(sources))
-        for name, label, sources, n in specs
+        for kind, name, label, sources, n in specs
+        if kind in kinds
     ]
-    demo = _read_texts(data.unlabeled)
-    sets.append(TextSet(f"demo {len(demo)}", data.unlabeled, len(demo), "demo unlabeled.jsonl"))
+    if "demo" in kinds:
+        demo = _read_texts(data.unlabeled)
+        sets.append(TextSet(f"demo {len(demo)}", data.unlabeled, len(demo), "demo unlabeled.jsonl"))
     return sets
 
 
@@ -342,7 +355,9 @@ def run_case(case, data, base, zoo, pools, originals, args) -> dict:
     """One case study: its text sets, every method, and the originals' reference."""
     suite = limited(data.suite, args.limit, case.tasks)
     datasets = load_datasets(suite)
-    sets = text_sets(case, data, pools, args.workdir / "texts", args.size_values, args.cov)
+    sets = text_sets(
+        case, data, pools, args.workdir / "texts", args.size_values, args.cov, args.kinds
+    )
     reference = {t: originals[t] for t in case.tasks}
     out = {
         "tasks": list(case.tasks),
@@ -366,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     args.size_values = _ints(args.sizes, QUICK_SIZES if args.quick else SIZES)
     args.cov = args.coverage_size or (QUICK_COVERAGE if args.quick else COVERAGE)
     args.ridge_values = tuple(float(r) for r in args.ridges.split(","))
+    args.kinds = [k.strip() for k in args.sets.split(",") if k.strip()]
+    if unknown := [k for k in args.kinds if k not in KINDS]:
+        sys.exit(f"--sets {','.join(unknown)}: unknown; valid: {', '.join(KINDS)}")
     cases = _picked(args.cases, CASES, "cases")
     args.method_specs = _picked(args.methods, METHODS, "methods")
     # check on the case with the fewest suite texts: case2 when it is run
