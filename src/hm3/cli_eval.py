@@ -24,7 +24,7 @@ from hm3.cli_common import (
 )
 from hm3.defaults import DEFAULT_RIDGE
 
-DEMO_EVAL_LIMIT = 80  # rows per dataset: a cached `hm3 demo` stays within 3 minutes on 2 cores
+DEMO_EVAL_LIMIT = 60  # rows per dataset: a cached `hm3 demo` stays within 3 minutes on 2 cores
 
 
 def evaluate(
