@@ -2,10 +2,11 @@
 
 What it does: gets the demo zoo exactly as ``hm3 demo`` does (pinned data, seeded splits,
 cached fine-tuning), merges each case study of :data:`hm3.demo.run.CASES` with each method of
-:data:`hm3.demo.run.METHODS`, and for every unlabeled text set runs
-:func:`hm3.alignment.collect` once, then solves for every ridge and scores the aligned model
-on the case's tasks of the paper-style suite (average macro-F1, the definition of
-:func:`hm3.evaluation.evaluate`). Reference rows: the unaligned merge and the originals.
+:data:`hm3.demo.run.METHODS` (or those ``--methods`` names, e.g. ``ties:0.7``), and for every
+unlabeled text set runs :func:`hm3.alignment.collect` once, then solves for every ridge and
+scores the aligned model on the case's tasks of the paper-style suite (average macro-F1, the
+definition of :func:`hm3.evaluation.evaluate`). Reference rows: the unaligned merge
+and the originals.
 
 Text sets (seeded; every task's train split is shuffled once and sets take its first rows, so
 ``all 50 ⊂ all 200 ⊂ all 1000``):
@@ -14,7 +15,8 @@ Text sets (seeded; every task's train split is shuffled once and sets take its f
 * ``own N``   evenly from the case's own tasks only (N = ``--coverage-size``);
 * ``one:T N`` from one task only: the case's first task T;
 * ``ood N``   out of the tasks' domains: the demo's benign control (LLM user questions);
-* ``demo``    the demo's own ``unlabeled.jsonl`` (what ``hm3 demo`` aligns on).
+* ``demo``    the demo's own ``unlabeled.jsonl``: 100 train texts per task, what ``hm3 demo``
+  aligns all4 on (it aligns a two-task case on its own tasks' 200 of them, a set like ``own``).
 
 Fast path: the merged model's projection inputs on the suite texts are computed once per merge
 (:func:`hm3.align_features.features`), and every solution's weight and bias are applied to them,
@@ -31,6 +33,7 @@ Usage::
     python benchmarks/align_ablation.py --quick              # small data and zoo, minutes
     python benchmarks/align_ablation.py --limit 150          # full zoo, 150 rows per dataset
     python benchmarks/align_ablation.py --sizes 1000,2000 --sets all   # does it saturate?
+    python benchmarks/align_ablation.py --cases case2 --methods ties:0.3,ties:0.9   # densities
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from hm3.demo.run import (
     CASES,
     METHODS,
     CaseStudy,
+    MethodSpec,
     base_model_dir,
     merge_config,
     prepare_data,
@@ -70,13 +74,14 @@ from hm3.demo.run import (
 from hm3.demo.train import TrainedClassifier, TrainSettings
 from hm3.evaluation import evaluate
 from hm3.labels import Task
+from hm3.methods.registry import METHODS as MERGE_METHODS
 from hm3.recipe import merge
 from hm3.suite import Dataset, Suite, load_datasets, load_suite
 
 SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
 COVERAGE, QUICK_COVERAGE = 200, 48
 RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
-TABLE_RIDGES = (0.0, 0.01, 0.1, 1.0, 10.0)  # the per-case tables; the summary shows all
+TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0)  # per-case tables (0.03: the default)
 KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
 MAX_LENGTH = TrainSettings.max_length  # what the demo aligns and evaluates with
@@ -113,7 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ridges", default=",".join(map(str, RIDGES)), help="comma list of relative ridges")
     add("--limit", type=int, default=None, help="suite rows per dataset (seeded sample)")
     add("--cases", default=",".join(c.name for c in CASES), help="comma list of case studies")
-    add("--methods", default=",".join(m.name for m in METHODS), help="comma list of methods")
+    add(
+        "--methods",
+        default=",".join(m.name for m in METHODS),
+        help="comma list: the demo's methods by name, or any merge method as METHOD[:DENSITY] "
+        "(e.g. ties:0.7,task_arithmetic)",
+    )
     add(
         "--sets", default=",".join(KINDS), help=f"comma list of text-set kinds ({', '.join(KINDS)})"
     )
@@ -134,6 +144,28 @@ def _picked(names: str, known: Sequence, what: str) -> list:
     if unknown:
         sys.exit(f"--{what} {','.join(unknown)}: unknown; valid: {', '.join(by_name)}")
     return [by_name[n] for n in wanted]
+
+
+def _method_specs(names: str) -> list[MethodSpec]:
+    """The demo's methods by name; other entries are ``METHOD[:DENSITY]`` of any hm3 method."""
+    demo = {m.name: m for m in METHODS}
+    specs = []
+    for entry in (n.strip() for n in names.split(",")):
+        if not entry:
+            continue
+        if entry in demo:
+            specs.append(demo[entry])
+            continue
+        method, _, density = entry.partition(":")
+        if method not in MERGE_METHODS:
+            valid = ", ".join(dict.fromkeys([*demo, *MERGE_METHODS]))
+            sys.exit(f"--methods {entry}: unknown method {method!r}; valid: {valid}")
+        try:
+            params = {"density": float(density)} if density else {}
+        except ValueError:
+            sys.exit(f"--methods {entry}: density {density!r} is not a number (e.g. ties:0.7)")
+        specs.append(MethodSpec(entry.replace(":", "-"), method, params))
+    return specs
 
 
 # ---------------------------------------------------------------- unlabeled text sets
@@ -385,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [k for k in args.kinds if k not in KINDS]:
         sys.exit(f"--sets {','.join(unknown)}: unknown; valid: {', '.join(KINDS)}")
     cases = _picked(args.cases, CASES, "cases")
-    args.method_specs = _picked(args.methods, METHODS, "methods")
+    args.method_specs = _method_specs(args.methods)
     # check on the case with the fewest suite texts: case2 when it is run
     args.check_case = "case2" if any(c.name == "case2" for c in cases) else cases[0].name
     args.workdir.mkdir(parents=True, exist_ok=True)
