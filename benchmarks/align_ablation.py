@@ -137,8 +137,12 @@ def _ints(text: str | None, default: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",")) if text else tuple(default)
 
 
+def _comma_list(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _picked(names: str, known: Sequence, what: str) -> list:
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = _comma_list(names)
     by_name = {k.name: k for k in known}
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
@@ -150,9 +154,7 @@ def _method_specs(names: str) -> list[MethodSpec]:
     """The demo's methods by name; other entries are ``METHOD[:DENSITY]`` of any hm3 method."""
     demo = {m.name: m for m in METHODS}
     specs = []
-    for entry in (n.strip() for n in names.split(",")):
-        if not entry:
-            continue
+    for entry in _comma_list(names):
         if entry in demo:
             specs.append(demo[entry])
             continue
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     args.size_values = _ints(args.sizes, QUICK_SIZES if args.quick else SIZES)
     args.cov = args.coverage_size or (QUICK_COVERAGE if args.quick else COVERAGE)
     args.ridge_values = tuple(float(r) for r in args.ridges.split(","))
-    args.kinds = [k.strip() for k in args.sets.split(",") if k.strip()]
+    args.kinds = _comma_list(args.sets)
     if unknown := [k for k in args.kinds if k not in KINDS]:
         sys.exit(f"--sets {','.join(unknown)}: unknown; valid: {', '.join(KINDS)}")
     cases = _picked(args.cases, CASES, "cases")

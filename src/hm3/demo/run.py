@@ -267,7 +267,7 @@ def _texts_by_task(data: DemoData) -> dict[str, tuple[str, ...]]:
     for task in TASKS:
         train = set(_texts_of(data.tasks[task].train))
         out[task] = tuple(t for t in texts if t in train)
-    if len(set(texts) - {t for own in out.values() for t in own}):
+    if set(texts) - {t for own in out.values() for t in own}:
         raise Hm3Error(
             f"{data.unlabeled}: texts that are in no task's train split; the demo data is "
             f"stale or edited: delete {data.root} and run again"
