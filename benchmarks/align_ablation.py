@@ -34,6 +34,10 @@ Usage::
     python benchmarks/align_ablation.py --limit 150          # full zoo, 150 rows per dataset
     python benchmarks/align_ablation.py --sizes 1000,2000 --sets all   # does it saturate?
     python benchmarks/align_ablation.py --cases case2 --methods ties:0.3,ties:0.9   # densities
+    python benchmarks/align_ablation.py --methods ties,regmean:0.9 --sizes 1000 --sets all
+
+``regmean`` computes each model's Gram matrices on ``--regmean-texts`` texts of its own task's
+train split (the first ones of the same seeded order the text sets use).
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ from hm3.suite import Dataset, Suite, load_datasets, load_suite
 
 SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
 COVERAGE, QUICK_COVERAGE = 200, 48
+REGMEAN_TEXTS = 250  # per model, its own train texts (RegMean's Gram matrices)
 RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
 TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0)  # per-case tables (0.03: the default)
 KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
@@ -122,7 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--methods",
         default=",".join(m.name for m in METHODS),
         help="comma list: the demo's methods by name, or any merge method as METHOD[:DENSITY] "
-        "(e.g. ties:0.7,task_arithmetic)",
+        "(e.g. ties:0.7,task_arithmetic; regmean:ALPHA, e.g. regmean:0.9)",
+    )
+    add(
+        "--regmean-texts",
+        type=int,
+        default=REGMEAN_TEXTS,
+        help=f"regmean: each model's Gram texts, from its train split (default {REGMEAN_TEXTS})",
     )
     add(
         "--sets", default=",".join(KINDS), help=f"comma list of text-set kinds ({', '.join(KINDS)})"
@@ -158,14 +169,15 @@ def _method_specs(names: str) -> list[MethodSpec]:
         if entry in demo:
             specs.append(demo[entry])
             continue
-        method, _, density = entry.partition(":")
+        method, _, value = entry.partition(":")
         if method not in MERGE_METHODS:
             valid = ", ".join(dict.fromkeys([*demo, *MERGE_METHODS]))
             sys.exit(f"--methods {entry}: unknown method {method!r}; valid: {valid}")
+        key = "alpha" if method == "regmean" else "density"
         try:
-            params = {"density": float(density)} if density else {}
+            params = {key: float(value)} if value else {}
         except ValueError:
-            sys.exit(f"--methods {entry}: density {density!r} is not a number (e.g. ties:0.7)")
+            sys.exit(f"--methods {entry}: {key} {value!r} is not a number (e.g. ties:0.7)")
         specs.append(MethodSpec(entry.replace(":", "-"), method, params))
     return specs
 
@@ -339,12 +351,19 @@ def check_fast_path(
     }
 
 
-def run_method(case, spec, base, zoo, sets, datasets, suite, args, need_check) -> dict:
+def regmean_texts(case: CaseStudy, pools: dict, folder: Path, n: int) -> dict[str, Path]:
+    """Each task's first ``n`` pool texts (its own train split): what regmean's Grams see."""
+    return {
+        t: write_set(folder, f"regmean-{t}-{n}", draw(pools, [t], n), t, t).path for t in case.tasks
+    }
+
+
+def run_method(case, spec, base, zoo, sets, datasets, suite, args, need_check, gram) -> dict:
     """Merge one case with one method, then align on every text set and sweep the ridges."""
     merged = args.workdir / "models" / case.name / spec.name
     started = time.perf_counter()
     merge(
-        merge_config(case, spec, base, zoo, args.seed),
+        merge_config(case, spec, base, zoo, args.seed, gram),
         merged,
         force=True,
         progress=not args.no_progress,
@@ -400,11 +419,12 @@ def run_case(case, data, base, zoo, pools, originals, args) -> dict:
         "text_sets": {s.label: {"n": s.n, "source": s.source, "path": str(s.path)} for s in sets},
         "methods": {},
     }
+    gram = regmean_texts(case, pools, args.workdir / "texts", args.regmean_texts)
     for spec in args.method_specs:
         need_check = case.name == args.check_case and spec == args.method_specs[0]
         print(f"· {case.name} / {spec.name}", flush=True)
         out["methods"][spec.name] = run_method(
-            case, spec, base, zoo, sets, datasets, suite, args, need_check
+            case, spec, base, zoo, sets, datasets, suite, args, need_check, gram
         )
     return out
 

@@ -100,6 +100,10 @@ def mergekit_merge(
     return merged
 
 
+#: RegMean is not in mergekit 0.1.5; tests/test_regmean.py checks it against its closed form
+MERGEKIT_METHODS = [name for name in METHODS if name != "regmean"]
+
+
 def mergekit_with_our_masks(monkeypatch, draw_seeds: Sequence[int], run):
     """Call ``run()`` with mergekit's j-th ``torch.bernoulli`` draw seeded by draw_seeds[j]."""
     real = torch.bernoulli
@@ -146,7 +150,7 @@ def check_parity(monkeypatch, name: str, params: Sequence[ModelParams], options:
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
 @pytest.mark.parametrize("params", PARAMS.values(), ids=PARAMS.keys())
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", MERGEKIT_METHODS)
 def test_parity_at_density_one(monkeypatch, name, params, options):
     check_parity(monkeypatch, name, at_density_one(params), options)
 
@@ -159,8 +163,9 @@ def test_parity_below_density_one(monkeypatch, name, params, options):
 
 
 def test_every_method_is_checked_against_mergekit():
-    assert set(METHODS) == {"linear", "task_arithmetic", *MAGNITUDE, *RANDOM}
-    for name, method in METHODS.items():
+    assert set(MERGEKIT_METHODS) == {"linear", "task_arithmetic", *MAGNITUDE, *RANDOM}
+    for name in MERGEKIT_METHODS:
+        method = METHODS[name]
         spec = mergekit_registry.get(name).spec
         assert spec.reference_url == method.reference
         defaults = {p.name: p.default for p in spec.parameters}

@@ -14,6 +14,11 @@ The format follows mergekit's so its users feel at home (see DESIGN.md, "Formats
     dtype: float32
     no_base: mean                       # tensors the base lacks: mean | method
 
+``merge_method: regmean`` also needs each model's texts: ``models[i].texts`` (its own domain),
+else the file of a top-level ``regmean: {texts: ...}`` block, which also sets ``text_column``,
+``max_texts`` (per model) and ``max_length``; ``parameters: {alpha: 0.9}`` is its off-diagonal
+scale.
+
 Relative model paths are resolved against the YAML file's directory. Every model is frozen
 and rejects unknown keys; :meth:`MergeConfig.from_yaml` turns any problem into one
 :class:`~hm3.errors.Hm3Error` that names the file, the key and the fix. This module opens no
@@ -22,9 +27,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from hm3.config_yaml import did_you_mean, format_validation_error, load_yaml_mapping
 from hm3.defaults import DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 from hm3.methods import METHODS, ModelParams
@@ -67,6 +70,7 @@ class MethodParameters(ModelParameters):
     normalize: bool | None = None
     rescale: bool | None = None
     lambda_: float | None = Field(default=None, alias="lambda")
+    alpha: float | None = Field(default=None, ge=0, le=1)  # regmean's off-diagonal scale
 
     def model_defaults(self) -> dict[str, float]:
         return ModelParameters(
@@ -83,6 +87,7 @@ class ModelEntry(BaseModel):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
     labels: tuple[str, ...] | None = None
     parameters: ModelParameters = ModelParameters()
+    texts: str | None = Field(default=None, min_length=1)  # regmean: this model's own texts
 
 
 class HeadsConfig(BaseModel):
@@ -105,6 +110,17 @@ class AlignConfig(BaseModel):
     max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
 
 
+class RegMeanConfig(BaseModel):
+    """Where ``merge_method: regmean`` reads texts: the default file and how to read it."""
+
+    model_config = _FROZEN
+
+    texts: str | None = Field(default=None, min_length=1)  # for models without their own
+    text_column: str = "text"
+    max_texts: int | None = Field(default=1000, gt=0)  # per model; null: the whole file
+    max_length: int = Field(default=512, gt=0)  # tokens per text
+
+
 class MergeConfig(BaseModel):
     """A whole merge recipe. Build it with :meth:`from_yaml` or from keyword arguments."""
 
@@ -118,6 +134,7 @@ class MergeConfig(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     heads: HeadsConfig | None = None
     align: AlignConfig | None = None
+    regmean: RegMeanConfig | None = None
     #: tensors the base lacks (a bare RoBERTa's ``classifier.dense``): ``mean`` merges them as
     #: the models' plain mean; ``method`` makes that mean their base and runs the method on it
     #: (what mergekit does on ``hm3 expand`` output). ``linear`` reads no base: unaffected.
@@ -156,7 +173,54 @@ class MergeConfig(BaseModel):
                 f"models: task name(s) {', '.join(dupes)} given twice; names must differ"
             )
         self._check_weights()
+        self._check_regmean()
+        self._check_texts()
         return self
+
+    def _check_regmean(self) -> None:
+        """RegMean's options, early: its statistics take minutes to collect."""
+        regmean = self.merge_method == "regmean"
+        if self.parameters.alpha is not None and not regmean:
+            raise ValueError(
+                f"parameters: alpha is read only by merge_method 'regmean' (not "
+                f"{self.merge_method!r}); remove it"
+            )
+        if not regmean:
+            return
+        p = self.parameters
+        given = [k for k, v in (("normalize", p.normalize), ("rescale", p.rescale),
+                                ("lambda", p.lambda_)) if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"parameters: {', '.join(given)} not used by merge_method 'regmean' (it reads "
+                "alpha and each model's weight); remove it"
+            )
+        bad = [(i, w.weight) for i, w in enumerate(self.model_params()) if not w.weight > 0]
+        if bad:
+            raise ValueError(
+                f"models[{bad[0][0]}]: weight {bad[0][1]!r}; regmean weights scale each model's "
+                "share of the fit and must be > 0"
+            )
+
+    def _check_texts(self) -> None:
+        given = [f"models[{i}].texts" for i, m in enumerate(self.models) if m.texts]
+        if self.regmean is not None:
+            given.insert(0, "regmean")
+        if self.merge_method != "regmean":
+            if given:
+                raise ValueError(
+                    f"{given[0]}: texts are read only by merge_method 'regmean' (not "
+                    f"{self.merge_method!r}); remove it, or use `align:` for head alignment"
+                )
+            return
+        default = self.regmean.texts if self.regmean is not None else None
+        missing = [i for i, m in enumerate(self.models) if not (m.texts or default)]
+        if missing:
+            raise ValueError(
+                f"models[{missing[0]}]: merge_method 'regmean' needs texts for every model; "
+                "give it `texts: FILE` (unlabeled texts of its own domain) or set a default "
+                "with `regmean: {texts: FILE}`"
+            )
 
     def _check_weights(self) -> None:
         method = METHODS[self.merge_method]
@@ -212,90 +276,3 @@ class MergeConfig(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False)
-
-
-def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file."""
-    if not path.is_file():
-        raise Hm3Error(f"{path}: {what} file not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        detail = " ".join(str(exc).split())  # one line: YAML errors quote the source
-        raise Hm3Error(f"{path}: not valid YAML ({detail})") from None
-    if not isinstance(data, dict):
-        raise Hm3Error(f"{path}: expected a YAML mapping of keys to values at the top level")
-    return data
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One readable line per problem: where, what was wrong, what was given.
-
-    With ``model`` (the validated class), an unknown key lists the valid keys at its level.
-    """
-    lines = []
-    errors = exc.errors(include_url=False)
-    inner = {e["loc"][:n] for e in errors for n in range(len(e["loc"]))}
-    for err in errors:
-        if err["type"] == "too_short" and err["loc"] in inner:
-            continue  # a list whose bad items are reported: its length error is noise
-        loc = _format_loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(_unknown_key(err["loc"], model))
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        given = err.get("input")
-        quiet = isinstance(given, dict | list) or err["type"] == "missing" or repr(given) in msg
-        shown = "" if quiet else f" (got {given!r})"
-        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
-    return "; ".join(lines)
-
-
-def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""`` when none is close."""
-    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
-    where = _format_loc(loc)
-    keys = _keys_at(model, loc[:-1]) if model is not None else None
-    if not keys:
-        return f"unknown key {where!r}; check its spelling against the documented keys"
-    parent = f"in {_format_loc(loc[:-1])}" if loc[:-1] else "at the top level"
-    return (
-        f"unknown key {where!r}{did_you_mean(loc[-1], keys)}; valid keys {parent}: "
-        f"{', '.join(keys)}"
-    )
-
-
-def _keys_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
-    """The keys a model accepts at ``path`` (field names, by alias), or [] if unknown."""
-    cls: type[BaseModel] | None = model
-    for part in path:
-        if isinstance(part, int):
-            continue  # an item of a list of models
-        field = cls.model_fields.get(part) if cls is not None else None
-        cls = _model_in(field.annotation) if field is not None else None
-    if cls is None:
-        return []
-    return [f.alias or name for name, f in cls.model_fields.items()]
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None`` or ``tuple[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from hm3.config import MergeConfig
+from hm3.errors import Hm3Error
 from hm3.merging import DTYPES, constant_value, write_config
 from hm3.methods import METHODS, ModelParams
 from hm3.output import atomic_dir, check_output
@@ -39,6 +40,11 @@ def expand(
 ) -> Path:
     """Write the HM3-expanded inputs of ``config`` to ``out``; return ``out``."""
     out = Path(out)
+    if config.merge_method == "regmean":
+        raise Hm3Error(
+            "merge_method regmean: mergekit 0.1.5 has no RegMean, so `hm3 expand` cannot write a "
+            "mergekit.yaml for it; merge with `hm3 merge`, or expand with another method"
+        )
     check_output(out, force)
     plan = build_plan(config, allow_pickle=allow_pickle)
     try:

@@ -27,9 +27,11 @@ from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
 from hm3.labels import Task, id2label, metadata_block
 from hm3.methods import METHODS, MergeOptions
+from hm3.methods.regmean import DEFAULT_ALPHA
 from hm3.output import atomic_dir, check_output
 from hm3.plan import MergePlan, TensorPlan, all_finite, build_plan
 from hm3.progress import progress_bar
+from hm3.regmean_stats import RegMeanStats
 from hm3.st_writer import SafetensorsWriter
 from hm3.tokenizer_files import copy_tokenizer, has_tokenizer
 
@@ -55,6 +57,7 @@ def merge(
     dtype: str | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
+    regmean: RegMeanStats | None = None,
 ) -> MergeResult:
     """Merge the models of ``config`` into a new classifier directory ``out``.
 
@@ -66,6 +69,8 @@ def merge(
         dtype: output dtype, overriding ``config.dtype``.
         allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
         progress: show a progress bar.
+        regmean: ``merge_method: regmean`` only: the models' summed Gram statistics
+            (:func:`hm3.regmean_stats.collect`; :func:`hm3.merge` collects them).
 
     Returns:
         A :class:`MergeResult` with the output path and its tasks.
@@ -77,10 +82,11 @@ def merge(
     dev = _device(device)
     plan = build_plan(config, allow_pickle=allow_pickle)
     try:
+        _check_regmean(plan, regmean)
         check_output(out, force, inputs=[plan.base.path, *plan.model_dirs])
         with atomic_dir(out, force) as tmp:
-            _write_weights(plan, tmp / "model.safetensors", dev, out_dtype, progress)
-            write_config(plan, tmp, dtype or config.dtype, merged=True)
+            _write_weights(plan, tmp / "model.safetensors", dev, out_dtype, progress, regmean)
+            write_config(plan, tmp, dtype or config.dtype, merged=True, regmean=regmean)
             _copy_tokenizer(plan, tmp)
             (tmp / "README.md").write_text(
                 render_card(plan, dtype or config.dtype), encoding="utf-8"
@@ -100,8 +106,28 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _check_regmean(plan: MergePlan, regmean: RegMeanStats | None) -> None:
+    if (plan.config.merge_method == "regmean") != (regmean is not None):
+        raise Hm3Error(
+            "merge_method regmean needs the models' Gram statistics and no other method takes "
+            "them; merge with `hm3 merge` or hm3.merge(), which collect them from the texts"
+        )
+    kinds = {tp.name: tp.kind for tp in plan.tensors}
+    odd = [n for n in (regmean.sums if regmean else ()) if kinds.get(n) not in ("body", "no_base")]
+    if odd:
+        raise Hm3Error(
+            f"regmean: statistics for {odd[0]}, which is not a body tensor of "
+            f"{plan.models[0].label}; collect them from the models of this config"
+        )
+
+
 def _write_weights(
-    plan: MergePlan, file: Path, device: torch.device, out_dtype: torch.dtype, progress: bool
+    plan: MergePlan,
+    file: Path,
+    device: torch.device,
+    out_dtype: torch.dtype,
+    progress: bool,
+    regmean: RegMeanStats | None = None,
 ) -> None:
     specs = [
         (tp.name, tp.shape, out_dtype if tp.kind != "constant" else tp.dtype) for tp in plan.tensors
@@ -113,7 +139,7 @@ def _write_weights(
     ):
         task = bar.add_task("merging", total=len(plan.tensors))
         for tp in plan.tensors:
-            value = merge_tensor(plan, tp, device)
+            value = merge_tensor(plan, tp, device, regmean)
             writer.write(tp.name, value if tp.kind == "constant" else value.to(out_dtype))
             bar.advance(task)
 
@@ -137,10 +163,16 @@ def arithmetic_threads(device: torch.device) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def merge_tensor(plan: MergePlan, tp: TensorPlan, device: torch.device) -> torch.Tensor:
+def merge_tensor(
+    plan: MergePlan, tp: TensorPlan, device: torch.device, regmean: RegMeanStats | None = None
+) -> torch.Tensor:
     """The merged value of one tensor (float32, or the stored dtype for non-float buffers)."""
     if tp.kind == "constant":
         return constant_value(plan, tp)
+    if regmean is not None and tp.name in regmean.sums:  # a linear weight: RegMean's solve
+        alpha = plan.config.parameters.alpha
+        solved = regmean.sums[tp.name].solve(DEFAULT_ALPHA if alpha is None else alpha, tp.name)
+        return _finite(tp, solved.float()).to("cpu")
     method = METHODS[plan.config.merge_method]
     base, stacked = plan.inputs(tp, device, with_base=method.uses_base)
     if tp.kind == "no_base" and method.uses_base:  # no task vector: see MergeConfig.no_base
@@ -154,17 +186,22 @@ def merge_tensor(plan: MergePlan, tp: TensorPlan, device: torch.device) -> torch
             normalize=params.normalize,
             rescale=params.rescale,
             lambda_=1.0 if params.lambda_ is None else params.lambda_,
+            alpha=params.alpha,
         )
         merged = method.merge(
             base, stacked, plan.config.model_params(), options, generators, overwrite=True
         )  # the stacked inputs are ours: the method may reuse them as its working buffer
     del base, stacked
+    return _finite(tp, merged).to("cpu")
+
+
+def _finite(tp: TensorPlan, merged: torch.Tensor) -> torch.Tensor:
     if not all_finite(merged):
         raise Hm3Error(
             f"merged tensor {tp.name} has NaN or Inf values; check the merge parameters "
             "(weights, lambda) of the config"
         )
-    return merged.to("cpu")
+    return merged
 
 
 def _generators(plan: MergePlan, name: str, device: torch.device) -> list[torch.Generator]:
@@ -187,7 +224,9 @@ def constant_value(plan: MergePlan, tp: TensorPlan) -> torch.Tensor:
     return values[0]
 
 
-def write_config(plan: MergePlan, dest: Path, dtype: str, *, merged: bool) -> dict:
+def write_config(
+    plan: MergePlan, dest: Path, dtype: str, *, merged: bool, regmean: RegMeanStats | None = None
+) -> dict:
     """Write the merged (or expanded) model's ``config.json`` with ``id2label`` and ``hm3``."""
     config = {k: v for k, v in plan.models[0].config.items() if k not in ("_name_or_path", "hm3")}
     config.pop("problem_type", None)
@@ -209,6 +248,8 @@ def write_config(plan: MergePlan, dest: Path, dtype: str, *, merged: bool) -> di
         "dtype": dtype,
         "no_base": plan.config.no_base,
     }
+    if regmean is not None:
+        merge_meta["regmean"] = regmean.record()
     config["hm3"] = metadata_block(plan.tasks, merge_meta)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return config

@@ -6,6 +6,8 @@ directory beside ``out`` and :func:`hm3.alignment.align` writes the aligned mode
 ``out`` appears once, complete, or not at all; the scratch directory is always removed. The
 originals are the merged models themselves (each task's recorded ``source``), and relative
 text paths are resolved against the YAML file's directory, like model paths.
+``merge_method: regmean`` first runs every model over its own texts
+(:func:`hm3.regmean_stats.collect`) and hands the Gram statistics to the merge.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from pathlib import Path
 
 from hm3.align_texts import open_texts
 from hm3.alignment import AlignResult, align
-from hm3.config import MergeConfig
+from hm3.checkpoint import locate
+from hm3.config import MergeConfig, RegMeanConfig
 from hm3.errors import Hm3Error
 from hm3.merging import MergeResult
 from hm3.merging import merge as merge_weights
 from hm3.output import check_output
+from hm3.regmean_stats import ModelTexts
+from hm3.regmean_stats import collect as collect_grams
 
 
 @dataclass(frozen=True)
@@ -59,37 +64,50 @@ def merge(
         A :class:`RecipeResult`: the merged (and aligned) model's path, tasks and timings.
     """
     out = Path(out)
-    if config.align is None:
-        result = merge_weights(
+    started = time.perf_counter()
+    # texts are checked before any model runs, so a wrong path or column fails in seconds,
+    # named as in the YAML
+    gram_texts = _regmean_texts(config)
+    texts = None
+    if config.align is not None:
+        texts = open_texts(
+            _texts_path(config, config.align.texts, "align.texts"),
+            config.align.text_column,
+            options=("align.texts", "align.text_column"),
+        )
+    check_output(out, force)
+
+    def merge_into(target: Path, force_target: bool) -> MergeResult:
+        stats = None
+        if gram_texts is not None:
+            stats = collect_grams(
+                gram_texts,
+                max_texts=config.regmean.max_texts if config.regmean else 1000,
+                max_length=config.regmean.max_length if config.regmean else 512,
+                batch_size=batch_size,
+                device=device,
+                allow_pickle=allow_pickle,
+                progress=progress,
+            )
+        return merge_weights(
             config,
-            out,
-            force=force,
+            target,
+            force=force_target,
             device=device,
             dtype=dtype,
             allow_pickle=allow_pickle,
             progress=progress,
+            regmean=stats,
         )
-        return RecipeResult(**vars(result))
-    started = time.perf_counter()
+
     spec = config.align
-    # checked before the merge, so a wrong path or column fails in seconds, named as in the YAML
-    texts = open_texts(
-        _texts_path(config, spec.texts),
-        spec.text_column,
-        options=("align.texts", "align.text_column"),
-    )
-    check_output(out, force)
+    if spec is None or texts is None:
+        result = merge_into(out, force)
+        return RecipeResult(**{**vars(result), "seconds": time.perf_counter() - started})
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
     try:
-        merged = merge_weights(
-            config,
-            scratch / "merged",
-            device=device,
-            dtype=dtype,
-            allow_pickle=allow_pickle,
-            progress=progress,
-        )
+        merged = merge_into(scratch / "merged", False)
         aligned = align(
             merged.path,
             texts,
@@ -109,12 +127,36 @@ def merge(
     return RecipeResult(**vars(base), alignment=aligned)
 
 
-def _texts_path(config: MergeConfig, texts: str) -> Path:
+def _regmean_texts(config: MergeConfig) -> list[ModelTexts] | None:
+    """Each model's checked text file for ``merge_method: regmean`` (else ``None``)."""
+    if config.merge_method != "regmean":
+        return None
+    spec = config.regmean or RegMeanConfig()
+    column = spec.text_column
+    found = []
+    for i, (entry, params) in enumerate(zip(config.models, config.model_params(), strict=True)):
+        option = f"models[{i}].texts" if entry.texts else "regmean.texts"
+        given = entry.texts or spec.texts
+        if given is None:  # MergeConfig refuses this; kept for configs built without it
+            raise Hm3Error(f"models[{i}]: regmean needs texts; set {option}")
+        path = _texts_path(config, given, option)
+        found.append(
+            ModelTexts(
+                entry.name or Path(entry.model.rstrip("/")).name,
+                str(locate(config.resolve(entry.model), f"models[{i}]")),
+                params.weight,
+                open_texts(path, column, options=(option, "regmean.text_column")),
+            )
+        )
+    return found
+
+
+def _texts_path(config: MergeConfig, texts: str, option: str) -> Path:
     path = Path(config.resolve(texts)).expanduser()
     if not path.is_file():
         where = f" (relative to {config.root})" if config.root and not path.is_absolute() else ""
         raise Hm3Error(
-            f"align.texts: file {texts} not found{where}; give a .jsonl, .csv or "
+            f"{option}: file {texts} not found{where}; give a .jsonl, .csv or "
             ".parquet file of unlabeled texts"
         )
     return path

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from hm3.config import format_validation_error, load_yaml_mapping
+from hm3.config_yaml import format_validation_error, load_yaml_mapping
 from hm3.errors import Hm3Error
 from hm3.jsonl import jsonl_records
 

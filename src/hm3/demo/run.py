@@ -372,17 +372,27 @@ def _limited(suite: Suite, options: DemoOptions) -> Suite:
 
 
 def merge_config(
-    case: CaseStudy, spec: MethodSpec, base: Path, zoo: dict[str, TrainedClassifier], seed: int
+    case: CaseStudy,
+    spec: MethodSpec,
+    base: Path,
+    zoo: dict[str, TrainedClassifier],
+    seed: int,
+    texts: dict[str, Path] | None = None,
 ) -> MergeConfig:
-    """The merge recipe of one case study and method, on the zoo's originals."""
+    """The merge recipe of one case study and method, on the zoo's originals.
+
+    ``texts`` (task → unlabeled texts of its domain) is what ``regmean`` computes each model's
+    Gram matrices on, at the zoo's training length.
+    """
+    models = [{"model": str(zoo[t].path), "name": t} for t in case.tasks]
+    doc: dict = {"base_model": str(base), "merge_method": spec.method, "seed": seed}
+    if spec.method == "regmean":
+        if texts is None:
+            raise Hm3Error(f"demo {case.name}/{spec.name}: regmean needs texts for every task")
+        models = [{**m, "texts": str(texts[m["name"]])} for m in models]
+        doc["regmean"] = {"max_length": TrainSettings.max_length}
     return MergeConfig.from_dict(
-        {
-            "base_model": str(base),
-            "merge_method": spec.method,
-            "parameters": dict(spec.parameters),
-            "models": [{"model": str(zoo[t].path), "name": t} for t in case.tasks],
-            "seed": seed,
-        },
+        {**doc, "parameters": dict(spec.parameters), "models": models},
         source=f"demo {case.name}/{spec.name}",
     )
 

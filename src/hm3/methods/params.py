@@ -49,11 +49,13 @@ class MergeOptions:
         normalize: divide by the summed weights; ``None`` means the method's default.
         rescale: L1-rescale each sparsified task vector; ``None`` means the method's default.
         lambda_: scale of the merged task vector (mergekit's ``lambda``).
+        alpha: RegMean only: off-diagonal scale of the Gram matrices; ``None`` means 0.9.
     """
 
     normalize: bool | None = None
     rescale: bool | None = None
     lambda_: float = 1.0
+    alpha: float | None = None
 
 
 #: the options a merge uses when none are given (method defaults, lambda 1)

@@ -2,8 +2,9 @@
 
 What it does: describes each method (name, pretty name, paper, formula, which parameters it
 reads, its defaults, mirroring mergekit 0.1.5's registry), validates inputs once, and runs the
-kernel (:func:`~hm3.methods.linear.linear` or
-:func:`~hm3.methods.task_arithmetic.generalized_task_arithmetic`).
+kernel (:func:`~hm3.methods.linear.linear`,
+:func:`~hm3.methods.task_arithmetic.generalized_task_arithmetic` or
+:func:`~hm3.methods.regmean.regmean`).
 What it does not: parse configs, load tensors or cast the result to the output dtype.
 """
 
@@ -30,6 +31,7 @@ from hm3.methods.params import (
     check_generators,
     check_model_params,
 )
+from hm3.methods.regmean import DEFAULT_ALPHA, check_alpha, check_weights, regmean
 from hm3.methods.task_arithmetic import generalized_task_arithmetic
 
 
@@ -41,7 +43,7 @@ class MergeMethod:
     pretty_name: str
     reference: str
     formula: str
-    kernel: Literal["linear", "task_arithmetic"]
+    kernel: Literal["linear", "task_arithmetic", "regmean"]
     sparsification: Sparsification | None = None
     consensus: Consensus | None = None
     default_normalize: bool = False
@@ -53,8 +55,8 @@ class MergeMethod:
 
     @property
     def uses_base(self) -> bool:
-        """Whether the method reads θ_base (every method but ``linear``)."""
-        return self.kernel != "linear"
+        """Whether the method reads θ_base (every method but ``linear`` and ``regmean``)."""
+        return self.kernel == "task_arithmetic"
 
     @property
     def is_random(self) -> bool:
@@ -75,9 +77,11 @@ class MergeMethod:
 
     @property
     def global_parameters(self) -> frozenset[str]:
-        """Which of normalize/rescale/lambda (:class:`MergeOptions`) the method reads."""
+        """Which of normalize/rescale/lambda/alpha (:class:`MergeOptions`) the method reads."""
         if self.kernel == "linear":
             return frozenset({"normalize"})
+        if self.kernel == "regmean":
+            return frozenset({"alpha"})
         return frozenset({"normalize", "rescale", "lambda"})
 
     def validate(
@@ -95,11 +99,10 @@ class MergeMethod:
         if not params:
             raise Hm3Error("models: got none; list at least one model to merge")
         check_model_params(self.name, params, self.per_model_parameters, self.sparsification)
-        if self.kernel == "linear" and (options.rescale is not None or options.lambda_ != 1):
-            raise Hm3Error(
-                f"parameters: rescale = {options.rescale!r}, lambda = {options.lambda_!r}: "
-                f"{self.name!r} reads only normalize; remove rescale and lambda"
-            )
+        _check_options(self, options)
+        if self.kernel == "regmean":
+            check_weights([p.weight for p in params])
+            check_alpha(DEFAULT_ALPHA if options.alpha is None else options.alpha)
         if not math.isfinite(options.lambda_):
             raise Hm3Error(f"lambda = {options.lambda_!r}: expected a finite number")
 
@@ -112,6 +115,7 @@ class MergeMethod:
         generators: Sequence[torch.Generator | None] | None = None,
         *,
         overwrite: bool = False,
+        grams: Tensor | None = None,
     ) -> Tensor:
         """Merge one tensor of n models.
 
@@ -126,6 +130,9 @@ class MergeMethod:
             overwrite: let the method use ``tensors`` as its working buffer (its values are
                 then undefined); same result, n tensors' less memory for the task-vector
                 methods.
+            grams: ``regmean`` only: the models' Gram matrices of this linear weight's
+                inputs, stacked as [n, in, in]; without them (a bias, a LayerNorm, an
+                embedding) ``regmean`` takes the weighted mean, as the paper does.
 
         Returns:
             The merged tensor, float32 (float64 if an input is float64); the caller casts.
@@ -134,8 +141,14 @@ class MergeMethod:
         _check_tensors(self, base, tensors, len(params))
         normalize = self.default_normalize if options.normalize is None else options.normalize
         with torch.no_grad():
+            weights = [p.weight for p in params]
+            if self.kernel == "regmean":
+                alpha = DEFAULT_ALPHA if options.alpha is None else options.alpha
+                if grams is None:
+                    return linear(tensors, weights, normalize=True)
+                return regmean(tensors, grams, weights, alpha)
             if self.kernel == "linear":
-                return linear(tensors, [p.weight for p in params], normalize=normalize)
+                return linear(tensors, weights, normalize=normalize)
             if self.is_random:
                 check_generators(self.name, params, generators, tensors.device)
             rescale = self.default_rescale if options.rescale is None else options.rescale
@@ -144,6 +157,22 @@ class MergeMethod:
                 consensus=self.consensus, normalize=normalize, rescale=rescale,
                 lambda_=options.lambda_, generators=generators, overwrite=overwrite,
             )  # fmt: skip
+
+
+def _check_options(method: MergeMethod, options: MergeOptions) -> None:
+    given = {
+        "normalize": options.normalize is not None,
+        "rescale": options.rescale is not None,
+        "lambda": options.lambda_ != 1,
+        "alpha": options.alpha is not None,
+    }
+    unused = [name for name, set_ in given.items() if set_ and name not in method.global_parameters]
+    if unused:
+        reads = ", ".join(sorted(method.global_parameters))
+        raise Hm3Error(
+            f"parameters: {', '.join(unused)} not used by {method.name!r} (it reads {reads}); "
+            f"remove {', '.join(unused)}"
+        )
 
 
 def _check_tensors(method: MergeMethod, base: Tensor | None, tensors: Tensor, n: int) -> None:
@@ -222,6 +251,12 @@ _ALL = (
         "della_linear", "Linear DELLA", "https://arxiv.org/abs/2406.11617",
         f"θ = θ_base + λ · Σ_i w_i τ̂_i / D; {_DELLA}; {_LINEAR_SUM}",
         kernel="task_arithmetic", sparsification="della_magprune", default_rescale=True,
+    ),
+    MergeMethod(
+        "regmean", "RegMean", "https://arxiv.org/abs/2212.09849",
+        "W = (Σ_i w_i W_i G̃_i)(Σ_i w_i G̃_i)⁻¹ for linear weights, G̃_i = α G_i + (1 − α) "
+        "diag(G_i), G_i = X_iᵀX_i / m_i on model i's texts; other tensors Σ_i w_i θ_i / Σ_i w_i",
+        kernel="regmean",
     ),
 )  # fmt: skip
 
