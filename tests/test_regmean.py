@@ -292,3 +292,31 @@ def test_streaming_merge_without_statistics_is_refused(bert_zoo, tmp_path):
     with pytest.raises(Hm3Error, match="needs the models' Gram statistics"):
         merge(cfg, tmp_path / "m", progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_demo_methods_are_checked_before_any_work(tmp_path, capsys):
+    from hm3.demo.run import method_specs
+
+    assert [m.method for m in method_specs(("ties", "regmean"))] == ["ties", "regmean"]
+    with pytest.raises(SystemExit) as done:
+        main(["demo", "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
+              "--methods", "ties,regmen"])  # fmt: skip
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown or repeated: regmen" in err and "soup, ties, dare_ties, regmean" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_wrong_base_fails_before_any_model_runs(bert_zoo, tmp_path, capsys):
+    cfg = _regmean_yaml(tmp_path, bert_zoo)
+    doc = json.loads(cfg.read_text())
+    doc["base_model"] = str(tmp_path / "no-such-base")
+    cfg.write_text(json.dumps(doc))
+    # a row that would stop the Gram pass, had it started: the checkpoints are checked first
+    (tmp_path / "t0.jsonl").write_text(json.dumps({"text": 5}) + "\n")
+    with pytest.raises(SystemExit) as done:
+        main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "base_model" in err and "not found" in err and "not text" not in err
+    assert not (tmp_path / "m").exists()

@@ -36,7 +36,7 @@ tags: [hm3, model-merging, {config.merge_method}]
 One classifier that answers {len(plan.tasks)} task(s) in one forward pass. It was made without
 training by [hm3](https://arxiv.org/abs/2409.19173) {hm3.__version__}: each model's label
 projection was zero-padded to the concatenated label space (HM3, Algorithm 1) and the
-models were merged with `{config.merge_method}` onto the base `{config.base_model}`.
+models were merged with `{config.merge_method}` {_onto(config)}.
 
 | task | labels | logits | source |
 |---|---|---|---|
@@ -68,14 +68,23 @@ Output dtype: `{dtype}`. Architecture: `{plan.arch.model_type}`.
 """
 
 
+def _onto(config: MergeConfig) -> str:
+    if METHODS[config.merge_method].uses_base:
+        return f"onto the base `{config.base_model}`"
+    return f"(it reads no base model; base given: `{config.base_model}`)"
+
+
 def no_base_note(config: MergeConfig, names: list[str]) -> str:
     """What happens to the tensors the base lacks, for the warning and the model card."""
     method = METHODS[config.merge_method]
     head = f"the base has no {', '.join(names)}: "
     if not method.uses_base:
+        how = "the weighted mean of the models"
+        if method.kernel == "regmean":
+            how = "linear weights by RegMean's solve, the others as the weighted mean"
         return head + (
             f"{config.merge_method} reads no base, so they are merged like every other tensor "
-            "(the weighted mean of the models)"
+            f"({how})"
         )
     if config.no_base == "method":
         return head + (

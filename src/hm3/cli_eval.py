@@ -171,6 +171,13 @@ def demo(
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep the merged models in the report.")
     ] = False,
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Table 1's merges, a comma list of soup, ties, dare_ties and regmean "
+            "(not in the paper; adds about a minute)."
+        ),
+    ] = "soup,ties,dare_ties",
     force: ForceOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -194,6 +201,7 @@ def demo(
         eval_limit=eval_limit or None,
         device=device,
         keep_models=keep_models,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
     )
     result = run_demo(
         out, cache_dir=cache, options=options, force=force, progress=progress, console=err_console

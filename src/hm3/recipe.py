@@ -26,6 +26,7 @@ from hm3.errors import Hm3Error
 from hm3.merging import MergeResult
 from hm3.merging import merge as merge_weights
 from hm3.output import check_output
+from hm3.plan import build_plan
 from hm3.regmean_stats import ModelTexts
 from hm3.regmean_stats import collect as collect_grams
 
@@ -58,7 +59,7 @@ def merge(
         dtype: output dtype, overriding ``config.dtype``.
         allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
         progress: show progress bars.
-        batch_size: texts per forward pass while aligning.
+        batch_size: texts per forward pass while aligning (and collecting RegMean's Gram matrices).
 
     Returns:
         A :class:`RecipeResult`: the merged (and aligned) model's path, tasks and timings.
@@ -80,10 +81,12 @@ def merge(
     def merge_into(target: Path, force_target: bool) -> MergeResult:
         stats = None
         if gram_texts is not None:
+            build_plan(config, allow_pickle=allow_pickle).close()  # checkpoints, in seconds
+            gram_spec = config.regmean or RegMeanConfig()
             stats = collect_grams(
                 gram_texts,
-                max_texts=config.regmean.max_texts if config.regmean else 1000,
-                max_length=config.regmean.max_length if config.regmean else 512,
+                max_texts=gram_spec.max_texts,
+                max_length=gram_spec.max_length,
                 batch_size=batch_size,
                 device=device,
                 allow_pickle=allow_pickle,

@@ -4,8 +4,10 @@ For every model of a ``merge_method: regmean`` recipe, in config order, :func:`c
 the classifier, runs its texts through it (streamed batch by batch) and records, with a forward
 hook on every ``torch.nn.Linear`` except the label projection, ``G = Σ x xᵀ / m`` over the ``m``
 input rows that layer saw: every non-padding token for the encoder's layers, one row per text
-for pooler-like layers. Each model's terms go into one :class:`~hm3.methods.regmean.RegMeanSums`
-per weight before the next model is loaded, so memory is one model's Gram matrices plus the
+for pooler-like layers, and any other input it is called on (DeBERTa runs its relative-position
+embeddings through the attention projections: those rows count too, as in its forward pass).
+Each model's terms go into one :class:`~hm3.methods.regmean.RegMeanSums` per weight before the
+next model is loaded, so memory is one model's Gram matrices plus the
 sums, whatever the number of models. The label projection is left to the merge (HM3-expanded
 and averaged: each task keeps its own rows, scaled by w_i / Σ w).
 
@@ -88,8 +90,9 @@ def collect(
     stats = RegMeanStats({}, max_length, max_texts)
     for entry in models:
         clf = load(entry.path, device=device, allow_pickle=allow_pickle, max_length=max_length)
-        grams, count = _grams(clf, entry, max_texts, batch_size, progress)
-        _add_terms(stats, clf, entry, grams)
+        layers = _linear_layers(clf, entry.path)
+        grams, count = _grams(clf, layers, entry, max_texts, batch_size, progress)
+        _add_terms(stats, layers, entry, grams)
         stats.models.append(
             {
                 "name": entry.name,
@@ -99,7 +102,7 @@ def collect(
                 "skipped_rows": count.skipped,
             }
         )
-        del clf, grams
+        del clf, layers, grams
     return stats
 
 
@@ -113,9 +116,13 @@ def _linear_layers(clf: Classifier, source: str) -> dict[str, torch.nn.Linear]:
 
 
 def _grams(
-    clf: Classifier, entry: ModelTexts, max_texts: int | None, batch_size: int, progress: bool
+    clf: Classifier,
+    layers: dict[str, torch.nn.Linear],
+    entry: ModelTexts,
+    max_texts: int | None,
+    batch_size: int,
+    progress: bool,
 ) -> tuple[dict[str, tuple[torch.Tensor, int]], TextCount]:
-    layers = _linear_layers(clf, entry.path)
     grams: dict[str, tuple[torch.Tensor, int]] = {}
     mask: list[torch.Tensor] = []  # the current batch's attention mask
 
@@ -157,11 +164,10 @@ def _grams(
 
 def _add_terms(
     stats: RegMeanStats,
-    clf: Classifier,
+    layers: dict[str, torch.nn.Linear],
     entry: ModelTexts,
     grams: dict[str, tuple[torch.Tensor, int]],
 ) -> None:
-    layers = _linear_layers(clf, entry.path)
     names = {f"{name}.weight": name for name in layers if name in grams}
     if stats.sums and set(names) != set(stats.sums):
         other = sorted(set(names) ^ set(stats.sums))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from hm3.demo.data import DemoData
@@ -112,6 +113,10 @@ def print_table1(result: DemoResult, console: Console | None = None) -> None:
                 for c, m in zip(cells, result.methods, strict=True)
             ]
         table.add_row(case.name, _fmt(case.average_f1.get(ORIGINAL)), *cells)
+    # a pipe or file gets 80 columns from rich: let a wide table (more methods) keep its rows
+    wide = Measurement.get(console, console.options.update_width(1000), table).maximum
+    if not console.is_terminal and wide > console.width:
+        console = Console(file=console.file, width=wide, no_color=console.no_color)
     console.print(table)
     for case in result.cases:
         console.print(f"  {case.name}: {' + '.join(case.tasks)}", highlight=False)

@@ -3,7 +3,9 @@
 What it does: the methods hm3 merges with, numerically equal to mergekit 0.1.5's on the same
 inputs (see ``tests/test_methods_parity.py``): ``linear``, ``task_arithmetic``, ``ties``,
 ``dare_ties``, ``dare_linear``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della``,
-``della_linear``.
+``della_linear``; and ``regmean`` (:mod:`hm3.methods.regmean`, not in mergekit: it needs each
+model's Gram matrices, passed as ``grams=``; checked against its least-squares definition in
+``tests/test_regmean.py``).
 What it does not: I/O, ``transformers``, config parsing, casting to the output dtype, or the
 global random state (all randomness comes from the ``torch.Generator`` objects passed in).
 
@@ -55,6 +57,7 @@ from hm3.methods.masks import (
 )
 from hm3.methods.params import Consensus, MergeOptions, ModelParams, Sparsification
 from hm3.methods.registry import METHODS, MergeMethod, get_method
+from hm3.methods.regmean import RegMeanSums, regmean
 from hm3.methods.sparsify import (
     della_magprune_,
     magnitude_,
@@ -77,6 +80,7 @@ __all__ = [
     "MergeMethod",
     "MergeOptions",
     "ModelParams",
+    "RegMeanSums",
     "Sparsification",
     "compute_dtype",
     "consensus_mask",
@@ -94,6 +98,7 @@ __all__ = [
     "outlier_window",
     "random_",
     "rank_window_mask",
+    "regmean",
     "rescale_l1_",
     "sparsify_",
     "task_vectors",

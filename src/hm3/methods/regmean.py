@@ -45,7 +45,9 @@ class RegMeanSums:
     den: Tensor
 
     @classmethod
-    def zeros(cls, out_features: int, in_features: int, device: torch.device | str = "cpu"):
+    def zeros(
+        cls, out_features: int, in_features: int, device: torch.device | str = "cpu"
+    ) -> RegMeanSums:
         """Empty sums for a weight of shape [out_features, in_features]."""
         kw = {"dtype": torch.float64, "device": device}
         return cls(
