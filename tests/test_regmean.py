@@ -320,3 +320,15 @@ def test_a_wrong_base_fails_before_any_model_runs(bert_zoo, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "base_model" in err and "not found" in err and "not text" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_merge_says_what_regmean_was_computed_on(bert_zoo, tmp_path, capsys):
+    cfg = _regmean_yaml(tmp_path, bert_zoo)
+    with pytest.raises(SystemExit) as done:
+        main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
+    assert (done.value.code or 0) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "linear layers solved from each model's Gram matrices on its texts: 24 (task0)" in err
+    assert "with regmean →" in err
+    result = hm3.merge(MergeConfig.from_yaml(cfg), tmp_path / "m2", progress=False)
+    assert result.regmean is not None and len(result.regmean["models"]) == 3

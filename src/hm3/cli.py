@@ -87,6 +87,13 @@ def merge(
         progress=progress,
     )
     tasks = ", ".join(f"{t.name} ({len(t.labels)} labels)" for t in result.tasks)
+    if result.regmean is not None:
+        used = ", ".join(f"{m['n_texts']} ({m['name']})" for m in result.regmean["models"])
+        err_console.print(
+            f"regmean: {result.regmean['linear_weights']} linear layers solved from each "
+            f"model's Gram matrices on its texts: {used}",
+            highlight=False,
+        )
     if result.alignment is not None:
         print_alignment(result.alignment)
     err_console.print(

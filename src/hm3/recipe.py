@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hm3.align_texts import open_texts
 from hm3.alignment import AlignResult, align
@@ -36,6 +37,7 @@ class RecipeResult(MergeResult):
     """A :class:`~hm3.merging.MergeResult`, plus the alignment when the recipe had one."""
 
     alignment: AlignResult | None = None
+    regmean: dict[str, Any] | None = None  # what RegMean's statistics were computed on
 
 
 def merge(
@@ -77,6 +79,7 @@ def merge(
             options=("align.texts", "align.text_column"),
         )
     check_output(out, force)
+    records: list[dict[str, Any]] = []
 
     def merge_into(target: Path, force_target: bool) -> MergeResult:
         stats = None
@@ -92,6 +95,7 @@ def merge(
                 allow_pickle=allow_pickle,
                 progress=progress,
             )
+            records.append(stats.record())
         return merge_weights(
             config,
             target,
@@ -106,7 +110,8 @@ def merge(
     spec = config.align
     if spec is None or texts is None:
         result = merge_into(out, force)
-        return RecipeResult(**{**vars(result), "seconds": time.perf_counter() - started})
+        seconds = time.perf_counter() - started
+        return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=_first(records))
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
     try:
@@ -127,7 +132,11 @@ def merge(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
-    return RecipeResult(**vars(base), alignment=aligned)
+    return RecipeResult(**vars(base), alignment=aligned, regmean=_first(records))
+
+
+def _first(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return records[0] if records else None
 
 
 def _regmean_texts(config: MergeConfig) -> list[ModelTexts] | None:
