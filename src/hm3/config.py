@@ -45,6 +45,7 @@ from hm3.config_yaml import did_you_mean, format_validation_error, load_yaml_map
 from hm3.defaults import DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 from hm3.methods import METHODS, ModelParams
+from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
 
 DTYPES = ("float32", "float16", "bfloat16")
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -117,7 +118,7 @@ class RegMeanConfig(BaseModel):
 
     texts: str | None = Field(default=None, min_length=1)  # for models without their own
     text_column: str = "text"
-    max_texts: int | None = Field(default=1000, gt=0)  # per model; null: the whole file
+    max_texts: int | None = Field(default=DEFAULT_REGMEAN_TEXTS, gt=0)  # per model; null: all
     max_length: int = Field(default=512, gt=0)  # tokens per text
 
 

@@ -28,7 +28,7 @@ from hm3.align_texts import TextCount, TextFile, iter_text_batches, sha256_file
 from hm3.checkpoint import read_config
 from hm3.classifier import Classifier, load
 from hm3.errors import Hm3Error
-from hm3.methods.regmean import RegMeanSums
+from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS, RegMeanSums
 from hm3.progress import progress_bar
 
 
@@ -65,7 +65,7 @@ class RegMeanStats:
 def collect(
     models: Sequence[ModelTexts],
     *,
-    max_texts: int | None = 1000,
+    max_texts: int | None = DEFAULT_REGMEAN_TEXTS,
     max_length: int = 512,
     batch_size: int = 32,
     device: str | None = None,

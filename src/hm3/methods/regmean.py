@@ -28,6 +28,9 @@ from hm3.errors import Hm3Error
 
 #: RegMean's off-diagonal scale when none is given (see the README's measurements)
 DEFAULT_ALPHA = 0.9
+#: texts per model for the Gram matrices when none is given: 250 already saturate on the demo
+#: zoo (benchmarks/RESULTS.md); 500 leave room for wider layers and shorter texts
+DEFAULT_REGMEAN_TEXTS = 500
 
 
 @dataclass
