@@ -419,7 +419,9 @@ def run_case(case, data, base, zoo, pools, originals, args) -> dict:
         "text_sets": {s.label: {"n": s.n, "source": s.source, "path": str(s.path)} for s in sets},
         "methods": {},
     }
-    gram = regmean_texts(case, pools, args.workdir / "texts", args.regmean_texts)
+    gram = None  # only regmean reads them
+    if any(spec.method == "regmean" for spec in args.method_specs):
+        gram = regmean_texts(case, pools, args.workdir / "texts", args.regmean_texts)
     for spec in args.method_specs:
         need_check = case.name == args.check_case and spec == args.method_specs[0]
         print(f"· {case.name} / {spec.name}", flush=True)

@@ -75,10 +75,7 @@ def features(
     captured: list[torch.Tensor] = []
     handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
-        batch = clf.tokenizer(
-            texts, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt"
-        ).to(clf.device)
-        logits = clf.model(**batch).logits
+        logits = clf.model(**clf.encode(texts)).logits
     finally:
         handle.remove()
     if len(captured) != 1 or captured[0].shape[:1] != (len(texts),) or captured[0].ndim != 2:

@@ -110,6 +110,12 @@ def _peek(path: Path, suffix: str, where: str) -> tuple[list[Any], int | None]:
     return [], 0
 
 
+def expected_texts(texts: TextFile, max_texts: int | None = None) -> int | None:
+    """How many texts a pass will yield at most, when known up front (for a progress bar)."""
+    known = [n for n in (texts.rows, max_texts) if n is not None]
+    return min(known) if known else None
+
+
 def iter_text_batches(
     texts: TextFile, batch_size: int, max_texts: int | None = None, count: TextCount | None = None
 ) -> Iterator[list[str]]:

@@ -34,7 +34,14 @@ import hm3
 from hm3.align_features import Projection, check_device, features, find_projection, load_originals
 from hm3.align_fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
 from hm3.align_sources import Original, resolve_originals
-from hm3.align_texts import TextCount, TextFile, iter_text_batches, open_texts, sha256_file
+from hm3.align_texts import (
+    TextCount,
+    TextFile,
+    expected_texts,
+    iter_text_batches,
+    open_texts,
+    sha256_file,
+)
 from hm3.align_write import render_section, write_aligned
 from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
 from hm3.classifier import Classifier, load
@@ -282,9 +289,8 @@ def _accumulate(
     stats = RidgeStats(module.weight.shape[1], k)
     sse_before = torch.zeros(k, dtype=torch.float64)
     count = TextCount()
-    known = [n for n in (plan.texts.rows, max_texts) if n is not None]
     with progress_bar(progress) as bar, torch.inference_mode():
-        job = bar.add_task("aligning: texts", total=min(known) if known else None)
+        job = bar.add_task("aligning: texts", total=expected_texts(plan.texts, max_texts))
         for batch in iter_text_batches(plan.texts, batch_size, max_texts, count):
             x, logits = features(merged, module, batch, projection)
             y = torch.empty(len(batch), k, dtype=torch.float32)

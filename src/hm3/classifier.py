@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -69,6 +69,16 @@ class Classifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def encode(self, texts: Sequence[str]) -> Any:
+        """One padded, truncated batch of ``texts`` on the model's device (a ``BatchEncoding``)."""
+        return self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits ``[len(texts), K]`` in input order (float32)."""
         texts = _check_texts(texts)
@@ -79,13 +89,7 @@ class Classifier:
         with torch.inference_mode():
             for lo in range(0, len(order), batch_size):
                 idx = order[lo : lo + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
+                batch = self.encode([texts[i] for i in idx])
                 out[idx] = self.model(**batch).logits.float().cpu().numpy()
         return out
 

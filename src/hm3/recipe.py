@@ -79,9 +79,8 @@ def merge(
             options=("align.texts", "align.text_column"),
         )
     check_output(out, force)
-    records: list[dict[str, Any]] = []
 
-    def merge_into(target: Path, force_target: bool) -> MergeResult:
+    def merge_into(target: Path, force_target: bool) -> tuple[MergeResult, dict[str, Any] | None]:
         stats = None
         if gram_texts is not None:
             build_plan(config, allow_pickle=allow_pickle).close()  # checkpoints, in seconds
@@ -95,8 +94,7 @@ def merge(
                 allow_pickle=allow_pickle,
                 progress=progress,
             )
-            records.append(stats.record())
-        return merge_weights(
+        merged = merge_weights(
             config,
             target,
             force=force_target,
@@ -106,16 +104,17 @@ def merge(
             progress=progress,
             regmean=stats,
         )
+        return merged, (stats.record() if stats is not None else None)
 
     spec = config.align
     if spec is None or texts is None:
-        result = merge_into(out, force)
+        result, record = merge_into(out, force)
         seconds = time.perf_counter() - started
-        return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=_first(records))
+        return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=record)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
     try:
-        merged = merge_into(scratch / "merged", False)
+        merged, record = merge_into(scratch / "merged", False)
         aligned = align(
             merged.path,
             texts,
@@ -132,11 +131,7 @@ def merge(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
-    return RecipeResult(**vars(base), alignment=aligned, regmean=_first(records))
-
-
-def _first(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return records[0] if records else None
+    return RecipeResult(**vars(base), alignment=aligned, regmean=record)
 
 
 def _regmean_texts(config: MergeConfig) -> list[ModelTexts] | None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from hm3.align_features import find_projection
-from hm3.align_texts import TextCount, TextFile, iter_text_batches, sha256_file
+from hm3.align_texts import TextCount, TextFile, expected_texts, iter_text_batches, sha256_file
 from hm3.checkpoint import read_config
 from hm3.classifier import Classifier, load
 from hm3.errors import Hm3Error
@@ -123,7 +123,11 @@ def _grams(
     batch_size: int,
     progress: bool,
 ) -> tuple[dict[str, tuple[torch.Tensor, int]], TextCount]:
-    grams: dict[str, tuple[torch.Tensor, int]] = {}
+    grams = {
+        n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=clf.device)
+        for n, m in layers.items()
+    }
+    rows = dict.fromkeys(layers, 0)
     mask: list[torch.Tensor] = []  # the current batch's attention mask
 
     def hook(name: str):
@@ -132,22 +136,19 @@ def _grams(
             if x.ndim == 3 and x.shape[:2] == mask[0].shape:
                 x = x[mask[0]]  # non-padding tokens only
             x = x.reshape(-1, x.shape[-1]).double()
-            gram, rows = grams.get(name, (0, 0))
-            grams[name] = (gram + x.T @ x, rows + x.shape[0])
+            grams[name].addmm_(x.T, x)
+            rows[name] += x.shape[0]
 
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
     count = TextCount()
-    known = [n for n in (entry.texts.rows, max_texts) if n is not None]
     try:
         with progress_bar(progress) as bar, torch.inference_mode():
-            job = bar.add_task(f"regmean: {entry.name} texts", total=min(known) if known else None)
+            total = expected_texts(entry.texts, max_texts)
+            job = bar.add_task(f"regmean: {entry.name} texts", total=total)
             for batch in iter_text_batches(entry.texts, batch_size, max_texts, count):
-                enc = clf.tokenizer(
-                    batch, padding=True, truncation=True, max_length=clf.max_length,
-                    return_tensors="pt",
-                ).to(clf.device)  # fmt: skip
+                enc = clf.encode(batch)
                 mask[:] = [enc["attention_mask"].bool()]
                 clf.model(**enc)
                 bar.advance(job, len(batch))
@@ -159,7 +160,7 @@ def _grams(
             f"{entry.texts.where}: no texts in column {entry.texts.column!r} for model "
             f"{entry.name} ({count.skipped} blank rows); give a file of unlabeled texts"
         )
-    return grams, count
+    return {n: (grams[n], rows[n]) for n in layers if rows[n]}, count  # layers the pass used
 
 
 def _add_terms(

@@ -333,11 +333,11 @@ def _run_case(ctx: _Context, case: CaseStudy) -> CaseResult:
 def method_specs(names: tuple[str, ...]) -> tuple[MethodSpec, ...]:
     """The demo's merges by name; an unknown or repeated name is an error listing the valid."""
     known = {m.name: m for m in (*METHODS, *EXTRA_METHODS)}
-    bad = [n for n in names if n not in known] or [n for n in names if names.count(n) > 1]
+    bad = [n for n in names if n not in known or names.count(n) > 1]
     if bad or not names:
+        problem = f"unknown or repeated: {bad[0]}" if bad else "empty"
         raise Hm3Error(
-            f"--methods {','.join(names)}: {'unknown or repeated: ' + bad[0] if bad else 'empty'}"
-            f"; give a comma list of {', '.join(known)}"
+            f"--methods {','.join(names)}: {problem}; give a comma list of {', '.join(known)}"
         )
     return tuple(known[n] for n in names)
 
