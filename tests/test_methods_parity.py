@@ -101,7 +101,7 @@ def mergekit_merge(
 
 
 #: RegMean is not in mergekit 0.1.5; tests/test_regmean.py checks it against its closed form
-MERGEKIT_METHODS = [name for name in METHODS if name != "regmean"]
+MERGEKIT_METHODS = [name for name, m in METHODS.items() if m.in_mergekit]
 
 
 def mergekit_with_our_masks(monkeypatch, draw_seeds: Sequence[int], run):

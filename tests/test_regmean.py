@@ -127,7 +127,10 @@ def _config(**doc):
             "models[0].texts: texts are read only by merge_method 'regmean'",
         ),
         ({"merge_method": "ties", "regmean": {"texts": "t"}}, "regmean: texts are read only"),
-        ({"merge_method": "ties", "parameters": {"alpha": 0.5}}, "alpha is read only by"),
+        (
+            {"merge_method": "ties", "parameters": {"alpha": 0.5}},
+            "alpha not used by merge_method 'ties'",
+        ),
         (
             {"merge_method": "regmean", "regmean": {"texts": "t"}, "parameters": {"rescale": True}},
             "rescale not used by merge_method 'regmean'",

@@ -174,33 +174,23 @@ class MergeConfig(BaseModel):
                 f"models: task name(s) {', '.join(dupes)} given twice; names must differ"
             )
         self._check_weights()
-        self._check_regmean()
+        self._check_options()
         self._check_texts()
         return self
 
-    def _check_regmean(self) -> None:
-        """RegMean's options, early: its statistics take minutes to collect."""
-        regmean = self.merge_method == "regmean"
-        if self.parameters.alpha is not None and not regmean:
-            raise ValueError(
-                f"parameters: alpha is read only by merge_method 'regmean' (not "
-                f"{self.merge_method!r}); remove it"
-            )
-        if not regmean:
-            return
+    def _check_options(self) -> None:
+        """The method-wide switches, early: a merge can take minutes before its first tensor."""
         p = self.parameters
-        given = [k for k, v in (("normalize", p.normalize), ("rescale", p.rescale),
-                                ("lambda", p.lambda_)) if v is not None]  # fmt: skip
-        if given:
+        switches = {"normalize": p.normalize, "rescale": p.rescale, "lambda": p.lambda_,
+                    "alpha": p.alpha}  # fmt: skip
+        given = [k for k, v in switches.items() if v is not None]
+        reads = METHODS[self.merge_method].global_parameters
+        unused = [k for k in given if k not in reads]
+        if unused:
             raise ValueError(
-                f"parameters: {', '.join(given)} not used by merge_method 'regmean' (it reads "
-                "alpha and each model's weight); remove it"
-            )
-        bad = [(i, w.weight) for i, w in enumerate(self.model_params()) if not w.weight > 0]
-        if bad:
-            raise ValueError(
-                f"models[{bad[0][0]}]: weight {bad[0][1]!r}; regmean weights scale each model's "
-                "share of the fit and must be > 0"
+                f"parameters: {', '.join(unused)} not used by merge_method {self.merge_method!r} "
+                f"(it reads {', '.join(sorted(reads))} and each model's own parameters); remove "
+                f"{'it' if len(unused) == 1 else 'them'}"
             )
 
     def _check_texts(self) -> None:
@@ -226,6 +216,12 @@ class MergeConfig(BaseModel):
     def _check_weights(self) -> None:
         method = METHODS[self.merge_method]
         weights = [p.weight for p in self.model_params()]
+        bad = [(i, w) for i, w in enumerate(weights) if not w > 0]
+        if method.kernel in ("regmean", "tsv") and bad:
+            raise ValueError(
+                f"models[{bad[0][0]}]: weight {bad[0][1]!r}; {self.merge_method} weights scale "
+                "each model's share of the merge and must be > 0"
+            )
         normalize = self.parameters.normalize
         if normalize is None:
             normalize = method.default_normalize

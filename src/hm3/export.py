@@ -40,10 +40,12 @@ def expand(
 ) -> Path:
     """Write the HM3-expanded inputs of ``config`` to ``out``; return ``out``."""
     out = Path(out)
-    if config.merge_method == "regmean":
+    method = METHODS[config.merge_method]
+    if not method.in_mergekit:
         raise Hm3Error(
-            "merge_method regmean: mergekit 0.1.5 has no RegMean, so `hm3 expand` cannot write a "
-            "mergekit.yaml for it; merge with `hm3 merge`, or expand with another method"
+            f"merge_method {method.name}: mergekit 0.1.5 has no {method.pretty_name}, so "
+            "`hm3 expand` cannot write a mergekit.yaml for it; merge with `hm3 merge`, or "
+            "expand with another method"
         )
     check_output(out, force)
     plan = build_plan(config, allow_pickle=allow_pickle)

@@ -188,9 +188,12 @@ def merge_tensor(
             lambda_=1.0 if params.lambda_ is None else params.lambda_,
             alpha=params.alpha,
         )
+        # the stacked inputs are ours: the method may reuse them as its working buffer; tsv
+        # does not decompose the padded heads, whose tasks' rows cannot interfere
         merged = method.merge(
-            base, stacked, plan.config.model_params(), options, generators, overwrite=True
-        )  # the stacked inputs are ours: the method may reuse them as its working buffer
+            base, stacked, plan.config.model_params(), options, generators, overwrite=True,
+            decompose=tp.kind != "projection",
+        )  # fmt: skip
     del base, stacked
     return _finite(tp, merged).to("cpu")
 

@@ -3,9 +3,11 @@
 What it does: the methods hm3 merges with, numerically equal to mergekit 0.1.5's on the same
 inputs (see ``tests/test_methods_parity.py``): ``linear``, ``task_arithmetic``, ``ties``,
 ``dare_ties``, ``dare_linear``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della``,
-``della_linear``; and ``regmean`` (:mod:`hm3.methods.regmean`, not in mergekit: it needs each
-model's Gram matrices, passed as ``grams=``; checked against its least-squares definition in
-``tests/test_regmean.py``).
+``della_linear``; and two methods mergekit does not have: ``regmean``
+(:mod:`hm3.methods.regmean`: it needs each model's Gram matrices, passed as ``grams=``; checked
+against its least-squares definition in ``tests/test_regmean.py``) and ``tsv``
+(:mod:`hm3.methods.tsv`, TSV-Merge; ``decompose=False`` merges a matrix as its mean task vector;
+checked against a NumPy transcription of the paper in ``tests/test_tsv.py``).
 What it does not: I/O, ``transformers``, config parsing, casting to the output dtype, or the
 global random state (all randomness comes from the ``torch.Generator`` objects passed in).
 
@@ -24,9 +26,10 @@ API::
 ``MergeMethod`` fields: ``name``, ``pretty_name``, ``reference`` (paper URL), ``formula``,
 ``kernel``, ``sparsification`` (``magnitude`` | ``random`` | ``magnitude_outliers`` |
 ``della_magprune`` | None), ``consensus`` (``sum`` | ``count`` | None), ``default_normalize``,
-``default_rescale``; properties ``uses_base``, ``is_random``, ``per_model_parameters`` (which
-of weight/density/gamma/epsilon it reads), ``global_parameters`` (which of
-normalize/rescale/lambda it reads); ``validate(params, options)`` checks without merging.
+``default_rescale``, ``in_mergekit``; properties ``uses_base``, ``is_random``,
+``per_model_parameters`` (which of weight/density/gamma/epsilon it reads), ``global_parameters``
+(which of normalize/rescale/lambda/alpha it reads); ``validate(params, options)`` checks without
+merging.
 ``METHODS`` maps every name to its method.
 
 Randomness contract: model i's mask is one ``torch.bernoulli(probs, generator=generators[i])``
@@ -73,6 +76,7 @@ from hm3.methods.task_arithmetic import (
     generalized_task_arithmetic,
     task_vectors,
 )
+from hm3.methods.tsv import polar_factor, singular_merge, tsv_merge
 
 __all__ = [
     "METHODS",
@@ -96,11 +100,14 @@ __all__ = [
     "order_statistics",
     "outlier_mask",
     "outlier_window",
+    "polar_factor",
     "random_",
     "rank_window_mask",
     "regmean",
     "rescale_l1_",
+    "singular_merge",
     "sparsify_",
     "task_vectors",
     "top_k_count",
+    "tsv_merge",
 ]

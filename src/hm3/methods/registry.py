@@ -3,8 +3,8 @@
 What it does: describes each method (name, pretty name, paper, formula, which parameters it
 reads, its defaults, mirroring mergekit 0.1.5's registry), validates inputs once, and runs the
 kernel (:func:`~hm3.methods.linear.linear`,
-:func:`~hm3.methods.task_arithmetic.generalized_task_arithmetic` or
-:func:`~hm3.methods.regmean.regmean`).
+:func:`~hm3.methods.task_arithmetic.generalized_task_arithmetic`,
+:func:`~hm3.methods.regmean.regmean` or :func:`~hm3.methods.tsv.tsv_merge`).
 What it does not: parse configs, load tensors or cast the result to the output dtype.
 """
 
@@ -33,6 +33,7 @@ from hm3.methods.params import (
 )
 from hm3.methods.regmean import DEFAULT_ALPHA, check_alpha, check_weights, regmean
 from hm3.methods.task_arithmetic import generalized_task_arithmetic
+from hm3.methods.tsv import tsv_merge
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,12 @@ class MergeMethod:
     pretty_name: str
     reference: str
     formula: str
-    kernel: Literal["linear", "task_arithmetic", "regmean"]
+    kernel: Literal["linear", "task_arithmetic", "regmean", "tsv"]
     sparsification: Sparsification | None = None
     consensus: Consensus | None = None
     default_normalize: bool = False
     default_rescale: bool = False
+    in_mergekit: bool = True  # mergekit 0.1.5 has it (so `hm3 expand` can write its config)
 
     def __post_init__(self) -> None:
         doc = f"{self.pretty_name} (``{self.name}``), {self.reference}\n\n{self.formula}"
@@ -56,7 +58,7 @@ class MergeMethod:
     @property
     def uses_base(self) -> bool:
         """Whether the method reads θ_base (every method but ``linear`` and ``regmean``)."""
-        return self.kernel == "task_arithmetic"
+        return self.kernel in ("task_arithmetic", "tsv")
 
     @property
     def is_random(self) -> bool:
@@ -82,6 +84,8 @@ class MergeMethod:
             return frozenset({"normalize"})
         if self.kernel == "regmean":
             return frozenset({"alpha"})
+        if self.kernel == "tsv":
+            return frozenset({"lambda"})
         return frozenset({"normalize", "rescale", "lambda"})
 
     def validate(
@@ -100,8 +104,9 @@ class MergeMethod:
             raise Hm3Error("models: got none; list at least one model to merge")
         check_model_params(self.name, params, self.per_model_parameters, self.sparsification)
         _check_options(self, options)
+        if self.kernel in ("regmean", "tsv"):
+            check_weights(self.name, [p.weight for p in params])
         if self.kernel == "regmean":
-            check_weights([p.weight for p in params])
             check_alpha(DEFAULT_ALPHA if options.alpha is None else options.alpha)
         if not math.isfinite(options.lambda_):
             raise Hm3Error(f"lambda = {options.lambda_!r}: expected a finite number")
@@ -116,6 +121,7 @@ class MergeMethod:
         *,
         overwrite: bool = False,
         grams: Tensor | None = None,
+        decompose: bool = True,
     ) -> Tensor:
         """Merge one tensor of n models.
 
@@ -133,6 +139,8 @@ class MergeMethod:
             grams: ``regmean`` only: the models' Gram matrices of this linear weight's
                 inputs, stacked as [n, in, in]; without them (a bias, a LayerNorm, an
                 embedding) ``regmean`` takes the weighted mean, as the paper does.
+            decompose: ``tsv`` only: merge a 2-D tensor in its singular vectors; ``False``
+                (hm3 passes it for the label projection) takes the weighted mean of task vectors.
 
         Returns:
             The merged tensor, float32 (float64 if an input is float64); the caller casts.
@@ -149,6 +157,11 @@ class MergeMethod:
                 return regmean(tensors, grams, weights, alpha)
             if self.kernel == "linear":
                 return linear(tensors, weights, normalize=normalize)
+            if self.kernel == "tsv":
+                return tsv_merge(
+                    base, tensors, weights, lambda_=options.lambda_, decompose=decompose,
+                    overwrite=overwrite,
+                )  # fmt: skip
             if self.is_random:
                 check_generators(self.name, params, generators, tensors.device)
             rescale = self.default_rescale if options.rescale is None else options.rescale
@@ -256,7 +269,14 @@ _ALL = (
         "regmean", "RegMean", "https://arxiv.org/abs/2212.09849",
         "W = (Σ_i w_i W_i G̃_i)(Σ_i w_i G̃_i)⁻¹ for linear weights, G̃_i = α G_i + (1 − α) "
         "diag(G_i), G_i = X_iᵀX_i / m_i on model i's texts; other tensors Σ_i w_i θ_i / Σ_i w_i",
-        kernel="regmean",
+        kernel="regmean", in_mergekit=False,
+    ),
+    MergeMethod(
+        "tsv", "TSV-Merge (task singular vectors)", "https://arxiv.org/abs/2412.00081",
+        "θ = θ_base + λ · Û⊥ Σ̂ V̂⊥ᵀ for 2-D tensors, Û = [U_1,k … U_n,k] from τ_i = U_i Σ_i "
+        "V_iᵀ, k = max(1, ⌊r/n⌋), Σ̂ = diag(w̃_i Σ_i,k), w̃_i = n w_i / Σ_j w_j, ⊥ = the polar "
+        "factor P Qᵀ; other tensors and the label projection θ_base + λ · Σ_i w_i τ_i / Σ_i w_i",
+        kernel="tsv", in_mergekit=False,
     ),
 )  # fmt: skip
 

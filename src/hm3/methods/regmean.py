@@ -117,7 +117,7 @@ def regmean(
             f"regmean: got weights {tuple(tensors.shape)} and Gram matrices "
             f"{tuple(grams.shape)}; expected [n, out, in] and [n, in, in]"
         )
-    check_weights(weights)
+    check_weights("regmean", weights)
     sums = RegMeanSums.zeros(tensors.shape[1], tensors.shape[2], tensors.device)
     for i, w in enumerate(weights):
         sums.add(tensors[i], grams[i], w)
@@ -134,12 +134,12 @@ def check_alpha(alpha: float) -> None:
         )
 
 
-def check_weights(weights: Sequence[float]) -> None:
-    """RegMean weights scale each model's squared error: they must be positive."""
+def check_weights(method: str, weights: Sequence[float]) -> None:
+    """RegMean's and TSV's weights scale each model's share of the merge: they must be positive."""
     bad = [w for w in weights if not w > 0]
     if bad:
         raise Hm3Error(
-            f"weight = {bad[0]!r}: regmean weights scale each model's share of the fit and "
+            f"weight = {bad[0]!r}: {method} weights scale each model's share of the merge and "
             "must be > 0; remove the model or give it a positive weight"
         )
 
