@@ -35,6 +35,7 @@ Usage::
     python benchmarks/align_ablation.py --sizes 1000,2000 --sets all   # does it saturate?
     python benchmarks/align_ablation.py --cases case2 --methods ties:0.3,ties:0.9   # densities
     python benchmarks/align_ablation.py --methods ties,regmean:0.9 --sizes 1000 --sets all
+    python benchmarks/align_ablation.py --methods tsv,tsv:1.3 --sizes 1000 --sets all
 
 ``regmean`` computes each model's Gram matrices on ``--regmean-texts`` texts of its own task's
 train split (the first ones of the same seeded order the text sets use).
@@ -127,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--methods",
         default=",".join(m.name for m in METHODS),
         help="comma list: the demo's methods by name, or any merge method as METHOD[:DENSITY] "
-        "(e.g. ties:0.7,task_arithmetic; regmean:ALPHA, e.g. regmean:0.9)",
+        "(e.g. ties:0.7,task_arithmetic; regmean:ALPHA, e.g. regmean:0.9; tsv:LAMBDA)",
     )
     add(
         "--regmean-texts",
@@ -173,7 +174,7 @@ def _method_specs(names: str) -> list[MethodSpec]:
         if method not in MERGE_METHODS:
             valid = ", ".join(dict.fromkeys([*demo, *MERGE_METHODS]))
             sys.exit(f"--methods {entry}: unknown method {method!r}; valid: {valid}")
-        key = "alpha" if method == "regmean" else "density"
+        key = {"regmean": "alpha", "tsv": "lambda"}.get(method, "density")
         try:
             params = {key: float(value)} if value else {}
         except ValueError:

@@ -79,12 +79,13 @@ def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_c
     aligned = json.loads((case1 / "ties+align" / "config.json").read_text())["hm3"]["align"]
     assert aligned["n_texts"] == len(texts) == 2 * QUICK.unlabeled
     plain = [*args[:3], first_run.parent / "plain", *args[4:], "--no-align"]
-    code, stdout, err = _run(capsys, *plain, "--methods", "soup,regmean")
+    code, stdout, err = _run(capsys, *plain, "--methods", "soup,regmean,tsv")
     assert code == 0, err
-    assert "Table 1" in stdout and "regmean" in stdout and "→" not in stdout
+    assert "Table 1" in stdout and "regmean" in stdout and "tsv" in stdout and "→" not in stdout
     summary = json.loads((first_run.parent / "plain" / "summary.json").read_text())
-    assert summary["methods"] == ["soup", "regmean"]
-    assert all(set(c["average_f1"]) == {"original", "soup", "regmean"} for c in summary["cases"])
+    assert summary["methods"] == ["soup", "regmean", "tsv"]
+    columns = {"original", "soup", "regmean", "tsv"}
+    assert all(set(c["average_f1"]) == columns for c in summary["cases"])
 
 
 def test_existing_report_is_refused_and_left_alone(first_run, demo_cache, capsys):

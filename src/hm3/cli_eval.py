@@ -174,8 +174,8 @@ def demo(
     methods: Annotated[
         str,
         typer.Option(
-            help="Table 1's merges, a comma list of soup, ties, dare_ties and regmean "
-            "(not in the paper; adds about a minute)."
+            help="Table 1's merges, a comma list of soup, ties, dare_ties, and hm3's regmean "
+            "and tsv (not in the paper; each adds about a minute)."
         ),
     ] = "soup,ties,dare_ties",
     force: ForceOpt = False,

@@ -84,9 +84,10 @@ METHODS = (
     MethodSpec("dare_ties", "dare_ties", {"density": 0.3}),
 )
 # Not in the paper, so not in the default table (which must also fit the cached run's
-# 3 minutes): `hm3 demo --methods soup,ties,dare_ties,regmean` adds it. Its Gram matrices are
-# computed on each task's share of the alignment texts (100 per task).
-EXTRA_METHODS = (MethodSpec("regmean", "regmean", {"alpha": 0.9}),)
+# 3 minutes): `hm3 demo --methods soup,ties,dare_ties,regmean,tsv` adds them. RegMean's Gram
+# matrices are computed on each task's share of the alignment texts (100 per task); TSV-Merge
+# runs at the paper's λ = 1.
+EXTRA_METHODS = (MethodSpec("regmean", "regmean", {"alpha": 0.9}), MethodSpec("tsv", "tsv"))
 ALIGNED = "+align"
 # Fine-tuning epochs per task (default 1), chosen on the validation splits within the 10-minute
 # budget: sentiment (3 classes, human ratings, a hard "neutral") reached macro-F1 0.53 after one

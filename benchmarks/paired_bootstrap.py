@@ -1,0 +1,153 @@
+"""Paired bootstrap of suite average F1: is one merge really better than another, or the originals?
+
+Scores every model and each task's original on the same suite rows (average F1 as
+:func:`hm3.evaluation.evaluate` defines it: per task, macro-F1 pooled over the datasets that
+expect a label of it), then redraws the rows of every dataset with replacement ``--samples``
+times (the same draws for every model, so the comparison is paired) and prints, for each pair,
+the difference of average F1, its 95 % percentile interval and how often it is above 0. It checks
+its scores once against ``hm3.evaluation.evaluate`` on the first model and prints the check.
+
+It is not a test and asserts nothing. Usage (the demo zoo, three aligned merges of all4)::
+
+    python benchmarks/paired_bootstrap.py SUITE.yaml ties=m-ties tsv=m-tsv --max-length 64 \\
+        --tasks prompt_attack,toxicity,spam,sentiment \\
+        --originals prompt_attack=ZOO/prompt_attack-… --originals toxicity=… …
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from hm3.classifier import load
+from hm3.evaluation import evaluate
+from hm3.suite import load_datasets, load_suite
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    started = time.perf_counter()
+    suite = load_suite(args.suite).restricted(args.tasks)
+    datasets = load_datasets(suite)
+    texts = list(dict.fromkeys(t for d in datasets for t in d.texts))
+    models = dict(_named(spec) for spec in args.models)
+    originals = dict(_named(spec) for spec in args.originals)
+    missing = [t for t in args.tasks if t not in originals]
+    if missing:
+        sys.exit(f"--originals: none for {', '.join(missing)}; give TASK=DIR for each task")
+    rows = {t: _rows(datasets, texts, t) for t in args.tasks}
+    preds = {name: _predict(path, texts, args.max_length) for name, path in models.items()}
+    preds["originals"] = {  # a single-task original: its one task, whatever it is called
+        t: next(iter(_predict(originals[t], texts, args.max_length).values())) for t in args.tasks
+    }
+    _check(suite, args, models, originals, preds, rows)
+    preds, rows = _codes(preds, rows, args.tasks)
+    draws = _draws(rows, args.samples, args.seed)
+    full = {n: _scores(p, rows, args.tasks) for n, p in preds.items()}
+    boot = {
+        n: np.array([_scores(p, rows, args.tasks, d).mean() for d in draws])
+        for n, p in preds.items()
+    }
+    print(f"\n| model | average F1 | {' | '.join(args.tasks)} |")
+    print("|---|---:|" + "---:|" * len(args.tasks))
+    for n, s in full.items():
+        print(f"| {n} | {s.mean():.4f} | " + " | ".join(f"{x:.3f}" for x in s) + " |")
+    print(f"\npaired differences ({args.samples} bootstrap draws of every dataset's rows):\n")
+    print("| a − b | difference | 95 % interval | share of draws > 0 |\n|---|---:|---|---:|")
+    names = list(preds)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            d = boot[a] - boot[b]
+            lo, hi = np.percentile(d, [2.5, 97.5])
+            print(f"| {a} − {b} | {full[a].mean() - full[b].mean():+.4f} | "
+                  f"{lo:+.4f} to {hi:+.4f} | {np.mean(d > 0):.2f} |")  # fmt: skip
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("suite", type=Path, help="evaluation suite (YAML)")
+    p.add_argument("models", nargs="+", help="NAME=DIR of each merged model")
+    p.add_argument("--tasks", required=True, type=lambda s: s.split(","), help="TASK,TASK")
+    p.add_argument("--originals", action="append", default=[], help="TASK=DIR (repeat it)")
+    p.add_argument("--samples", type=int, default=2000, help="bootstrap draws (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per text")
+    return p.parse_args(argv)
+
+
+def _named(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        sys.exit(f"{spec!r}: expected NAME=DIR")
+    return name, Path(path)
+
+
+def _rows(datasets, texts, task):
+    """Row index into ``texts``, expected label and dataset number of every row for ``task``."""
+    index = {t: i for i, t in enumerate(texts)}
+    rel = [(k, d) for k, d in enumerate(datasets) if task in d.expected]
+    idx = np.array([index[x] for _, d in rel for x in d.texts])
+    truth = np.array([y for _, d in rel for y in d.expected[task]], dtype=object)
+    ds = np.concatenate([np.full(len(d.texts), k) for k, d in rel])
+    return idx, truth, ds
+
+
+def _predict(path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
+    """Predicted label names per task of the classifier at ``path``."""
+    clf = load(path, device="cpu", max_length=max_length)
+    logits = clf.logits(texts)
+    return {t.name: np.asarray(t.labels, dtype=object)[logits[:, t.start : t.end].argmax(1)]
+            for t in clf.tasks}  # fmt: skip
+
+
+def _draws(rows, samples: int, seed: int):
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        draw = {}
+        for task, (_, _, ds) in rows.items():
+            groups = [np.flatnonzero(ds == k) for k in np.unique(ds)]
+            draw[task] = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
+        draws.append(draw)
+    return draws
+
+
+def _codes(preds, rows, tasks):
+    """Labels as integer codes (sklearn scores them many times faster than strings)."""
+    coded_rows, coded = {}, {name: {} for name in preds}
+    for t in tasks:
+        idx, truth, ds = rows[t]
+        names = sorted({*truth, *(y for p in preds.values() for y in p[t][idx])})
+        code = {n: i for i, n in enumerate(names)}
+        coded_rows[t] = (np.arange(len(idx)), np.array([code[y] for y in truth]), ds)
+        for name, p in preds.items():
+            coded[name][t] = np.array([code[y] for y in p[t][idx]])
+    return coded, coded_rows
+
+
+def _scores(pred, rows, tasks, draw=None) -> np.ndarray:
+    out = []
+    for t in tasks:
+        idx, truth, _ = rows[t]
+        sel = draw[t] if draw is not None else slice(None)
+        out.append(f1_score(truth[sel], pred[t][idx][sel], average="macro", zero_division=0))
+    return np.array(out)
+
+
+def _check(suite, args, models, originals, preds, rows) -> None:
+    name, path = next(iter(models.items()))
+    report = evaluate(suite, {name: path}, originals={t: originals[t] for t in args.tasks},
+                      max_length=args.max_length, device="cpu", progress=False)  # fmt: skip
+    ours = _scores(preds[name], rows, args.tasks).mean()
+    theirs = next(m.average_f1 for m in report.models if m.name == name)
+    print(f"check: {name} average F1 {ours:.6f} here vs {theirs:.6f} by hm3.evaluation.evaluate")
+
+
+if __name__ == "__main__":
+    main()
