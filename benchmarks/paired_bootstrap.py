@@ -3,9 +3,10 @@
 Scores every model and each task's original on the same suite rows (average F1 as
 :func:`hm3.evaluation.evaluate` defines it: per task, macro-F1 pooled over the datasets that
 expect a label of it), then redraws the rows of every dataset with replacement ``--samples``
-times (the same draws for every model, so the comparison is paired) and prints, for each pair,
-the difference of average F1, its 95 % percentile interval and how often it is above 0. It checks
-its scores once against ``hm3.evaluation.evaluate`` on the first model and prints the check.
+times (the same draws for every model and every task, so the comparison is paired) and prints,
+for each pair, the difference of average F1, its 95 % percentile interval and how often it is
+above 0. It first scores the first model and the originals with ``hm3.evaluation.evaluate``
+and stops if its own scores differ.
 
 It is not a test and asserts nothing. Usage (the demo zoo, three aligned merges of all4)::
 
@@ -107,14 +108,22 @@ def _predict(path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
 
 
 def _draws(rows, samples: int, seed: int):
+    """Row selections per task: each dataset's rows redrawn once per sample, for every task.
+
+    A dataset that several tasks score (a cross-check) gets the same redraw for all of them,
+    so the tasks' F1s stay as correlated as they are on the real suite.
+    """
+    blocks = {}  # task -> [(dataset number, first position, rows)]
+    for task, (_, _, ds) in rows.items():
+        ks, starts, counts = np.unique(ds, return_index=True, return_counts=True)
+        blocks[task] = list(zip(ks, starts, counts, strict=True))
+    sizes = {k: n for b in blocks.values() for k, _, n in b}
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(samples):
-        draw = {}
-        for task, (_, _, ds) in rows.items():
-            groups = [np.flatnonzero(ds == k) for k in np.unique(ds)]
-            draw[task] = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
-        draws.append(draw)
+        picks = {k: rng.choice(n, size=n) for k, n in sorted(sizes.items())}
+        draws.append({t: np.concatenate([start + picks[k] for k, start, _ in b])
+                      for t, b in blocks.items()})  # fmt: skip
     return draws
 
 
@@ -141,12 +150,16 @@ def _scores(pred, rows, tasks, draw=None) -> np.ndarray:
 
 
 def _check(suite, args, models, originals, preds, rows) -> None:
+    """Score the first model and the originals as hm3.evaluation.evaluate does, or stop."""
     name, path = next(iter(models.items()))
     report = evaluate(suite, {name: path}, originals={t: originals[t] for t in args.tasks},
                       max_length=args.max_length, device="cpu", progress=False)  # fmt: skip
-    ours = _scores(preds[name], rows, args.tasks).mean()
-    theirs = next(m.average_f1 for m in report.models if m.name == name)
-    print(f"check: {name} average F1 {ours:.6f} here vs {theirs:.6f} by hm3.evaluation.evaluate")
+    theirs = {m.kind if m.kind == "original" else m.name: m.average_f1 for m in report.models}
+    for ours, key in ((name, name), ("originals", "original")):
+        here = _scores(preds[ours], rows, args.tasks).mean()
+        print(f"check: {ours} average F1 {here:.6f} here, {theirs[key]:.6f} by evaluate")
+        if abs(here - theirs[key]) > 1e-6:
+            sys.exit(f"{ours}: scores differ from hm3.evaluation.evaluate; are its labels named?")
 
 
 if __name__ == "__main__":

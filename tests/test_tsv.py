@@ -81,6 +81,23 @@ def test_tasks_in_orthogonal_subspaces_add_up_exactly():
     torch.testing.assert_close(tsv_merge(base, base + taus, [1.0, 1.0]), base + taus.sum(0))
 
 
+def test_directions_beyond_a_task_matrix_rank_are_dropped():
+    gen = torch.Generator().manual_seed(8)
+    base = torch.randn(16, 8, generator=gen, dtype=torch.float64)
+    low = [torch.randn(16, 2, generator=gen, dtype=torch.float64)
+           @ torch.randn(2, 8, generator=gen, dtype=torch.float64) for _ in range(2)]  # fmt: skip
+    tensors = base + torch.stack(low)  # rank 2 each, k = 8 // 2 = 4: two triplets are noise
+    wide = tsv_merge(base, tensors, [1.0, 1.0])
+    narrow = tsv_merge(base.float(), tensors.float(), [1.0, 1.0])
+    torch.testing.assert_close(narrow.double(), wide, atol=1e-4, rtol=1e-4)  # not rotated
+    us, vs, ss = [], [], []
+    for tau in low:  # the reference on the rank-2 parts only
+        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+        us.append(u[:, :2]), ss.append(s[:2]), vs.append(vh[:2].T)
+    u, v = polar_factor(torch.cat(us, 1)), polar_factor(torch.cat(vs, 1))
+    torch.testing.assert_close(wide, base + (u * torch.cat(ss)) @ v.T)
+
+
 def test_an_unchanged_model_adds_no_direction():
     base, tensors = _stack(1, 10, 6, seed=4)
     tau = tensors[0] - base
@@ -156,6 +173,17 @@ def test_config_errors_name_the_key(doc, message):
     data = {"base_model": "b", "merge_method": "tsv", "models": [{"model": "a"}], **doc}
     with pytest.raises(Hm3Error, match=message):
         MergeConfig.from_dict(data)
+
+
+def test_switches_are_checked_at_load_for_every_method_but_lambda_one_is_no_switch():
+    doc = {"base_model": "b", "models": [{"model": "a"}]}
+    with pytest.raises(Hm3Error, match="lambda not used by merge_method 'linear'"):
+        MergeConfig.from_dict({**doc, "merge_method": "linear", "parameters": {"lambda": 0.5}})
+    with pytest.raises(Hm3Error, match="rescale not used by merge_method 'linear'"):
+        MergeConfig.from_dict({**doc, "merge_method": "linear", "parameters": {"rescale": True}})
+    for method in ("linear", "regmean", "tsv"):  # as MergeMethod.validate: 1 is the default
+        extra = {"regmean": {"texts": "t"}} if method == "regmean" else {}
+        MergeConfig.from_dict({**doc, **extra, "merge_method": method, "parameters": {"lambda": 1}})
 
 
 # ---- the whole merge on tiny real checkpoints -----------------------------------------------

@@ -181,9 +181,9 @@ class MergeConfig(BaseModel):
     def _check_options(self) -> None:
         """The method-wide switches, early: a merge can take minutes before its first tensor."""
         p = self.parameters
-        switches = {"normalize": p.normalize, "rescale": p.rescale, "lambda": p.lambda_,
-                    "alpha": p.alpha}  # fmt: skip
-        given = [k for k, v in switches.items() if v is not None]
+        lambda_ = None if p.lambda_ == 1 else p.lambda_  # 1 scales nothing: as if unset
+        switches = {"normalize": p.normalize, "rescale": p.rescale, "alpha": p.alpha}
+        given = [k for k, v in {**switches, "lambda": lambda_}.items() if v is not None]
         reads = METHODS[self.merge_method].global_parameters
         unused = [k for k in given if k not in reads]
         if unused:

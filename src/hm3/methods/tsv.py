@@ -5,7 +5,10 @@ What it does: for one 2-D tensor of n models with task matrices τ_i = θ_i − 
 https://arxiv.org/abs/2412.00081, sec. 4):
 
 1. keep each model's k = max(1, ⌊r / n⌋) leading singular triplets, r = min(rows, cols)
-   (the paper's "1/n of the rank"; components with a zero singular value are dropped);
+   (the paper's "1/n of the rank"). hm3 drops triplets whose singular value is rounding noise
+   (≤ max(Σ_i) · max(rows, cols) · eps): when τ_i has fewer than k directions (rows a model never
+   trained, such as position embeddings past its training length), an SVD fills the rest with
+   arbitrary vectors, and the polar factor below would let them rotate the real ones;
 2. concatenate them, Û = [U_1,k … U_n,k], Σ̂ = diag(w̃_1 Σ_1,k … w̃_n Σ_n,k), V̂ likewise, with
    relative weights w̃_i = n · w_i / Σ_j w_j (all 1 for equal weights);
 3. replace Û and V̂ by their nearest matrices with orthonormal columns (the polar factor
@@ -83,7 +86,7 @@ def singular_merge(taus: Tensor, weights: Tensor) -> Tensor:
     us, ss, vs = [], [], []
     for tau, w in zip(taus, weights, strict=True):
         u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-        keep = s[:k] > 0  # an unchanged matrix has no direction to contribute
+        keep = s[:k] > _tolerance(s, tau.shape)  # directions beyond τ_i's rank are arbitrary
         us.append(u[:, :k][:, keep])
         ss.append(s[:k][keep] * w)
         vs.append(vh[:k][keep])
@@ -93,6 +96,11 @@ def singular_merge(taus: Tensor, weights: Tensor) -> Tensor:
     u = polar_factor(torch.cat(us, dim=1))
     v = polar_factor(torch.cat(vs, dim=0).T)
     return (u * s) @ v.T
+
+
+def _tolerance(s: Tensor, shape: torch.Size) -> Tensor:
+    """Singular values at or below this are rounding noise: max(S) · max(rows, cols) · eps."""
+    return s.max() * max(shape) * torch.finfo(s.dtype).eps if s.numel() else s.new_zeros(())
 
 
 def polar_factor(m: Tensor) -> Tensor:
@@ -111,5 +119,5 @@ def polar_factor(m: Tensor) -> Tensor:
         P Qᵀ restricted to S > max(S) · max(rows, cols) · eps, shaped like ``m``.
     """
     p, s, qh = torch.linalg.svd(m, full_matrices=False)
-    keep = s > s.max() * max(m.shape) * torch.finfo(s.dtype).eps
+    keep = s > _tolerance(s, m.shape)
     return p[:, keep] @ qh[keep]
