@@ -147,6 +147,19 @@ def test_dtype_and_inputs_are_kept():
     assert singular_merge(torch.zeros(2, 3, 3), torch.ones(2)).abs().sum() == 0
 
 
+def test_half_precision_inputs_and_the_work_buffer_give_the_same_merge():
+    base, tensors = _stack(3, 10, 7, seed=9)
+    params = [ModelParams(), ModelParams(weight=2.0), ModelParams()]
+    reference = METHODS["tsv"].merge(base.float(), tensors.float(), params)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = METHODS["tsv"].merge(base.to(dtype), tensors.to(dtype), params)
+        assert half.dtype == torch.float32  # computed in float32; the caller casts
+        torch.testing.assert_close(half, reference, atol=0.05, rtol=0.05)
+    buffer = tensors.float().clone()
+    again = METHODS["tsv"].merge(base.float(), buffer, params, overwrite=True)
+    torch.testing.assert_close(again, reference, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("params", "options", "message"),
     [
