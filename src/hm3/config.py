@@ -217,7 +217,7 @@ class MergeConfig(BaseModel):
         method = METHODS[self.merge_method]
         weights = [p.weight for p in self.model_params()]
         bad = [(i, w) for i, w in enumerate(weights) if not w > 0]
-        if method.kernel in ("regmean", "tsv") and bad:
+        if method.needs_positive_weights and bad:
             raise ValueError(
                 f"models[{bad[0][0]}]: weight {bad[0][1]!r}; {self.merge_method} weights scale "
                 "each model's share of the merge and must be > 0"

@@ -61,6 +61,11 @@ class MergeMethod:
         return self.kernel in ("task_arithmetic", "tsv")
 
     @property
+    def needs_positive_weights(self) -> bool:
+        """Whether weights must be > 0 (they scale each model's share: regmean, tsv)."""
+        return self.kernel in ("regmean", "tsv")
+
+    @property
     def is_random(self) -> bool:
         """Whether the method draws random masks (then it needs generators)."""
         return self.sparsification in RANDOM_SPARSIFICATIONS
@@ -104,7 +109,7 @@ class MergeMethod:
             raise Hm3Error("models: got none; list at least one model to merge")
         check_model_params(self.name, params, self.per_model_parameters, self.sparsification)
         _check_options(self, options)
-        if self.kernel in ("regmean", "tsv"):
+        if self.needs_positive_weights:
             check_weights(self.name, [p.weight for p in params])
         if self.kernel == "regmean":
             check_alpha(DEFAULT_ALPHA if options.alpha is None else options.alpha)
