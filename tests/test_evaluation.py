@@ -20,9 +20,10 @@ from sklearn.metrics import confusion_matrix, f1_score
 from conftest import Zoo
 from hm3.classifier import load
 from hm3.cli import main
+from hm3.cli_common import parse_named_paths
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.evaluation import EvaluationResult, _score_task, evaluate, parse_named_paths
+from hm3.evaluation import EvaluationResult, _score_task, evaluate
 from hm3.merging import merge
 from hm3.suite import Dataset, load_datasets, load_suite
 from test_suite import write_rows, write_suite

@@ -1,15 +1,18 @@
-"""What the ``hm3`` commands share: the consoles, the common options, printing a fit.
+"""What the ``hm3`` commands share: consoles, common options, ``NAME=DIR`` pairs, printing a fit.
 
 Only argument declarations and output formatting live here; see :mod:`hm3.cli`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
     from hm3.alignment import AlignResult
@@ -33,6 +36,29 @@ MaxLengthOpt = Annotated[
 
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
+
+
+def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> dict[str, Path]:
+    """Command-line ``NAME=DIR`` (or ``DIR``, named after the directory) pairs, in order.
+
+    Args:
+        specs: the arguments as given.
+        option: the option or argument they came from, for messages.
+        need_name: refuse a bare ``DIR``.
+    """
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():
+            if need_name:
+                raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
+            name, path = Path(spec).resolve().name, spec
+        if not name or not path:
+            raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
+        if name in out:
+            raise Hm3Error(f"{option} {spec}: name {name!r} given twice; use NAME=DIR to rename")
+        out[name] = Path(path)
+    return out
 
 
 def print_alignment(result: AlignResult) -> None:

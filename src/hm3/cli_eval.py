@@ -20,6 +20,7 @@ from hm3.cli_common import (
     ProgressOpt,
     err_console,
     out_console,
+    parse_named_paths,
     print_alignment,
 )
 from hm3.defaults import DEFAULT_RIDGE
@@ -58,7 +59,6 @@ def evaluate(
 ) -> None:
     """Evaluate MODELS (merged or single-task) and --originals on the datasets of SUITE."""
     from hm3.evaluation import evaluate as run_evaluation
-    from hm3.evaluation import parse_named_paths
     from hm3.output import check_output
     from hm3.report import print_tables, write_report
     from hm3.suite import load_suite
@@ -120,7 +120,6 @@ def align(
 ) -> None:
     """Re-fit each task's head rows of MERGED so it reproduces its original's logits on --texts."""
     from hm3.alignment import align as do_align
-    from hm3.evaluation import parse_named_paths
 
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     result = do_align(

@@ -48,7 +48,7 @@ from hm3.report import (
 )
 from hm3.suite import Dataset, Suite, check_expectations, load_datasets
 
-__all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate", "parse_named_paths"]
+__all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate"]
 
 ORIGINAL = "original"
 ModelRef = Predictor | str | Path  # a loaded model (a Classifier, ...) or its directory
@@ -321,26 +321,3 @@ def _score_task(
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
         datasets=per_dataset,
     )
-
-
-def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> dict[str, Path]:
-    """Command-line ``NAME=DIR`` (or ``DIR``, named after the directory) pairs, in order.
-
-    Args:
-        specs: the arguments as given.
-        option: the option or argument they came from, for messages.
-        need_name: refuse a bare ``DIR``.
-    """
-    out: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or Path(spec).exists():
-            if need_name:
-                raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
-            name, path = Path(spec).resolve().name, spec
-        if not name or not path:
-            raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
-        if name in out:
-            raise Hm3Error(f"{option} {spec}: name {name!r} given twice; use NAME=DIR to rename")
-        out[name] = Path(path)
-    return out
