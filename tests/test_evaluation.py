@@ -23,7 +23,7 @@ from hm3.cli import main
 from hm3.cli_common import parse_named_paths
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.evaluation import EvaluationResult, _score_task, evaluate
+from hm3.evaluation import ORIGINAL, EvaluationResult, _score_task, evaluate
 from hm3.merging import merge
 from hm3.suite import Dataset, load_datasets, load_suite
 from test_suite import write_rows, write_suite
@@ -180,6 +180,39 @@ def test_pooled_macro_f1_by_hand():
     assert _score_task("m", "t", labels, [a], preds).f1 == pytest.approx(0.4)
 
 
+def test_agreement_with_the_original_by_hand():
+    """5 rows of a 3-label task, expected a a b | c c; original a b a | c c; model a c b | a c.
+
+    They differ on rows 2-4: on row 2 neither is right, on row 3 the model, on row 4 the
+    original. The originals themselves, and a model scored without them, get no agreement.
+    """
+    labels = ("a", "b", "c")
+    d1 = Dataset("d1", Path("d1"), tuple("123"), {"t": tuple("aab")}, {"t": "y"}, {}, (0, 1, 2), 3)
+    d2 = Dataset("d2", Path("d2"), tuple("45"), {"t": tuple("cc")}, {"t": "c"}, {}, (0, 1), 2)
+
+    def said(letters: str) -> np.ndarray:
+        return np.array(list(letters), dtype=object)
+
+    preds = {
+        (ORIGINAL, "t", "d1"): said("aba"),
+        (ORIGINAL, "t", "d2"): said("cc"),
+        ("m", "t", "d1"): said("acb"),
+        ("m", "t", "d2"): said("ac"),
+    }
+    got = _score_task("m", "t", labels, [d1, d2], preds).agreement
+    assert (got.rate, got.differ, got.model_right, got.original_right) == (0.4, 3, 1, 1)
+    assert _score_task(ORIGINAL, "t", labels, [d1, d2], preds).agreement is None
+    alone = {k: v for k, v in preds.items() if k[0] == "m"}
+    assert _score_task("m", "t", labels, [d1, d2], alone).agreement is None
+
+
+def test_a_model_agrees_fully_with_itself_as_original(result):
+    for model, task in [("single0", "task0"), ("single2", "task2")]:
+        got = result.model(model).task(task).agreement
+        assert (got.rate, got.differ, got.model_right, got.original_right) == (1.0, 0, 0, 0)
+    assert all(t.agreement is None for t in result.model("original").tasks)
+
+
 def test_cross_check_and_per_row_labels(zoo, suite_file, result):
     task0 = result.model("original").task("task0")
     cross = next(d for d in task0.datasets if d.dataset == "g2")  # task1's data: expect benign
@@ -247,6 +280,13 @@ def test_merged_model_answers_every_task_from_one_pass(zoo, suite_file, merged, 
         y_true = np.concatenate([d.expected[score.task] for d in used])
         y_pred = [by_text[t].tasks[score.task].label for d in used for t in d.texts]
         assert score.f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+        theirs = independent_predictions(zoo.models[int(score.task[-1])], used)
+        theirs = np.concatenate([theirs[d.name] for d in used])
+        differ = np.asarray(y_pred, object) != theirs
+        assert score.agreement.rate == pytest.approx(1 - differ.mean())
+        assert score.agreement.differ == differ.sum()
+        assert score.agreement.model_right == (np.asarray(y_pred, object) == y_true)[differ].sum()
+        assert score.agreement.original_right == (theirs == y_true)[differ].sum()
     assert got.average_f1("ties") == pytest.approx(np.mean([t.f1 for t in model.tasks]))
     assert got.average_f1("original", ["task0", "task2"]) == pytest.approx(
         np.mean([got.model("original").task(t).f1 for t in ("task0", "task2")])
@@ -260,9 +300,17 @@ def test_originals_must_be_single_task(merged, suite_file):
 
 def test_results_json_round_trip(result):
     data = json.loads(result.to_json())
-    assert data["version"] == 1 and data["models"][0]["kind"] == "original"
+    assert data["version"] == 2 and data["models"][0]["kind"] == "original"
     assert data["models"][0]["sources"]["task1"].endswith("task1")
+    assert data["models"][1]["tasks"][0]["agreement"]["rate"] == 1.0
     assert EvaluationResult.from_json(result.to_json()) == result
+    # a version-1 file (before agreement) still reads, without agreement
+    data["version"] = 1
+    for model in data["models"]:
+        for task in model["tasks"]:
+            del task["agreement"]
+    old = EvaluationResult.from_json(json.dumps(data))
+    assert old.model("single0").task("task0").agreement is None
 
 
 def test_errors_against_the_models_name_the_dataset(zoo, tmp_path):
@@ -339,6 +387,7 @@ def test_cli_tables_json_and_report(zoo, suite_file, tmp_path, capsys):
     code, out, err = run(capsys, "evaluate", suite_file, *models, *originals, "--no-progress")
     assert code == 0, err
     assert "Average macro-F1" in out and "Accuracy per dataset" in out and "m2" in out
+    assert "Agreement with the originals" in out
     code, out, err = run(
         capsys,
         "evaluate",
@@ -355,7 +404,7 @@ def test_cli_tables_json_and_report(zoo, suite_file, tmp_path, capsys):
     parsed = EvaluationResult.from_json(out)
     assert [m.name for m in parsed.models] == ["original"]
     assert EvaluationResult.from_json((tmp_path / "report" / "results.json").read_text()) == parsed
-    assert (tmp_path / "report" / "report.md").is_file()
+    assert "Agreement" not in (tmp_path / "report" / "report.md").read_text()  # nothing to compare
     code, _, err = run(capsys, "evaluate", suite_file, *originals, "--out", tmp_path / "report")
     assert code == 2 and "--force" in err
 

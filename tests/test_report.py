@@ -41,7 +41,14 @@ def test_report_dir_has_results_markdown_and_every_referenced_png(result, tmp_pa
         assert (out / name).read_bytes()[:8] == PNG
     want = {f"{kind}_task{i}.png" for kind in ("accuracy", "confusion") for i in range(3)}
     assert want | {"original_vs_single0.png", "original_vs_single2.png"} == pngs
-    for heading in ("Average macro-F1", "Macro-F1 per task", "Accuracy per dataset", "Metrics"):
+    headings = (
+        "Average macro-F1",
+        "Macro-F1 per task",
+        "Accuracy per dataset",
+        "Agreement",
+        "Metrics",
+    )
+    for heading in headings:
         assert f"## {heading}" in md
     assert "| original | task0, task1, task2 |" in md
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -58,7 +65,8 @@ def test_existing_report_needs_force(result, tmp_path):
 
 
 def test_tables_put_models_side_by_side(result):
-    (avg_title, avg_head, avg), (_, task_head, per_task), (_, data_head, per_data) = tables(result)
+    found = tables(result)
+    (avg_title, avg_head, avg), (_, task_head, per_task), (_, data_head, per_data) = found[:3]
     assert avg_head == ["model", "tasks", "average F1"]
     assert [row[0] for row in avg] == ["original", "single0", "single2"]
     assert avg[1][2] == f"{result.model('single0').average_f1:.3f}"
@@ -69,15 +77,25 @@ def test_tables_put_models_side_by_side(result):
     assert rows[("g2", "task0")][2:5] == ["benign", "24", rows[("g2", "task0")][4]]
     assert rows[("mixed", "task2")][2] == "column letter"
     assert len(per_data) == sum(len(d.expect) for d in result.datasets)
+    agree_title, agree_head, agree = found[3]  # each model is its own task's original
+    assert agree_head == ["task", "single0", "single2"]
+    assert agree == [
+        ["task0", "1.000 (+0 −0)", "—"],
+        ["task1", "—", "—"],
+        ["task2", "—", "1.000 (+0 −0)"],
+    ]
     buffer = io.StringIO()
     print_tables(result, Console(file=buffer, width=160))
     text = buffer.getvalue()
     assert avg_title in text and "single2" in text and "column letter" in text
+    assert agree_title in text
+    alone = result.model_copy(update={"models": result.models[:1]})  # the originals only
+    assert len(tables(alone)) == 3
 
 
 def test_results_json_is_plain_json(result, tmp_path):
     out = write_report(result, tmp_path / "r")
     data = json.loads((out / "results.json").read_text())
     task = data["models"][0]["tasks"][0]
-    assert set(task) == {"task", "f1", "support", "labels", "confusion", "datasets"}
+    assert set(task) == {"task", "f1", "support", "labels", "confusion", "datasets", "agreement"}
     assert len(task["confusion"]) == len(task["labels"])

@@ -16,6 +16,9 @@ Metrics (scikit-learn), per model and task:
 - **accuracy** per dataset: the fraction of the dataset's rows given the expected label.
 - **average F1** of a model: the mean of its tasks' macro-F1 (paper Table 1).
 - **confusion matrix** over all the task's labels in order: rows expected, columns predicted.
+- **agreement with the original** (when ``originals`` answer the task): the share of the pooled
+  rows on which a model gives the original's label, and, of the rows where they differ, how
+  many each of the two gets right.
 
 The result types (the schema of ``results.json``) live in :mod:`hm3.report`, which also
 writes them to disk; this module reads no suite file itself (see :mod:`hm3.suite`).
@@ -39,6 +42,7 @@ from hm3.errors import Hm3Error
 from hm3.labels import Task, is_uninformative, tasks_from_config
 from hm3.progress import progress_bar
 from hm3.report import (
+    Agreement,
     DatasetAccuracy,
     DatasetInfo,
     EvaluationResult,
@@ -320,4 +324,27 @@ def _score_task(
         labels=labels,
         confusion=tuple(tuple(int(v) for v in row) for row in matrix),
         datasets=per_dataset,
+        agreement=_agreement(model, task, datasets, predictions, y_true, y_pred),
+    )
+
+
+def _agreement(
+    model: str,
+    task: str,
+    datasets: Sequence[Dataset],
+    predictions: Predictions,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+) -> Agreement | None:
+    """The model's labels against the original's on the same pooled rows (None: no original)."""
+    keys = [(ORIGINAL, task, d.name) for d in datasets]
+    if model == ORIGINAL or not len(y_true) or any(k not in predictions for k in keys):
+        return None
+    theirs = np.concatenate([predictions[k] for k in keys])
+    differ = y_pred != theirs
+    return Agreement(
+        rate=float(1.0 - differ.mean()),
+        differ=int(differ.sum()),
+        model_right=int((y_pred[differ] == y_true[differ]).sum()),
+        original_right=int((theirs[differ] == y_true[differ]).sum()),
     )

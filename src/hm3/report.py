@@ -1,11 +1,12 @@
-"""Evaluation results: their schema (results.json), terminal tables, report.md, PNG plots.
+"""Evaluation results: their schema (results.json), terminal tables, report.md.
 
 :class:`EvaluationResult` and its parts are frozen pydantic models, filled in by
 :func:`hm3.evaluation.evaluate`; ``results.json`` is :meth:`EvaluationResult.to_json` and reads
 back with :meth:`EvaluationResult.from_json`.
 
-Three tables, models side by side: average macro-F1 per model (paper Table 1), macro-F1 per
-task, and accuracy per (dataset, task). :func:`write_report` writes a report directory
+Tables, models side by side: average macro-F1 per model (paper Table 1), macro-F1 per task,
+accuracy per (dataset, task), and, when the originals were evaluated, each model's agreement with
+them per task. :func:`write_report` writes a report directory
 atomically (:func:`hm3.output.atomic_dir`)::
 
     results.json                 the result (EvaluationResult.to_json)
@@ -14,21 +15,17 @@ atomically (:func:`hm3.output.atomic_dir`)::
     original_vs_<model>.png      the originals against one model (Figures 8-13)
     confusion_<task>.png         a confusion matrix per model, side by side (Figures 14-25)
 
-Plots use matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
-This module runs no model and computes no metric (see :mod:`hm3.evaluation`).
+The PNG plots are drawn by :mod:`hm3.report_plots`. This module runs no model and computes no
+metric (see :mod:`hm3.evaluation`).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
@@ -44,9 +41,20 @@ METRICS_MD = """\
   expected label.
 - **average F1** (per model): the mean macro-F1 over the model's tasks (paper Table 1).
 - **confusion matrix** (per model and task): rows are expected labels, columns predicted ones;
-  cells show the share of the row (its count is on the row label)."""
+  cells show the share of the row (its count is on the row label).
+- **agreement with the originals** (per model and task, when the originals were evaluated): the
+  share of the task's rows on which the model gives the same label as the task's original.
+  `+a −b`: of the rows where the two differ, the model gives the expected label on a of them
+  and the original on b (on the rest neither does); a − b is what replacing the original gains
+  on this suite, in rows."""
 
-RESULTS_VERSION = 1
+#: 2 added ``TaskResult.agreement`` (version 1 files read back with ``agreement`` None)
+RESULTS_VERSION = 2
+AGREEMENT = "Agreement with the originals"
+CAPTIONS = {
+    AGREEMENT: "share of rows given the original's label; +a −b: of the rows where they differ, "
+    "the model is right on a, the original on b"
+}
 Rows = list[list[str]]
 
 
@@ -74,6 +82,15 @@ class DatasetAccuracy(_Result):
     support: int
 
 
+class Agreement(_Result):
+    """A model's labels for one task against the task's original, on the same rows."""
+
+    rate: float  # share of rows on which the model gives the original's label
+    differ: int  # rows on which they differ
+    model_right: int  # of those, rows on which the model gives the expected label
+    original_right: int  # of those, rows on which the original does
+
+
 class TaskResult(_Result):
     task: str
     f1: float  # macro-F1 pooled over `datasets`
@@ -81,6 +98,7 @@ class TaskResult(_Result):
     labels: tuple[str, ...]
     confusion: tuple[tuple[int, ...], ...]  # rows expected, columns predicted, in `labels` order
     datasets: tuple[DatasetAccuracy, ...]
+    agreement: Agreement | None = None  # vs the original; None for the originals, or without
 
 
 class ModelResult(_Result):
@@ -129,7 +147,10 @@ class EvaluationResult(_Result):
 
 
 def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
-    """The three tables as (title, header, rows) of strings; "—" where a model has no score."""
+    """The tables as (title, header, rows) of strings; "—" where a model has no score.
+
+    The agreement table is left out when no model was compared with the originals.
+    """
     names = [m.name for m in result.models]
     average = [
         [m.name, ", ".join(t.task for t in m.tasks) or "—", _fmt(m.average_f1)]
@@ -141,13 +162,21 @@ def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
     per_dataset = []
     for data in result.datasets:
         for task, expect in data.expect.items():
-            cells = [_fmt(_accuracy(result, m.name, task, data.name)) for m in result.models]
+            cells = [_fmt(accuracy_of(result, m.name, task, data.name)) for m in result.models]
             per_dataset.append([data.name, task, expect, str(data.evaluated), *cells])
-    return [
+    found = [
         ("Average macro-F1", ["model", "tasks", "average F1"], average),
         ("Macro-F1 per task", ["task", *names], per_task),
         ("Accuracy per dataset", ["dataset", "task", "expected", "n", *names], per_dataset),
     ]
+    compared = [m for m in result.models if any(t.agreement for t in m.tasks)]
+    if compared:
+        rows = [
+            [task.name, *[_agreement(m.task(task.name)) for m in compared]] for task in result.tasks
+        ]
+        header = ["task", *[m.name for m in compared]]
+        found.append((AGREEMENT, header, rows))
+    return found
 
 
 def print_tables(result: EvaluationResult, console: Console | None = None) -> None:
@@ -158,6 +187,8 @@ def print_tables(result: EvaluationResult, console: Console | None = None) -> No
         for row in rows:
             table.add_row(*row)
         console.print(table)
+        if title in CAPTIONS:
+            console.print(f"  {CAPTIONS[title]}", style="dim", highlight=False)
 
 
 def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]]) -> str:
@@ -173,6 +204,8 @@ def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]])
     for title, header, rows in tables(result):
         lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
         lines += [_md_row(row) for row in rows]
+        if title in CAPTIONS:
+            lines += ["", CAPTIONS[title][0].upper() + CAPTIONS[title][1:] + "."]
     for section, figures in images.items():
         if figures:
             lines += ["", f"## {section}"]
@@ -183,6 +216,8 @@ def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]])
 
 def write_report(result: EvaluationResult, out: str | Path, *, force: bool = False) -> Path:
     """Write results.json, report.md and the PNG plots to the directory ``out``, atomically."""
+    from hm3.report_plots import write_plots  # matplotlib: only when a report is written
+
     out = Path(out)
     with atomic_dir(out, force) as tmp:
         (tmp / "results.json").write_text(result.to_json() + "\n", encoding="utf-8")
@@ -191,129 +226,17 @@ def write_report(result: EvaluationResult, out: str | Path, *, force: bool = Fal
     return out
 
 
-def write_plots(result: EvaluationResult, folder: Path) -> dict[str, list[tuple[str, str]]]:
-    """Write every PNG into ``folder``; returns section → [(caption, file name)]."""
-    accuracy, versus, confusion = [], [], []
-    for task in result.tasks:
-        if any(m.task(task.name) for m in result.models):
-            accuracy.append(_accuracy_plot(folder, result, task.name))
-            title = f"Confusion matrices — task {task.name}"
-            confusion.append((title, _confusion_grid(folder, result, task.name, title)))
-    original = next((m.name for m in result.models if m.kind == "original"), None)
-    for model in result.models if original else ():
-        if model.kind != "original":
-            versus += _versus(folder, result, original, model.name)
-    return {
-        "Plots: accuracy per dataset": accuracy,
-        "Plots: originals vs each model": versus,
-        "Plots: confusion matrices": confusion,
-    }
-
-
-def _accuracy_plot(folder: Path, result: EvaluationResult, task: str) -> tuple[str, str]:
-    """Accuracy of every model answering ``task`` on every dataset expecting it."""
-    data = [d for d in result.datasets if task in d.expect]
-    series = {
-        m.name: [_accuracy(result, m.name, task, d.name) for d in data]
-        for m in result.models
-        if m.task(task)
-    }
-    groups = [f"{d.name}\n({d.expect[task]})" for d in data]
-    title = f"Accuracy per dataset — task {task}"
-    return title, _bar_chart(folder, f"accuracy_{task}", title, groups, series)
-
-
-def _versus(
-    folder: Path, result: EvaluationResult, original: str, model: str
-) -> list[tuple[str, str]]:
-    """Accuracy of the originals and ``model`` on every (dataset, task) both answer."""
-    groups, series = [], {original: [], model: []}
-    for data in result.datasets:
-        for task in data.expect:
-            scores = [_accuracy(result, m, task, data.name) for m in (original, model)]
-            if None not in scores:
-                groups.append(f"{data.name}\n{task} = {data.expect[task]}")
-                series[original].append(scores[0])
-                series[model].append(scores[1])
-    if not groups:
-        return []
-    title = f"Accuracy: originals vs {model}"
-    return [(title, _bar_chart(folder, f"original_vs_{model}", title, groups, series))]
-
-
-def _bar_chart(
-    folder: Path, stem: str, title: str, groups: list[str], series: dict[str, list[float | None]]
-) -> str:
-    """Horizontal grouped bars, top to bottom: one group per label, one bar per series (model).
-
-    Horizontal so that long dataset names stay legible however many models are compared.
-    """
-    bars = len(groups) * len(series)
-    height = 0.8 / len(series)
-    size = (9, max(3.0, 0.1 * bars + 0.25 * len(groups) + 1.2))
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.add_subplot()
-    y = np.arange(len(groups))
-    for i, (name, values) in enumerate(series.items()):
-        widths = [math.nan if v is None else v for v in values]
-        drawn = ax.barh(y - 0.4 + height * (i + 0.5), widths, height, label=name)
-        if bars <= 60:
-            ax.bar_label(drawn, fmt="%.2f", fontsize=7, padding=2)
-    ax.set_yticks(y, groups, fontsize=8)
-    ax.set(xlim=(0, 1.1), ylim=(len(groups) - 0.5, -0.5), xlabel="accuracy", title=title)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="model")
-    return _save(fig, folder, stem)
-
-
-def _confusion_grid(folder: Path, result: EvaluationResult, task: str, title: str) -> str:
-    """One confusion matrix per model answering ``task``, at most four per row."""
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    scored = [(m.name, m.task(task)) for m in result.models if m.task(task)]
-    cols = min(4, len(scored))
-    rows = math.ceil(len(scored) / cols)
-    size = 1.8 + 0.7 * len(scored[0][1].labels)
-    # "tight", not "constrained": as good here (no legend outside the axes), half the time
-    fig = Figure(figsize=(cols * (size + 1.2), rows * (size + 0.9) + 0.6), layout="tight")
-    fig.suptitle(f"{title} (rows: expected, columns: predicted)")
-    for i, (name, score) in enumerate(scored):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        counts = np.asarray(score.confusion, dtype=float)
-        totals = counts.sum(axis=1, keepdims=True)
-        shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        ConfusionMatrixDisplay(shares, display_labels=list(score.labels)).plot(
-            ax=ax,
-            colorbar=False,
-            xticks_rotation=45,
-            values_format=".2f",
-            im_kw={"vmin": 0, "vmax": 1, "cmap": "Blues"},
-        )
-        support = [f"{lab} ({int(n)})" for lab, n in zip(score.labels, totals[:, 0], strict=True)]
-        ax.set_yticks(range(len(score.labels)), support)
-        ax.set(title=f"{name} — F1 {score.f1:.3f}", xlabel="predicted", ylabel="expected")
-    return _save(fig, folder, f"confusion_{task}")
-
-
-def _save(fig: Figure, folder: Path, stem: str) -> str:
-    name = _unique(folder, re.sub(r"[^A-Za-z0-9_.\-]+", "_", stem))
-    FigureCanvasAgg(fig)
-    fig.savefig(folder / name, dpi=100)  # the constrained layout fits; "tight" would draw twice
-    return name
-
-
-def _unique(folder: Path, stem: str) -> str:
-    name, n = f"{stem}.png", 1
-    while (folder / name).exists():
-        n += 1
-        name = f"{stem}_{n}.png"
-    return name
-
-
-def _accuracy(result: EvaluationResult, model: str, task: str, dataset: str) -> float | None:
+def accuracy_of(result: EvaluationResult, model: str, task: str, dataset: str) -> float | None:
     score = result.model(model).task(task)
     found = [d.accuracy for d in score.datasets if d.dataset == dataset] if score else []
     return found[0] if found else None
+
+
+def _agreement(score: TaskResult | None) -> str:
+    if score is None or score.agreement is None:
+        return "—"
+    a = score.agreement
+    return f"{a.rate:.3f} (+{a.model_right} −{a.original_right})"
 
 
 def _f1(score: TaskResult | None) -> float | None:
