@@ -16,9 +16,10 @@ layers already fitted below it), Y_i original i's outputs of that layer on the s
 (through its own layers), m_i the non-padding tokens, and W̃₀ the merge's weight and bias. The
 attention output and output dense feed a residual LayerNorm; their targets also take up the
 residual stream's drift (Y_i = original's LayerNorm input − the merged residual), unless
-``--no-residual``. The pooler's dense layer is fitted last, on the [CLS] rows. It is RegMean
-(which fits W_i X_i on the merged inputs X_i of model i alone) with the originals' own
-activations as targets and the drift of the layers below taken into account.
+``--no-residual``. The pooler's dense layer is fitted last, on the [CLS] rows; embeddings and
+LayerNorms stay as merged. Compared with hm3's RegMean, which fits W_i X_i on each original's
+own inputs X_i, it feeds the merged model's inputs and targets the original's actual outputs,
+so the drift of the layers below is corrected as it goes.
 
 Then each fitted body is aligned like every merge of the ablation (``all 1000`` covering texts,
 :func:`hm3.alignment.collect`, ridges ``--ridges``) and scored on the case's tasks of the whole
@@ -39,10 +40,12 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from align_ablation import (
+    MAX_LENGTH,
     _method_specs,
     _picked,
     collect,
@@ -77,7 +80,6 @@ RESIDUAL = {
     "output.dense": "output.LayerNorm",
 }
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-body-fit"
-MAX_LENGTH = 64  # what the demo aligns and evaluates with
 
 
 def parse_args() -> argparse.Namespace:
@@ -130,6 +132,68 @@ def _solve(linear: torch.nn.Linear, gram: torch.Tensor, cross: torch.Tensor, rid
     linear.bias.copy_(fitted[-1].float())
 
 
+@dataclass
+class _Paths:
+    """Model i's fitting texts as tensors, and where the merged and original models have them."""
+
+    keep: torch.Tensor  # [n, L] non-padding tokens
+    additive: torch.Tensor  # [n, 1, 1, L] attention mask for eager attention
+    merged: torch.Tensor  # hidden states at the current block's input, merged model
+    original: torch.Tensor  # the same, through model i's own blocks
+
+
+def _paths(tokenizer, merged, original, texts: list[str]) -> _Paths:
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    )
+    mask = enc["attention_mask"]
+    ids = {k: enc[k] for k in ("input_ids", "token_type_ids")}
+    additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    return _Paths(
+        mask.bool(), additive, merged.bert.embeddings(**ids), original.bert.embeddings(**ids)
+    )
+
+
+def _fit_block(index: int, layer, models: dict, paths: dict[str, _Paths], ridge, residual):
+    """Fit one merged block's linears group by group, then move every path past the block."""
+    every = [name for group in GROUPS for name in group]
+    targets, next_original = {}, {}
+    for t, path in paths.items():
+        block = models[t].bert.encoder.layer[index]
+        next_original[t], targets[t] = _run_layer(block, path.original, path.additive, every)
+    for group in GROUPS:
+        d = layer.get_submodule(group[0]).in_features + 1
+        gram = torch.zeros(d, d, dtype=torch.float64)
+        cross = {n: torch.zeros(d, layer.get_submodule(n).out_features).double() for n in group}
+        for t, path in paths.items():
+            _, seen = _run_layer(layer, path.merged, path.additive, group)
+            x = _with_ones(seen[group[0]][0][path.keep])
+            gram += x.T @ x / len(x)
+            for name in group:
+                y = targets[t][name][1]
+                if residual and name in RESIDUAL:  # take up the residual stream's drift
+                    norm = RESIDUAL[name]
+                    y = targets[t][norm] - (seen[norm] - seen[name][1])
+                cross[name] += x.T @ y[path.keep].double() / len(x)
+        for name in group:
+            _solve(layer.get_submodule(name), gram, cross[name], ridge)
+    for t, path in paths.items():
+        path.merged = _run_layer(layer, path.merged, path.additive, ())[0]
+        path.original = next_original[t]
+
+
+def _fit_pooler(merged, models: dict, paths: dict[str, _Paths], ridge: float) -> None:
+    """The pooler's dense layer, on the [CLS] rows, to each original's (pre-tanh) output."""
+    pooler = merged.bert.pooler.dense
+    gram = torch.zeros(pooler.in_features + 1, pooler.in_features + 1, dtype=torch.float64)
+    cross = torch.zeros(pooler.in_features + 1, pooler.out_features, dtype=torch.float64)
+    for t, path in paths.items():
+        x = _with_ones(path.merged[:, 0])
+        gram += x.T @ x / len(x)
+        cross += x.T @ models[t].bert.pooler.dense(path.original[:, 0]).double() / len(x)
+    _solve(pooler, gram, cross, ridge)
+
+
 @torch.inference_mode()
 def fit_body(
     merged_dir: Path,
@@ -143,55 +207,10 @@ def fit_body(
     merged = _load(merged_dir)
     models = {task: _load(path) for task, path in originals.items()}
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    enc = {
-        t: tokenizer(
-            texts[t], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
-        )
-        for t in texts
-    }
-    keep = {t: e["attention_mask"].bool() for t, e in enc.items()}
-    additive = {
-        t: (1.0 - e["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
-        for t, e in enc.items()
-    }
-    ids = {t: {k: e[k] for k in ("input_ids", "token_type_ids")} for t, e in enc.items()}
-    h_merged = {t: merged.bert.embeddings(**ids[t]) for t in texts}
-    h_orig = {t: models[t].bert.embeddings(**ids[t]) for t in texts}
-    every = [name for group in GROUPS for name in group]
+    paths = {t: _paths(tokenizer, merged, models[t], texts[t]) for t in texts}
     for index, layer in enumerate(merged.bert.encoder.layer):
-        targets, next_orig = {}, {}
-        for t in texts:
-            block = models[t].bert.encoder.layer[index]
-            next_orig[t], targets[t] = _run_layer(block, h_orig[t], additive[t], every)
-        for group in GROUPS:
-            d = layer.get_submodule(group[0]).in_features + 1
-            gram = torch.zeros(d, d, dtype=torch.float64)
-            cross = {
-                n: torch.zeros(d, layer.get_submodule(n).out_features, dtype=torch.float64)
-                for n in group
-            }
-            for t in texts:
-                _, seen = _run_layer(layer, h_merged[t], additive[t], group)
-                x = _with_ones(seen[group[0]][0][keep[t]])
-                gram += x.T @ x / len(x)
-                for name in group:
-                    y = targets[t][name][1]
-                    if residual and name in RESIDUAL:  # take up the residual stream's drift
-                        norm = RESIDUAL[name]
-                        y = targets[t][norm] - (seen[norm] - seen[name][1])
-                    cross[name] += x.T @ y[keep[t]].double() / len(x)
-            for name in group:
-                _solve(layer.get_submodule(name), gram, cross[name], ridge)
-        h_merged = {t: _run_layer(layer, h_merged[t], additive[t], ())[0] for t in texts}
-        h_orig = next_orig
-    pooler = merged.bert.pooler.dense
-    gram = torch.zeros(pooler.in_features + 1, pooler.in_features + 1, dtype=torch.float64)
-    cross = torch.zeros(pooler.in_features + 1, pooler.out_features, dtype=torch.float64)
-    for t in texts:
-        x = _with_ones(h_merged[t][:, 0])
-        gram += x.T @ x / len(x)
-        cross += x.T @ models[t].bert.pooler.dense(h_orig[t][:, 0]).double() / len(x)
-    _solve(pooler, gram, cross, ridge)
+        _fit_block(index, layer, models, paths, ridge, residual)
+    _fit_pooler(merged, models, paths, ridge)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(merged_dir, out)
     names = set(load_file(str(merged_dir / "model.safetensors")))
@@ -202,7 +221,7 @@ def fit_body(
 
 def evaluate_merge(path: Path, datasets, texts_file: Path, ridges) -> dict:
     """Merged and aligned average F1 on the case's suite (the ablation's fast path)."""
-    feats = suite_features(path, distinct_texts(datasets), 64)
+    feats = suite_features(path, distinct_texts(datasets), batch_size=64)
     stats = collect(
         path, texts_file, batch_size=64, max_length=MAX_LENGTH, device="cpu", progress=False
     )
@@ -210,6 +229,16 @@ def evaluate_merge(path: Path, datasets, texts_file: Path, ridges) -> dict:
         "merged": score(feats.logits, feats.tasks, datasets),
         "aligned": sweep(stats, feats, datasets, ridges),
     }
+
+
+def _print_case(case, rows: dict, ridges: tuple[float, ...]) -> None:
+    print(f"\n{case.name}: {' + '.join(case.tasks)} (aligned at ridges {ridges})")
+    for label, row in rows.items():
+        aligned = " / ".join(f"{row['aligned'][str(r)]['average']:.3f}" for r in ridges)
+        per = row["aligned"].get(str(DEFAULT_RIDGE), {}).get("tasks", {})
+        tasks = ", ".join(f"{t} {f:.3f}" for t, f in per.items())
+        merged = row["merged"]["average"]
+        print(f"  {label}: merged {merged:.3f} → aligned {aligned}  ({tasks})", flush=True)
 
 
 def main() -> int:
@@ -251,15 +280,7 @@ def main() -> int:
             rows[label] = evaluate_merge(fitted, datasets, covering.path, ridges)
             rows[label]["fit_seconds"] = round(time.perf_counter() - t0, 1)
         results[case.name] = rows
-        print(f"\n{case.name}: {' + '.join(case.tasks)} (aligned at ridges {args.ridges})")
-        for label, row in rows.items():
-            aligned = " / ".join(f"{row['aligned'][str(r)]['average']:.3f}" for r in ridges)
-            per = row["aligned"].get(str(DEFAULT_RIDGE), {}).get("tasks", {})
-            tasks = ", ".join(f"{t} {f:.3f}" for t, f in per.items())
-            print(
-                f"  {label}: merged {row['merged']['average']:.3f} → aligned {aligned}  ({tasks})",
-                flush=True,
-            )
+        _print_case(case, rows, ridges)
     (args.workdir / "body_fit.json").write_text(json.dumps(results, indent=1) + "\n")
     print(
         f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; "

@@ -23,8 +23,9 @@ from hm3.cli import main
 from hm3.cli_common import parse_named_paths
 from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.evaluation import ORIGINAL, EvaluationResult, _score_task, evaluate
+from hm3.evaluation import ORIGINAL, EvaluationResult, evaluate
 from hm3.merging import merge
+from hm3.scoring import score_task
 from hm3.suite import Dataset, load_datasets, load_suite
 from test_suite import write_rows, write_suite
 from tiny import WORDS, write_merge_yaml
@@ -172,12 +173,12 @@ def test_pooled_macro_f1_by_hand():
         ("m", "t", "a"): np.array(["benign", "benign", "jailbreak"], dtype=object),
         ("m", "t", "b"): np.array(["jailbreak"], dtype=object),
     }
-    score = _score_task("m", "t", labels, [a, b], preds)
+    score = score_task("m", "t", labels, [a, b], preds)
     assert score.f1 == pytest.approx((0.8 + 2 / 3) / 2)
     accuracy = [(d.dataset, d.accuracy, d.support) for d in score.datasets]
     assert accuracy == [("a", pytest.approx(2 / 3), 3), ("b", 1.0, 1)]
     assert score.confusion == ((2, 1), (0, 1))
-    assert _score_task("m", "t", labels, [a], preds).f1 == pytest.approx(0.4)
+    assert score_task("m", "t", labels, [a], preds).f1 == pytest.approx(0.4)
 
 
 def test_agreement_with_the_original_by_hand():
@@ -199,11 +200,11 @@ def test_agreement_with_the_original_by_hand():
         ("m", "t", "d1"): said("acb"),
         ("m", "t", "d2"): said("ac"),
     }
-    got = _score_task("m", "t", labels, [d1, d2], preds).agreement
+    got = score_task("m", "t", labels, [d1, d2], preds).agreement
     assert (got.rate, got.differ, got.model_right, got.original_right) == (0.4, 3, 1, 1)
-    assert _score_task(ORIGINAL, "t", labels, [d1, d2], preds).agreement is None
+    assert score_task(ORIGINAL, "t", labels, [d1, d2], preds).agreement is None
     alone = {k: v for k, v in preds.items() if k[0] == "m"}
-    assert _score_task("m", "t", labels, [d1, d2], alone).agreement is None
+    assert score_task("m", "t", labels, [d1, d2], alone).agreement is None
 
 
 def test_a_model_agrees_fully_with_itself_as_original(result):
@@ -310,7 +311,11 @@ def test_results_json_round_trip(result):
         for task in model["tasks"]:
             del task["agreement"]
     old = EvaluationResult.from_json(json.dumps(data))
-    assert old.model("single0").task("task0").agreement is None
+    assert old.model("single0").task("task0").agreement is None and old.version == 2
+    assert EvaluationResult.from_json(old.to_json()) == old
+    data["version"] = 3  # written by a newer hm3
+    with pytest.raises(Hm3Error, match=r"version 3.*upgrade hm3"):
+        EvaluationResult.from_json(json.dumps(data))
 
 
 def test_errors_against_the_models_name_the_dataset(zoo, tmp_path):
@@ -355,6 +360,7 @@ def test_placeholder_labels_take_the_names_another_model_gives(zoo, tmp_path):
     assert [t.labels for t in got.tasks] == [("a", "b", "c")]
     original, renamed = got.model("original").task("task1"), got.model("named").task("task1")
     assert original.labels == ("a", "b", "c") and original.confusion == renamed.confusion
+    assert (renamed.agreement.rate, renamed.agreement.differ) == (1.0, 0)  # same model, renamed
     with pytest.raises(Hm3Error, match="must share its labels"):
         evaluate(suite, {"named": named}, originals={"task1": zoo.models[2]}, progress=False)
 

@@ -1,6 +1,7 @@
 """What the ``hm3`` commands share: consoles, common options, ``NAME=DIR`` pairs, printing a fit.
 
-Only argument declarations and output formatting live here; see :mod:`hm3.cli`.
+Only argument declarations, parsing of command-line values and output formatting live here;
+see :mod:`hm3.cli`.
 """
 
 from __future__ import annotations

@@ -6,22 +6,9 @@ one original classifier per task, each answering only its own task (its one task
 the task name it is given). Each classifier predicts the distinct texts of the datasets that
 concern it exactly once, batched and sorted by length, with a progress bar over batches.
 
-Metrics (scikit-learn), per model and task:
-
-- **macro-F1**: ``f1_score(y_true, y_pred, average="macro", zero_division=0)`` pooled over
-  every dataset that expects a label for the task. The labels averaged over are those that
-  occur among the expected or predicted labels (scikit-learn's default ``labels=None``): a
-  task only ever expected to say ``benign`` that wrongly says ``jailbreak`` even once gets F1 0
-  for ``jailbreak``, so its macro-F1 is at most 0.5.
-- **accuracy** per dataset: the fraction of the dataset's rows given the expected label.
-- **average F1** of a model: the mean of its tasks' macro-F1 (paper Table 1).
-- **confusion matrix** over all the task's labels in order: rows expected, columns predicted.
-- **agreement with the original** (when ``originals`` answer the task): the share of the pooled
-  rows on which a model gives the original's label, and, of the rows where they differ, how
-  many each of the two gets right.
-
-The result types (the schema of ``results.json``) live in :mod:`hm3.report`, which also
-writes them to disk; this module reads no suite file itself (see :mod:`hm3.suite`).
+The metrics are computed from the predictions by :mod:`hm3.scoring` (their definitions are
+there). The result types (the schema of ``results.json``) live in :mod:`hm3.report`, which
+also writes them to disk; this module reads no suite file itself (see :mod:`hm3.suite`).
 """
 
 from __future__ import annotations
@@ -34,27 +21,18 @@ from pathlib import Path
 
 import numpy as np
 from rich.progress import TextColumn
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from hm3.checkpoint import read_config
 from hm3.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.errors import Hm3Error
 from hm3.labels import Task, is_uninformative, tasks_from_config
 from hm3.progress import progress_bar
-from hm3.report import (
-    Agreement,
-    DatasetAccuracy,
-    DatasetInfo,
-    EvaluationResult,
-    ModelResult,
-    TaskInfo,
-    TaskResult,
-)
+from hm3.report import DatasetInfo, EvaluationResult, TaskInfo
+from hm3.scoring import ORIGINAL, Predictions, score_model, suite_tasks
 from hm3.suite import Dataset, Suite, check_expectations, load_datasets
 
 __all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate"]
 
-ORIGINAL = "original"
 ModelRef = Predictor | str | Path  # a loaded model (a Classifier, ...) or its directory
 
 
@@ -107,7 +85,7 @@ def evaluate(
     )
     predictions = _predict_all(members, datasets, batch_size, loader, progress)
     results = [
-        _score_model(name, [m for m in members if m.model == name], datasets, tasks, predictions)
+        score_model(name, _sources(members, name), datasets, tasks, predictions)
         for name in dict.fromkeys(m.model for m in members)
     ]
     return EvaluationResult(
@@ -124,7 +102,7 @@ def evaluate(
             )
             for d in datasets
         ),
-        tasks=tuple(TaskInfo(name=name, labels=tasks[name]) for name in _suite_tasks(datasets)),
+        tasks=tuple(TaskInfo(name=name, labels=tasks[name]) for name in suite_tasks(datasets)),
         models=tuple(results),
         seconds=round(time.perf_counter() - start, 3),
     )
@@ -149,6 +127,11 @@ def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) 
             raise Hm3Error(f"models: empty name for {_where(ref)}; give it a name")
         members.append(_Member(name, _ref(ref), tuple(_tasks_of(ref))))
     return members
+
+
+def _sources(members: Sequence[_Member], model: str) -> dict[str, str]:
+    """Task → the directory of the classifier that answers it in the column ``model``."""
+    return {t.name: _where(m.ref) for m in members if m.model == model for t in m.tasks}
 
 
 def _ref(ref: ModelRef) -> Predictor | Path:
@@ -203,10 +186,6 @@ def _aligned(model: str, task: Task, labels: tuple[str, ...]) -> Task:
 
 def _placeholders(labels: Sequence[str]) -> bool:
     return all(is_uninformative(label) for label in labels)
-
-
-# predictions[(model, task, dataset)] = predicted label names, one per row of the dataset
-Predictions = dict[tuple[str, str, str], np.ndarray]
 
 
 def _predict_all(
@@ -268,83 +247,3 @@ def _logits(
         out[idx] = clf.logits([texts[i] for i in idx], batch_size=len(idx))
         advance()
     return out
-
-
-def _score_model(
-    name: str,
-    members: Sequence[_Member],
-    datasets: Sequence[Dataset],
-    labels: Mapping[str, tuple[str, ...]],
-    preds: Predictions,
-) -> ModelResult:
-    """Score each of the model's tasks that the suite expects, in suite order."""
-    sources = {task.name: _where(m.ref) for m in members for task in m.tasks}
-    results = [
-        _score_task(name, task, labels[task], [d for d in datasets if task in d.expected], preds)
-        for task in _suite_tasks(datasets)
-        if task in sources
-    ]
-    average = float(np.mean([r.f1 for r in results])) if results else None
-    kind = "original" if name == ORIGINAL else "model"
-    return ModelResult(
-        name=name, kind=kind, sources=sources, average_f1=average, tasks=tuple(results)
-    )
-
-
-def _suite_tasks(datasets: Sequence[Dataset]) -> list[str]:
-    """The tasks the suite expects labels for, in order of first mention."""
-    return list(dict.fromkeys(task for data in datasets for task in data.expected))
-
-
-def _score_task(
-    model: str,
-    task: str,
-    labels: tuple[str, ...],
-    datasets: Sequence[Dataset],
-    predictions: Predictions,
-) -> TaskResult:
-    """Pooled macro-F1, confusion matrix, and per-dataset accuracy of one model on one task."""
-    trues = [np.asarray(d.expected[task], dtype=object) for d in datasets]
-    preds = [predictions[(model, task, d.name)] for d in datasets]
-    y_true, y_pred = np.concatenate(trues), np.concatenate(preds)
-    per_dataset = tuple(
-        DatasetAccuracy(
-            dataset=d.name,
-            expect=d.expect[task],
-            accuracy=float(accuracy_score(t, p)),
-            support=len(t),
-        )
-        for d, t, p in zip(datasets, trues, preds, strict=True)
-    )
-    matrix = confusion_matrix(y_true, y_pred, labels=list(labels))
-    return TaskResult(
-        task=task,
-        f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        support=len(y_true),
-        labels=labels,
-        confusion=tuple(tuple(int(v) for v in row) for row in matrix),
-        datasets=per_dataset,
-        agreement=_agreement(model, task, datasets, predictions, y_true, y_pred),
-    )
-
-
-def _agreement(
-    model: str,
-    task: str,
-    datasets: Sequence[Dataset],
-    predictions: Predictions,
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-) -> Agreement | None:
-    """The model's labels against the original's on the same pooled rows (None: no original)."""
-    keys = [(ORIGINAL, task, d.name) for d in datasets]
-    if model == ORIGINAL or not len(y_true) or any(k not in predictions for k in keys):
-        return None
-    theirs = np.concatenate([predictions[k] for k in keys])
-    differ = y_pred != theirs
-    return Agreement(
-        rate=float(1.0 - differ.mean()),
-        differ=int(differ.sum()),
-        model_right=int((y_pred[differ] == y_true[differ]).sum()),
-        original_right=int((theirs[differ] == y_true[differ]).sum()),
-    )

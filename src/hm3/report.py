@@ -21,6 +21,7 @@ metric (see :mod:`hm3.evaluation`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
+from hm3.errors import Hm3Error
 from hm3.output import atomic_dir
 
 METRICS_MD = """\
@@ -48,7 +50,7 @@ METRICS_MD = """\
   and the original on b (on the rest neither does); a − b is what replacing the original gains
   on this suite, in rows."""
 
-#: 2 added ``TaskResult.agreement`` (version 1 files read back with ``agreement`` None)
+#: 2 added ``TaskResult.agreement`` (a version-1 file reads back as version 2, agreement None)
 RESULTS_VERSION = 2
 AGREEMENT = "Agreement with the originals"
 CAPTIONS = {
@@ -138,12 +140,25 @@ class EvaluationResult(_Result):
             return None
         return float(np.mean(chosen)) if chosen else None
 
+    def accuracy(self, model: str, task: str, dataset: str) -> float | None:
+        """Accuracy of ``model`` on ``task`` over ``dataset`` (None where it was not scored)."""
+        score = self.model(model).task(task)
+        found = [d.accuracy for d in score.datasets if d.dataset == dataset] if score else []
+        return found[0] if found else None
+
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)
 
     @classmethod
     def from_json(cls, text: str) -> EvaluationResult:
-        return cls.model_validate_json(text)
+        """Read ``results.json``: any version up to this hm3's, as the current version."""
+        version = json.loads(text).get("version", RESULTS_VERSION)
+        if not isinstance(version, int) or version > RESULTS_VERSION:
+            raise Hm3Error(
+                f"results.json version {version!r}: this hm3 reads versions up to "
+                f"{RESULTS_VERSION}; upgrade hm3 to read it"
+            )
+        return cls.model_validate_json(text).model_copy(update={"version": RESULTS_VERSION})
 
 
 def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
@@ -162,7 +177,7 @@ def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
     per_dataset = []
     for data in result.datasets:
         for task, expect in data.expect.items():
-            cells = [_fmt(accuracy_of(result, m.name, task, data.name)) for m in result.models]
+            cells = [_fmt(result.accuracy(m.name, task, data.name)) for m in result.models]
             per_dataset.append([data.name, task, expect, str(data.evaluated), *cells])
     found = [
         ("Average macro-F1", ["model", "tasks", "average F1"], average),
@@ -172,7 +187,8 @@ def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
     compared = [m for m in result.models if any(t.agreement for t in m.tasks)]
     if compared:
         rows = [
-            [task.name, *[_agreement(m.task(task.name)) for m in compared]] for task in result.tasks
+            [task.name, *[_agreement_cell(m.task(task.name)) for m in compared]]
+            for task in result.tasks
         ]
         header = ["task", *[m.name for m in compared]]
         found.append((AGREEMENT, header, rows))
@@ -226,13 +242,7 @@ def write_report(result: EvaluationResult, out: str | Path, *, force: bool = Fal
     return out
 
 
-def accuracy_of(result: EvaluationResult, model: str, task: str, dataset: str) -> float | None:
-    score = result.model(model).task(task)
-    found = [d.accuracy for d in score.datasets if d.dataset == dataset] if score else []
-    return found[0] if found else None
-
-
-def _agreement(score: TaskResult | None) -> str:
+def _agreement_cell(score: TaskResult | None) -> str:
     if score is None or score.agreement is None:
         return "—"
     a = score.agreement

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hm3.report import EvaluationResult, accuracy_of
+from hm3.report import EvaluationResult
 
 
 def write_plots(result: EvaluationResult, folder: Path) -> dict[str, list[tuple[str, str]]]:
@@ -41,7 +41,7 @@ def _accuracy_plot(folder: Path, result: EvaluationResult, task: str) -> tuple[s
     """Accuracy of every model answering ``task`` on every dataset expecting it."""
     data = [d for d in result.datasets if task in d.expect]
     series = {
-        m.name: [accuracy_of(result, m.name, task, d.name) for d in data]
+        m.name: [result.accuracy(m.name, task, d.name) for d in data]
         for m in result.models
         if m.task(task)
     }
@@ -57,7 +57,7 @@ def _versus(
     groups, series = [], {original: [], model: []}
     for data in result.datasets:
         for task in data.expect:
-            scores = [accuracy_of(result, m, task, data.name) for m in (original, model)]
+            scores = [result.accuracy(m, task, data.name) for m in (original, model)]
             if None not in scores:
                 groups.append(f"{data.name}\n{task} = {data.expect[task]}")
                 series[original].append(scores[0])
