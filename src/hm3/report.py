@@ -16,7 +16,7 @@ atomically (:func:`hm3.output.atomic_dir`)::
     confusion_<task>.png         a confusion matrix per model, side by side (Figures 14-25)
 
 The PNG plots are drawn by :mod:`hm3.report_plots`. This module runs no model and computes no
-metric (see :mod:`hm3.evaluation`).
+metric (see :mod:`hm3.evaluation` and :mod:`hm3.scoring`).
 """
 
 from __future__ import annotations
@@ -152,8 +152,9 @@ class EvaluationResult(_Result):
     @classmethod
     def from_json(cls, text: str) -> EvaluationResult:
         """Read ``results.json``: any version up to this hm3's, as the current version."""
-        version = json.loads(text).get("version", RESULTS_VERSION)
-        if not isinstance(version, int) or version > RESULTS_VERSION:
+        data = json.loads(text)
+        version = data.get("version", RESULTS_VERSION) if isinstance(data, dict) else None
+        if isinstance(version, int) and version > RESULTS_VERSION:
             raise Hm3Error(
                 f"results.json version {version!r}: this hm3 reads versions up to "
                 f"{RESULTS_VERSION}; upgrade hm3 to read it"
