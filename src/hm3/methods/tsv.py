@@ -81,21 +81,52 @@ def singular_merge(taus: Tensor, weights: Tensor) -> Tensor:
     Returns:
         The merged task matrix, [rows, cols].
     """
+    u, s, v, _ = _decorrelated(taus, weights)
+    if s.numel() == 0:
+        return torch.zeros_like(taus[0])
+    return (u * s) @ v.T
+
+
+def singular_shares(taus: Tensor, weights: Tensor) -> Tensor:
+    """Each model's share of :func:`singular_merge`: its own columns of Û⊥ Σ̂ V̂⊥ᵀ.
+
+    The shares sum to the merged task matrix; scaling share i scales model i's decorrelated
+    directions only (what a per-model, per-layer coefficient of the merge acts on).
+
+    Args:
+        taus: the task matrices τ_i, [n, rows, cols].
+        weights: the relative weights w̃_i, [n], in the task matrices' dtype.
+
+    Returns:
+        The shares, [n, rows, cols].
+    """
+    u, s, v, owner = _decorrelated(taus, weights)
+    shares = torch.zeros_like(taus)
+    for i in range(len(taus)):
+        mine = owner == i
+        if mine.any():
+            shares[i] = (u[:, mine] * s[mine]) @ v[:, mine].T
+    return shares
+
+
+def _decorrelated(taus: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Û⊥, the diagonal of Σ̂, V̂⊥ and which model each kept triplet came from."""
     n, rows, cols = taus.shape
     k = max(1, min(rows, cols) // n)
-    us, ss, vs = [], [], []
-    for tau, w in zip(taus, weights, strict=True):
+    us, ss, vs, owner = [], [], [], []
+    for i, (tau, w) in enumerate(zip(taus, weights, strict=True)):
         u, s, vh = torch.linalg.svd(tau, full_matrices=False)
         keep = s[:k] > _tolerance(s, tau.shape)  # directions beyond τ_i's rank are arbitrary
         us.append(u[:, :k][:, keep])
         ss.append(s[:k][keep] * w)
         vs.append(vh[:k][keep])
+        owner.append(torch.full((int(keep.sum()),), i, device=taus.device))
     s = torch.cat(ss)
     if s.numel() == 0:
-        return torch.zeros_like(taus[0])
+        return taus.new_zeros(rows, 0), s, taus.new_zeros(cols, 0), torch.cat(owner)
     u = polar_factor(torch.cat(us, dim=1))
     v = polar_factor(torch.cat(vs, dim=0).T)
-    return (u * s) @ v.T
+    return u, s, v, torch.cat(owner)
 
 
 def _tolerance(s: Tensor, shape: torch.Size) -> Tensor:
