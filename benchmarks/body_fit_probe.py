@@ -231,6 +231,12 @@ def evaluate_merge(path: Path, datasets, texts_file: Path, ridges) -> dict:
     }
 
 
+def write_results(path: Path, results: dict, started: float) -> None:
+    """Write the numbers as JSON; print the time taken since ``started`` and where they went."""
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; numbers in {path}")
+
+
 def _print_case(case, rows: dict, ridges: tuple[float, ...]) -> None:
     print(f"\n{case.name}: {' + '.join(case.tasks)} (aligned at ridges {ridges})")
     for label, row in rows.items():
@@ -281,11 +287,7 @@ def main() -> int:
             rows[label]["fit_seconds"] = round(time.perf_counter() - t0, 1)
         results[case.name] = rows
         _print_case(case, rows, ridges)
-    (args.workdir / "body_fit.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(
-        f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; "
-        f"numbers in {args.workdir / 'body_fit.json'}"
-    )
+    write_results(args.workdir / "body_fit.json", results, started)
     return 0
 
 
