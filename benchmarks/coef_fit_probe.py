@@ -7,17 +7,17 @@ What it does: the merged body is θ(λ) = θ_base + Σ_i Σ_g λ[i, g] · S_i,g,
 i's share of the merge in layer group g (``--groups layer``: the embeddings, each encoder block,
 the pooler; ``sublayer``: each block's attention, intermediate and output parts apart). For
 ``--method tsv`` the share of a weight matrix is model i's columns of Û⊥ Σ̂ V̂⊥ᵀ
-(:func:`hm3.methods.tsv.singular_shares`) and of any other tensor τ_i / n, so λ = 1 is exactly
-TSV-Merge; for ``ta`` it is the task vector τ_i itself, and λ = 1/n is the soup. λ is learned
-as AdaMerging (Yang et al. 2024, arXiv 2310.02575) learns layer-wise coefficients, with one
-change: AdaMerging minimises the merged model's prediction entropy; here the loss is what
-alignment leaves over, the aligned heads' squared error against each original's logits (each
-task's error divided by the variance of its original's logits; ``--loss kl``: the KL divergence
-from each original's softmax to the aligned head's, which weighs the texts near a decision).
-It alternates: every epoch the heads are refitted in closed form on the current body, exactly
-as ``hm3 align`` fits them (ridge 0.03), then one pass of Adam over mini-batches moves λ with
-the heads held. No labels: the fitting texts are the ablation's ``all 1000`` set (train-split
-texts of the four tasks).
+(:func:`hm3.methods.tsv.singular_shares`) and of any other tensor τ_i / n, so λ = 1 is TSV-Merge
+(up to the SVD's rounding, which depends on the thread count); for ``ta`` it is the task vector
+τ_i itself, and λ = 1/n is the soup. λ is learned as AdaMerging (Yang et al. 2024, arXiv
+2310.02575) learns layer-wise coefficients, with one change: AdaMerging minimises the merged
+model's prediction entropy; here the loss is what alignment leaves over, the aligned heads'
+squared error against each original's logits (each task's error divided by the variance of its
+original's logits; ``--loss kl``: the KL divergence from each original's softmax to the aligned
+head's, which weighs the texts near a decision). It alternates: every epoch the heads are
+refitted in closed form on the current body, exactly as ``hm3 align`` fits them (ridge 0.03),
+then one pass of Adam over mini-batches moves λ with the heads held. No labels: the fitting
+texts are the ablation's ``all 1000`` set (train-split texts of the four tasks).
 
 Then the body with the learned λ is aligned on the same texts and scored on the case's tasks
 of the whole suite, like every merge of the ablation. It prints, per case: the plain merge and
@@ -173,7 +173,9 @@ def learn(coef: Coefficients, body, texts: Texts, teachers: list, args) -> list[
     opt = torch.optim.Adam([coef.lam], lr=args.lr)
     history = []
     for epoch in range(args.epochs + 1):
-        heads, errors = fit_heads(texts.pooled(body, coef.params()), teachers, scale)
+        with torch.no_grad():
+            params = coef.params()
+        heads, errors = fit_heads(texts.pooled(body, params), teachers, scale)
         history.append(errors)
         lam = coef.lam.detach()
         print(

@@ -90,18 +90,27 @@ def test_shares_sum_to_the_merge_and_each_lies_in_its_own_directions(n, rows, co
     torch.testing.assert_close(shares.sum(0), singular_merge(taus, w))
     k = max(1, min(rows, cols) // n)
     for share in shares:  # model i's share is built from its own k decorrelated triplets
-        assert int(torch.linalg.matrix_rank(share)) == min(k, rows, cols)
+        assert int(torch.linalg.matrix_rank(share)) == k
 
 
-def test_shares_of_tasks_in_orthogonal_subspaces_are_the_tasks():
+def test_shares_of_tasks_in_orthogonal_subspaces_are_the_weighted_tasks():
     q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
     p, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
     taus = torch.stack([q[:, :3] @ p[:, :3].T * 2.0, q[:, 3:6] @ p[:, 3:].T * 0.5])
-    torch.testing.assert_close(singular_shares(taus, torch.ones(2, dtype=torch.float64)), taus)
-    copies = singular_shares(taus[:1].expand(2, -1, -1).clone(), torch.ones(2, dtype=taus.dtype))
-    torch.testing.assert_close(
-        copies.sum(0), singular_merge(taus[:1].expand(2, -1, -1), torch.ones(2, dtype=taus.dtype))
-    )
+    w = torch.tensor([1.5, 0.5], dtype=torch.float64)  # unequal: a swapped share would show
+    torch.testing.assert_close(singular_shares(taus, w), taus * w.view(2, 1, 1))
+
+
+def test_copies_share_the_merge_equally_and_an_unchanged_model_has_no_share():
+    base, tensors = _stack(1, 10, 6, seed=12)
+    tau, ones = tensors[0] - base, torch.ones(2, dtype=torch.float64)
+    copies = singular_shares(tau.expand(2, -1, -1).clone(), ones)
+    half = singular_merge(tau.expand(2, -1, -1).clone(), ones) / 2
+    torch.testing.assert_close(copies[0], half)
+    torch.testing.assert_close(copies[1], half)
+    alone = singular_shares(torch.stack([tau, torch.zeros_like(tau)]), ones)
+    assert torch.equal(alone[1], torch.zeros_like(tau))
+    torch.testing.assert_close(alone[0], singular_merge(torch.stack([tau, 0 * tau]), ones))
     assert singular_shares(torch.zeros(2, 3, 3), torch.ones(2)).abs().sum() == 0
 
 

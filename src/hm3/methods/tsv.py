@@ -23,6 +23,8 @@ Every other tensor (biases, LayerNorms, and whatever the caller does not want de
 hm3's padded label projection) takes the weighted mean of task vectors, as the paper does:
 θ = θ_base + λ · Σ_i w_i τ_i / Σ_i w_i. Not in mergekit 0.1.5; checked against a NumPy
 transcription of the steps above in ``tests/test_tsv.py``.
+:func:`singular_shares` splits the merged task matrix into each model's share (the terms built from
+its own triplets), for callers that weigh the models layer by layer.
 What it does not: read checkpoints, choose which tensors are decomposed (the caller passes
 ``decompose``), or cast to the output dtype.
 """
@@ -88,7 +90,7 @@ def singular_merge(taus: Tensor, weights: Tensor) -> Tensor:
 
 
 def singular_shares(taus: Tensor, weights: Tensor) -> Tensor:
-    """Each model's share of :func:`singular_merge`: its own columns of Û⊥ Σ̂ V̂⊥ᵀ.
+    """Each model's share of :func:`singular_merge`: the terms of Û⊥ Σ̂ V̂⊥ᵀ from its own triplets.
 
     The shares sum to the merged task matrix; scaling share i scales model i's decorrelated
     directions only (what a per-model, per-layer coefficient of the merge acts on).
