@@ -36,6 +36,10 @@ Usage::
     python benchmarks/align_ablation.py --cases case2 --methods ties:0.3,ties:0.9   # densities
     python benchmarks/align_ablation.py --methods ties,regmean:0.9 --sizes 1000 --sets all
     python benchmarks/align_ablation.py --methods tsv,tsv:1.3 --sizes 1000 --sets all
+    python benchmarks/align_ablation.py --suite HELDOUT/suite.yaml --cases case2   # new rows
+
+``--suite`` scores on another suite, e.g. the rows the demo's splits left unused
+(``heldout_suite.py``); the text sets and merges are the same.
 
 ``regmean`` computes each model's Gram matrices on ``--regmean-texts`` texts of its own task's
 train split (the first ones of the same seeded order the text sets use).
@@ -123,6 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--coverage-size", type=int, default=None, help=f"texts per set (default {COVERAGE})")
     add("--ridges", default=",".join(map(str, RIDGES)), help="comma list of relative ridges")
     add("--limit", type=int, default=None, help="suite rows per dataset (seeded sample)")
+    add(
+        "--suite",
+        type=Path,
+        default=None,
+        help="score on this suite instead of the demo's (e.g. heldout_suite.py's); it must "
+        "cover every task of the chosen cases",
+    )
     add("--cases", default=",".join(c.name for c in CASES), help="comma list of case studies")
     add(
         "--methods",
@@ -306,19 +317,21 @@ def limited(path: Path, limit: int | None, tasks: Sequence[str] | None = None) -
     return suite if limit is None else suite.model_copy(update={"limit": limit})
 
 
-def score_originals(data: DemoData, zoo: dict[str, TrainedClassifier], args) -> dict[str, float]:
+def score_originals(
+    suite_path: Path, zoo: dict[str, TrainedClassifier], tasks: Sequence[str], args
+) -> dict[str, float]:
     """Each original's macro-F1 on its task of the full suite (the same rows as in every case)."""
     result = evaluate(
-        limited(data.suite, args.limit),
+        limited(suite_path, args.limit, tasks),
         {},
-        originals={name: clf.path for name, clf in zoo.items()},
+        originals={name: zoo[name].path for name in tasks},
         batch_size=args.batch_size,
         max_length=MAX_LENGTH,
         device="cpu",
         progress=not args.no_progress,
     )
     scores = result.model("original")
-    return {name: scores.task(name).f1 for name in zoo}
+    return {name: scores.task(name).f1 for name in tasks}
 
 
 def sweep(stats: AlignStats, feats: SuiteFeatures, datasets, ridges) -> dict[str, dict]:
@@ -407,7 +420,7 @@ def run_method(case, spec, base, zoo, sets, datasets, suite, args, need_check, g
 
 def run_case(case, data, base, zoo, pools, originals, args) -> dict:
     """One case study: its text sets, every method, and the originals' reference."""
-    suite = limited(data.suite, args.limit, case.tasks)
+    suite = limited(args.suite or data.suite, args.limit, case.tasks)
     datasets = load_datasets(suite)
     sets = text_sets(
         case, data, pools, args.workdir / "texts", args.size_values, args.cov, args.kinds
@@ -456,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args.cache, seed=args.seed, quick=args.quick)
     zoo = train_zoo(base, data, args.cache, seed=args.seed, progress=progress)
     t0 = time.perf_counter()
-    originals = score_originals(data, zoo, args)
+    tasks = list(dict.fromkeys(t for c in cases for t in c.tasks))
+    originals = score_originals(args.suite or data.suite, zoo, tasks, args)
     print(
         f"· originals scored in {time.perf_counter() - t0:.0f} s: "
         + ", ".join(f"{t} {f:.3f}" for t, f in originals.items()),
@@ -492,6 +506,7 @@ def _report(args, argv, data: DemoData, originals, results, seconds: float) -> d
         "limit": args.limit,
         "seed": args.seed,
         "data": str(data.root),
+        "suite": str(args.suite or data.suite),
         "sizes": list(args.size_values),
         "coverage_size": args.cov,
         "ridges": list(args.ridge_values),
