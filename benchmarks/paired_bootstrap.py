@@ -8,6 +8,9 @@ for each pair, the difference of average F1, its 95 % percentile interval and ho
 above 0. It first scores the first model and the originals with ``hm3.evaluation.evaluate``
 and stops if its own scores differ.
 
+``hm3 evaluate --bootstrap N`` gives each model's difference from the originals the same way
+(:mod:`hm3.bootstrap`); this script also compares the models with each other, pair by pair.
+
 It is not a test and asserts nothing. Usage (the demo zoo, three aligned merges of all4)::
 
     python benchmarks/paired_bootstrap.py SUITE.yaml ties=m-ties tsv=m-tsv --max-length 64 \\

@@ -299,22 +299,57 @@ def test_originals_must_be_single_task(merged, suite_file):
         evaluate(load_suite(suite_file), {}, originals={"task0": merged}, progress=False)
 
 
+def test_bootstrap_compares_each_model_with_the_originals(zoo, suite_file, merged):
+    originals = {f"task{i}": path for i, path in enumerate(zoo.models)}
+    got = evaluate(
+        load_suite(suite_file),
+        {"ties": merged, "single0": zoo.models[0]},
+        originals=originals,
+        bootstrap=200,
+        progress=False,
+    )
+    assert got.model("original").vs_original is None
+    same = got.model("single0").vs_original  # the original of task0 itself
+    assert same.tasks == ("task0",) and (same.difference, same.low, same.high) == (0, 0, 0)
+    vs = got.model("ties").vs_original
+    assert vs.tasks == ("task0", "task1", "task2") and (vs.draws, vs.seed) == (200, 0)
+    want = got.average_f1("ties") - got.average_f1("original")
+    assert vs.difference == pytest.approx(want, abs=1e-12) and vs.low < vs.high
+    assert EvaluationResult.from_json(got.to_json()) == got
+    plain = evaluate(load_suite(suite_file), {"ties": merged}, originals=originals, progress=False)
+    assert plain.model("ties").vs_original is None
+
+
+def test_bootstrap_needs_originals_and_a_model(zoo, suite_file):
+    suite, one = load_suite(suite_file), {"task0": zoo.models[0]}
+    with pytest.raises(Hm3Error, match=r"bootstrap: compares .*\(--originals TASK=DIR\)"):
+        evaluate(suite, {"m": zoo.models[0]}, bootstrap=10, progress=False)
+    with pytest.raises(Hm3Error, match=r"bootstrap: no model to compare"):
+        evaluate(suite, {}, originals=one, bootstrap=10, progress=False)
+    with pytest.raises(Hm3Error, match=r"bootstrap: expected a number of redraws >= 0"):
+        evaluate(suite, {"m": zoo.models[0]}, originals=one, bootstrap=-1, progress=False)
+
+
 def test_results_json_round_trip(result):
     data = json.loads(result.to_json())
-    assert data["version"] == 2 and data["models"][0]["kind"] == "original"
+    assert data["version"] == 3 and data["models"][0]["kind"] == "original"
     assert data["models"][0]["sources"]["task1"].endswith("task1")
     assert data["models"][1]["tasks"][0]["agreement"]["rate"] == 1.0
     assert EvaluationResult.from_json(result.to_json()) == result
-    # a version-1 file (before agreement) still reads, without agreement
+    # a version-2 file (before vs_original) and a version-1 file (before agreement) still read
+    data["version"] = 2
+    for model in data["models"]:
+        del model["vs_original"]
+    assert EvaluationResult.from_json(json.dumps(data)) == result
     data["version"] = 1
     for model in data["models"]:
         for task in model["tasks"]:
             del task["agreement"]
     old = EvaluationResult.from_json(json.dumps(data))
-    assert old.model("single0").task("task0").agreement is None and old.version == 2
+    assert old.model("single0").task("task0").agreement is None and old.version == 3
     assert EvaluationResult.from_json(old.to_json()) == old
-    data["version"] = 3  # written by a newer hm3
-    with pytest.raises(Hm3Error, match=r"version 3.*upgrade hm3"):
+    data["version"] = 4  # written by a newer hm3
+    with pytest.raises(Hm3Error, match=r"version 4.*upgrade hm3"):
         EvaluationResult.from_json(json.dumps(data))
 
 
@@ -444,3 +479,23 @@ def test_cli_tasks_evaluates_part_of_a_suite(zoo, suite_file, capsys):
     code, _, err = run(capsys, "evaluate", suite_file, *only, "--tasks", "task0,nope")
     text = " ".join(err.split())
     assert code == 2 and "task 'nope'" in text and "task0, task1, task2" in text
+
+
+def test_cli_bootstrap(zoo, suite_file, tmp_path, capsys):
+    m0, originals = f"m0={zoo.models[0]}", ("--originals", f"task0={zoo.models[0]}")
+    only = ("--tasks", "task0", "--no-progress")
+    code, out, err = run(capsys, "evaluate", suite_file, m0, *originals, *only, "--bootstrap", "50")
+    text = " ".join(out.split())
+    assert code == 0, err
+    assert "vs originals" in text and "+0.000 [+0.0000, +0.0000]" in text
+    assert "50 paired redraws" in text
+    argv = ("evaluate", suite_file, m0, *originals, *only, "--bootstrap", "50")
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "r")
+    assert code == 0, err
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| vs originals |" in report and "50 paired redraws" in report
+    assert "**vs originals**" in report  # the metric's definition
+    code, out, err = run(capsys, "evaluate", suite_file, m0, *only, "--bootstrap", "50")
+    assert code == 2 and out == "" and "--originals TASK=DIR" in " ".join(err.split())
+    code, _, err = run(capsys, "evaluate", suite_file, m0, *originals, *only, "--bootstrap", "-1")
+    assert code == 2 and "--bootstrap" in err

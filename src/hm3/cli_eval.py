@@ -51,6 +51,15 @@ def evaluate(
             "expectations are dropped.",
         ),
     ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Redraw every dataset's rows N times (e.g. 1000) and give each model's average "
+            "F1 minus the originals' with a 95 % interval (paired bootstrap); needs --originals.",
+        ),
+    ] = 0,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
     device: DeviceOpt = None,
@@ -79,6 +88,7 @@ def evaluate(
         device=device,
         allow_pickle=allow_pickle,
         progress=progress,
+        bootstrap=bootstrap,
     )
     if json_out:
         typer.echo(result.to_json())

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import TextColumn
 
+from hm3.bootstrap import compare_with_originals
 from hm3.checkpoint import read_config
 from hm3.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.errors import Hm3Error
@@ -55,6 +56,7 @@ def evaluate(
     device: str | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
+    bootstrap: int = 0,
 ) -> EvaluationResult:
     """Run every model on the suite's datasets and score each task it answers.
 
@@ -70,12 +72,16 @@ def evaluate(
         device: where directories are loaded (``cpu``, ``cuda``; default: CUDA if available).
         allow_pickle: accept pickled ``.bin`` weights for directories.
         progress: show a progress bar over batches (on stderr).
+        bootstrap: redraw every dataset's rows this many times (seeded by the suite's seed) and
+            give each model its average F1 minus the originals' with a 95 % interval
+            (:mod:`hm3.bootstrap`); 0, the default, skips it. Needs ``originals`` and a model.
 
     Returns:
         An :class:`EvaluationResult`: originals first, then ``models`` in the order given.
     """
     if batch_size < 1:
         raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+    _check_bootstrap(bootstrap, models, originals)
     start = time.perf_counter()
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
@@ -88,6 +94,9 @@ def evaluate(
         score_model(name, _sources(members, name), datasets, tasks, predictions)
         for name in dict.fromkeys(m.model for m in members)
     ]
+    if bootstrap:
+        vs = compare_with_originals(predictions, datasets, list(models), bootstrap, suite.seed)
+        results = [r.model_copy(update={"vs_original": vs.get(r.name)}) for r in results]
     return EvaluationResult(
         suite=suite.source,
         seed=suite.seed,
@@ -106,6 +115,23 @@ def evaluate(
         models=tuple(results),
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _check_bootstrap(
+    draws: int, models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef] | None
+) -> None:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+        raise Hm3Error(f"bootstrap: expected a number of redraws >= 0 (e.g. 1000), got {draws!r}")
+    if draws and not originals:
+        raise Hm3Error(
+            "bootstrap: compares each model with the originals, and none were given; "
+            "pass the originals (--originals TASK=DIR) or drop --bootstrap"
+        )
+    if draws and not models:
+        raise Hm3Error(
+            "bootstrap: no model to compare with the originals; give a merged model too "
+            "or drop --bootstrap"
+        )
 
 
 def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) -> list[_Member]:

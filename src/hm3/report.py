@@ -48,15 +48,25 @@ METRICS_MD = """\
   share of the task's rows on which the model gives the same label as the task's original.
   `+a −b`: of the rows where the two differ, the model gives the expected label on a of them
   and the original on b (on the rest neither does); a − b is what replacing the original gains
-  on this suite, in rows."""
+  on this suite, in rows.
+- **vs originals** (per model, with `--bootstrap N`): the model's average F1 minus the
+  originals' on the tasks both answer, and in brackets the middle 95 % of that difference over
+  N redraws of every dataset's rows with replacement (the same rows for every model: a paired
+  bootstrap). An interval that contains 0 means this suite cannot tell the two apart."""
 
-#: 2 added ``TaskResult.agreement`` (a version-1 file reads back as version 2, agreement None)
-RESULTS_VERSION = 2
+#: 2 added ``TaskResult.agreement``, 3 ``ModelResult.vs_original`` (older files read back as
+#: version 3, with None where they have nothing)
+RESULTS_VERSION = 3
 AGREEMENT = "Agreement with the originals"
+AVERAGE = "Average macro-F1"
 CAPTIONS = {
     AGREEMENT: "share of rows given the original's label; +a −b: of the rows where they differ, "
     "the model is right on a, the original on b"
 }
+VS_CAPTION = (
+    "vs originals: average F1 minus the originals' on the tasks both answer [95 % interval over "
+    "{draws} paired redraws of the rows]; an interval containing 0 cannot tell them apart"
+)
 Rows = list[list[str]]
 
 
@@ -93,6 +103,18 @@ class Agreement(_Result):
     original_right: int  # of those, rows on which the original does
 
 
+class VsOriginal(_Result):
+    """A model's average F1 against the originals', with a paired bootstrap interval."""
+
+    tasks: tuple[str, ...]  # the tasks both answer, over which both averages are taken
+    difference: float  # the model's average F1 minus the originals', on the whole suite
+    low: float  # 2.5th percentile of the difference over the redraws
+    high: float  # 97.5th percentile
+    above: float  # share of redraws in which the difference is above 0
+    draws: int
+    seed: int
+
+
 class TaskResult(_Result):
     task: str
     f1: float  # macro-F1 pooled over `datasets`
@@ -109,6 +131,7 @@ class ModelResult(_Result):
     sources: dict[str, str]  # task → classifier directory
     average_f1: float | None  # mean macro-F1 over `tasks` (None when no task was evaluated)
     tasks: tuple[TaskResult, ...]
+    vs_original: VsOriginal | None = None  # with a bootstrap, for models sharing tasks with them
 
     def task(self, name: str) -> TaskResult | None:
         return next((t for t in self.tasks if t.task == name), None)
@@ -172,6 +195,11 @@ def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
         [m.name, ", ".join(t.task for t in m.tasks) or "—", _fmt(m.average_f1)]
         for m in result.models
     ]
+    average_header = ["model", "tasks", "average F1"]
+    if any(m.vs_original for m in result.models):
+        average_header.append("vs originals")
+        for row, m in zip(average, result.models, strict=True):
+            row.append(_vs_cell(m.vs_original))
     per_task = [
         [task.name, *[_fmt(_f1(m.task(task.name))) for m in result.models]] for task in result.tasks
     ]
@@ -181,7 +209,7 @@ def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
             cells = [_fmt(result.accuracy(m.name, task, data.name)) for m in result.models]
             per_dataset.append([data.name, task, expect, str(data.evaluated), *cells])
     found = [
-        ("Average macro-F1", ["model", "tasks", "average F1"], average),
+        (AVERAGE, average_header, average),
         ("Macro-F1 per task", ["task", *names], per_task),
         ("Accuracy per dataset", ["dataset", "task", "expected", "n", *names], per_dataset),
     ]
@@ -204,8 +232,8 @@ def print_tables(result: EvaluationResult, console: Console | None = None) -> No
         for row in rows:
             table.add_row(*row)
         console.print(table)
-        if title in CAPTIONS:
-            console.print(f"  {CAPTIONS[title]}", style="dim", highlight=False)
+        if note := caption(title, result):
+            console.print(f"  {note}", style="dim", highlight=False)
 
 
 def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]]) -> str:
@@ -221,8 +249,8 @@ def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]])
     for title, header, rows in tables(result):
         lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
         lines += [_md_row(row) for row in rows]
-        if title in CAPTIONS:
-            lines += ["", CAPTIONS[title][0].upper() + CAPTIONS[title][1:] + "."]
+        if note := caption(title, result):
+            lines += ["", note[0].upper() + note[1:] + "."]
     for section, figures in images.items():
         if figures:
             lines += ["", f"## {section}"]
@@ -248,6 +276,20 @@ def _agreement_cell(score: TaskResult | None) -> str:
         return "—"
     a = score.agreement
     return f"{a.rate:.3f} (+{a.model_right} −{a.original_right})"
+
+
+def _vs_cell(vs: VsOriginal | None) -> str:
+    if vs is None:
+        return "—"
+    return f"{vs.difference:+.3f} [{vs.low:+.4f}, {vs.high:+.4f}]"  # 4 digits: which side of 0
+
+
+def caption(title: str, result: EvaluationResult) -> str | None:
+    """The note printed under a table, if it has one."""
+    if title == AVERAGE:
+        draws = next((m.vs_original.draws for m in result.models if m.vs_original), None)
+        return VS_CAPTION.format(draws=draws) if draws else None
+    return CAPTIONS.get(title)
 
 
 def _f1(score: TaskResult | None) -> float | None:
