@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hm3.bootstrap import PERCENTILES, compare_with_originals, macro_f1, redraws
+from hm3.bootstrap import compare_with_originals, macro_f1, redraws
 from hm3.scoring import ORIGINAL
 from hm3.suite import Dataset
 
@@ -80,10 +80,14 @@ def test_interval_equals_a_direct_bootstrap_with_sklearn():
             f1s.append(f1_score(truth, said, average="macro", zero_division=0))
         return float(np.mean(f1s))
 
-    diffs = [average("m1", r) - average(ORIGINAL, r) for r in redraws(datasets, 150, 7)]
+    rng = np.random.default_rng(7)  # the documented scheme, written out here independently
+    rows = [
+        {d.name: rng.integers(0, len(d.texts), len(d.texts)) for d in datasets} for _ in "x" * 150
+    ]
+    diffs = [average("m1", r) - average(ORIGINAL, r) for r in rows]
     assert got.tasks == ("t", "u") and got.draws == 150 and got.seed == 7
     assert got.difference == pytest.approx(average("m1", None) - average(ORIGINAL, None), abs=1e-12)
-    low, high = np.percentile(diffs, PERCENTILES)
+    low, high = np.percentile(diffs, [2.5, 97.5])
     assert (got.low, got.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
     assert got.above == pytest.approx(np.mean(np.array(diffs) > 0))
     assert got.low < got.difference < got.high  # noisy models: a real interval around it
@@ -130,8 +134,22 @@ def test_only_the_tasks_both_answer_are_compared():
     only_t = {k: v for k, v in preds.items() if not (k[0] == "m1" and k[1] == "u")}
     got = compare_with_originals(only_t, datasets, ["m1", ORIGINAL], draws=20, seed=0)
     assert set(got) == {"m1"} and got["m1"].tasks == ("t",)  # the originals are not compared
+    alone = compare_with_originals(preds, datasets, ["m1"], draws=20, seed=0)["m1"]
+    assert got["m1"].difference != alone.difference  # over task t only, not t and u
     no_shared = {k: v for k, v in preds.items() if k[0] != "m2"}
     no_shared |= {("m2", "v", "d0"): np.array(["x"] * 40, object)}  # a task no dataset expects
     assert "m2" not in compare_with_originals(no_shared, datasets, ["m2"], draws=5, seed=0)
     with pytest.raises(ValueError, match="draws must be >= 1"):
         compare_with_originals(preds, datasets, ["m1"], draws=0, seed=0)
+
+
+def test_redraws_cover_every_row_and_repeat_on_every_call():
+    datasets, _ = suite()
+    first = list(redraws(datasets, 400, seed=5))
+    assert len(first) == 400 and [list(d) for d in first[:1]] == [["d0", "d1", "d2"]]
+    for d in datasets:
+        picked = np.concatenate([draw[d.name] for draw in first])
+        assert all(len(draw[d.name]) == len(d.texts) for draw in first)  # n rows out of n
+        assert set(picked.tolist()) == set(range(len(d.texts)))  # every row, none beyond
+    again = list(redraws(datasets, 400, seed=5))
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(first, again, strict=True) for k in a)

@@ -311,6 +311,7 @@ def test_bootstrap_compares_each_model_with_the_originals(zoo, suite_file, merge
     assert got.model("original").vs_original is None
     same = got.model("single0").vs_original  # the original of task0 itself
     assert same.tasks == ("task0",) and (same.difference, same.low, same.high) == (0, 0, 0)
+    assert got.average_f1("single0") != got.average_f1("original")  # compared on task0 only
     vs = got.model("ties").vs_original
     assert vs.tasks == ("task0", "task1", "task2") and (vs.draws, vs.seed) == (200, 0)
     want = got.average_f1("ties") - got.average_f1("original")
@@ -328,6 +329,18 @@ def test_bootstrap_needs_originals_and_a_model(zoo, suite_file):
         evaluate(suite, {}, originals=one, bootstrap=10, progress=False)
     with pytest.raises(Hm3Error, match=r"bootstrap: expected a number of redraws >= 0"):
         evaluate(suite, {"m": zoo.models[0]}, originals=one, bootstrap=-1, progress=False)
+    # a model that answers none of the originals' tasks: refused before anything runs
+    other, part = {"task1": zoo.models[1]}, suite.restricted(["task0", "task1"])
+    with pytest.raises(Hm3Error, match=r"no model answers a task the originals answer"):
+        evaluate(part, {"m": zoo.models[0]}, originals=other, bootstrap=10, progress=False)
+    got = evaluate(  # a numpy integer is a number of redraws too
+        suite.restricted(["task0"]),
+        {"m": zoo.models[0]},
+        originals=one,
+        bootstrap=np.int64(5),
+        progress=False,
+    )
+    assert got.model("m").vs_original.draws == 5
 
 
 def test_results_json_round_trip(result):

@@ -17,7 +17,7 @@ It runs no model (predictions come from :mod:`hm3.evaluation`) and writes nothin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -31,13 +31,15 @@ PERCENTILES = (2.5, 97.5)
 Draw = dict[str, np.ndarray]  # dataset name → the row indices of one redraw
 
 
-def redraws(datasets: Sequence[Dataset], draws: int, seed: int) -> list[Draw]:
-    """``draws`` redraws of every dataset's rows with replacement, seeded, in suite order."""
+def redraws(datasets: Sequence[Dataset], draws: int, seed: int) -> Iterator[Draw]:
+    """``draws`` redraws of every dataset's rows with replacement, seeded, in suite order.
+
+    Generated one at a time (memory: one redraw), the same sequence on every call: each
+    (column, task) walks through the same redraws.
+    """
     rng = np.random.default_rng(seed)
-    return [
-        {d.name: rng.integers(0, len(d.texts), len(d.texts)) for d in datasets}
-        for _ in range(draws)
-    ]
+    for _ in range(draws):
+        yield {d.name: rng.integers(0, len(d.texts), len(d.texts)) for d in datasets}
 
 
 def compare_with_originals(
@@ -63,12 +65,12 @@ def compare_with_originals(
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    samples = redraws(datasets, draws, seed)
     scored: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
 
     def score(column: str, task: str) -> tuple[float, np.ndarray]:
         if (column, task) not in scored:
-            scored[column, task] = _f1_draws(predictions, datasets, column, task, samples)
+            samples = redraws(datasets, draws, seed)  # the same redraws for every column
+            scored[column, task] = _f1_draws(predictions, datasets, column, task, samples, draws)
         return scored[column, task]
 
     out = {}
@@ -108,7 +110,8 @@ def _f1_draws(
     datasets: Sequence[Dataset],
     column: str,
     task: str,
-    samples: Sequence[Draw],
+    samples: Iterator[Draw],
+    draws: int,
 ) -> tuple[float, np.ndarray]:
     """The task's pooled macro-F1 of one column on the suite and on every redraw."""
     relevant = [d for d in datasets if task in d.expected]
@@ -120,7 +123,7 @@ def _f1_draws(
     cell = np.array([names[y] for y in truth]) * k + np.array([names[y] for y in said])
     starts = np.cumsum([0] + [len(d.texts) for d in relevant])[:-1]
     full = macro_f1(np.bincount(cell, minlength=k * k).reshape(k, k))
-    per_draw = np.empty(len(samples))
+    per_draw = np.empty(draws)
     for i, draw in enumerate(samples):
         rows = np.concatenate([s + draw[d.name] for s, d in zip(starts, relevant, strict=True)])
         per_draw[i] = macro_f1(np.bincount(cell[rows], minlength=k * k).reshape(k, k))

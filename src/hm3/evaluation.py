@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,8 @@ def evaluate(
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
     check_expectations(datasets, tasks)
+    if bootstrap:
+        _check_shared_tasks(members, suite_tasks(datasets))
     loader = functools.partial(
         load, device=device, allow_pickle=allow_pickle, max_length=max_length
     )
@@ -120,7 +123,7 @@ def evaluate(
 def _check_bootstrap(
     draws: int, models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef] | None
 ) -> None:
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 0:
         raise Hm3Error(f"bootstrap: expected a number of redraws >= 0 (e.g. 1000), got {draws!r}")
     if draws and not originals:
         raise Hm3Error(
@@ -131,6 +134,18 @@ def _check_bootstrap(
         raise Hm3Error(
             "bootstrap: no model to compare with the originals; give a merged model too "
             "or drop --bootstrap"
+        )
+
+
+def _check_shared_tasks(members: Sequence[_Member], scored: Sequence[str]) -> None:
+    """Before predicting: some model must answer a scored task that the originals answer."""
+    theirs = {t.name for m in members if m.model == ORIGINAL for t in m.tasks} & set(scored)
+    ours = {t.name for m in members if m.model != ORIGINAL for t in m.tasks}
+    if not theirs & ours:
+        raise Hm3Error(
+            f"bootstrap: no model answers a task the originals answer in this suite (originals: "
+            f"{', '.join(sorted(theirs)) or 'none'}; models: {', '.join(sorted(ours))}); give the "
+            "originals of the models' tasks or drop --bootstrap"
         )
 
 

@@ -107,7 +107,7 @@ class VsOriginal(_Result):
     """A model's average F1 against the originals', with a paired bootstrap interval."""
 
     tasks: tuple[str, ...]  # the tasks both answer, over which both averages are taken
-    difference: float  # the model's average F1 minus the originals', on the whole suite
+    difference: float  # the model's average F1 minus the originals', over `tasks`, no redraw
     low: float  # 2.5th percentile of the difference over the redraws
     high: float  # 97.5th percentile
     above: float  # share of redraws in which the difference is above 0
