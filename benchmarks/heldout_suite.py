@@ -4,13 +4,18 @@ Why: the demo suite has 250 rows per label, so two models' average F1 can differ
 chance (``paired_bootstrap.py``). The demo's sources hold many more labelled rows than its
 splits take; this script collects the rows that the demo's seeded splits left unused and
 writes them as a second suite, so that a close comparison (an aligned merge against its
-originals) can be repeated on rows none of the models, nor the alignment texts, has seen.
+originals) can be repeated on rows that none of the models or alignment texts were drawn
+from, nor anything similar to them.
 
 How: it rebuilds the task pools exactly as :func:`hm3.demo.data.prepare_data` does, re-deals
 the seeded splits and checks that they equal the cached files row for row (it stops if they
 do not: the cache was written by another data version). A row is held out when its
 near-duplicate group (:func:`~hm3.demo.data_text.group_key`) has a single label and touches
-no split of any task. Each label then gets the same source mix, so that a model cannot score
+no split of any task, and when no text of any split or of the benign control is similar to it
+(Jaccard similarity of their word 5-grams ≥ 0.3, :class:`NearCopies`): ``group_key`` only
+catches texts that begin alike, while e-mails of one spam run or one thread differ in their
+first lines (at 0.5 a third of the held-out spam was still a rewording of a train e-mail).
+Each label then gets the same source mix, so that a model cannot score
 by telling sources apart: for every source that every label has, the smallest count over the
 labels, drawn seeded. A task where that leaves fewer than ``--min-rows`` rows per label is
 left out, with the reason printed (on the demo data: prompt_attack, whose jailbreaks are all
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -49,6 +55,9 @@ from hm3.demo.sources import cache_root, fetch_sources
 from hm3.suite import load_suite
 
 MIN_ROWS = 250  # per label: at least the demo suite's size, or the check gains nothing
+SHINGLE = 5  # words per n-gram of the near-copy check
+NEAR = 0.3  # Jaccard similarity of word 5-grams from which a row counts as a near-copy
+COMMON = 200  # 5-grams in more seen texts than this do not find candidates (boilerplate)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,12 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Path]:
-    """Per task, the labelled rows whose near-duplicate group no split of any task touched;
-    and the demo suite's path."""
+def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Path, dict]:
+    """Per task, the labelled rows that share nothing with a split of any task (see the module
+    docstring); the demo suite's path; rows dropped as near-copies, per task."""
     data = prepare_data(cache, seed=seed)
     pools = build_pools(fetch_sources(_needed(), cache_root(cache)), seed)
-    rows, used_groups, used_texts = {}, set(), set()
+    rows, used = {}, []
     for name, spec in TASKS.items():
         rows[name], _ = dedupe(pools.tasks[name].rows)
         splits, _ = split_rows(
@@ -75,21 +84,63 @@ def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Pa
         )
         for split, chosen in splits.items():
             _same_as_cached(data.tasks[name].files[split], chosen, f"{name}/{split}")
-            used_groups |= {group_key(r.text) for r in chosen}
-            used_texts |= {dedupe_key(r.text) for r in chosen}
-    out = {}
+            used += [r.text for r in chosen]
+    with open(data.benign_control, encoding="utf-8") as f:
+        used += [json.loads(line)["text"] for line in f]
+    used_groups = {group_key(t) for t in used}
+    used_texts = {dedupe_key(t) for t in used}
+    seen = NearCopies(used)
+    out, near = {}, {}
     for name, task_rows in rows.items():
         labels: dict[str, set[str]] = defaultdict(set)
         for row in task_rows:
             labels[group_key(row.text)].add(row.label)
-        out[name] = [
+        fresh = [
             r
             for r in task_rows
             if len(labels[group_key(r.text)]) == 1
             and group_key(r.text) not in used_groups
             and dedupe_key(r.text) not in used_texts
         ]
-    return out, data.suite
+        out[name] = [r for r in fresh if seen.similarity(r.text) < NEAR]
+        near[name] = len(fresh) - len(out[name])
+    return out, data.suite, near
+
+
+class NearCopies:
+    """The largest Jaccard similarity of a text's word 5-grams to any of ``texts``' 5-grams.
+
+    Candidates are found through an index of the 5-grams that occur in at most :data:`COMMON`
+    texts (boilerplate, such as a mailing list's footer, would make every e-mail a candidate);
+    a candidate is scored when it shares at least a fifth of the text's indexed 5-grams (a
+    text at :data:`NEAR` or above shares more, unless most of its 5-grams are boilerplate).
+    """
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.sets = [shingles(t) for t in texts]
+        index: dict[str, list[int]] = defaultdict(list)
+        for i, grams in enumerate(self.sets):
+            for gram in grams:
+                index[gram].append(i)
+        self.index = {g: ids for g, ids in index.items() if len(ids) <= COMMON}
+
+    def similarity(self, text: str) -> float:
+        grams = shingles(text)
+        shared = Counter(i for g in grams for i in self.index.get(g, ()))
+        floor = max(1, sum(g in self.index for g in grams) // 5)
+        best = 0.0
+        for i, n in shared.items():
+            if n >= floor:
+                best = max(best, len(grams & self.sets[i]) / len(grams | self.sets[i]))
+        return best
+
+
+def shingles(text: str) -> set[str]:
+    """The text's word 5-grams, lower-cased (the whole text if it has fewer words)."""
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < SHINGLE:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
 def _same_as_cached(path: Path, chosen: Sequence[Row], what: str) -> None:
@@ -159,20 +210,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"{args.out} exists; pass --force to replace it")
-    unused, demo_suite = unused_rows(args.cache, args.seed)
+    unused, demo_suite, near = unused_rows(args.cache, args.seed)
     picked, report = {}, {}
     for task, rows in unused.items():
         labels = TASKS[task].labels
         by_label, per_source = same_mix(rows, labels, args.seed, task)
         per_label = sum(per_source.values())
         left = dict(sorted(Counter(f"{r.label}/{r.source}" for r in rows).items()))
-        report[task] = {"unused": left, "per_label": per_label, "per_source": per_source}
+        report[task] = {
+            "unused": left,
+            "near_copies_dropped": near[task],
+            "per_label": per_label,
+            "per_source": per_source,
+        }
         if per_label < args.min_rows:
             report[task]["left_out"] = True
             print(f"· {task}: left out, {per_label} rows per label with one source mix; {left}")
             continue
         picked[task] = by_label
-        print(f"· {task}: {per_label} rows per label, per source {per_source}")
+        print(
+            f"· {task}: {per_label} rows per label, per source {per_source}"
+            f" ({near[task]} near-copies of seen texts dropped)"
+        )
     if not picked:
         sys.exit(f"no task has {args.min_rows} unused rows per label; lower --min-rows")
     tmp = args.out.with_name(args.out.name + ".tmp")
