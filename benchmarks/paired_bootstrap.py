@@ -8,8 +8,9 @@ for each pair, the difference of average F1, its 95 % percentile interval and ho
 above 0. It first scores the first model and the originals with ``hm3.evaluation.evaluate``
 and stops if its own scores differ.
 
-``hm3 evaluate --bootstrap N`` gives each model's difference from the originals the same way
-(:mod:`hm3.bootstrap`); this script also compares the models with each other, pair by pair.
+``hm3 evaluate --bootstrap N`` gives each model's difference from the originals with the same
+redraws and scores (:mod:`hm3.bootstrap`, which this script calls); this script also compares
+the models with each other, pair by pair.
 
 It is not a test and asserts nothing. Usage (the demo zoo, three aligned merges of all4)::
 
@@ -26,10 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
+from hm3.bootstrap import f1_redraws
 from hm3.classifier import load
 from hm3.evaluation import evaluate
+from hm3.scoring import Predictions
 from hm3.suite import load_datasets, load_suite
 
 
@@ -44,19 +46,18 @@ def main(argv: list[str] | None = None) -> None:
     missing = [t for t in args.tasks if t not in originals]
     if missing:
         sys.exit(f"--originals: none for {', '.join(missing)}; give TASK=DIR for each task")
-    rows = {t: _rows(datasets, texts, t) for t in args.tasks}
     preds = {name: _predict(path, texts, args.max_length) for name, path in models.items()}
     preds["originals"] = {  # a single-task original: its one task, whatever it is called
         t: next(iter(_predict(originals[t], texts, args.max_length).values())) for t in args.tasks
     }
-    _check(suite, args, models, originals, preds, rows)
-    preds, rows = _codes(preds, rows, args.tasks)
-    draws = _draws(rows, args.samples, args.seed)
-    full = {n: _scores(p, rows, args.tasks) for n, p in preds.items()}
-    boot = {
-        n: np.array([_scores(p, rows, args.tasks, d).mean() for d in draws])
-        for n, p in preds.items()
+    table = _per_dataset(preds, datasets, texts, args.tasks)
+    scored = {  # column -> ([task F1 on the suite], [draws, tasks] F1 on each redraw)
+        name: [f1_redraws(table, datasets, name, t, args.samples, args.seed) for t in args.tasks]
+        for name in preds
     }
+    full = {n: np.array([f for f, _ in s]) for n, s in scored.items()}
+    boot = {n: np.mean([d for _, d in s], axis=0) for n, s in scored.items()}
+    _check(suite, args, models, originals, full)
     print(f"\n| model | average F1 | {' | '.join(args.tasks)} |")
     print("|---|---:|" + "---:|" * len(args.tasks))
     for n, s in full.items():
@@ -92,16 +93,6 @@ def _named(spec: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def _rows(datasets, texts, task):
-    """Row index into ``texts``, expected label and dataset number of every row for ``task``."""
-    index = {t: i for i, t in enumerate(texts)}
-    rel = [(k, d) for k, d in enumerate(datasets) if task in d.expected]
-    idx = np.array([index[x] for _, d in rel for x in d.texts])
-    truth = np.array([y for _, d in rel for y in d.expected[task]], dtype=object)
-    ds = np.concatenate([np.full(len(d.texts), k) for k, d in rel])
-    return idx, truth, ds
-
-
 def _predict(path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
     """Predicted label names per task of the classifier at ``path``."""
     clf = load(path, device="cpu", max_length=max_length)
@@ -110,56 +101,27 @@ def _predict(path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
             for t in clf.tasks}  # fmt: skip
 
 
-def _draws(rows, samples: int, seed: int):
-    """Row selections per task: each dataset's rows redrawn once per sample, for every task.
-
-    A dataset that several tasks score (a cross-check) gets the same redraw for all of them,
-    so the tasks' F1s stay as correlated as they are on the real suite.
-    """
-    blocks = {}  # task -> [(dataset number, first position, rows)]
-    for task, (_, _, ds) in rows.items():
-        ks, starts, counts = np.unique(ds, return_index=True, return_counts=True)
-        blocks[task] = list(zip(ks, starts, counts, strict=True))
-    sizes = {k: n for b in blocks.values() for k, _, n in b}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(samples):
-        picks = {k: rng.choice(n, size=n) for k, n in sorted(sizes.items())}
-        draws.append({t: np.concatenate([start + picks[k] for k, start, _ in b])
-                      for t, b in blocks.items()})  # fmt: skip
-    return draws
+def _per_dataset(preds, datasets, texts, tasks) -> Predictions:
+    """Each column's labels per (task, dataset), as hm3.evaluation keeps them."""
+    index = {t: i for i, t in enumerate(texts)}
+    out: Predictions = {}
+    for name, by_task in preds.items():
+        for d in datasets:
+            rows = np.array([index[t] for t in d.texts])
+            for task in tasks:
+                if task in d.expected:
+                    out[name, task, d.name] = by_task[task][rows]
+    return out
 
 
-def _codes(preds, rows, tasks):
-    """Labels as integer codes (sklearn scores them many times faster than strings)."""
-    coded_rows, coded = {}, {name: {} for name in preds}
-    for t in tasks:
-        idx, truth, ds = rows[t]
-        names = sorted({*truth, *(y for p in preds.values() for y in p[t][idx])})
-        code = {n: i for i, n in enumerate(names)}
-        coded_rows[t] = (np.arange(len(idx)), np.array([code[y] for y in truth]), ds)
-        for name, p in preds.items():
-            coded[name][t] = np.array([code[y] for y in p[t][idx]])
-    return coded, coded_rows
-
-
-def _scores(pred, rows, tasks, draw=None) -> np.ndarray:
-    out = []
-    for t in tasks:
-        idx, truth, _ = rows[t]
-        sel = draw[t] if draw is not None else slice(None)
-        out.append(f1_score(truth[sel], pred[t][idx][sel], average="macro", zero_division=0))
-    return np.array(out)
-
-
-def _check(suite, args, models, originals, preds, rows) -> None:
+def _check(suite, args, models, originals, full) -> None:
     """Score the first model and the originals as hm3.evaluation.evaluate does, or stop."""
     name, path = next(iter(models.items()))
     report = evaluate(suite, {name: path}, originals={t: originals[t] for t in args.tasks},
                       max_length=args.max_length, device="cpu", progress=False)  # fmt: skip
     theirs = {m.kind if m.kind == "original" else m.name: m.average_f1 for m in report.models}
     for ours, key in ((name, name), ("originals", "original")):
-        here = _scores(preds[ours], rows, args.tasks).mean()
+        here = full[ours].mean()
         print(f"check: {ours} average F1 {here:.6f} here, {theirs[key]:.6f} by evaluate")
         if abs(here - theirs[key]) > 1e-6:
             sys.exit(f"{ours}: scores differ from hm3.evaluation.evaluate; are its labels named?")

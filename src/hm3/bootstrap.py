@@ -69,8 +69,7 @@ def compare_with_originals(
 
     def score(column: str, task: str) -> tuple[float, np.ndarray]:
         if (column, task) not in scored:
-            samples = redraws(datasets, draws, seed)  # the same redraws for every column
-            scored[column, task] = _f1_draws(predictions, datasets, column, task, samples, draws)
+            scored[column, task] = f1_redraws(predictions, datasets, column, task, draws, seed)
         return scored[column, task]
 
     out = {}
@@ -105,15 +104,16 @@ def _answers(predictions: Predictions, datasets: Sequence[Dataset], column: str,
     return bool(relevant) and all((column, task, d.name) in predictions for d in relevant)
 
 
-def _f1_draws(
+def f1_redraws(
     predictions: Predictions,
     datasets: Sequence[Dataset],
     column: str,
     task: str,
-    samples: Iterator[Draw],
     draws: int,
+    seed: int,
 ) -> tuple[float, np.ndarray]:
-    """The task's pooled macro-F1 of one column on the suite and on every redraw."""
+    """One column's pooled macro-F1 of ``task`` on the suite, and on each of the ``draws``
+    redraws of :func:`redraws` (the same redraws for every column and task with one seed)."""
     relevant = [d for d in datasets if task in d.expected]
     truth = np.concatenate([np.asarray(d.expected[task], dtype=object) for d in relevant])
     said = np.concatenate([predictions[column, task, d.name] for d in relevant])
@@ -124,7 +124,7 @@ def _f1_draws(
     starts = np.cumsum([0] + [len(d.texts) for d in relevant])[:-1]
     full = macro_f1(np.bincount(cell, minlength=k * k).reshape(k, k))
     per_draw = np.empty(draws)
-    for i, draw in enumerate(samples):
+    for i, draw in enumerate(redraws(datasets, draws, seed)):
         rows = np.concatenate([s + draw[d.name] for s, d in zip(starts, relevant, strict=True)])
         per_draw[i] = macro_f1(np.bincount(cell[rows], minlength=k * k).reshape(k, k))
     return full, per_draw
