@@ -12,9 +12,11 @@ the seeded splits and checks that they equal the cached files row for row (it st
 do not: the cache was written by another data version). A row is held out when its
 near-duplicate group (:func:`~hm3.demo.data_text.group_key`) has a single label and touches
 no split of any task, and when no text of any split or of the benign control is similar to it
-(Jaccard similarity of their word 5-grams ≥ 0.3, :class:`NearCopies`): ``group_key`` only
-catches texts that begin alike, while e-mails of one spam run or one thread differ in their
-first lines (at 0.5 a third of the held-out spam was still a rewording of a train e-mail).
+(Jaccard similarity of their word 5-grams ≥ 0.3, :class:`~hm3.demo.data_near.NearCopies`):
+``group_key`` only catches texts that begin alike, while e-mails of one spam run or one thread
+differ in their first lines (at 0.5 a third of the held-out spam was still a rewording of a
+train e-mail). Since demo data version 2 the splits keep such groups together too, but the
+rest of a group cut short at a full split is unused and still a near-copy of split rows.
 Each label then gets the same source mix, so that a model cannot score
 by telling sources apart: for every source that every label has, the smallest count over the
 labels, drawn seeded. A task where that leaves fewer than ``--min-rows`` rows per label is
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -47,6 +48,7 @@ from pathlib import Path
 import yaml
 
 from hm3.demo.data import FULL, TASKS, _needed, prepare_data
+from hm3.demo.data_near import NEAR, NearCopies
 from hm3.demo.data_pools import build_pools
 from hm3.demo.data_split import Row, dedupe, rng, split_rows
 from hm3.demo.data_suite import write_jsonl
@@ -55,9 +57,6 @@ from hm3.demo.sources import cache_root, fetch_sources
 from hm3.suite import load_suite
 
 MIN_ROWS = 250  # per label: at least the demo suite's size, or the check gains nothing
-SHINGLE = 5  # words per n-gram of the near-copy check
-NEAR = 0.3  # Jaccard similarity of word 5-grams from which a row counts as a near-copy
-COMMON = 200  # 5-grams in more seen texts than this do not find candidates (boilerplate)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,42 +104,6 @@ def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Pa
         out[name] = [r for r in fresh if seen.similarity(r.text) < NEAR]
         near[name] = len(fresh) - len(out[name])
     return out, data.suite, near
-
-
-class NearCopies:
-    """The largest Jaccard similarity of a text's word 5-grams to any of ``texts``' 5-grams.
-
-    Candidates are found through an index of the 5-grams that occur in at most :data:`COMMON`
-    texts (boilerplate, such as a mailing list's footer, would make every e-mail a candidate);
-    a candidate is scored when it shares at least a fifth of the text's indexed 5-grams (a
-    text at :data:`NEAR` or above shares more, unless most of its 5-grams are boilerplate).
-    """
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.sets = [shingles(t) for t in texts]
-        index: dict[str, list[int]] = defaultdict(list)
-        for i, grams in enumerate(self.sets):
-            for gram in grams:
-                index[gram].append(i)
-        self.index = {g: ids for g, ids in index.items() if len(ids) <= COMMON}
-
-    def similarity(self, text: str) -> float:
-        grams = shingles(text)
-        shared = Counter(i for g in grams for i in self.index.get(g, ()))
-        floor = max(1, sum(g in self.index for g in grams) // 5)
-        best = 0.0
-        for i, n in shared.items():
-            if n >= floor:
-                best = max(best, len(grams & self.sets[i]) / len(grams | self.sets[i]))
-        return best
-
-
-def shingles(text: str) -> set[str]:
-    """The text's word 5-grams, lower-cased (the whole text if it has fewer words)."""
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < SHINGLE:
-        return {" ".join(words)}
-    return {" ".join(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
 def _same_as_cached(path: Path, chosen: Sequence[Row], what: str) -> None:

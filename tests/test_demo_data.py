@@ -17,7 +17,8 @@ import pytest
 
 from hm3.demo import sources
 from hm3.demo.data import FULL, QUICK, TASKS, SplitSizes, prepare_data
-from hm3.demo.data_split import Row, dedupe, split_rows
+from hm3.demo.data_near import NEAR, NearCopies, near_groups, shingles
+from hm3.demo.data_split import EVAL_GROUP_CAP, Row, dedupe, split_rows
 from hm3.demo.data_text import clean, email_text, group_key
 from hm3.demo.sources import SOURCES, Source, base_model_dir, fetch_source
 from hm3.errors import Hm3Error
@@ -72,14 +73,20 @@ def test_other_seed_gives_other_splits_and_a_tampered_file_is_rewritten(quick, b
 # --- the splits -----------------------------------------------------------------------------
 
 
-def test_splits_are_disjoint_even_for_near_duplicates(quick):
-    for name, task in quick.tasks.items():
+def _assert_disjoint(data) -> None:
+    for name, task in data.tasks.items():
         texts = {s: [r["text"] for r in _rows(p)] for s, p in task.files.items()}
         for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
             assert not {t.casefold() for t in texts[a]} & {t.casefold() for t in texts[b]}, name
             assert not {group_key(t) for t in texts[a]} & {group_key(t) for t in texts[b]}, name
+            seen = NearCopies(texts[a])
+            assert all(seen.similarity(t) < NEAR for t in texts[b]), (name, a, b)
         assert all(len(v) == len(set(v)) for v in texts.values())
-    assert set(quick.overlaps.values()) == {0}
+
+
+def test_splits_are_disjoint_even_for_near_duplicates(quick):
+    _assert_disjoint(quick)
+    assert set(quick.overlaps.values()) == {0}  # nor do tasks share texts (full data: "sure.")
 
 
 def test_labels_come_from_the_task_and_every_label_is_in_every_split(quick):
@@ -102,8 +109,10 @@ def test_full_sizes_are_met(demo_cache):
         k = len(task.spec.labels)
         wanted = {"train": FULL.train // k, "validation": FULL.validation, "test": FULL.test}
         for split, counts in task.counts.items():
-            assert all(n >= 0.95 * wanted[split] for n in counts.values()), (task.spec.name, split)
+            # 0.9: jailbreak has 885 rows once near-copy groups (DAN-style templates) are dealt
+            assert all(n >= 0.9 * wanted[split] for n in counts.values()), (task.spec.name, split)
         assert sum(task.counts["train"].values()) <= FULL.train
+    _assert_disjoint(full)  # data v1 had 134 of 500 spam test rows near-copying a train e-mail
 
 
 # --- suites, control, unlabeled -------------------------------------------------------------
@@ -276,6 +285,77 @@ def test_dedupe_and_split_rows_are_seeded_stratified_and_shrink_in_proportion():
         kept[:40], ["a", "b"], {"train": 80, "validation": 10, "test": 10}, 0, "t"
     )
     assert sum(len(v) for v in small.values()) == 40 and all(small.values())
+
+
+_BODY = (
+    "Dear friend, our clinic ships genuine medication overnight to every state with no"
+    " prescription needed, so reply today to claim the discount before the offer closes at"
+    " midnight on Friday"
+)
+
+
+def test_near_groups_join_rewordings_and_chains_but_not_shared_boilerplate():
+    texts = [
+        "Hello Anna, " + _BODY,  # 0
+        "URGENT!!! Special offer for you. " + _BODY + " and tell your friends",  # 1: like 0
+        "Meeting moved to Thursday, the agenda is attached and lunch is provided as usual",  # 2
+        "The weather was lovely and we walked along the river until the sun went down",  # 3
+        "the  WEATHER was lovely, and we walked along the river until the sun went down!",  # 4
+        "Short text",  # 5
+        "short, TEXT.",  # 6: fewer than five words, same words as 5
+        "Meeting moved",  # 7: another key than 2, shares only two words with it
+    ]
+    assert (
+        len(shingles(texts[0]) & shingles(texts[1])) / len(shingles(texts[0]) | shingles(texts[1]))
+        >= NEAR
+    )
+    ids = near_groups(texts)
+    assert ids == [0, 0, 2, 3, 3, 5, 5, 7]
+    assert near_groups(texts, keys=["k0", "k1", "x", "k3", "k4", "k5", "k6", "x"])[7] == 2
+    half = _BODY.split(" ")
+    a = " ".join(half[: len(half) * 2 // 3])  # a chain: a ~ b ~ c, a and c share little
+    b = " ".join(half[len(half) // 6 : len(half) * 5 // 6])
+    c = " ".join(half[len(half) // 3 :])
+    assert NearCopies([a]).similarity(c) < NEAR <= NearCopies([a]).similarity(b)
+    assert near_groups([a, texts[2], c, b]) == [0, 1, 0, 0]
+    footer = " ".join(f"footer{i}" for i in range(40))  # in every text: not a candidate
+    many = [f"item {i} alpha{i} beta{i} gamma{i} delta{i} {footer}" for i in range(250)]
+    assert NearCopies(many[1:]).similarity(many[0]) == 0.0
+    assert near_groups(many) == list(range(250))
+
+
+def test_split_rows_keep_rewordings_in_one_split_and_drop_them_across_labels():
+    rows = [
+        Row(f"plain text number {i} about topic {i * 7919 % 1000}", "ab"[i % 2], "s")
+        for i in range(200)
+    ]
+    rows += [
+        Row("Hello Anna, " + _BODY, "a", "s"),
+        Row("URGENT!!! Special offer for you. " + _BODY, "a", "s"),
+        Row("Hi Bob, " + _BODY + " thanks", "a", "s"),
+        Row(
+            "The weather was lovely and we walked along the river until the sun went down", "a", "s"
+        ),
+        Row("Yesterday the weather was lovely and we walked along the river until dark", "b", "s"),
+    ]
+    want = {"train": 100, "validation": 20, "test": 20}  # more than there is: all are dealt
+    for seed in range(5):
+        splits, notes = split_rows(rows, ["a", "b"], want, seed, "t")
+        where = {r.text: s for s, v in splits.items() for r in v}
+        assert len({where.get(r.text) for r in rows[200:203]} - {None}) == 1
+        assert rows[203].text not in where and rows[204].text not in where
+        assert notes["group_label_conflicts"] == 2
+    run = [Row(f"Hello friend number {i}, " + _BODY, "b", "s") for i in range(30)]
+    for seed in range(5):
+        splits, _ = split_rows(rows[:200] + run, ["a", "b"], want, seed, "t")
+        n = {s: sum(r in run for r in v) for s, v in splits.items()}
+        assert sum(map(bool, n.values())) == 1, n  # one split holds the run
+        assert n["validation"] <= EVAL_GROUP_CAP and n["test"] <= EVAL_GROUP_CAP, n
+    assert any(  # and a run dealt to test gives it at most the cap
+        sum(r in run for r in split_rows(rows[:200] + run, ["a", "b"], want, seed, "t")[0]["test"])
+        == EVAL_GROUP_CAP
+        for seed in range(20)
+    )
 
 
 def test_split_sizes_are_checked():

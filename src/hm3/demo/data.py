@@ -48,7 +48,7 @@ __all__ = [
     "prepare_data",
 ]
 
-DATA_VERSION = 1  # bump whenever a change here or in data_* changes the files
+DATA_VERSION = 2  # bump whenever a change here or in data_* changes the files
 MANIFEST = "manifest.json"
 
 

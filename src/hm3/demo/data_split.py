@@ -3,10 +3,13 @@
 - :func:`dedupe` cleans every text (:func:`~hm3.demo.data_text.clean`), drops empty ones and
   exact duplicates (case-folded); a text that occurs under two labels is dropped everywhere.
 - :func:`split_rows` splits each label on its own (stratified) and moves whole near-duplicate
-  groups (:func:`~hm3.demo.data_text.group_key`), so obfuscated variants of one prompt never
-  straddle train and test; a group that spans two labels is dropped. Within a label the
-  sources take turns (round robin over seeded shuffles), so a small source is used in full
-  and shares every split in proportion instead of being crowded out by a large one.
+  groups, so obfuscated variants of one prompt (same :func:`~hm3.demo.data_text.group_key`)
+  and rewordings of one text (:func:`~hm3.demo.data_near.near_groups`) never straddle train
+  and test; a group that spans two labels is dropped. A group dealt to validation or test
+  gives it at most :data:`EVAL_GROUP_CAP` rows (the rest go unused), so that one spam run of
+  forty e-mails does not weigh forty times in a test score. Within a label the sources take
+  turns (round robin over seeded shuffles), so a small source is used in full and shares
+  every split in proportion instead of being crowded out by a large one.
 
 All randomness comes from :func:`rng`, seeded from the caller's seed and a name: the same seed
 gives the same rows in the same order on every machine. This module knows no task or source.
@@ -20,10 +23,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from hm3.demo.data_near import near_groups
 from hm3.demo.data_text import clean, dedupe_key, group_key
 
 SPLITS = ("train", "validation", "test")
 _FILL_ORDER = ("test", "validation", "train")  # ties go to the evaluation splits first
+EVAL_GROUP_CAP = 5  # rows of one near-duplicate group in validation or test; the rest go unused
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,10 @@ def split_rows(
         more than one row), ``group_label_conflicts`` (rows dropped because their group spans
         labels) and ``unused`` (rows left over once every split was full).
     """
+    ids = near_groups([r.text for r in rows], [group_key(r.text) for r in rows])
     groups: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        groups[group_key(row.text)].append(row)
+    for row, i in zip(rows, ids, strict=True):
+        groups[group_key(rows[i].text)].append(row)
     mixed = {k for k, g in groups.items() if len({r.label for r in g}) > 1}
     out: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for label in labels:
@@ -123,7 +129,8 @@ def _round_robin(
 
 
 def _deal(groups: list[list[Row]], per_label: dict[str, int]) -> dict[str, list[Row]]:
-    """Deal groups to the split furthest below its target, trimming a group at a full split."""
+    """Deal groups to the split furthest below its target, trimming a group at a full split
+    (and at :data:`EVAL_GROUP_CAP` rows in validation and test)."""
     targets = _targets(sum(len(g) for g in groups), per_label)
     chosen: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for group in groups:
@@ -131,7 +138,8 @@ def _deal(groups: list[list[Row]], per_label: dict[str, int]) -> dict[str, list[
         if not open_:
             break
         split = max(open_, key=lambda s: (targets[s] - len(chosen[s])) / targets[s])
-        chosen[split].extend(group[: targets[split] - len(chosen[split])])
+        room = targets[split] - len(chosen[split])
+        chosen[split].extend(group[: room if split == "train" else min(room, EVAL_GROUP_CAP)])
     return chosen
 
 
