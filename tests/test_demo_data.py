@@ -73,14 +73,29 @@ def test_other_seed_gives_other_splits_and_a_tampered_file_is_rewritten(quick, b
 # --- the splits -----------------------------------------------------------------------------
 
 
+def _most_similar(texts: list[str], others: list[str]) -> float:
+    """The largest Jaccard similarity of word 5-grams between any text and any other: exact,
+    every pair that shares a 5-gram is scored (NearCopies, under test, skips boilerplate)."""
+    index: dict[str, set[int]] = {}
+    sets = [shingles(t) for t in texts]
+    for i, grams in enumerate(sets):
+        for gram in grams:
+            index.setdefault(gram, set()).add(i)
+    best = 0.0
+    for text in others:
+        grams = shingles(text)
+        for i in set().union(*(index.get(g, ()) for g in grams)):
+            best = max(best, len(grams & sets[i]) / len(grams | sets[i]))
+    return best
+
+
 def _assert_disjoint(data) -> None:
     for name, task in data.tasks.items():
         texts = {s: [r["text"] for r in _rows(p)] for s, p in task.files.items()}
         for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
             assert not {t.casefold() for t in texts[a]} & {t.casefold() for t in texts[b]}, name
             assert not {group_key(t) for t in texts[a]} & {group_key(t) for t in texts[b]}, name
-            seen = NearCopies(texts[a])
-            assert all(seen.similarity(t) < NEAR for t in texts[b]), (name, a, b)
+            assert _most_similar(texts[a], texts[b]) < NEAR, (name, a, b)
         assert all(len(v) == len(set(v)) for v in texts.values())
 
 
@@ -109,10 +124,10 @@ def test_full_sizes_are_met(demo_cache):
         k = len(task.spec.labels)
         wanted = {"train": FULL.train // k, "validation": FULL.validation, "test": FULL.test}
         for split, counts in task.counts.items():
-            # 0.9: jailbreak has 885 rows once near-copy groups (DAN-style templates) are dealt
-            assert all(n >= 0.9 * wanted[split] for n in counts.values()), (task.spec.name, split)
+            # 0.92: jailbreak has 885 rows once near-copy groups (DAN-style templates) are dealt
+            assert all(n >= 0.92 * wanted[split] for n in counts.values()), (task.spec.name, split)
         assert sum(task.counts["train"].values()) <= FULL.train
-    _assert_disjoint(full)  # data v1 had 134 of 500 spam test rows near-copying a train e-mail
+    _assert_disjoint(full)  # v1: 134 of 500 spam test rows near-copied a train/validation row
 
 
 # --- suites, control, unlabeled -------------------------------------------------------------
@@ -346,16 +361,24 @@ def test_split_rows_keep_rewordings_in_one_split_and_drop_them_across_labels():
         assert rows[203].text not in where and rows[204].text not in where
         assert notes["group_label_conflicts"] == 2
     run = [Row(f"Hello friend number {i}, " + _BODY, "b", "s") for i in range(30)]
-    for seed in range(5):
+    held = []
+    for seed in range(20):
         splits, _ = split_rows(rows[:200] + run, ["a", "b"], want, seed, "t")
         n = {s: sum(r in run for r in v) for s, v in splits.items()}
         assert sum(map(bool, n.values())) == 1, n  # one split holds the run
         assert n["validation"] <= EVAL_GROUP_CAP and n["test"] <= EVAL_GROUP_CAP, n
-    assert any(  # and a run dealt to test gives it at most the cap
-        sum(r in run for r in split_rows(rows[:200] + run, ["a", "b"], want, seed, "t")[0]["test"])
-        == EVAL_GROUP_CAP
-        for seed in range(20)
-    )
+        held.append(n)
+    assert any(n["test"] == EVAL_GROUP_CAP for n in held)  # capped in test...
+    assert any(n["train"] > EVAL_GROUP_CAP for n in held)  # ...not in train
+
+
+def test_near_groups_threshold_is_inclusive():
+    words = [f"w{i}" for i in range(40)]
+    a = " ".join(words[:17])  # 13 5-grams
+    at = " ".join(words[7:17] + [f"x{i}" for i in range(7)])  # shares 6 of 13: 6 / 20 = 0.3
+    below = " ".join(words[8:17] + [f"y{i}" for i in range(8)])  # shares 5: 5 / 21
+    assert NearCopies([a]).similarity(at) == NEAR > NearCopies([a]).similarity(below)
+    assert near_groups([a, at, below]) == [0, 0, 2]
 
 
 def test_split_sizes_are_checked():

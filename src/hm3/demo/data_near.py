@@ -14,7 +14,9 @@ of their word 5-grams (:func:`shingles`) is at least :data:`NEAR`.
 Candidates are found through an index of the 5-grams that occur in at most :data:`COMMON`
 texts (boilerplate, such as a mailing list's footer, would make every e-mail a candidate); a
 candidate is scored when it shares at least a fifth of the text's indexed 5-grams (a text at
-:data:`NEAR` or above shares more, unless most of its 5-grams are boilerplate).
+:data:`NEAR` or above shares more, unless much of what the two share is boilerplate, which
+does not make them near-copies). On the demo's spam e-mails the filter misses 4 of 4,129 pairs
+at :data:`NEAR` or above, each joined only by a mailing list's footer.
 """
 
 from __future__ import annotations

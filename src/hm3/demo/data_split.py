@@ -76,7 +76,8 @@ def split_rows(
         rows: deduplicated rows of one task (see :func:`dedupe`).
         labels: the task's labels; every row's label must be one of them.
         per_label: wanted rows per label and split, e.g. ``{"train": 600, "validation": 100,
-            "test": 250}``; a label with fewer rows shrinks all three in proportion.
+            "test": 250}``; a label with fewer rows shrinks all three in proportion (about:
+            the rows of a group cut at the cap or at a full split go unused).
         seed: the seed; ``name`` (the task) keeps tasks' draws independent.
 
     Returns:
