@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from hm3.demo.data import TASKS, _needed, prepare_data
 from hm3.demo.data_pools import build_pools
 from hm3.demo.data_split import dedupe
 from hm3.demo.sources import cache_root, fetch_sources
+from hm3.jsonl import jsonl_records
 
 MAX_LENGTH = 64  # what the demo and the ablation read
 
@@ -58,8 +58,8 @@ def rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The texts to score and their expected labels."""
     if args.split:
         data = prepare_data(args.cache, seed=args.seed)
-        with open(data.tasks[args.task].files[args.split], encoding="utf-8") as f:
-            loaded = [json.loads(line) for line in f]
+        path = data.tasks[args.task].files[args.split]
+        loaded = [r for _, r in jsonl_records(path, str(path))]
         return [r["text"] for r in loaded], [r["label"] for r in loaded]
     texts, gold = [], []
     for item in args.labelled:
@@ -68,10 +68,9 @@ def rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             sys.exit(
                 f"--labelled {item}: expected LABEL=FILE with LABEL in {TASKS[args.task].labels}"
             )
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                texts.append(json.loads(line)["text"])
-                gold.append(label)
+        for _, record in jsonl_records(Path(path), path):
+            texts.append(record["text"])
+            gold.append(label)
     return texts, gold
 
 
