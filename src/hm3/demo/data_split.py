@@ -85,10 +85,11 @@ def split_rows(
         more than one row), ``group_label_conflicts`` (rows dropped because their group spans
         labels) and ``unused`` (rows left over once every split was full).
     """
-    ids = near_groups([r.text for r in rows], [group_key(r.text) for r in rows])
+    keys = [group_key(r.text) for r in rows]
+    ids = near_groups([r.text for r in rows], keys)
     groups: dict[str, list[Row]] = defaultdict(list)
     for row, i in zip(rows, ids, strict=True):
-        groups[group_key(rows[i].text)].append(row)
+        groups[keys[i]].append(row)  # named by its first row's key, which no other group has
     mixed = {k for k, g in groups.items() if len({r.label for r in g}) > 1}
     out: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for label in labels:
