@@ -518,3 +518,20 @@ def test_merge_progress_bar(bert_zoo, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "merging" not in err and "━" not in err
     assert "merged task0" in err
+
+
+@pytest.mark.parametrize("command", ["merge", "expand", "predict", "evaluate", "align", "demo"])
+def test_help_keeps_each_paragraph_on_one_line(capsys, command):
+    """On a terminal wider than any paragraph, each paragraph of a command's help is one line.
+
+    Typer keeps a docstring's single line breaks in its later paragraphs; hm3 unwraps them, or a
+    terminal narrower than the source would show ragged lines.
+    """
+    from hm3 import cli, cli_eval
+
+    doc = getattr(cli, command, None) or getattr(cli_eval, command)
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    lines = [line.strip(" │") for line in out.splitlines()]
+    for paragraph in doc.__doc__.split("\n\n"):
+        assert " ".join(paragraph.split()) in lines

@@ -27,6 +27,7 @@ from hm3.cli_common import (
     PickleOpt,
     ProgressOpt,
     err_console,
+    help_paragraphs,
     out_console,
     print_alignment,
 )
@@ -41,6 +42,15 @@ app = typer.Typer(
 )
 
 
+def _command(fn):
+    """Register ``fn`` as a command whose help is its docstring with each paragraph unwrapped.
+
+    Typer keeps the single line breaks of a docstring's later paragraphs, so a terminal narrower
+    than the source would show them as ragged lines.
+    """
+    return app.command(help=help_paragraphs(fn.__doc__))(fn)
+
+
 @app.callback()
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
@@ -53,7 +63,7 @@ def _setup(
     )
 
 
-@app.command()
+@_command
 def merge(
     config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
     out: OutOpt,
@@ -101,7 +111,7 @@ def merge(
     )
 
 
-@app.command()
+@_command
 def expand(
     config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
     out: OutOpt,
@@ -120,7 +130,7 @@ def expand(
     )
 
 
-@app.command()
+@_command
 def predict(
     model: Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")],
     texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
@@ -150,9 +160,9 @@ def predict(
     out_console.print(table)
 
 
-app.command()(cli_eval.evaluate)
-app.command()(cli_eval.align)
-app.command()(cli_eval.demo)
+_command(cli_eval.evaluate)
+_command(cli_eval.align)
+_command(cli_eval.demo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ see :mod:`hm3.cli`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -33,6 +34,12 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Sho
 MaxLengthOpt = Annotated[
     int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
 ]
+
+
+def help_paragraphs(doc: str | None) -> str:
+    """A docstring as command help: dedented, each paragraph on one line."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
