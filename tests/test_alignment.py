@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.align_features
+from hm3.align_fit import RidgeStats
 from hm3.align_texts import TextCount, iter_text_batches, open_texts
 from hm3.alignment import DEFAULT_RIDGE, AlignStats, align, collect
 from hm3.architectures import SUPPORTED
@@ -232,6 +233,19 @@ def test_folded_head_equals_fit_on_features_then_apply(aligned_merge, family):
         np.testing.assert_allclose(aligned, expected, atol=1e-4 * max(1.0, np.abs(expected).max()))
 
 
+def test_varying_share_is_the_centred_over_the_uncentred_energy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)) + 3.0  # varies about an offset of 3 per feature
+    stats = RidgeStats(6, 1)
+    for rows in (x[:7], x[7:]):  # the first batch's mean is the shift: the answer must not care
+        stats.add(torch.from_numpy(rows), torch.zeros(len(rows), 1))
+    xc = x - x.mean(axis=0)
+    assert stats.varying_share() == pytest.approx(np.sum(xc**2) / np.sum(x**2), rel=1e-9)
+    copies = RidgeStats(6, 1)
+    copies.add(torch.from_numpy(np.tile(x[:1], (30, 1))), torch.zeros(30, 1))
+    assert copies.varying_share() == 0.0 and RidgeStats(6, 1).varying_share() == 0.0
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_only_the_projection_changes_and_transformers_loads_it(aligned_merge, family):
     _, merged, result, _ = aligned_merge(family)
@@ -365,7 +379,7 @@ def test_a_large_text_file_is_streamed_in_bounded_memory(tmp_path, suffix):
 
 
 def test_align_reads_only_the_texts_it_needs(bert_words, tmp_path):
-    path = write_texts(tmp_path / "big.jsonl", [f"hello world {i}" for i in range(64)])
+    path = write_texts(tmp_path / "big.jsonl", toy_texts(64, seed=5))
     with path.open("a") as f:  # row 65 would be an error if it were read at all
         f.write('{"text": 5}\n' + '{"text": "more"}\n' * 100_000)
     merged = one_task_merged(bert_words.models[0], tmp_path / "m")
@@ -437,6 +451,11 @@ BAD = {
         lambda t, z: {"originals": {"toxicity": z.models[0]}},
         "has no task 'toxicity'; its tasks are: task",
     ),
+    "one text": (_file("o.jsonl", '{"text": "hello there"}\n'), "its 1 text(s) all give"),
+    "copies of one text": (
+        _file("s.jsonl", '{"text": "the same words"}\n' * 40),
+        "its 40 text(s) all give the merged model the same features",
+    ),
     "negative ridge": (lambda t, z: {"ridge": -0.1}, "--ridge -0.1: expected a finite number >= 0"),
     "no merged dir": (lambda t, z: {"merged_dir": t / "absent"}, "model directory not found"),
 }
@@ -457,6 +476,18 @@ def test_bad_input_is_one_clear_error_and_no_output(bert_words, case, tmp_path, 
         align(**kwargs)
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_fewer_texts_than_features_warns_and_still_aligns(case, tmp_path, caplog):
+    merged, _ = case
+    texts = write_texts(tmp_path / "few.jsonl", FIT[:8])  # the tiny BERT reads 32 features
+    result = align(merged, texts, tmp_path / "out", progress=False, device="cpu")
+    assert result.path.is_dir()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("8 texts for a head that reads 32 features" in m for m in warned), warned
+    caplog.clear()
+    align(merged, write_texts(tmp_path / "many.jsonl", FIT[:40]), tmp_path / "o2", progress=False)
+    assert not [r for r in caplog.records if "texts for a head" in r.getMessage()]
 
 
 def test_original_not_found_suggests_originals(bert_words, tmp_path):

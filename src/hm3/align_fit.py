@@ -84,6 +84,21 @@ class RidgeStats:
         self.sxy += x.T @ y
         self.syy += (y * y).sum(dim=0)
 
+    def varying_share(self) -> float:
+        """The share of the features' mean square that varies from text to text, in [0, 1].
+
+        ``trace(XcᵀXc) / trace(XᵀX)``: 0 when every text gave the same features (one text, or
+        copies of one), which no fit can tell apart; near 1 when the features vary about a small
+        common offset.
+        """
+        if self.n == 0 or self.shift is None:
+            return 0.0
+        xm = self.sx / self.n
+        centred = float(torch.trace(self.sxx)) - self.n * float(xm @ xm)
+        offset = self.n * float((xm + self.shift) @ (xm + self.shift))
+        total = centred + offset
+        return max(centred, 0.0) / total if total > 0 else 0.0
+
     def solve(self, ridge: float, *, intercept: bool = True) -> RidgeSolution:
         """The ridge solution for a relative strength ``ridge`` (see the module docstring).
 

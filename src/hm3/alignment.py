@@ -51,6 +51,9 @@ from hm3.output import atomic_dir, check_output
 from hm3.progress import progress_bar
 
 log = logging.getLogger("hm3")
+# Below this share of varying feature energy the texts are copies of one text: the differences
+# left are float noise from padding (batches of different lengths), not information.
+MIN_VARYING_SHARE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -315,10 +318,20 @@ def _accumulate(
             count.skipped,
             ", ".join(map(str, count.first_skipped)),
         )
+    if stats.varying_share() < MIN_VARYING_SHARE:
+        raise Hm3Error(
+            f"{plan.texts.where}: its {stats.n} text(s) all give the merged model the same "
+            "features, so they cannot tell a head what to change; give a few hundred different "
+            "texts that cover every task's domain"
+        )
     if stats.n < stats.dim:
-        log.info(
-            "%d texts for %d features: the ridge decides the fit along unseen directions",
+        log.warning(
+            "%s: %d texts for a head that reads %d features: along the directions the texts do "
+            "not span, the ridge alone decides the fit; give at least %d (about 1,000 covering "
+            "every task did best on the demo zoo, README 'Head alignment')",
+            plan.texts.where,
             stats.n,
+            stats.dim,
             stats.dim,
         )
     return AlignStats(plan, projection, stats, sse_before, count)
