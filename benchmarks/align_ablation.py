@@ -65,7 +65,7 @@ from align_ablation_tables import case_table, summary_table
 from sklearn.metrics import f1_score
 
 from hm3.align_features import features, find_projection
-from hm3.align_fit import RidgeSolution
+from hm3.align_fit import AUTO_RIDGE, RidgeSolution
 from hm3.alignment import DEFAULT_RIDGE, AlignStats, collect
 from hm3.checkpoint import read_config
 from hm3.classifier import load
@@ -90,8 +90,8 @@ from hm3.suite import Dataset, Suite, load_datasets, load_suite
 SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
 COVERAGE, QUICK_COVERAGE = 200, 48
 REGMEAN_TEXTS = 250  # per model, its own train texts (RegMean's Gram matrices)
-RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
-TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0)  # per-case tables (0.03: the default)
+RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0, AUTO_RIDGE)
+TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0, AUTO_RIDGE)  # per-case tables (0.03: the default)
 KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
 MAX_LENGTH = TrainSettings.max_length  # what the demo aligns and evaluates with
@@ -125,7 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--cache", type=Path, default=None, help="demo cache (default: HM3_CACHE, ~/.cache/hm3)")
     add("--sizes", default=None, help=f"text counts (default {SIZES}; quick {QUICK_SIZES})")
     add("--coverage-size", type=int, default=None, help=f"texts per set (default {COVERAGE})")
-    add("--ridges", default=",".join(map(str, RIDGES)), help="comma list of relative ridges")
+    add(
+        "--ridges",
+        default=",".join(map(str, RIDGES)),
+        help="comma list of relative ridges; auto: each task's by generalised cross-validation",
+    )
     add("--limit", type=int, default=None, help="suite rows per dataset (seeded sample)")
     add(
         "--suite",
@@ -345,7 +349,7 @@ def sweep(stats: AlignStats, feats: SuiteFeatures, datasets, ridges) -> dict[str
 
 
 def check_fast_path(
-    merged: Path, stats: AlignStats, suite: Suite, ridge: float, fast: float, args
+    merged: Path, stats: AlignStats, suite: Suite, ridge: float | str, fast: float, args
 ) -> dict:
     """Fold one ridge's solution into the merge and score it with ``evaluate``."""
     clf = load(merged, device="cpu", max_length=MAX_LENGTH)
@@ -450,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.size_values = _ints(args.sizes, QUICK_SIZES if args.quick else SIZES)
     args.cov = args.coverage_size or (QUICK_COVERAGE if args.quick else COVERAGE)
-    args.ridge_values = tuple(float(r) for r in args.ridges.split(","))
+    args.ridge_values = tuple(
+        AUTO_RIDGE if r.strip() == AUTO_RIDGE else float(r) for r in args.ridges.split(",")
+    )
     args.kinds = _comma_list(args.sets)
     if unknown := [k for k in args.kinds if k not in KINDS]:
         sys.exit(f"--sets {','.join(unknown)}: unknown; valid: {', '.join(KINDS)}")

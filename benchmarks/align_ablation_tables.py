@@ -17,8 +17,8 @@ def _cell(value: float, target: float) -> str:
     return f"{value:.3f}{'*' if value >= target - 1e-12 else ''}"
 
 
-def _ridge(ridge: float) -> str:
-    return f"{ridge:g}"
+def _ridge(ridge: float | str) -> str:
+    return ridge if isinstance(ridge, str) else f"{ridge:g}"
 
 
 def case_table(case: dict, ridges: Sequence[float]) -> str:

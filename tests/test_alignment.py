@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.align_features
-from hm3.align_fit import RidgeStats
+from hm3.align_fit import AUTO_RIDGES, RidgeStats
 from hm3.align_texts import TextCount, iter_text_batches, open_texts
 from hm3.alignment import DEFAULT_RIDGE, AlignStats, align, collect
 from hm3.architectures import SUPPORTED
@@ -457,6 +457,7 @@ BAD = {
         "its 40 text(s) all give the merged model the same features",
     ),
     "negative ridge": (lambda t, z: {"ridge": -0.1}, "--ridge -0.1: expected a finite number >= 0"),
+    "unknown ridge": (lambda t, z: {"ridge": "best"}, "--ridge best: expected a finite number"),
     "no merged dir": (lambda t, z: {"merged_dir": t / "absent"}, "model directory not found"),
 }
 
@@ -557,7 +558,9 @@ def test_cli_end_to_end(aligned_merge, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--ridge", "-1"], "--ridge -1.0: expected a finite number >= 0"),
+        (["--ridge", "-1"], "--ridge -1: expected a finite number >= 0 or auto"),
+        (["--ridge", "nan"], "--ridge nan: expected a finite number >= 0 or auto"),
+        (["--ridge", "automatic"], "--ridge automatic: expected a finite number >= 0 or auto"),
         (["--text-column", "body"], "no column 'body'"),
         (["--originals", "task1"], "--originals task1: expected TASK=DIR"),
     ],
@@ -590,3 +593,105 @@ def test_feature_capture_rejects_a_head_that_sees_tokens(bert_words, tmp_path, m
     monkeypatch.setattr("hm3.alignment.features", per_token)
     with pytest.raises(Hm3Error, match="did not see one vector per text"):
         align(merged, texts, tmp_path / "out", progress=False, device="cpu")
+
+
+# -- ridge "auto": generalised cross-validation -----------------------------------------------
+def _gcv_reference(x, y, ridge, intercept):
+    """GCV from the explicit hat matrix: n·‖(I − H)y‖² / (n − tr H)², intercept unpenalised."""
+    n, d = x.shape
+    xc = x - x.mean(axis=0) if intercept else x
+    lam = ridge * np.trace(xc.T @ xc) / d
+    xa = np.hstack([x, np.ones((n, 1))]) if intercept else x
+    penalty = lam * np.eye(xa.shape[1])
+    if intercept:
+        penalty[-1, -1] = 0
+    hat = xa @ np.linalg.solve(xa.T @ xa + penalty, xa.T)
+    resid = y - hat @ y
+    return n * np.sum(resid**2) / (n - np.trace(hat)) ** 2
+
+
+def _stats(x, y, batches=(0, 9, 30)):
+    stats = RidgeStats(x.shape[1], y.shape[1])
+    for start, end in zip(batches, [*batches[1:], len(x)], strict=True):
+        stats.add(torch.from_numpy(x[start:end]), torch.from_numpy(y[start:end]))
+    return stats
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_gcv_equals_the_hat_matrix_formula(intercept):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 8)) + 2.0
+    y = x @ rng.normal(size=(8, 5)) + rng.normal(scale=0.7, size=(60, 5))
+    groups = [(0, 2), (2, 5)]
+    ridges = (0.01, 0.1, 1.0, 10.0)
+    scores = _stats(x, y).gcv(groups, ridges, intercept=intercept)
+    for i, (start, end) in enumerate(groups):
+        for j, r in enumerate(ridges):
+            expected = _gcv_reference(x, y[:, start:end], r, intercept)
+            assert float(scores[i, j]) == pytest.approx(expected, rel=1e-8)
+
+
+def test_solve_gcv_fits_each_group_at_its_lowest_score():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 10))
+    w = rng.normal(size=(10, 4))
+    clean, noisy = x @ w[:, :2], x @ w[:, 2:] + rng.normal(scale=5.0, size=(80, 2))
+    stats = _stats(x, np.hstack([clean, noisy]))
+    groups = [(0, 2), (2, 4)]
+    solution = stats.solve_gcv(groups, AUTO_RIDGES)
+    scores = stats.gcv(groups, AUTO_RIDGES)
+    for i, (start, end) in enumerate(groups):
+        chosen = AUTO_RIDGES[int(scores[i].argmin())]
+        assert torch.all(solution.ridge[start:end] == chosen)
+        fixed = stats.solve(chosen)
+        for field in ("weight", "bias", "lam", "sse"):
+            torch.testing.assert_close(
+                getattr(solution, field)[start:end], getattr(fixed, field)[start:end]
+            )
+    # targets the features explain exactly want the least shrinkage; noise wants more
+    assert float(solution.ridge[0]) == AUTO_RIDGES[0] < float(solution.ridge[2])
+    with pytest.raises(ValueError, match=r"must cover outputs 0\.\.3 once"):
+        stats.solve_gcv([(0, 2)], AUTO_RIDGES)
+
+
+def test_solve_gcv_with_fewer_texts_than_features():
+    rng = np.random.default_rng(6)
+    stats = _stats(rng.normal(size=(5, 40)), rng.normal(size=(5, 2)), batches=(0,))
+    scores = stats.gcv([(0, 2)], AUTO_RIDGES)
+    assert torch.isfinite(scores).all()  # 5 texts, 40 features: any λ > 0 leaves freedom
+    chosen = AUTO_RIDGES[int(scores.argmin())]
+    torch.testing.assert_close(stats.solve_gcv([(0, 2)]).weight, stats.solve(chosen).weight)
+    # a ridge too small to register in float64 leaves none: the fit interpolates the texts
+    assert torch.isinf(stats.gcv([(0, 2)], (1e-30, 1e-29))).all()
+    assert float(stats.solve_gcv([(0, 2)], (1e-30, 1e-29)).ridge[0]) == 1e-29  # the largest
+
+
+def test_auto_ridge_end_to_end(aligned_merge, tmp_path, capsys):
+    _, merged, _, texts = aligned_merge("bert")
+    result = align(merged, texts, tmp_path / "auto", ridge="auto", progress=False, device="cpu")
+    assert result.ridge == "auto" and result.lam is None
+    assert all(t.ridge in AUTO_RIDGES and t.lam > 0 for t in result.tasks)
+    record = json.loads((result.path / "config.json").read_text())["hm3"]["align"]
+    assert record["ridge"] == "auto" and record["lambda"] is None
+    assert record["ridge_grid"] == list(AUTO_RIDGES)
+    assert [t["ridge"] for t in record["tasks"]] == [t.ridge for t in result.tasks]
+    assert "generalised cross-validation" in (result.path / "README.md").read_text()
+    # each task's rows are what a fixed-ridge alignment at its chosen ridge writes
+    _, aligned = projection_input(result.path, HELD_OUT)
+    for task, (start, end) in zip(result.tasks, [(0, 2), (2, 5), (5, 9)], strict=True):
+        fixed = align(merged, texts, tmp_path / f"r{start}", ridge=task.ridge, progress=False)
+        _, theirs = projection_input(fixed.path, HELD_OUT)
+        np.testing.assert_allclose(aligned[:, start:end], theirs[:, start:end], atol=1e-4)
+    code, _, err = run(
+        capsys,
+        "align",
+        merged,
+        "--texts",
+        texts,
+        "--ridge",
+        "AUTO",
+        "--out",
+        tmp_path / "cli",
+        "--no-progress",
+    )
+    assert code == 0 and "ridge auto: task0 " in " ".join(err.split()), err

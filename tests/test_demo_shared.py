@@ -135,3 +135,12 @@ def test_unreadable_memo_store_is_recomputed_with_a_warning(dirs, tmp_path, capl
     memo.save()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
     assert MemoLogits(load(dirs[0].models[0]), store)._saved == 2
+
+
+def test_auto_ridge_on_the_shared_body_equals_hm3_align(dirs, tmp_path):
+    zoo, merged, _, root = dirs
+    auto_dir = align(merged, root / "fit.jsonl", tmp_path / "auto", ridge="auto", progress=False)
+    aligned = fit_alignment(SharedBody(load(merged)), _originals(zoo), FIT, "auto", batch_size=7)
+    np.testing.assert_allclose(
+        aligned.logits(HELD_OUT), load(auto_dir.path).logits(HELD_OUT), rtol=1e-4, atol=1e-4
+    )

@@ -125,3 +125,19 @@ def test_align_block_max_length_reaches_the_fit(bert_zoo, tmp_path):
     assert results[4] != results[512]  # truncating to 4 tokens changes what the fit sees
     with pytest.raises(Hm3Error, match="max_length"):
         MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "t", "max_length": 0}))
+
+
+def test_align_block_ridge_auto(bert_zoo, tmp_path):
+    write_texts(tmp_path / "texts.jsonl", toy_texts(60, seed=3))
+    cfg = _yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl", "ridge": "auto"})
+    result = hm3.merge(MergeConfig.from_yaml(cfg), tmp_path / "m", progress=False)
+    assert result.alignment is not None and result.alignment.ridge == "auto"
+    record = json.loads((tmp_path / "m" / "config.json").read_text())["hm3"]["align"]
+    assert record["ridge"] == "auto" and all(t["ridge"] > 0 for t in record["tasks"])
+
+
+@pytest.mark.parametrize("ridge", ["best", -1, float("nan"), True])
+def test_align_block_bad_ridge_names_the_key_and_the_choices(bert_zoo, tmp_path, ridge):
+    cfg = _yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl", "ridge": ridge})
+    with pytest.raises(Hm3Error, match=r"align\.ridge: expected a number >= 0 or auto \(got "):
+        MergeConfig.from_yaml(cfg)

@@ -20,6 +20,14 @@ where ``Xc`` is ``X`` with its column means removed. Two choices, and why:
   The price: the ridge does not fade as texts are added — it is a prior on the head relative
   to the feature spectrum, whose strength the ablation on real models chooses.
 
+``ridge="auto"`` (:meth:`RidgeStats.solve_gcv`) chooses the ridge per group of outputs (a
+task's logits) by generalised cross-validation, among :data:`AUTO_RIDGES`. GCV estimates the
+error of the fit on texts it was not fitted on, from the in-sample error and the fit's degrees
+of freedom (``Σ sⱼ/(sⱼ + λ)`` over the eigenvalues of the centred XᵀX), so it needs nothing
+beyond the same sums and one eigendecomposition: no second pass, no held-out texts, no labels.
+A task whose original's logits the merged features explain well gets little shrinkage; one
+whose targets they explain poorly (noise, for the fit) gets more.
+
 Only ``n``, ``Σx``, ``Σy``, ``Σxxᵀ``, ``Σxyᵀ`` and ``Σy²`` are kept, in float64, so memory is
 ``O(d² + d·K)`` whatever the number of texts; the features are shifted by the first batch's
 mean before accumulating, which keeps the centred sums accurate when features have a large
@@ -32,23 +40,39 @@ Pure tensor math: no I/O, no model.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from hm3.defaults import DEFAULT_RIDGE
+from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
 
-__all__ = ["DEFAULT_RIDGE", "RidgeSolution", "RidgeStats"]
+__all__ = ["AUTO_RIDGE", "AUTO_RIDGES", "DEFAULT_RIDGE", "RidgeSolution", "RidgeStats"]
+
+
+# The relative ridges ``ridge="auto"`` chooses among: 0.01 to 10, four per decade. The range is
+# the one the ablation on the demo zoo measured (benchmarks/RESULTS.md); below it, ridge 0 broke
+# down whenever the texts were near the feature count.
+AUTO_RIDGES = tuple(float(f"{10 ** (k / 4):.4g}") for k in range(-8, 5))
 
 
 @dataclass(frozen=True)
 class RidgeSolution:
-    """A fitted linear map ``y ≈ x·weightᵀ + bias`` (float64) and its in-sample error."""
+    """A fitted linear map ``y ≈ x·weightᵀ + bias`` (float64) and its in-sample error.
+
+    ``ridge`` and ``lam`` are per output: one value for all of them from :meth:`RidgeStats.solve`,
+    one per group of outputs from :meth:`RidgeStats.solve_gcv`.
+    """
 
     weight: torch.Tensor  # [K, d]
     bias: torch.Tensor  # [K]
-    lam: float  # the effective λ that multiplied ‖W‖²
+    lam: torch.Tensor  # [K] the effective λ that multiplied ‖W‖²
     sse: torch.Tensor  # [K] in-sample sum of squared errors per output
+    ridge: torch.Tensor  # [K] the relative ridge that gave λ
+
+
+_PER_OUTPUT = ("weight", "bias", "lam", "sse", "ridge")
 
 
 class RidgeStats:
@@ -120,7 +144,83 @@ class RidgeStats:
             w = torch.linalg.pinv(scatter, hermitian=True) @ cross
         bias = ym - xm @ w
         sse = (w * (scatter @ w)).sum(dim=0) - 2 * (w * cross).sum(dim=0) + yy
-        return RidgeSolution(w.T.contiguous(), bias, lam, sse.clamp_min(0))
+        per_output = torch.ones(self.outputs, dtype=torch.float64)
+        return RidgeSolution(
+            w.T.contiguous(), bias, lam * per_output, sse.clamp_min(0), ridge * per_output
+        )
+
+    def solve_for(
+        self, ridge: float | str, groups: Sequence[tuple[int, int]], *, intercept: bool = True
+    ) -> RidgeSolution:
+        """:meth:`solve` at a relative ``ridge``, or :meth:`solve_gcv` over ``groups`` for
+        ``"auto"``."""
+        if ridge == AUTO_RIDGE:
+            return self.solve_gcv(groups, AUTO_RIDGES, intercept=intercept)
+        if isinstance(ridge, str):
+            raise ValueError(f"ridge must be a number or {AUTO_RIDGE!r}, got {ridge!r}")
+        return self.solve(ridge, intercept=intercept)
+
+    def gcv(
+        self,
+        groups: Sequence[tuple[int, int]],
+        ridges: Sequence[float] = AUTO_RIDGES,
+        *,
+        intercept: bool = True,
+    ) -> torch.Tensor:
+        """Generalised cross-validation score of each group of outputs at each relative ridge.
+
+        ``GCV(λ) = n · SSE(λ) / (n − dof(λ))²`` (Golub, Heath and Wahba 1979), SSE summed over
+        the group's outputs ``[start, end)``, ``dof = Σ sⱼ / (sⱼ + λ)`` over the eigenvalues of
+        XᵀX (plus 1 for the unpenalised intercept): an estimate, from the fitting texts alone,
+        of the error on texts the fit has not seen. ``inf`` where the fit has as many degrees
+        of freedom as texts. Returns ``[len(groups), len(ridges)]``.
+        """
+        if not ridges or min(ridges) <= 0:
+            raise ValueError(f"ridges must be > 0, got {list(ridges)}")
+        scatter, cross, yy, _, _ = self._moments(intercept)
+        scale = float(torch.trace(scatter)) / self.dim
+        if scale <= 0:
+            raise ValueError("the features do not vary: no ridge can be chosen")
+        s, q = torch.linalg.eigh(scatter)
+        s = s.clamp_min(0)
+        a2 = (q.T @ cross) ** 2  # [d, K]: the targets' energy along each eigenvector
+        n = self.n
+        out = torch.full((len(groups), len(ridges)), math.inf, dtype=torch.float64)
+        for j, ridge in enumerate(ridges):
+            f = 1.0 / (s + ridge * scale)
+            sse = (yy - (a2 * (2 * f - s * f * f)[:, None]).sum(dim=0)).clamp_min(0)
+            free = n - float((s * f).sum()) - (1 if intercept else 0)
+            if free > 0:
+                for i, (start, end) in enumerate(groups):
+                    out[i, j] = n * float(sse[start:end].sum()) / free**2
+        return out
+
+    def solve_gcv(
+        self,
+        groups: Sequence[tuple[int, int]],
+        ridges: Sequence[float] = AUTO_RIDGES,
+        *,
+        intercept: bool = True,
+    ) -> RidgeSolution:
+        """Each group of outputs fitted at the ridge of ``ridges`` with the lowest :meth:`gcv`.
+
+        The groups (a task's logits) must cover every output once. A group whose score is
+        ``inf`` at every ridge (fewer texts than the fit's degrees of freedom) takes the
+        largest ridge.
+        """
+        covered = sorted(i for start, end in groups for i in range(start, end))
+        if covered != list(range(self.outputs)):
+            raise ValueError(f"groups {list(groups)} must cover outputs 0..{self.outputs - 1} once")
+        scores = self.gcv(groups, ridges, intercept=intercept)
+        chosen = [
+            len(ridges) - 1 if torch.isinf(row).all() else int(row.argmin()) for row in scores
+        ]
+        fits = {j: self.solve(ridges[j], intercept=intercept) for j in set(chosen)}
+        parts = {f: torch.empty_like(getattr(fits[chosen[0]], f)) for f in _PER_OUTPUT}
+        for (start, end), j in zip(groups, chosen, strict=True):
+            for f, tensor in parts.items():
+                tensor[start:end] = getattr(fits[j], f)[start:end]
+        return RidgeSolution(**parts)
 
     def _moments(self, intercept: bool) -> tuple[torch.Tensor, ...]:
         """XᵀX, XᵀY and Σy² about the means (or about 0 without intercept), and the means."""

@@ -115,9 +115,18 @@ def write_card_section(dest: Path, section: str) -> None:
 def render_section(record: dict[str, Any], projection: tuple[str, ...], texts_name: str) -> str:
     """Markdown for the model card: what was re-fitted, on what, and how well."""
     rows = "\n".join(
-        f"| `{t['name']}` | `{t['original']}` | {t['rmse_before']:.4g} | {t['rmse_after']:.4g} |"
+        f"| `{t['name']}` | `{t['original']}` | {t['ridge']:g} | {t['lambda']:.4g} | "
+        f"{t['rmse_before']:.4g} | {t['rmse_after']:.4g} |"
         for t in record["tasks"]
     )
+    if record["ridge"] == "auto":
+        grid = record["ridge_grid"]
+        how = (
+            f"each task's ridge chosen by generalised cross-validation on these texts among "
+            f"{len(grid)} values from {grid[0]:g} to {grid[-1]:g}"
+        )
+    else:
+        how = f"ridge {record['ridge']:g}"
     tensors = ", ".join(f"`{name}`" for name in projection)
     return f"""## Head alignment
 
@@ -125,11 +134,11 @@ After merging, each task's rows of the label projection ({tensors}) were re-fitt
 hm3 {record["hm3_version"]} so that this model reproduces its original classifier's logits on
 {record["n_texts"]} unlabeled texts (`{texts_name}`, sha256 `{record["texts_sha256"][:16]}…`,
 column `{record["text_column"]}`): ridge least squares in closed form on the input of the
-projection, ridge {record["ridge"]:g} relative to the feature scale (λ = {record["lambda"]:.4g}),
-bias unpenalised. Everything else in the model is unchanged.
+projection, {how} (relative to the feature scale: λ in the table), bias unpenalised. Everything
+else in the model is unchanged.
 
-| task | original | logit RMSE before | after |
-|---|---|---|---|
+| task | original | ridge | λ | logit RMSE before | after |
+|---|---|---|---|---|---|
 {rows}
 
 The RMSE is measured on the fitting texts (in sample); judge the aligned model on labelled,

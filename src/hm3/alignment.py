@@ -11,8 +11,9 @@ an unpenalised bias and a λ relative to the feature scale). The features are ca
 forward pre-hook on the module that owns the projection weight, so every family works alike.
 
 :func:`align` is the whole step (``hm3 align``); :func:`collect` runs only the pass over the
-texts and returns an :class:`AlignStats` that solves for any λ and folds a solution into a
-loaded model in memory (for demos and ablations that compare λ without rewriting files).
+texts and returns an :class:`AlignStats` (:mod:`hm3.align_result`) that solves for any λ and
+folds a solution into a loaded model in memory (for demos and ablations that compare λ without
+rewriting files).
 Reading texts: :mod:`hm3.align_texts`; finding and checking originals:
 :mod:`hm3.align_sources`; writing the aligned directory: :mod:`hm3.align_write`.
 It does not merge, and it does not evaluate on labelled data (see ``evaluation.py``).
@@ -21,19 +22,18 @@ It does not merge, and it does not evaluate on labelled data (see ``evaluation.p
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import hm3
-from hm3.align_features import Projection, check_device, features, find_projection, load_originals
+from hm3.align_features import check_device, features, find_projection, load_originals
 from hm3.align_fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
-from hm3.align_sources import Original, resolve_originals
+from hm3.align_result import AlignPlan, AlignResult, AlignStats, TaskAlignment, check_ridge
+from hm3.align_sources import resolve_originals
 from hm3.align_texts import (
     TextCount,
     TextFile,
@@ -44,114 +44,19 @@ from hm3.align_texts import (
 )
 from hm3.align_write import render_section, write_aligned
 from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
-from hm3.classifier import Classifier, load
+from hm3.classifier import load
+from hm3.defaults import AUTO_RIDGE as AUTO
 from hm3.errors import Hm3Error
-from hm3.labels import Task, metadata_block, tasks_from_config
+from hm3.labels import metadata_block, tasks_from_config
 from hm3.output import atomic_dir, check_output
 from hm3.progress import progress_bar
+
+__all__ = ["DEFAULT_RIDGE", "AlignResult", "AlignStats", "TaskAlignment", "align", "collect"]
 
 log = logging.getLogger("hm3")
 # Below this share of varying feature energy the texts are copies of one text: the differences
 # left are float noise from padding (batches of different lengths), not information.
 MIN_VARYING_SHARE = 1e-9
-
-
-@dataclass(frozen=True)
-class TaskAlignment:
-    """One task's fit: its original and the logit RMSE vs the original on the fitting texts."""
-
-    name: str
-    original: str
-    rmse_before: float
-    rmse_after: float
-
-
-@dataclass(frozen=True)
-class AlignResult:
-    path: Path
-    n_texts: int
-    ridge: float
-    lam: float  # the effective λ (ridge × trace(centred XᵀX) / d)
-    texts_sha256: str
-    tasks: tuple[TaskAlignment, ...]
-    seconds: float
-    skipped: int = 0  # blank rows of the text file
-
-
-@dataclass(frozen=True)
-class _Plan:
-    merged: Path
-    config: dict
-    tasks: list[Task]
-    texts: TextFile
-    originals: dict[str, Original]
-
-
-@dataclass
-class AlignStats:
-    """The pass over the texts: fit statistics for every logit, and the merged model's error."""
-
-    plan: _Plan
-    projection: Projection
-    stats: RidgeStats
-    sse_before: torch.Tensor  # [K] Σ (merged logit − original logit)²
-    count: TextCount
-
-    @property
-    def n_texts(self) -> int:
-        return self.stats.n
-
-    def solve(self, ridge: float = DEFAULT_RIDGE) -> RidgeSolution:
-        """The new projection rows of every task for a relative ridge strength."""
-        _check_ridge(ridge)
-        return self.stats.solve(ridge, intercept=self.projection.bias is not None)
-
-    def residuals(self, solution: RidgeSolution) -> tuple[TaskAlignment, ...]:
-        """Per task, the logit RMSE against the original before and after alignment."""
-        out = []
-        for task in self.plan.tasks:
-            denom = self.n_texts * task.size
-            before = float(self.sse_before[task.start : task.end].sum()) / denom
-            after = float(solution.sse[task.start : task.end].sum()) / denom
-            ref = self.plan.originals[task.name].ref
-            out.append(TaskAlignment(task.name, ref, math.sqrt(before), math.sqrt(after)))
-        return tuple(out)
-
-    def record(
-        self, solution: RidgeSolution, ridge: float, digest: str, max_texts: int | None = None
-    ) -> dict[str, Any]:
-        """The ``hm3.align`` metadata of a solution (also rendered in the model card)."""
-        return {
-            "method": "ridge",
-            "ridge": ridge,
-            "lambda": solution.lam,
-            "lambda_rule": "ridge * trace(centred X^T X) / d; bias unpenalised",
-            "features": f"input of {self.projection.module}",
-            "texts": str(self.plan.texts.path),
-            "texts_sha256": digest,
-            "text_column": self.plan.texts.column,
-            "n_texts": self.n_texts,
-            "skipped_rows": self.count.skipped,
-            "max_texts": max_texts,
-            "tasks": [
-                {
-                    "name": t.name,
-                    "original": t.original,
-                    "rmse_before": round(t.rmse_before, 6),
-                    "rmse_after": round(t.rmse_after, 6),
-                }
-                for t in self.residuals(solution)
-            ],
-            "hm3_version": hm3.__version__,
-        }
-
-    def fold(self, clf: Classifier, solution: RidgeSolution) -> None:
-        """Write a solution into a loaded model's projection, in memory."""
-        module = clf.model.get_submodule(self.projection.module)
-        with torch.no_grad():
-            module.weight.copy_(solution.weight.to(module.weight.dtype))
-            if module.bias is not None:
-                module.bias.copy_(solution.bias.to(module.bias.dtype))
 
 
 def align(
@@ -160,7 +65,7 @@ def align(
     out: str | Path,
     *,
     originals: Mapping[str, str | Path] | None = None,
-    ridge: float = DEFAULT_RIDGE,
+    ridge: float | str = DEFAULT_RIDGE,
     text_column: str = "text",
     max_texts: int | None = None,
     batch_size: int = 32,
@@ -179,7 +84,9 @@ def align(
             is then used).
         out: output directory; must not exist unless ``force``.
         originals: task name → original directory, overriding the recorded ``source``.
-        ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.align_fit`).
+        ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.align_fit`), or
+            ``"auto"``: per task, the ridge of :data:`hm3.align_fit.AUTO_RIDGES` with the lowest
+            generalised cross-validation score on the fitting texts.
         text_column: the column that holds the texts.
         max_texts: use at most the first this many texts.
         batch_size: texts per forward pass.
@@ -193,7 +100,7 @@ def align(
         An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
     """
     started = time.perf_counter()
-    _check_ridge(ridge)
+    check_ridge(ridge)
     out = Path(out)
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
@@ -209,7 +116,7 @@ def align(
         out,
         stats.n_texts,
         ridge,
-        solution.lam,
+        None if ridge == AUTO else float(solution.lam[0]),
         digest,
         stats.residuals(solution),
         time.perf_counter() - started,
@@ -240,11 +147,6 @@ def collect(
     )
 
 
-def _check_ridge(ridge: float) -> None:
-    if not (ridge >= 0 and math.isfinite(ridge)):
-        raise Hm3Error(f"--ridge {ridge}: expected a finite number >= 0 (default {DEFAULT_RIDGE})")
-
-
 def _prepare(
     merged_dir: str | Path,
     texts_file: str | Path | TextFile,
@@ -252,7 +154,7 @@ def _prepare(
     text_column: str,
     max_texts: int | None,
     batch_size: int,
-) -> _Plan:
+) -> AlignPlan:
     """Every cheap check, before any model is loaded."""
     if batch_size < 1:
         raise Hm3Error(f"--batch-size {batch_size}: expected a positive integer")
@@ -272,11 +174,11 @@ def _prepare(
         )
     texts = texts_file if isinstance(texts_file, TextFile) else open_texts(texts_file, text_column)
     found = resolve_originals(tasks, originals, merged)
-    return _Plan(merged, config, tasks, texts, found)
+    return AlignPlan(merged, config, tasks, texts, found)
 
 
 def _accumulate(
-    plan: _Plan,
+    plan: AlignPlan,
     max_texts: int | None,
     batch_size: int,
     max_length: int,

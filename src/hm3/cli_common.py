@@ -7,6 +7,7 @@ see :mod:`hm3.cli`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
@@ -33,6 +35,34 @@ PickleOpt = Annotated[
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 MaxLengthOpt = Annotated[
     int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
+]
+
+
+def parse_ridge(value: str | None) -> float | str:
+    """``--ridge``: a relative strength >= 0, or ``auto``; None gives the default."""
+    if value is None:
+        return DEFAULT_RIDGE
+    if value.strip().lower() == AUTO_RIDGE:
+        return AUTO_RIDGE
+    try:
+        ridge = float(value)
+    except ValueError:
+        ridge = math.nan
+    if not (ridge >= 0 and math.isfinite(ridge)):
+        raise Hm3Error(
+            f"--ridge {value}: expected a finite number >= 0 or {AUTO_RIDGE} "
+            f"(default {DEFAULT_RIDGE})"
+        )
+    return ridge
+
+
+RidgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Ridge strength relative to the feature scale, >= 0, or {AUTO_RIDGE}: chosen per "
+        f"task by generalised cross-validation (default {DEFAULT_RIDGE}).",
+        show_default=False,
+    ),
 ]
 
 
@@ -77,8 +107,11 @@ def print_alignment(result: AlignResult) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    fit = f"ridge {result.ridge:g}, λ {result.lam:.3g}" if result.lam is not None else ""
+    if not fit:
+        fit = "ridge auto: " + ", ".join(f"{t.name} {t.ridge:g}" for t in result.tasks)
     err_console.print(
-        f"aligned {len(result.tasks)} task(s) on {result.n_texts} texts (ridge {result.ridge:g}, "
-        f"λ {result.lam:.3g}) → {result.path} ({result.seconds:.1f} s)",
+        f"aligned {len(result.tasks)} task(s) on {result.n_texts} texts ({fit}) → {result.path} "
+        f"({result.seconds:.1f} s)",
         highlight=False,
     )

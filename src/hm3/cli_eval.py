@@ -18,12 +18,13 @@ from hm3.cli_common import (
     OutOpt,
     PickleOpt,
     ProgressOpt,
+    RidgeOpt,
     err_console,
     out_console,
     parse_named_paths,
+    parse_ridge,
     print_alignment,
 )
-from hm3.defaults import DEFAULT_RIDGE
 
 DEMO_EVAL_LIMIT = 60  # rows per dataset: a cached `hm3 demo` stays within 3 minutes on 2 cores
 
@@ -114,12 +115,7 @@ def align(
         list[str] | None,
         typer.Option("--originals", help="TASK=DIR: align TASK to this classifier (repeat it)."),
     ] = None,
-    ridge: Annotated[
-        float | None,
-        typer.Option(
-            help=f"Ridge strength relative to the feature scale, >= 0 (default {DEFAULT_RIDGE})."
-        ),
-    ] = None,
+    ridge: RidgeOpt = None,
     max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
@@ -137,7 +133,7 @@ def align(
         texts,
         out,
         originals=by_task,
-        ridge=DEFAULT_RIDGE if ridge is None else ridge,
+        ridge=parse_ridge(ridge),
         text_column=text_column,
         max_texts=max_texts,
         batch_size=batch_size,
@@ -167,9 +163,7 @@ def demo(
     align: Annotated[
         bool, typer.Option("--align/--no-align", help="Also evaluate every merge aligned.")
     ] = True,
-    ridge: Annotated[
-        float, typer.Option(min=0, help="Ridge strength of the alignment.")
-    ] = DEFAULT_RIDGE,
+    ridge: RidgeOpt = None,
     batch_size: BatchOpt = 16,
     max_length: MaxLengthOpt = 64,
     eval_limit: Annotated[
@@ -204,7 +198,7 @@ def demo(
         seed=seed,
         quick=quick,
         align=align,
-        ridge=ridge,
+        ridge=parse_ridge(ridge),
         batch_size=batch_size,
         max_length=max_length,
         eval_limit=eval_limit or None,

@@ -27,6 +27,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,9 +107,19 @@ class AlignConfig(BaseModel):
 
     texts: str = Field(min_length=1)
     text_column: str = "text"
-    ridge: float = Field(default=DEFAULT_RIDGE, ge=0)
+    ridge: float | Literal["auto"] = DEFAULT_RIDGE
     max_texts: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
+
+    @field_validator("ridge", mode="before")
+    @classmethod
+    def _ridge(cls, value: Any) -> float | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not (value >= 0 and math.isfinite(value)):
+            raise ValueError("expected a number >= 0 or auto")
+        return float(value)
 
 
 class RegMeanConfig(BaseModel):

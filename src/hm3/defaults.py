@@ -7,3 +7,10 @@ from __future__ import annotations
 # best or within 0.001 of best from 200 texts up, and DARE-TIES merges need a small ridge
 # (benchmarks/RESULTS.md, "Head alignment ablation").
 DEFAULT_RIDGE = 0.03
+# ``ridge="auto"``: each task's ridge chosen by generalised cross-validation (hm3.align_fit).
+AUTO_RIDGE = "auto"
+
+
+def ridge_label(ridge: float | str) -> str:
+    """How reports and messages name a ridge: ``0.03``, or ``auto (GCV per task)``."""
+    return f"{AUTO_RIDGE} (GCV per task)" if ridge == AUTO_RIDGE else f"{ridge:g}"

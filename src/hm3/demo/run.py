@@ -110,7 +110,7 @@ class DemoOptions:
     seed: int = 0
     quick: bool = False
     align: bool = True
-    ridge: float = DEFAULT_RIDGE
+    ridge: float | str = DEFAULT_RIDGE  # or "auto"
     batch_size: int = 16  # fastest on 2 CPU cores at 64 tokens (less padding)
     max_length: int = TrainSettings.max_length
     eval_limit: int | None = None

@@ -172,7 +172,7 @@ def fit_alignment(
     body: SharedBody,
     originals: Mapping[str, MemoLogits],
     texts: Sequence[str],
-    ridge: float,
+    ridge: float | str,
     batch_size: int = 32,
 ) -> Head:
     """``hm3 align`` on cached work: each task's rows re-fitted to its original's logits.
@@ -181,7 +181,7 @@ def fit_alignment(
         body: the merged model.
         originals: task name → its original (a one-task classifier).
         texts: the unlabeled fitting texts.
-        ridge: relative ridge strength (see :mod:`hm3.align_fit`).
+        ridge: relative ridge strength, or ``"auto"`` (see :mod:`hm3.align_fit`).
         batch_size: texts per forward pass, for texts not yet cached.
 
     Returns:
@@ -195,7 +195,8 @@ def fit_alignment(
         y[:, task.start : task.end] = torch.from_numpy(theirs)
     stats = RidgeStats(body.dim, tasks[-1].end)
     stats.add(x, y)
-    solution = stats.solve(ridge, intercept=body.projection.bias is not None)
+    groups = [(t.start, t.end) for t in tasks]
+    solution = stats.solve_for(ridge, groups, intercept=body.projection.bias is not None)
     return body.head(solution.weight, solution.bias if body.projection.bias else None)
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from hm3.defaults import ridge_label
 from hm3.demo.data import DemoData
 from hm3.evaluation import ORIGINAL
 
@@ -56,7 +57,7 @@ class DemoResult:
     data_root: str
     methods: tuple[str, ...]
     aligned: bool
-    ridge: float
+    ridge: float | str
     originals: tuple[OriginalInfo, ...]
     cases: tuple[CaseResult, ...]
     timings: Mapping[str, float]  # step → seconds
@@ -137,7 +138,7 @@ def _markdown(result: DemoResult, data: DemoData) -> str:
         f"{result.seed}), merged with HM3 and evaluated against the originals on the paper-style "
         f"suite `{data.suite}`. Average macro-F1 = mean over the case's tasks of the pooled "
         "macro-F1 (paper Table 1). `+align` is the same merge after hm3's closed-form head "
-        f"alignment (ridge {result.ridge:g}, on `{data.unlabeled.name}`).",
+        f"alignment (ridge {ridge_label(result.ridge)}, on `{data.unlabeled.name}`).",
         "",
         "## Table 1: average macro-F1",
         "",

@@ -1,0 +1,150 @@
+"""What head alignment produces: the fit statistics of a pass over the texts, and the results.
+
+:class:`AlignStats` holds one pass's sufficient statistics (:mod:`hm3.align_fit`) with the plan
+that produced them; it solves for any ridge (or ``"auto"``), measures the fit, records it for
+the metadata and model card, and folds a solution into a loaded model. :class:`AlignResult` is
+what :func:`hm3.alignment.align` returns. No I/O, no model runs: see :mod:`hm3.alignment`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import hm3
+from hm3.align_features import Projection
+from hm3.align_fit import AUTO_RIDGES, DEFAULT_RIDGE, RidgeSolution, RidgeStats
+from hm3.align_sources import Original
+from hm3.align_texts import TextCount, TextFile
+from hm3.classifier import Classifier
+from hm3.defaults import AUTO_RIDGE as AUTO
+from hm3.errors import Hm3Error
+from hm3.labels import Task
+
+
+@dataclass(frozen=True)
+class TaskAlignment:
+    """One task's fit: its original, ridge and λ, and the logit RMSE vs the original on the
+    fitting texts."""
+
+    name: str
+    original: str
+    rmse_before: float
+    rmse_after: float
+    ridge: float  # relative (chosen per task when the ridge is "auto")
+    lam: float  # the effective λ
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    path: Path
+    n_texts: int
+    ridge: float | str  # as asked: a number, or "auto" (each task's in ``tasks``)
+    lam: float | None  # the effective λ (ridge × trace(centred XᵀX) / d); None with "auto"
+    texts_sha256: str
+    tasks: tuple[TaskAlignment, ...]
+    seconds: float
+    skipped: int = 0  # blank rows of the text file
+
+
+@dataclass(frozen=True)
+class AlignPlan:
+    merged: Path
+    config: dict
+    tasks: list[Task]
+    texts: TextFile
+    originals: dict[str, Original]
+
+
+@dataclass
+class AlignStats:
+    """The pass over the texts: fit statistics for every logit, and the merged model's error."""
+
+    plan: AlignPlan
+    projection: Projection
+    stats: RidgeStats
+    sse_before: torch.Tensor  # [K] Σ (merged logit − original logit)²
+    count: TextCount
+
+    @property
+    def n_texts(self) -> int:
+        return self.stats.n
+
+    def solve(self, ridge: float | str = DEFAULT_RIDGE) -> RidgeSolution:
+        """The new projection rows of every task for a relative ridge strength, or ``"auto"``:
+        each task at the ridge with the lowest generalised cross-validation score."""
+        check_ridge(ridge)
+        groups = [(t.start, t.end) for t in self.plan.tasks]
+        return self.stats.solve_for(ridge, groups, intercept=self.projection.bias is not None)
+
+    def residuals(self, solution: RidgeSolution) -> tuple[TaskAlignment, ...]:
+        """Per task, the logit RMSE against the original before and after alignment."""
+        out = []
+        for task in self.plan.tasks:
+            denom = self.n_texts * task.size
+            before = float(self.sse_before[task.start : task.end].sum()) / denom
+            after = float(solution.sse[task.start : task.end].sum()) / denom
+            ref = self.plan.originals[task.name].ref
+            ridge, lam = float(solution.ridge[task.start]), float(solution.lam[task.start])
+            out.append(
+                TaskAlignment(task.name, ref, math.sqrt(before), math.sqrt(after), ridge, lam)
+            )
+        return tuple(out)
+
+    def record(
+        self,
+        solution: RidgeSolution,
+        ridge: float | str,
+        digest: str,
+        max_texts: int | None = None,
+    ) -> dict[str, Any]:
+        """The ``hm3.align`` metadata of a solution (also rendered in the model card)."""
+        auto = ridge == AUTO
+        return {
+            "method": "ridge",
+            "ridge": ridge,
+            "lambda": None if auto else float(solution.lam[0]),
+            "lambda_rule": "ridge * trace(centred X^T X) / d; bias unpenalised",
+            **({"ridge_choice": "generalised cross-validation per task"} if auto else {}),
+            **({"ridge_grid": list(AUTO_RIDGES)} if auto else {}),
+            "features": f"input of {self.projection.module}",
+            "texts": str(self.plan.texts.path),
+            "texts_sha256": digest,
+            "text_column": self.plan.texts.column,
+            "n_texts": self.n_texts,
+            "skipped_rows": self.count.skipped,
+            "max_texts": max_texts,
+            "tasks": [
+                {
+                    "name": t.name,
+                    "original": t.original,
+                    "rmse_before": round(t.rmse_before, 6),
+                    "rmse_after": round(t.rmse_after, 6),
+                    "ridge": t.ridge,
+                    "lambda": t.lam,
+                }
+                for t in self.residuals(solution)
+            ],
+            "hm3_version": hm3.__version__,
+        }
+
+    def fold(self, clf: Classifier, solution: RidgeSolution) -> None:
+        """Write a solution into a loaded model's projection, in memory."""
+        module = clf.model.get_submodule(self.projection.module)
+        with torch.no_grad():
+            module.weight.copy_(solution.weight.to(module.weight.dtype))
+            if module.bias is not None:
+                module.bias.copy_(solution.bias.to(module.bias.dtype))
+
+
+def check_ridge(ridge: float | str) -> None:
+    if ridge == AUTO:
+        return
+    if isinstance(ridge, str) or not (ridge >= 0 and math.isfinite(ridge)):
+        raise Hm3Error(
+            f"--ridge {ridge}: expected a finite number >= 0 or {AUTO!r} (default {DEFAULT_RIDGE})"
+        )
