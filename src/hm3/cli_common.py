@@ -107,9 +107,10 @@ def print_alignment(result: AlignResult) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    fit = f"ridge {result.ridge:g}, λ {result.lam:.3g}" if result.lam is not None else ""
-    if not fit:
+    if result.lam is None:  # ridge "auto": each task's own
         fit = "ridge auto: " + ", ".join(f"{t.name} {t.ridge:g}" for t in result.tasks)
+    else:
+        fit = f"ridge {result.ridge:g}, λ {result.lam:.3g}"
     err_console.print(
         f"aligned {len(result.tasks)} task(s) on {result.n_texts} texts ({fit}) → {result.path} "
         f"({result.seconds:.1f} s)",
