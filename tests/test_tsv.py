@@ -14,7 +14,7 @@ from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
 from hm3.export import expand
 from hm3.methods import METHODS, MergeOptions, ModelParams
-from hm3.methods.tsv import polar_factor, singular_merge, singular_shares, tsv_merge
+from hm3.methods.tsv import finite_svd, polar_factor, singular_merge, singular_shares, tsv_merge
 from tiny import FAMILIES, write_merge_yaml
 
 # ---- the math -------------------------------------------------------------------------------
@@ -279,3 +279,29 @@ def test_expand_refuses_tsv_with_the_reason(bert_zoo, tmp_path):
     with pytest.raises(Hm3Error, match=r"mergekit 0\.1\.5 has no TSV-Merge"):
         expand(MergeConfig.from_yaml(path), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_non_finite_float32_svd_is_redone_in_float64(monkeypatch):
+    """LAPACK can return NaN singular vectors in float32 (seen on 2 threads, not on 1 or 4)."""
+    torch.manual_seed(0)
+    taus = torch.randn(3, 12, 9)
+    w = torch.ones(3)
+    expected = singular_merge(taus, w)
+    real_svd = torch.linalg.svd
+    calls = []
+
+    def flaky(m, *args, **kwargs):
+        u, s, vh = real_svd(m, *args, **kwargs)
+        calls.append(m.dtype)
+        if m.dtype == torch.float32:
+            u = u.clone()
+            u[0, 0] = float("nan")
+        return u, s, vh
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    torch.testing.assert_close(singular_merge(taus, w), expected, rtol=1e-4, atol=1e-5)
+    assert torch.float64 in calls  # every float32 answer was retried
+    u, _, _ = finite_svd(taus[0])
+    assert u.dtype == torch.float32 and torch.isfinite(u).all()
+    with pytest.raises(ValueError, match="NaN or infinite entries"):
+        finite_svd(torch.full((3, 3), float("nan")))
