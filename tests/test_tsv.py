@@ -303,5 +303,3 @@ def test_a_non_finite_float32_svd_is_redone_in_float64(monkeypatch):
     assert torch.float64 in calls  # every float32 answer was retried
     u, _, _ = finite_svd(taus[0])
     assert u.dtype == torch.float32 and torch.isfinite(u).all()
-    with pytest.raises(ValueError, match="NaN or infinite entries"):
-        finite_svd(torch.full((3, 3), float("nan")))
