@@ -62,7 +62,7 @@ from align_ablation import (
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hm3.alignment import DEFAULT_RIDGE
+from hm3.defaults import FIXED_RIDGE
 from hm3.demo.data import TASKS
 from hm3.demo.run import CASES, base_model_dir, merge_config, prepare_data, train_zoo
 from hm3.recipe import merge
@@ -241,7 +241,7 @@ def _print_case(case, rows: dict, ridges: tuple[float, ...]) -> None:
     print(f"\n{case.name}: {' + '.join(case.tasks)} (aligned at ridges {ridges})")
     for label, row in rows.items():
         aligned = " / ".join(f"{row['aligned'][str(r)]['average']:.3f}" for r in ridges)
-        per = row["aligned"].get(str(DEFAULT_RIDGE), {}).get("tasks", {})
+        per = row["aligned"].get(str(FIXED_RIDGE), {}).get("tasks", {})
         tasks = ", ".join(f"{t} {f:.3f}" for t, f in per.items())
         merged = row["merged"]["average"]
         print(f"  {label}: merged {merged:.3f} → aligned {aligned}  ({tasks})", flush=True)

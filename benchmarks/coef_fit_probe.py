@@ -57,7 +57,7 @@ from torch.func import functional_call
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from hm3.align_fit import RidgeStats
-from hm3.alignment import DEFAULT_RIDGE
+from hm3.defaults import FIXED_RIDGE
 from hm3.demo.data import TASKS
 from hm3.demo.run import CASES, base_model_dir, merge_config, prepare_data, train_zoo
 from hm3.methods.tsv import singular_shares
@@ -161,7 +161,7 @@ def fit_heads(x: torch.Tensor, teachers: list[torch.Tensor], scale: list[torch.T
     for y, v in zip(teachers, scale, strict=True):
         stats = RidgeStats(x.shape[1], y.shape[1])
         stats.add(x, y)
-        sol = stats.solve(DEFAULT_RIDGE)
+        sol = stats.solve(FIXED_RIDGE)
         heads.append((sol.weight.float(), sol.bias.float()))
         errors.append(round(float(sol.sse.sum() / y.numel() / v), 4))
     return heads, errors

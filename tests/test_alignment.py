@@ -33,6 +33,7 @@ from hm3.errors import Hm3Error
 from tiny import FAMILIES, make_classifier, toy_texts
 
 FIT = toy_texts(120, seed=1)
+SEGMENTS = (slice(0, 2), slice(2, 5), slice(5, 9))  # the three toy tasks' logits
 HELD_OUT = toy_texts(40, seed=2)
 
 
@@ -199,7 +200,8 @@ def test_self_merge_moves_logits_only_as_far_as_the_ridge_allows(zoo_of, tmp_pat
     default = align(merged, texts, tmp_path / "default", progress=False, device="cpu")
     _, shrunk = projection_input(default.path, FIT)
     sse = float(((shrunk - y) ** 2).sum())
-    bound = default.lam * float((w_star**2).sum())  # ‖XB̂−Y‖² + λ‖Ŵ‖² ≤ λ‖W*‖² (W* is feasible)
+    # ‖XB̂−Y‖² + λ‖Ŵ‖² ≤ λ‖W*‖², since W* is feasible (λ: the one task's, whatever the ridge)
+    bound = default.tasks[0].lam * float((w_star**2).sum())
     assert sse <= bound * (1 + 1e-3) + 1e-7, (sse, bound)
     assert default.tasks[0].rmse_after == pytest.approx(np.sqrt(sse / y.size), rel=1e-2, abs=1e-6)
 
@@ -224,13 +226,17 @@ def test_aligned_logits_are_closer_to_every_original(aligned_merge, family):
 def test_folded_head_equals_fit_on_features_then_apply(aligned_merge, family):
     zoo, merged, result, _ = aligned_merge(family)
     x_fit, _ = projection_input(merged, FIT)
-    b, lam = ridge_fit(x_fit, original_logits(zoo, FIT), ridge=DEFAULT_RIDGE)
-    assert result.lam == pytest.approx(lam, rel=1e-6)
-    for texts in (FIT, HELD_OUT):
-        x, _ = projection_input(merged, texts)
-        _, aligned = projection_input(result.path, texts)
-        expected = apply(b, x)
-        np.testing.assert_allclose(aligned, expected, atol=1e-4 * max(1.0, np.abs(expected).max()))
+    y = original_logits(zoo, FIT)
+    assert result.ridge == DEFAULT_RIDGE == "auto"  # each task at its own ridge
+    for task, seg in zip(result.tasks, SEGMENTS, strict=True):
+        b, lam = ridge_fit(x_fit, y[:, seg], ridge=task.ridge)
+        assert task.lam == pytest.approx(lam, rel=1e-6)
+        for texts in (FIT, HELD_OUT):
+            x, _ = projection_input(merged, texts)
+            _, aligned = projection_input(result.path, texts)
+            expected = apply(b, x)
+            tol = 1e-4 * max(1.0, np.abs(expected).max())
+            np.testing.assert_allclose(aligned[:, seg], expected, atol=tol)
 
 
 def test_varying_share_is_the_centred_over_the_uncentred_energy():
@@ -265,7 +271,8 @@ def test_only_the_projection_changes_and_transformers_loads_it(aligned_merge, fa
 def test_metadata_and_model_card_record_the_alignment(aligned_merge, tmp_path):
     zoo, merged, result, texts = aligned_merge("bert")
     record = json.loads((result.path / "config.json").read_text())["hm3"]["align"]
-    assert record["ridge"] == DEFAULT_RIDGE and record["lambda"] == pytest.approx(result.lam)
+    assert record["ridge"] == DEFAULT_RIDGE and record["lambda"] is None is result.lam
+    assert [t["lambda"] for t in record["tasks"]] == pytest.approx([t.lam for t in result.tasks])
     assert record["n_texts"] == len(FIT) == result.n_texts
     digest = hashlib.sha256(texts.read_bytes()).hexdigest()
     assert record["texts_sha256"] == digest == result.texts_sha256

@@ -59,8 +59,8 @@ def parse_ridge(value: str | None) -> float | str:
 RidgeOpt = Annotated[
     str | None,
     typer.Option(
-        help=f"Ridge strength relative to the feature scale, >= 0, or {AUTO_RIDGE}: chosen per "
-        f"task by generalised cross-validation (default {DEFAULT_RIDGE}).",
+        help=f"Ridge relative to the feature scale: a number >= 0, or {AUTO_RIDGE}, each task's "
+        f"own by generalised cross-validation (default {DEFAULT_RIDGE}).",
         show_default=False,
     ),
 ]
