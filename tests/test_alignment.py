@@ -689,16 +689,6 @@ def test_auto_ridge_end_to_end(aligned_merge, tmp_path, capsys):
         fixed = align(merged, texts, tmp_path / f"r{start}", ridge=task.ridge, progress=False)
         _, theirs = projection_input(fixed.path, HELD_OUT)
         np.testing.assert_allclose(aligned[:, start:end], theirs[:, start:end], atol=1e-4)
-    code, _, err = run(
-        capsys,
-        "align",
-        merged,
-        "--texts",
-        texts,
-        "--ridge",
-        "AUTO",
-        "--out",
-        tmp_path / "cli",
-        "--no-progress",
-    )
+    cli = ["align", merged, "--texts", texts, "--ridge", "AUTO", "--out", tmp_path / "cli"]
+    code, _, err = run(capsys, *cli, "--no-progress")
     assert code == 0 and "ridge auto: task0 " in " ".join(err.split()), err

@@ -17,5 +17,5 @@ FIXED_RIDGE = 0.03
 
 
 def ridge_label(ridge: float | str) -> str:
-    """How reports and messages name a ridge: ``0.03``, or ``auto (GCV per task)``."""
-    return f"{AUTO_RIDGE} (GCV per task)" if ridge == AUTO_RIDGE else f"{ridge:g}"
+    """How reports and messages name a ridge: ``0.03``, or ``auto: GCV per task``."""
+    return f"{AUTO_RIDGE}: GCV per task" if ridge == AUTO_RIDGE else f"{ridge:g}"
