@@ -109,8 +109,14 @@ class AlignStats:
             "ridge": ridge,
             "lambda": None if auto else float(solution.lam[0]),
             "lambda_rule": "ridge * trace(centred X^T X) / d; bias unpenalised",
-            **({"ridge_choice": "generalised cross-validation per task"} if auto else {}),
-            **({"ridge_grid": list(AUTO_RIDGES)} if auto else {}),
+            **(
+                {
+                    "ridge_choice": "generalised cross-validation per task",
+                    "ridge_grid": [*AUTO_RIDGES],
+                }
+                if auto
+                else {}
+            ),
             "features": f"input of {self.projection.module}",
             "texts": str(self.plan.texts.path),
             "texts_sha256": digest,

@@ -45,7 +45,6 @@ from hm3.align_texts import (
 from hm3.align_write import render_section, write_aligned
 from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
 from hm3.classifier import load
-from hm3.defaults import AUTO_RIDGE as AUTO
 from hm3.errors import Hm3Error
 from hm3.labels import metadata_block, tasks_from_config
 from hm3.output import atomic_dir, check_output
@@ -110,13 +109,14 @@ def align(
     )
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)
+    record = stats.record(solution, ridge, digest, max_texts)
     with atomic_dir(out, force) as tmp:
-        _write(stats, solution, tmp, stats.record(solution, ridge, digest, max_texts))
+        _write(stats, solution, tmp, record)
     return AlignResult(
         out,
         stats.n_texts,
         ridge,
-        None if ridge == AUTO else float(solution.lam[0]),
+        record["lambda"],  # None with "auto": each task's is in its TaskAlignment
         digest,
         stats.residuals(solution),
         time.perf_counter() - started,

@@ -140,13 +140,17 @@ def finite_svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     in float64. The retry costs nothing when the first answer is finite. (A non-finite ``m``
     is refused by ``torch.linalg.svd`` itself.)
     """
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    if all(bool(torch.isfinite(t).all()) for t in (u, s, vh)):
-        return u, s, vh
-    u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
-    if not all(bool(torch.isfinite(t).all()) for t in (u, s, vh)):
+    factors = torch.linalg.svd(m, full_matrices=False)
+    if _finite(factors):
+        return factors
+    factors = torch.linalg.svd(m.double(), full_matrices=False)
+    if not _finite(factors):
         raise RuntimeError(f"SVD of a {tuple(m.shape)} matrix failed in float32 and float64")
-    return u.to(m.dtype), s.to(m.dtype), vh.to(m.dtype)
+    return tuple(t.to(m.dtype) for t in factors)
+
+
+def _finite(tensors: Sequence[Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _tolerance(s: Tensor, shape: torch.Size) -> Tensor:
