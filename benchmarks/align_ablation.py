@@ -1,8 +1,8 @@
 """Benchmark: head alignment on the demo zoo — number of unlabeled texts, ridge, domain coverage.
 
 What it does: gets the demo zoo exactly as ``hm3 demo`` does (pinned data, seeded splits,
-cached fine-tuning), merges each case study of :data:`hm3.demo.run.CASES` with each method of
-:data:`hm3.demo.run.METHODS` (or those ``--methods`` names, e.g. ``ties:0.7``), and for every
+cached fine-tuning), merges each case study of :data:`hm3.demo.cases.CASES` with each method of
+:data:`hm3.demo.cases.METHODS` (or those ``--methods`` names, e.g. ``ties:0.7``), and for every
 unlabeled text set runs :func:`hm3.alignment.collect` once, then solves for every ridge and
 scores the aligned model on the case's tasks of the paper-style suite (average macro-F1, the
 definition of :func:`hm3.evaluation.evaluate`). Reference rows: the unaligned merge
@@ -69,17 +69,9 @@ from hm3.align_fit import AUTO_RIDGE, RidgeSolution
 from hm3.alignment import DEFAULT_RIDGE, AlignStats, collect
 from hm3.checkpoint import read_config
 from hm3.classifier import load
-from hm3.demo.data import TASKS, DemoData
-from hm3.demo.run import (
-    CASES,
-    METHODS,
-    CaseStudy,
-    MethodSpec,
-    base_model_dir,
-    merge_config,
-    prepare_data,
-    train_zoo,
-)
+from hm3.demo.cases import CASES, METHODS, CaseStudy, MethodSpec, merge_config, train_zoo
+from hm3.demo.data import TASKS, DemoData, prepare_data
+from hm3.demo.sources import base_model_dir
 from hm3.demo.train import TrainedClassifier, TrainSettings
 from hm3.evaluation import evaluate
 from hm3.labels import Task

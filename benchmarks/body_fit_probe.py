@@ -63,8 +63,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hm3.defaults import FIXED_RIDGE
-from hm3.demo.data import TASKS
-from hm3.demo.run import CASES, base_model_dir, merge_config, prepare_data, train_zoo
+from hm3.demo.cases import CASES, merge_config, train_zoo
+from hm3.demo.data import TASKS, prepare_data
+from hm3.demo.sources import base_model_dir
 from hm3.recipe import merge
 
 #: the linears of a BERT block in forward order; a group shares one input

@@ -58,8 +58,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from hm3.align_fit import RidgeStats
 from hm3.defaults import FIXED_RIDGE
-from hm3.demo.data import TASKS
-from hm3.demo.run import CASES, base_model_dir, merge_config, prepare_data, train_zoo
+from hm3.demo.cases import CASES, merge_config, train_zoo
+from hm3.demo.data import TASKS, prepare_data
+from hm3.demo.sources import base_model_dir
 from hm3.methods.tsv import singular_shares
 from hm3.recipe import merge
 

@@ -12,8 +12,8 @@ import json
 import pytest
 
 from hm3.cli import main
+from hm3.demo.cases import CASES, METHODS
 from hm3.demo.data import QUICK
-from hm3.demo.run import CASES, METHODS
 
 pytestmark = pytest.mark.slow
 

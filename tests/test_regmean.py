@@ -298,7 +298,7 @@ def test_streaming_merge_without_statistics_is_refused(bert_zoo, tmp_path):
 
 
 def test_demo_methods_are_checked_before_any_work(tmp_path, capsys):
-    from hm3.demo.run import method_specs
+    from hm3.demo.cases import method_specs
 
     assert [m.method for m in method_specs(("ties", "regmean"))] == ["ties", "regmean"]
     with pytest.raises(SystemExit) as done:

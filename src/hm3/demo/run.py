@@ -7,8 +7,9 @@
 2. fine-tune the four originals from the base (:mod:`hm3.demo.train`; cached by a hash of data
    and settings, so a second run trains nothing);
 3. merge each case study — ``prompt_attack + toxicity`` (paper case study 1), ``spam +
-   sentiment`` (case study 2) and all four — with each of :data:`METHODS` (:mod:`hm3.recipe`),
-   and align every merge's heads on the unlabeled texts (``hm3 align``'s fit);
+   sentiment`` (case study 2) and all four — with each of Table 1's merges
+   (:mod:`hm3.demo.cases`) through :mod:`hm3.recipe`, and align every merge's heads on the
+   unlabeled texts (``hm3 align``'s fit);
 4. evaluate every merge and its aligned twin against the originals on the case's tasks of the
    paper-style suite (:mod:`hm3.evaluation`), and each original on its own test set;
 5. write Table 1 and the evaluation reports (:mod:`hm3.demo.summary`).
@@ -17,8 +18,8 @@ On 2 CPU cores forward passes are the whole cost, so the originals' logits and e
 body features are computed once per text and shared (:mod:`hm3.demo.shared`, tested equal
 to running ``hm3 align`` and ``hm3 evaluate`` on directories). The report directory appears
 complete or not at all. Merged models (and aligned ones, written by ``hm3 align`` itself)
-live in it only with ``keep_models``. This module decides the recipe; the library does the
-work.
+live in it only with ``keep_models``. This module runs the steps; :mod:`hm3.demo.cases`
+says what is merged, and the library does the work.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -36,13 +37,21 @@ from rich.console import Console
 from hm3.align_texts import TextCount, iter_text_batches, open_texts
 from hm3.alignment import DEFAULT_RIDGE, align
 from hm3.classifier import Predictor, load
-from hm3.config import MergeConfig
+from hm3.demo.cases import (
+    CASES,
+    METHODS,
+    CaseStudy,
+    MethodSpec,
+    merge_config,
+    method_specs,
+    train_zoo,
+)
 from hm3.demo.data import TASKS, DemoData, prepare_data
 from hm3.demo.data_suite import write_jsonl
 from hm3.demo.shared import MemoLogits, SharedBody, fit_alignment
-from hm3.demo.sources import base_model_dir, cache_root
+from hm3.demo.sources import base_model_dir
 from hm3.demo.summary import CaseResult, DemoResult, OriginalInfo, write_summary
-from hm3.demo.train import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.train import TrainedClassifier, TrainSettings
 from hm3.errors import Hm3Error
 from hm3.evaluation import ORIGINAL, evaluate
 from hm3.output import atomic_dir, check_output
@@ -52,47 +61,7 @@ from hm3.suite import Suite, load_suite
 
 log = logging.getLogger("hm3")
 
-
-@dataclass(frozen=True)
-class CaseStudy:
-    name: str
-    title: str
-    tasks: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One merge of a case study: a column of Table 1."""
-
-    name: str
-    method: str
-    parameters: dict[str, float] = field(default_factory=dict)
-
-
-CASES = (
-    CaseStudy(
-        "case1", "prompt attack + toxicity (paper case study 1)", ("prompt_attack", "toxicity")
-    ),
-    CaseStudy("case2", "spam + sentiment (paper case study 2)", ("spam", "sentiment")),
-    CaseStudy("all4", "all four tasks", tuple(TASKS)),
-)
-# Fixed densities, chosen before looking at results: 0.5 is mergekit's customary TIES density;
-# 0.3 is in the low-density range where the paper found its best DARE-TIES merges.
-METHODS = (
-    MethodSpec("soup", "linear"),
-    MethodSpec("ties", "ties", {"density": 0.5}),
-    MethodSpec("dare_ties", "dare_ties", {"density": 0.3}),
-)
-# Not in the paper, so not in the default table (which must also fit the cached run's
-# 3 minutes): `hm3 demo --methods soup,ties,dare_ties,regmean,tsv` adds them. RegMean's Gram
-# matrices are computed on each task's share of the alignment texts (100 per task); TSV-Merge
-# runs at the paper's λ = 1.
-EXTRA_METHODS = (MethodSpec("regmean", "regmean", {"alpha": 0.9}), MethodSpec("tsv", "tsv"))
-ALIGNED = "+align"
-# Fine-tuning epochs per task (default 1), chosen on the validation splits within the 10-minute
-# budget: sentiment (3 classes, human ratings, a hard "neutral") reached macro-F1 0.53 after one
-# epoch, 0.63 after two, 0.67 after three; the other tasks reach 0.86-0.98 after one.
-EPOCHS = {"sentiment": 3}
+ALIGNED = "+align"  # the suffix of an aligned merge's column in Table 1
 
 
 @dataclass(frozen=True)
@@ -179,43 +148,6 @@ def run_demo(
         )
         write_summary(result, tmp, data)
     return result
-
-
-def train_zoo(
-    base: Path,
-    data: DemoData,
-    cache_dir: Path | None = None,
-    *,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, TrainedClassifier]:
-    """Fine-tune (or reuse from ``<cache>/zoo``) the demo's original of every task.
-
-    Args:
-        base: the base encoder (:func:`hm3.demo.sources.base_model_dir`).
-        data: the splits (:func:`hm3.demo.data.prepare_data`).
-        cache_dir: the cache root (default: ``HM3_CACHE`` or ``~/.cache/hm3``).
-        seed: the fine-tuning seed.
-        progress: show progress bars.
-
-    Returns:
-        Task name → its fine-tuned classifier, in :data:`TASKS` order.
-    """
-    root = cache_root(cache_dir) / "zoo"
-    settings = TrainSettings(seed=seed)
-    return {
-        name: train_classifier(
-            base,
-            name,
-            spec.labels,
-            data.tasks[name].train,
-            data.tasks[name].validation,
-            root,
-            replace(settings, epochs=EPOCHS.get(name, settings.epochs)),
-            progress=progress,
-        )
-        for name, spec in TASKS.items()
-    }
 
 
 @dataclass(frozen=True)
@@ -331,18 +263,6 @@ def _run_case(ctx: _Context, case: CaseStudy) -> CaseResult:
     return CaseResult(case.name, case.title, case.tasks, average, per_task)
 
 
-def method_specs(names: tuple[str, ...]) -> tuple[MethodSpec, ...]:
-    """The demo's merges by name; an unknown or repeated name is an error listing the valid."""
-    known = {m.name: m for m in (*METHODS, *EXTRA_METHODS)}
-    bad = [n for n in names if n not in known or names.count(n) > 1]
-    if bad or not names:
-        problem = f"unknown or repeated: {bad[0]}" if bad else "empty"
-        raise Hm3Error(
-            f"--methods {','.join(names)}: {problem}; give a comma list of {', '.join(known)}"
-        )
-    return tuple(known[n] for n in names)
-
-
 def _merge_case(ctx: _Context, case: CaseStudy, folder: Path) -> dict[str, Path]:
     """Merge the case's originals with every method; method name → merged directory."""
     device = "cuda" if (ctx.options.device or "").startswith("cuda") else "cpu"
@@ -396,32 +316,6 @@ def _limited(suite: Suite, options: DemoOptions) -> Suite:
     if options.eval_limit is None:
         return suite
     return suite.model_copy(update={"limit": options.eval_limit})
-
-
-def merge_config(
-    case: CaseStudy,
-    spec: MethodSpec,
-    base: Path,
-    zoo: dict[str, TrainedClassifier],
-    seed: int,
-    texts: dict[str, Path] | None = None,
-) -> MergeConfig:
-    """The merge recipe of one case study and method, on the zoo's originals.
-
-    ``texts`` (task → unlabeled texts of its domain) is what ``regmean`` computes each model's
-    Gram matrices on, at the zoo's training length.
-    """
-    models = [{"model": str(zoo[t].path), "name": t} for t in case.tasks]
-    doc: dict = {"base_model": str(base), "merge_method": spec.method, "seed": seed}
-    if spec.method == "regmean":
-        if texts is None:
-            raise Hm3Error(f"demo {case.name}/{spec.name}: regmean needs texts for every task")
-        models = [{**m, "texts": str(texts[m["name"]])} for m in models]
-        doc["regmean"] = {"max_length": TrainSettings.max_length}
-    return MergeConfig.from_dict(
-        {**doc, "parameters": dict(spec.parameters), "models": models},
-        source=f"demo {case.name}/{spec.name}",
-    )
 
 
 @dataclass
