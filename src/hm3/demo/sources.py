@@ -22,17 +22,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
+from hm3.demo.archives import extract
 from hm3.errors import Hm3Error
 
 MARKER = ".hm3-source.json"  # written last into an unpacked source: its presence means complete
@@ -302,7 +301,7 @@ def _unpack(source: Source, artifact: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{source.dirname}-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; the unpacked source is ordinary shared data
     try:
-        _extract(artifact, tmp, source.spec)
+        extract(artifact, tmp, f"unpacking {source.spec}", _progress)
         marker = {
             "name": source.name,
             "spec": source.spec,
@@ -322,48 +321,6 @@ def _unpack(source: Source, artifact: Path, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _extract(artifact: Path, dest: Path, spec: str) -> None:
-    """Unpack a zip (wheel) or tar.gz, refusing members that would land outside ``dest``."""
-    if zipfile.is_zipfile(artifact):
-        with zipfile.ZipFile(artifact) as archive:
-            members = archive.infolist()
-            _check_members((m.filename for m in members), artifact)
-            with _progress() as progress:
-                bar = progress.add_task(f"unpacking {spec}", total=len(members))
-                for member in members:
-                    archive.extract(member, dest)
-                    progress.advance(bar)
-        return
-    with tarfile.open(artifact, "r:*") as archive:
-        members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]
-        _check_members((m.name for m in members), artifact)
-        with _progress() as progress:
-            bar = progress.add_task(f"unpacking {spec}", total=len(members))
-            for member in members:
-                _extract_tar_member(archive, member, dest)
-                progress.advance(bar)
-
-
-def _extract_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
-    path = dest / member.name
-    if member.isdir():
-        path.mkdir(parents=True, exist_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with archive.extractfile(member) as src, open(path, "wb") as out:  # type: ignore[union-attr]
-        shutil.copyfileobj(src, out)
-
-
-def _check_members(names: Iterable[str], artifact: Path) -> None:
-    for name in names:
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            raise Hm3Error(
-                f"{artifact}: member {name!r} would unpack outside the cache; expected"
-                f" relative paths; delete the file and run again"
-            )
 
 
 def _progress() -> Progress:
