@@ -21,7 +21,7 @@ from hm3.errors import Hm3Error
 
 
 def extract(
-    artifact: Path, dest: Path, label: str, progress: Callable[[], Progress] | None = None
+    artifact: Path, dest: Path, label: str, display: Callable[[], Progress] | None = None
 ) -> None:
     """Unpack a zip (wheel) or a tar archive into ``dest``, checking every name first.
 
@@ -29,12 +29,12 @@ def extract(
         artifact: the archive.
         dest: an existing directory to unpack into.
         label: the progress bar's text.
-        progress: makes the progress display (default: none shown).
+        display: makes the progress display (default: none shown).
 
     Raises:
         Hm3Error: a member would land outside ``dest`` (nothing is unpacked then).
     """
-    bars = progress or _silent
+    bars = display or _silent
     if zipfile.is_zipfile(artifact):
         with zipfile.ZipFile(artifact) as archive:
             members = archive.infolist()
