@@ -265,23 +265,28 @@ def run_case(case, spec, base_dir: Path, zoo, data, texts: Texts, covering: Path
     return rows
 
 
-def main() -> int:
-    args = parse_args()
-    torch.manual_seed(0)
-    started = time.perf_counter()
+def fitting_setup(n_texts: int, workdir: Path):
+    """The demo zoo (trained or cached) and the ablation's ``all`` set of ``n_texts`` texts."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     base_dir = base_model_dir(None)
     data = prepare_data(None, seed=0)
     zoo = train_zoo(base_dir, data, None, seed=0, progress=False)
-    pools = shuffled_pools(data, 0)
-    fitting = draw(pools, list(TASKS), args.texts)
-    covering = write_set(args.workdir / "texts", "all", fitting, f"all {args.texts}", "all")
+    fitting = draw(shuffled_pools(data, 0), list(TASKS), n_texts)
+    covering = write_set(workdir / "texts", "all", fitting, f"all {n_texts}", "all")
     texts = Texts(AutoTokenizer.from_pretrained(base_dir), fitting)
+    return base_dir, data, zoo, covering.path, texts
+
+
+def main() -> int:
+    args = parse_args()
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    base_dir, data, zoo, covering, texts = fitting_setup(args.texts, args.workdir)
     (spec,) = _method_specs("tsv" if args.method == "tsv" else "soup")
     results = {
-        case.name: run_case(case, spec, base_dir, zoo, data, texts, covering.path, args)
+        case.name: run_case(case, spec, base_dir, zoo, data, texts, covering, args)
         for case in _picked(args.cases, CASES, "cases")
     }
     write_results(args.workdir / "coef_fit.json", results, started)

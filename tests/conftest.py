@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,46 @@ def zoo_factory(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not spin against a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def bert_zoo(zoo_factory) -> Zoo:
     return zoo_factory("bert")
+
+
+# -- tiny zoos whose tokenizer sees words --------------------------------------------------------
+@pytest.fixture(scope="module")
+def zoo_of(zoo_factory, tmp_path_factory):
+    """The shared tiny zoo, copied without ``tokenizer.json``, so texts tokenize from vocab.txt.
+
+    The shared zoo's ``tokenizer.json`` holds only the 5 special tokens (tests/tiny.py builds it
+    with a keyword transformers 5 ignores), so every word would be [UNK] and the fits would see
+    about a dozen distinct feature vectors (one per text length).
+    """
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            zoo = zoo_factory(family)
+            root = tmp_path_factory.mktemp(f"words-{family}")
+            dirs = []
+            for src in (zoo.base, *zoo.models):
+                skip = shutil.ignore_patterns("tokenizer.json")
+                shutil.copytree(src, root / src.name, ignore=skip)
+                dirs.append(root / src.name)
+            cache[family] = type(zoo)(dirs[0], tuple(dirs[1:]), family)
+        return cache[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,17 @@ def apply(b, x):
     return np.hstack([x, np.ones((len(x), 1))]) @ b
 
 
+def assert_applies_fit(b, features_of, aligned, seg):
+    """On the fitting and held-out texts, ``aligned``'s logits ``seg`` are the fit ``b`` applied
+    to the features of the model ``features_of``."""
+    for texts in (FIT, HELD_OUT):
+        x, _ = projection_input(features_of, texts)
+        _, got = projection_input(aligned, texts)
+        expected = apply(b, x)
+        tol = 1e-4 * max(1.0, np.abs(expected).max())
+        np.testing.assert_allclose(got[:, seg], expected, atol=tol)
+
+
 def original_logits(zoo, texts):
     return np.hstack([projection_input(m, texts)[1] for m in zoo.models])
 
@@ -128,39 +139,7 @@ def projection_name(model_dir):
     return SUPPORTED[json.loads((model_dir / "config.json").read_text())["model_type"]].projection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not spin against a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-# -- tiny zoos whose tokenizer sees words --------------------------------------------------------
-@pytest.fixture(scope="module")
-def zoo_of(zoo_factory, tmp_path_factory):
-    """The shared tiny zoo, copied without ``tokenizer.json``, so texts tokenize from vocab.txt.
-
-    The shared zoo's ``tokenizer.json`` holds only the 5 special tokens (tests/tiny.py builds it
-    with a keyword transformers 5 ignores), so every word would be [UNK] and the fits would see
-    about a dozen distinct feature vectors (one per text length).
-    """
-    cache = {}
-
-    def get(family):
-        if family not in cache:
-            zoo = zoo_factory(family)
-            root = tmp_path_factory.mktemp(f"words-{family}")
-            dirs = []
-            for src in (zoo.base, *zoo.models):
-                skip = shutil.ignore_patterns("tokenizer.json")
-                shutil.copytree(src, root / src.name, ignore=skip)
-                dirs.append(root / src.name)
-            cache[family] = type(zoo)(dirs[0], tuple(dirs[1:]), family)
-        return cache[family]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -231,12 +210,7 @@ def test_folded_head_equals_fit_on_features_then_apply(aligned_merge, family):
     for task, seg in zip(result.tasks, SEGMENTS, strict=True):
         b, lam = ridge_fit(x_fit, y[:, seg], ridge=task.ridge)
         assert task.lam == pytest.approx(lam, rel=1e-6)
-        for texts in (FIT, HELD_OUT):
-            x, _ = projection_input(merged, texts)
-            _, aligned = projection_input(result.path, texts)
-            expected = apply(b, x)
-            tol = 1e-4 * max(1.0, np.abs(expected).max())
-            np.testing.assert_allclose(aligned[:, seg], expected, atol=tol)
+        assert_applies_fit(b, merged, result.path, seg)
 
 
 def test_varying_share_is_the_centred_over_the_uncentred_energy():

@@ -6,7 +6,8 @@ table (:mod:`hm3.architectures`) when its ``model_type`` is known, else the mode
 returns what that layer received — captured with a forward pre-hook on the module that owns
 the projection weight, so BERT's pooled output, RoBERTa's and ELECTRA's dense-tanh vector,
 DistilBERT's ``pre_classifier`` output and DeBERTa's pooler output are all caught alike — and
-the logits, both in text order. :func:`load_originals` loads each original classifier once.
+the logits, both in text order. :func:`load_originals` loads each original classifier once and
+:func:`original_logits` runs them on a batch.
 It fits nothing and writes nothing.
 """
 
@@ -23,6 +24,7 @@ from hm3.checkpoint import Checkpoint
 from hm3.classifier import Classifier, load
 from hm3.classifier import check_device as check_device  # alignment.py imports it from here
 from hm3.errors import Hm3Error
+from hm3.labels import Task
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,15 @@ def load_originals(
                 original.path, device=device, allow_pickle=allow_pickle, max_length=max_length
             )
     return runners
+
+
+def original_logits(
+    tasks: list[Task], originals: dict[str, Original], runners: dict[Path, Classifier], texts
+) -> torch.Tensor:
+    """Every task's original logits on a batch, in the merged model's label layout ``[n, K]``."""
+    y = torch.empty(len(texts), tasks[-1].end, dtype=torch.float32)
+    for task in tasks:
+        original = originals[task.name]
+        theirs = runners[original.path.resolve()].logits(texts, batch_size=len(texts))
+        y[:, task.start : task.end] = torch.from_numpy(theirs[:, original.start : original.end])
+    return y

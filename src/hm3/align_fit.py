@@ -123,6 +123,10 @@ class RidgeStats:
         total = centred + offset
         return max(centred, 0.0) / total if total > 0 else 0.0
 
+    def target_scatter(self) -> torch.Tensor:
+        """``Σ (y − ȳ)²`` of every output over the texts added so far ``[K]``."""
+        return self._moments(True)[2]
+
     def solve(self, ridge: float, *, intercept: bool = True) -> RidgeSolution:
         """The ridge solution for a relative strength ``ridge`` (see the module docstring).
 

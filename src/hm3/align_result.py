@@ -9,7 +9,7 @@ what :func:`hm3.alignment.align` returns. No I/O, no model runs: see :mod:`hm3.a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ import torch
 import hm3
 from hm3.align_features import Projection
 from hm3.align_fit import AUTO_RIDGES, DEFAULT_RIDGE, RidgeSolution, RidgeStats
+from hm3.align_scale import BodyScale, gcv_score
 from hm3.align_sources import Original
 from hm3.align_texts import TextCount, TextFile
 from hm3.classifier import Classifier
 from hm3.defaults import AUTO_RIDGE as AUTO
+from hm3.defaults import AUTO_SCALE
 from hm3.errors import Hm3Error
 from hm3.labels import Task
 
@@ -49,6 +51,8 @@ class AlignResult:
     tasks: tuple[TaskAlignment, ...]
     seconds: float
     skipped: int = 0  # blank rows of the text file
+    scale: float = 1.0  # the body's task-vector scale used (chosen, with "auto")
+    scale_scores: dict[float, float] | None = None  # with "auto": each scale tried, its score
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,31 @@ class AlignStats:
     stats: RidgeStats
     sse_before: torch.Tensor  # [K] Σ (merged logit − original logit)²
     count: TextCount
+    body: BodyScale | None = None  # set when the pass also ran the body at other scales
+    by_scale: dict[float, RidgeStats] | None = None  # every scale's statistics (1 included)
+    scale: float = 1.0  # the scale ``stats`` belongs to
+    scores: dict[float, float] | None = None  # each scale's score, once one was chosen
 
     @property
     def n_texts(self) -> int:
         return self.stats.n
+
+    def at_scale(self, scale: float | str, ridge: float | str = DEFAULT_RIDGE) -> AlignStats:
+        """These statistics at one scale of the body, or at the best-scoring with ``"auto"``.
+
+        The score (:func:`hm3.align_scale.gcv_score`) estimates each aligned head's error
+        against its original on texts like the fitting ones, at ``ridge``.
+        """
+        by_scale = self.by_scale or {1.0: self.stats}
+        if scale != AUTO_SCALE:
+            if float(scale) not in by_scale:
+                raise ValueError(f"scale {scale} was not run; scales run: {sorted(by_scale)}")
+            return replace(self, stats=by_scale[float(scale)], scale=float(scale))
+        groups = [(t.start, t.end) for t in self.plan.tasks]
+        bias = self.projection.bias is not None
+        scores = {s: gcv_score(st, groups, ridge, intercept=bias) for s, st in by_scale.items()}
+        best = min(scores, key=lambda s: (scores[s], abs(s - 1)))
+        return replace(self, stats=by_scale[best], scale=best, scores=scores)
 
     def solve(self, ridge: float | str = DEFAULT_RIDGE) -> RidgeSolution:
         """The new projection rows of every task for a relative ridge strength, or ``"auto"``:
@@ -135,11 +160,33 @@ class AlignStats:
                 }
                 for t in self.residuals(solution)
             ],
+            **self._scale_record(),
             "hm3_version": hm3.__version__,
         }
 
+    def _scale_record(self) -> dict[str, Any]:
+        if self.body is None:
+            return {}
+        out: dict[str, Any] = {
+            "scale": self.scale,
+            "scale_base_model": self.body.base_model,
+            "scaled_tensors": len(self.body.base),
+        }
+        if self.scores is not None:
+            out["scale_choice"] = "generalised cross-validation, summed over tasks"
+            out["scale_scores"] = {f"{s:g}": round(v, 6) for s, v in self.scores.items()}
+        return out
+
+    def body_values(self) -> dict[str, torch.Tensor]:
+        """The body tensors to write (none when the body stays as merged)."""
+        if self.body is None or self.scale == 1:
+            return {}
+        return self.body.values(self.scale)
+
     def fold(self, clf: Classifier, solution: RidgeSolution) -> None:
-        """Write a solution into a loaded model's projection, in memory."""
+        """Write a solution (and the body at this scale) into a loaded model, in memory."""
+        if self.body is not None:
+            self.body.apply(clf.model, self.scale)
         module = clf.model.get_submodule(self.projection.module)
         with torch.no_grad():
             module.weight.copy_(solution.weight.to(module.weight.dtype))

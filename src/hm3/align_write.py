@@ -134,8 +134,8 @@ After merging, each task's rows of the label projection ({tensors}) were re-fitt
 hm3 {record["hm3_version"]} so that this model reproduces its original classifier's logits on
 {record["n_texts"]} unlabeled texts (`{texts_name}`, sha256 `{record["texts_sha256"][:16]}…`,
 column `{record["text_column"]}`): ridge least squares in closed form on the input of the
-projection, {how} (relative to the feature scale: λ in the table), bias unpenalised. Everything
-else in the model is unchanged.
+projection, {how} (relative to the feature scale: λ in the table), bias unpenalised.
+{_body_note(record)}
 
 | task | original | ridge | λ | logit RMSE before | after |
 |---|---|---|---|---|---|
@@ -144,3 +144,23 @@ else in the model is unchanged.
 The RMSE is measured on the fitting texts (in sample); judge the aligned model on labelled,
 held-out data (`hm3 evaluate`).
 """
+
+
+def _body_note(record: dict[str, Any]) -> str:
+    """What happened to the body: nothing, or its task vector scaled (and how it was chosen)."""
+    scale = record.get("scale", 1)
+    if scale == 1 and "scale_scores" not in record:
+        return "Everything else in the model is unchanged."
+    how = ""
+    if "scale_scores" in record:
+        grid = ", ".join(record["scale_scores"])
+        how = (
+            f", the factor of {grid} whose fitted heads have the lowest generalised "
+            "cross-validation error on these texts, summed over tasks"
+        )
+    return (
+        f"Before the fit, the merged body's task vector was multiplied by {scale:g}{how}: each "
+        f"of its {record['scaled_tensors']} tensors that the base model "
+        f"(`{record['scale_base_model']}`) also has is now θ_base + {scale:g}·(θ_merged − θ_base). "
+        "Everything else in the model is unchanged."
+    )

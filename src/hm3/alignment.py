@@ -9,6 +9,9 @@ layers and everything else stay as they are. The texts are streamed batch by bat
 sufficient statistics of the fit are kept (:mod:`hm3.align_fit`, which documents the choices of
 an unpenalised bias and a λ relative to the feature scale). The features are captured with a
 forward pre-hook on the module that owns the projection weight, so every family works alike.
+With ``scale`` other than 1 the merged body's task vector is first scaled, to a given factor or
+to the one whose fitted heads cross-validate best on the texts (:mod:`hm3.align_scale`): the
+same pass runs the merged model once per scale tried.
 
 :func:`align` is the whole step (``hm3 align``); :func:`collect` runs only the pass over the
 texts and returns an :class:`AlignStats` (:mod:`hm3.align_result`) that solves for any λ and
@@ -24,15 +27,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hm3.align_features import check_device, features, find_projection, load_originals
+from hm3.align_features import (
+    check_device,
+    features,
+    find_projection,
+    load_originals,
+    original_logits,
+)
 from hm3.align_fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
 from hm3.align_result import AlignPlan, AlignResult, AlignStats, TaskAlignment, check_ridge
+from hm3.align_scale import check_scale, load_body_scale, scales_for
 from hm3.align_sources import resolve_originals
 from hm3.align_texts import (
     TextCount,
@@ -45,6 +55,7 @@ from hm3.align_texts import (
 from hm3.align_write import render_section, write_aligned
 from hm3.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
 from hm3.classifier import load
+from hm3.defaults import DEFAULT_SCALE
 from hm3.errors import Hm3Error
 from hm3.labels import metadata_block, tasks_from_config
 from hm3.output import atomic_dir, check_output
@@ -65,6 +76,8 @@ def align(
     *,
     originals: Mapping[str, str | Path] | None = None,
     ridge: float | str = DEFAULT_RIDGE,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
     text_column: str = "text",
     max_texts: int | None = None,
     batch_size: int = 32,
@@ -86,6 +99,13 @@ def align(
         ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.align_fit`), or
             ``"auto"``: per task, the ridge of :data:`hm3.align_fit.AUTO_RIDGES` with the lowest
             generalised cross-validation score on the fitting texts.
+        scale: the merged body's task vector is multiplied by this before the heads are fitted
+            (``θ_base + scale·(θ_merged − θ_base)``; 1 keeps the body as merged), or
+            ``"auto"``: the scale of :data:`hm3.align_scale.SCALE_GRID` whose aligned heads have
+            the lowest cross-validation error on the texts (one pass of the merged model per
+            scale). Needs the base model.
+        base_model: the model the merge started from (default: the recorded
+            ``hm3.merge.base_model``); only read when ``scale`` is not 1.
         text_column: the column that holds the texts.
         max_texts: use at most the first this many texts.
         batch_size: texts per forward pass.
@@ -100,13 +120,13 @@ def align(
     """
     started = time.perf_counter()
     check_ridge(ridge)
+    check_scale(scale)
     out = Path(out)
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
     check_output(out, force, inputs=inputs)
-    stats = _accumulate(
-        plan, max_texts, batch_size, max_length, check_device(device), allow_pickle, progress
-    )
+    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
+    stats = _accumulate(plan, run, scale, base_model).at_scale(scale, ridge)
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)
     record = stats.record(solution, ridge, digest, max_texts)
@@ -121,6 +141,8 @@ def align(
         stats.residuals(solution),
         time.perf_counter() - started,
         stats.count.skipped,
+        stats.scale,
+        stats.scores,
     )
 
 
@@ -129,6 +151,8 @@ def collect(
     texts_file: str | Path | TextFile,
     *,
     originals: Mapping[str, str | Path] | None = None,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
     text_column: str = "text",
     max_texts: int | None = None,
     batch_size: int = 32,
@@ -139,12 +163,13 @@ def collect(
 ) -> AlignStats:
     """Run the merged model and the originals over the texts; keep only the fit statistics.
 
-    Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge.
+    Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge; with a
+    ``scale`` other than 1, pick the scale first with :meth:`AlignStats.at_scale`.
     """
+    check_scale(scale)
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
-    return _accumulate(
-        plan, max_texts, batch_size, max_length, check_device(device), allow_pickle, progress
-    )
+    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
+    return _accumulate(plan, run, scale, base_model)
 
 
 def _prepare(
@@ -177,37 +202,56 @@ def _prepare(
     return AlignPlan(merged, config, tasks, texts, found)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How to run the models over the texts."""
+
+    max_texts: int | None
+    batch_size: int
+    max_length: int
+    device: str
+    allow_pickle: bool
+    progress: bool
+
+
 def _accumulate(
     plan: AlignPlan,
-    max_texts: int | None,
-    batch_size: int,
-    max_length: int,
-    device: str,
-    allow_pickle: bool,
-    progress: bool,
+    run: _Run,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
 ) -> AlignStats:
-    merged = load(plan.merged, device=device, max_length=max_length)
+    merged = load(plan.merged, device=run.device, max_length=run.max_length)
     projection = find_projection(merged, plan.config, str(plan.merged))
     module = merged.model.get_submodule(projection.module)
-    runners = load_originals(plan.originals, device, allow_pickle, max_length)
+    scales = scales_for(scale)
+    body = None
+    if scales != (1.0,):
+        where = (plan.merged, plan.config, projection, merged.model)
+        body = load_body_scale(*where, base_model, allow_pickle=run.allow_pickle)
+    runners = load_originals(plan.originals, run.device, run.allow_pickle, run.max_length)
     k = plan.tasks[-1].end
-    stats = RidgeStats(module.weight.shape[1], k)
+    by_scale = {s: RidgeStats(module.weight.shape[1], k) for s in scales}
     sse_before = torch.zeros(k, dtype=torch.float64)
     count = TextCount()
-    with progress_bar(progress) as bar, torch.inference_mode():
-        job = bar.add_task("aligning: texts", total=expected_texts(plan.texts, max_texts))
-        for batch in iter_text_batches(plan.texts, batch_size, max_texts, count):
-            x, logits = features(merged, module, batch, projection)
-            y = torch.empty(len(batch), k, dtype=torch.float32)
-            for task in plan.tasks:
-                original = plan.originals[task.name]
-                theirs = runners[original.path.resolve()].logits(batch, batch_size=len(batch))
-                y[:, task.start : task.end] = torch.from_numpy(
-                    theirs[:, original.start : original.end]
-                )
-            stats.add(x, y)
-            sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
+    label = "aligning: texts" + (f" (body at {len(scales)} scales)" if body else "")
+    with progress_bar(run.progress) as bar, torch.inference_mode():
+        job = bar.add_task(label, total=expected_texts(plan.texts, run.max_texts))
+        for batch in iter_text_batches(plan.texts, run.batch_size, run.max_texts, count):
+            y = original_logits(plan.tasks, plan.originals, runners, batch)
+            for s, stats in by_scale.items():
+                if body is not None:
+                    body.apply(merged.model, s)
+                x, logits = features(merged, module, batch, projection)
+                stats.add(x, y)
+                if s == 1:
+                    sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
             bar.advance(job, len(batch))
+    _check_texts(plan, by_scale[1.0], count)
+    return AlignStats(plan, projection, by_scale[1.0], sse_before, count, body, by_scale)
+
+
+def _check_texts(plan: AlignPlan, stats: RidgeStats, count: TextCount) -> None:
+    """Refuse texts a fit cannot use; warn about skipped rows and too few texts."""
     if stats.n == 0:
         raise Hm3Error(
             f"{plan.texts.where}: no texts in column {plan.texts.column!r} ({count.skipped} blank "
@@ -236,12 +280,11 @@ def _accumulate(
             stats.dim,
             stats.dim,
         )
-    return AlignStats(plan, projection, stats, sse_before, count)
 
 
 def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[str, Any]) -> None:
     plan, projection = stats.plan, stats.projection
-    values = {projection.weight: solution.weight}
+    values = {**stats.body_values(), projection.weight: solution.weight}
     if projection.bias is not None:
         values[projection.bias] = solution.bias
     block = plan.config.get("hm3")

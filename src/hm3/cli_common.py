@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
+from hm3.defaults import AUTO_RIDGE, AUTO_SCALE, DEFAULT_RIDGE, DEFAULT_SCALE
 from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
@@ -40,20 +40,29 @@ MaxLengthOpt = Annotated[
 
 def parse_ridge(value: str | None) -> float | str:
     """``--ridge``: a relative strength >= 0, or ``auto``; None gives the default."""
+    return _number_or_auto(value, "--ridge", DEFAULT_RIDGE, positive=False)
+
+
+def parse_scale(value: str | None) -> float | str:
+    """``--scale``: a factor > 0 of the merged body's task vector, or ``auto``."""
+    return _number_or_auto(value, "--scale", DEFAULT_SCALE, positive=True)
+
+
+def _number_or_auto(value: str | None, flag: str, default: float | str, *, positive: bool):
     if value is None:
-        return DEFAULT_RIDGE
-    if value.strip().lower() == AUTO_RIDGE:
-        return AUTO_RIDGE
+        return default
+    if value.strip().lower() == "auto":
+        return "auto"
     try:
-        ridge = float(value)
+        number = float(value)
     except ValueError:
-        ridge = math.nan
-    if not (ridge >= 0 and math.isfinite(ridge)):
+        number = math.nan
+    if not ((number > 0 if positive else number >= 0) and math.isfinite(number)):
+        bound = "> 0" if positive else ">= 0"
         raise Hm3Error(
-            f"--ridge {value}: expected a finite number >= 0 or {AUTO_RIDGE} "
-            f"(default {DEFAULT_RIDGE})"
+            f"{flag} {value}: expected a finite number {bound} or auto (default {default})"
         )
-    return ridge
+    return number
 
 
 RidgeOpt = Annotated[
@@ -61,6 +70,16 @@ RidgeOpt = Annotated[
     typer.Option(
         help=f"Ridge relative to the feature scale: a number >= 0, or {AUTO_RIDGE}, each task's "
         f"own by generalised cross-validation (default {DEFAULT_RIDGE}).",
+        show_default=False,
+    ),
+]
+
+ScaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Multiply the merged body's task vector by this before fitting the heads, or "
+        f"{AUTO_SCALE}: the factor from 0.5 to 2 whose heads cross-validate best on the texts "
+        f"(needs the base model; default {DEFAULT_SCALE:g}: the body as merged).",
         show_default=False,
     ),
 ]
@@ -111,6 +130,11 @@ def print_alignment(result: AlignResult) -> None:
         fit = "ridge auto: " + ", ".join(f"{t.name} {t.ridge:g}" for t in result.tasks)
     else:
         fit = f"ridge {result.ridge:g}, λ {result.lam:.3g}"
+    if result.scale_scores is not None:
+        tried = len(result.scale_scores)
+        fit += f"; body task vector × {result.scale:g}, the best of {tried} scales"
+    elif result.scale != 1:
+        fit += f"; body task vector × {result.scale:g}"
     err_console.print(
         f"aligned {len(result.tasks)} task(s) on {result.n_texts} texts ({fit}) → {result.path} "
         f"({result.seconds:.1f} s)",

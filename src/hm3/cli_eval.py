@@ -19,10 +19,12 @@ from hm3.cli_common import (
     PickleOpt,
     ProgressOpt,
     RidgeOpt,
+    ScaleOpt,
     err_console,
     out_console,
     parse_named_paths,
     parse_ridge,
+    parse_scale,
     print_alignment,
 )
 
@@ -116,6 +118,11 @@ def align(
         typer.Option("--originals", help="TASK=DIR: align TASK to this classifier (repeat it)."),
     ] = None,
     ridge: RidgeOpt = None,
+    scale: ScaleOpt = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="The merge's base model, for --scale (default: the one it records)."),
+    ] = None,
     max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
@@ -134,6 +141,8 @@ def align(
         out,
         originals=by_task,
         ridge=parse_ridge(ridge),
+        scale=parse_scale(scale),
+        base_model=base,
         text_column=text_column,
         max_texts=max_texts,
         batch_size=batch_size,

@@ -43,7 +43,7 @@ from pydantic import (
 )
 
 from hm3.config_yaml import did_you_mean, format_validation_error, load_yaml_mapping
-from hm3.defaults import DEFAULT_RIDGE
+from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE
 from hm3.errors import Hm3Error
 from hm3.methods import METHODS, ModelParams
 from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
@@ -108,18 +108,28 @@ class AlignConfig(BaseModel):
     texts: str = Field(min_length=1)
     text_column: str = "text"
     ridge: float | Literal["auto"] = DEFAULT_RIDGE
+    scale: float | Literal["auto"] = DEFAULT_SCALE  # the body's task vector, as `hm3 align --scale`
     max_texts: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
 
     @field_validator("ridge", mode="before")
     @classmethod
     def _ridge(cls, value: Any) -> float | str:
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not (value >= 0 and math.isfinite(value)):
-            raise ValueError("expected a number >= 0 or auto")
-        return float(value)
+        return _number_or_auto(value, positive=False)
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale(cls, value: Any) -> float | str:
+        return _number_or_auto(value, positive=True)
+
+
+def _number_or_auto(value: Any, *, positive: bool) -> float | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not ((value > 0 if positive else value >= 0) and math.isfinite(value)):
+        raise ValueError(f"expected a number {'> 0' if positive else '>= 0'} or auto")
+    return float(value)
 
 
 class RegMeanConfig(BaseModel):

@@ -11,6 +11,10 @@ AUTO_RIDGE = "auto"
 # for 0.01 and -0.014 for 0.03, the fixed default before it), and it needs no per-method advice
 # (DARE-TIES merges of many tasks want a small ridge; few texts want a large one).
 DEFAULT_RIDGE: float | str = AUTO_RIDGE
+# ``scale="auto"``: the merged body's task vector scaled by the factor of hm3.align_scale's grid
+# with the lowest cross-validation score; 1 keeps the merged body as it is.
+AUTO_SCALE = "auto"
+DEFAULT_SCALE: float | str = 1.0
 # A fixed ridge, for callers that need one number: 0.03 was the default before "auto" and is
 # within noise of the best fixed ridge on average.
 FIXED_RIDGE = 0.03

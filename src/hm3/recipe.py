@@ -120,6 +120,8 @@ def merge(
             texts,
             out,
             ridge=spec.ridge,
+            scale=spec.scale,
+            base_model=config.resolve(config.base_model),
             max_texts=spec.max_texts,
             batch_size=batch_size,
             max_length=spec.max_length,
