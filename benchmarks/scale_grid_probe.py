@@ -131,8 +131,7 @@ def main() -> int:
     base_dir, data, zoo, covering, texts = fitting_setup(args.texts, args.workdir)
     ctx = {"base_dir": base_dir, "data": data, "zoo": zoo, "covering": covering}
     results = {
-        case.name: run_case(case, ctx, texts, args)
-        for case in _picked(args.cases, CASES, "cases")
+        case.name: run_case(case, ctx, texts, args) for case in _picked(args.cases, CASES, "cases")
     }
     write_results(args.workdir / "scale_grid.json", results, started)
     return 0
