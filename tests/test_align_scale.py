@@ -154,6 +154,11 @@ def test_auto_scale_leaves_a_self_merge_as_it_is(zoo_of, tmp_path):
     assert result.scale == 1.0
     record = json.loads((result.path / "config.json").read_text())["hm3"]["align"]
     assert min(record["scale_scores"].values()) == record["scale_scores"]["1"]
+    assert "kept as merged: scale 1" in (result.path / "README.md").read_text()
+    merged_state = load_file(str(merged / "model.safetensors"))
+    aligned_state = load_file(str(result.path / "model.safetensors"))
+    head = set(projection_name(merged))
+    assert all(torch.equal(v, merged_state[k]) for k, v in aligned_state.items() if k not in head)
 
 
 @pytest.mark.parametrize("scale", [0, -1, math.nan, math.inf, "big"])

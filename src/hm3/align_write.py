@@ -149,17 +149,19 @@ held-out data (`hm3 evaluate`).
 def _body_note(record: dict[str, Any]) -> str:
     """What happened to the body: nothing, or its task vector scaled (and how it was chosen)."""
     scale = record.get("scale", 1)
-    if scale == 1 and "scale_scores" not in record:
+    scores = record.get("scale_scores")
+    if scale == 1 and scores is None:
         return "Everything else in the model is unchanged."
-    how = ""
-    if "scale_scores" in record:
-        grid = ", ".join(record["scale_scores"])
-        how = (
-            f", the factor of {grid} whose fitted heads have the lowest generalised "
-            "cross-validation error on these texts, summed over tasks"
-        )
+    chosen = (
+        f" ({', '.join(scores)} were tried; the aligned heads' generalised cross-validation "
+        "error on these texts, summed over tasks, was lowest at this one)"
+        if scores is not None
+        else ""
+    )
+    if scale == 1:
+        return f"The merged body was kept as merged: scale 1{chosen}. Everything else is unchanged."
     return (
-        f"Before the fit, the merged body's task vector was multiplied by {scale:g}{how}: each "
+        f"Before the fit, the merged body's task vector was multiplied by {scale:g}{chosen}: each "
         f"of its {record['scaled_tensors']} tensors that the base model "
         f"(`{record['scale_base_model']}`) also has is now θ_base + {scale:g}·(θ_merged − θ_base). "
         "Everything else in the model is unchanged."

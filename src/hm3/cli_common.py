@@ -48,7 +48,9 @@ def parse_scale(value: str | None) -> float | str:
     return _number_or_auto(value, "--scale", DEFAULT_SCALE, positive=True)
 
 
-def _number_or_auto(value: str | None, flag: str, default: float | str, *, positive: bool):
+def _number_or_auto(
+    value: str | None, flag: str, default: float | str, *, positive: bool
+) -> float | str:
     if value is None:
         return default
     if value.strip().lower() == "auto":
