@@ -67,7 +67,7 @@ def bert_zoo(zoo_factory) -> Zoo:
 
 
 # -- tiny zoos whose tokenizer sees words --------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zoo_of(zoo_factory, tmp_path_factory):
     """The shared tiny zoo, copied without ``tokenizer.json``, so texts tokenize from vocab.txt.
 
