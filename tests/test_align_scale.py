@@ -191,7 +191,7 @@ def test_a_base_of_another_model_is_refused(merged_of, zoo_of, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_and_recipe_take_the_scale(merged_of, zoo_of, tmp_path, capsys, monkeypatch):
+def test_cli_and_recipe_take_the_scale(merged_of, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     zoo, merged, texts = merged_of("bert")
     with pytest.raises(SystemExit) as done:
@@ -205,11 +205,10 @@ def test_cli_and_recipe_take_the_scale(merged_of, zoo_of, tmp_path, capsys, monk
     assert done.value.code in (0, None)
     assert "body task vector × 1.5" in capsys.readouterr().err
     # the merge recipe: align.scale, with the recipe's own base
-    words = zoo_of("bert")
     cfg = write_merge_yaml(
         tmp_path / "merge.yaml",
-        words.base,
-        words.models,
+        zoo.base,
+        zoo.models,
         "task_arithmetic",
         align={"texts": str(texts), "scale": 1.5, "ridge": 0.03},
     )
