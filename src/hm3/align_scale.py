@@ -29,10 +29,11 @@ import torch
 
 from hm3.align_features import Projection
 from hm3.align_fit import AUTO_RIDGES, RidgeStats
-from hm3.architectures import resolve_architecture, with_body_prefix
+from hm3.architectures import Architecture, resolve_architecture, with_body_prefix
 from hm3.checkpoint import Checkpoint, locate
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE
 from hm3.errors import Hm3Error
+from hm3.plan import base_counterpart
 
 # The scales tried with ``scale="auto"``: from half to twice the merge's update. On the demo zoo
 # the score chose 1.25 for TSV-Merge, 1 for TIES (or 1.25) and 0.75 for DARE-TIES.
@@ -106,7 +107,7 @@ def load_body_scale(
     ):
         arch = resolve_architecture(config, str(merged), projection.tensors)
         arch = with_body_prefix(arch, ckpt.tensors, base.tensors)
-        pairs = _counterparts(arch.body_prefix, ckpt, base, projection, params)
+        pairs = _counterparts(arch, ckpt, base, projection, params)
         if not pairs:
             raise Hm3Error(
                 f"{base_dir}: shares no tensor with {merged} (same name up to a prefix like "
@@ -121,7 +122,7 @@ def load_body_scale(
 
 
 def _counterparts(
-    prefix: str,
+    arch: Architecture,
     ckpt: Checkpoint,
     base: Checkpoint,
     projection: Projection,
@@ -132,8 +133,7 @@ def _counterparts(
     for name, info in ckpt.tensors.items():
         if name in projection.tensors or not info.dtype.is_floating_point or name not in params:
             continue
-        bare = name[len(prefix) :] if prefix and name.startswith(prefix) else None
-        base_name = name if name in base.tensors else bare if bare in base.tensors else None
+        base_name = base_counterpart(arch, base, name)
         if base_name is None:
             continue
         if base.tensors[base_name].shape != info.shape:

@@ -223,7 +223,7 @@ def _tensor_plans(
         if not info.dtype.is_floating_point:
             plans.append(TensorPlan(name, "constant", info.shape, info.dtype))
             continue
-        base_name = _base_name(arch, base, name)
+        base_name = base_counterpart(arch, base, name)
         if base_name is None:
             no_base.append(name)
         elif base.tensors[base_name].shape != info.shape:
@@ -277,7 +277,8 @@ def _same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> N
             )
 
 
-def _base_name(arch: Architecture, base: Checkpoint, name: str) -> str | None:
+def base_counterpart(arch: Architecture, base: Checkpoint, name: str) -> str | None:
+    """The base's name for a fine-tuned tensor: the same, or without the body prefix; or None."""
     if name in base.tensors:
         return name
     if arch.body_prefix and name.startswith(arch.body_prefix):
