@@ -3,9 +3,9 @@
 What it does: gets the demo zoo exactly as ``hm3 demo`` does (pinned data, seeded splits,
 cached fine-tuning), merges each case study of :data:`hm3.demo.cases.CASES` with each method of
 :data:`hm3.demo.cases.METHODS` (or those ``--methods`` names, e.g. ``ties:0.7``), and for every
-unlabeled text set runs :func:`hm3.alignment.collect` once, then solves for every ridge and
+unlabeled text set runs :func:`hm3.alignment.api.collect` once, then solves for every ridge and
 scores the aligned model on the case's tasks of the paper-style suite (average macro-F1, the
-definition of :func:`hm3.evaluation.evaluate`). Reference rows: the unaligned merge
+definition of :func:`hm3.evaluation.run.evaluate`). Reference rows: the unaligned merge
 and the originals.
 
 Text sets (seeded; every task's train split is shuffled once and sets take its first rows, so
@@ -19,10 +19,10 @@ Text sets (seeded; every task's train split is shuffled once and sets take its f
   aligns all4 on (it aligns a two-task case on its own tasks' 200 of them, a set like ``own``).
 
 Fast path: the merged model's projection inputs on the suite texts are computed once per merge
-(:func:`hm3.align_features.features`), and every solution's weight and bias are applied to them,
+(:func:`hm3.model.features.features`), and every solution's weight and bias are applied to them,
 so a ridge costs a matrix product, not a pass over the suite. The script checks once, on one
 (case, method, text set), that this gives the same average F1 as
-:func:`hm3.evaluation.evaluate` on a classifier with the solution folded in, and prints it.
+:func:`hm3.evaluation.run.evaluate` on a classifier with the solution folded in, and prints it.
 
 It prints one table per case (rows: text set / ridge; columns: methods), a summary over the
 cases, the time taken, and writes every number to ``<workdir>/align_ablation.json``. It is not
@@ -64,20 +64,20 @@ import torch
 from align_ablation_tables import case_table, summary_table
 from sklearn.metrics import f1_score
 
-from hm3.align_features import features, find_projection
-from hm3.align_fit import AUTO_RIDGE, RidgeSolution
-from hm3.alignment import DEFAULT_RIDGE, AlignStats, collect
-from hm3.checkpoint import read_config
-from hm3.classifier import load
+from hm3.alignment.api import DEFAULT_RIDGE, AlignStats, collect
+from hm3.alignment.fit import AUTO_RIDGE, RidgeSolution
 from hm3.demo.cases import CASES, METHODS, CaseStudy, MethodSpec, merge_config, train_zoo
-from hm3.demo.data import TASKS, DemoData, prepare_data
-from hm3.demo.sources import base_model_dir
-from hm3.demo.train import TrainedClassifier, TrainSettings
-from hm3.evaluation import evaluate
-from hm3.labels import Task
+from hm3.demo.data.prepare import TASKS, DemoData, prepare_data
+from hm3.demo.sources.fetch import base_model_dir
+from hm3.demo.train.classifier import TrainedClassifier, TrainSettings
+from hm3.evaluation.run import evaluate
+from hm3.evaluation.suite import Dataset, Suite, load_datasets, load_suite
+from hm3.io.checkpoint import read_config
 from hm3.methods.registry import METHODS as MERGE_METHODS
+from hm3.model.classifier import load
+from hm3.model.features import features, find_projection
+from hm3.model.labels import Task
 from hm3.recipe import merge
-from hm3.suite import Dataset, Suite, load_datasets, load_suite
 
 SIZES, QUICK_SIZES = (50, 200, 1000), (16, 48, 96)
 COVERAGE, QUICK_COVERAGE = 200, 48
@@ -261,7 +261,7 @@ def text_sets(
 
 
 def distinct_texts(datasets: Sequence[Dataset]) -> list[str]:
-    """The suite's distinct texts in the order :func:`hm3.evaluation.evaluate` predicts them."""
+    """The suite's distinct texts in the order :func:`hm3.evaluation.run.evaluate` predicts them."""
     return list(dict.fromkeys(t for d in datasets for t in d.texts))
 
 
@@ -349,7 +349,7 @@ def check_fast_path(
     result = evaluate(suite, {"aligned": clf}, batch_size=args.batch_size, progress=False)
     slow = result.model("aligned").average_f1
     print(
-        f"  check: fast path {fast:.6f} vs hm3.evaluation.evaluate {slow:.6f}"
+        f"  check: fast path {fast:.6f} vs hm3.evaluation.run.evaluate {slow:.6f}"
         f" (|diff| {abs(fast - slow):.2e}) on {merged.parent.name}/{merged.name}"
     )
     return {

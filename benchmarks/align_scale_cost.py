@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hm3.align_scale import SCALE_GRID
-from hm3.alignment import align
+from hm3.alignment.api import align
+from hm3.alignment.scale import SCALE_GRID
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ own inputs X_i, it feeds the merged model's inputs and targets the original's ac
 so the drift of the layers below is corrected as it goes.
 
 Then each fitted body is aligned like every merge of the ablation (``all 1000`` covering texts,
-:func:`hm3.alignment.collect`, ridges ``--ridges``) and scored on the case's tasks of the whole
+:func:`hm3.alignment.api.collect`, ridges ``--ridges``) and scored on the case's tasks of the whole
 suite. It prints, per case: the merge and each fitted variant, merged → aligned, and per-task
 F1 at the default ridge. BERT-family encoders only (the demo's MiniLM): the layer names above
 are BERT's.
@@ -64,8 +64,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hm3.defaults import FIXED_RIDGE
 from hm3.demo.cases import CASES, merge_config, train_zoo
-from hm3.demo.data import TASKS, prepare_data
-from hm3.demo.sources import base_model_dir
+from hm3.demo.data.prepare import TASKS, prepare_data
+from hm3.demo.sources.fetch import base_model_dir
 from hm3.recipe import merge
 
 #: the linears of a BERT block in forward order; a group shares one input

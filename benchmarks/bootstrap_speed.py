@@ -1,6 +1,6 @@
 """Benchmark: the bootstrap's macro-F1 from confusion counts against scikit-learn's f1_score.
 
-``hm3 evaluate --bootstrap N`` scores every (model, task) N times. :func:`hm3.bootstrap.macro_f1`
+``hm3 evaluate --bootstrap N`` scores every (model, task) N times. :func:`hm3.evaluation.bootstrap.macro_f1`
 counts each redraw's confusion matrix with ``np.bincount`` instead of calling ``f1_score``;
 this script times both on the same redraws of one synthetic task (6,000 rows, 3 labels, 4
 columns: more rows than any task of the demo's suites, where prompt_attack pools about 3,700
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from sklearn.metrics import f1_score
 
-from hm3.bootstrap import macro_f1
+from hm3.evaluation.bootstrap import macro_f1
 
 
 def main(argv: list[str] | None = None) -> int:

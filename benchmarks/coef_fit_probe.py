@@ -56,11 +56,11 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from hm3.align_fit import RidgeStats
+from hm3.alignment.fit import RidgeStats
 from hm3.defaults import FIXED_RIDGE
 from hm3.demo.cases import CASES, merge_config, train_zoo
-from hm3.demo.data import TASKS, prepare_data
-from hm3.demo.sources import base_model_dir
+from hm3.demo.data.prepare import TASKS, prepare_data
+from hm3.demo.sources.fetch import base_model_dir
 from hm3.methods.tsv import singular_shares
 from hm3.recipe import merge
 

@@ -7,12 +7,12 @@ writes them as a second suite, so that a close comparison (an aligned merge agai
 originals) can be repeated on rows that none of the models or alignment texts were drawn
 from, nor anything similar to them.
 
-How: it rebuilds the task pools exactly as :func:`hm3.demo.data.prepare_data` does, re-deals
+How: it rebuilds the task pools exactly as :func:`hm3.demo.data.prepare.prepare_data` does, re-deals
 the seeded splits and checks that they equal the cached files row for row (it stops if they
 do not: the cache was written by another data version). A row is held out when its
-near-duplicate group (:func:`~hm3.demo.data_text.group_key`) has a single label and touches
+near-duplicate group (:func:`~hm3.demo.data.text.group_key`) has a single label and touches
 no split of any task, and when no text of any split or of the benign control is similar to it
-(Jaccard similarity of their word 5-grams ≥ 0.3, :class:`~hm3.demo.data_near.NearCopies`):
+(Jaccard similarity of their word 5-grams ≥ 0.3, :class:`~hm3.demo.data.near.NearCopies`):
 ``group_key`` only catches texts that begin alike, while e-mails of one spam run or one thread
 differ in their first lines (at 0.5 a third of the held-out spam was still a rewording of a
 train e-mail). Since demo data version 2 the splits keep such groups together too, but the
@@ -47,14 +47,14 @@ from pathlib import Path
 
 import yaml
 
-from hm3.demo.data import FULL, TASKS, _needed, prepare_data
-from hm3.demo.data_near import NEAR, NearCopies
-from hm3.demo.data_pools import build_pools
-from hm3.demo.data_split import Row, dedupe, rng, split_rows
-from hm3.demo.data_suite import write_jsonl
-from hm3.demo.data_text import dedupe_key, group_key
-from hm3.demo.sources import cache_root, fetch_sources
-from hm3.suite import load_suite
+from hm3.demo.data.near import NEAR, NearCopies
+from hm3.demo.data.pools import build_pools
+from hm3.demo.data.prepare import FULL, TASKS, _needed, prepare_data
+from hm3.demo.data.split import Row, dedupe, rng, split_rows
+from hm3.demo.data.suite import write_jsonl
+from hm3.demo.data.text import dedupe_key, group_key
+from hm3.demo.sources.fetch import cache_root, fetch_sources
+from hm3.evaluation.suite import load_suite
 
 MIN_ROWS = 250  # per label: at least the demo suite's size, or the check gains nothing
 

@@ -4,7 +4,7 @@ What it does: builds random-initialised BERT checkpoints with ``save_pretrained`
 (safetensors) — a bare ``BertModel`` base and N ``BertForSequenceClassification`` fine-tunes
 with 2, 3, 4, 2 ... labels and perturbed bodies, sharing a WordPiece tokenizer — for a
 MiniLM-sized and a BERT-base-sized model; writes their HM3 expansion with
-:func:`hm3.export.expand` (zero-padded heads, zero-head base, ``mergekit.yaml``); then merges
+:func:`hm3.merging.expanded.expand` (zero-padded heads, zero-head base, ``mergekit.yaml``); then merges
 with ``ties`` (density 0.5) in both tools, each run as a fresh subprocess, interleaved
 A B B A ... over ``--repeats`` rounds. It prints the median wall time and peak RSS of each
 tool, their ratios, the import/startup share, and the largest difference between the two
@@ -169,8 +169,8 @@ def build_zoo(root: Path, size: str, n_models: int, seed: int = 0) -> Path:
 
 def expand_zoo(config_file: Path, out: Path) -> Path:
     """``hm3 expand``: the HM3-expanded inputs; returns the ``mergekit.yaml`` written."""
-    from hm3.config import MergeConfig
-    from hm3.export import expand
+    from hm3.merging.config import MergeConfig
+    from hm3.merging.expanded import expand
 
     expand(MergeConfig.from_yaml(config_file), out, progress=False)
     return out / "mergekit.yaml"

@@ -1,15 +1,15 @@
 """Paired bootstrap of suite average F1: is one merge really better than another, or the originals?
 
 Scores every model and each task's original on the same suite rows (average F1 as
-:func:`hm3.evaluation.evaluate` defines it: per task, macro-F1 pooled over the datasets that
+:func:`hm3.evaluation.run.evaluate` defines it: per task, macro-F1 pooled over the datasets that
 expect a label of it), then redraws the rows of every dataset with replacement ``--samples``
 times (the same draws for every model and every task, so the comparison is paired) and prints,
 for each pair, the difference of average F1, its 95 % percentile interval and how often it is
-above 0. It first scores the first model and the originals with ``hm3.evaluation.evaluate``
+above 0. It first scores the first model and the originals with ``hm3.evaluation.run.evaluate``
 and stops if its own scores differ.
 
 ``hm3 evaluate --bootstrap N`` gives each model's difference from the originals with the same
-redraws and scores (:mod:`hm3.bootstrap`, which this script calls); this script also compares
+redraws and scores (:mod:`hm3.evaluation.bootstrap`, which this script calls); this script also compares
 the models with each other, pair by pair.
 
 It is not a test and asserts nothing. Usage (the demo zoo, three aligned merges of all4)::
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hm3.bootstrap import f1_redraws
-from hm3.classifier import load
-from hm3.evaluation import evaluate
-from hm3.scoring import Predictions
-from hm3.suite import load_datasets, load_suite
+from hm3.evaluation.bootstrap import f1_redraws
+from hm3.evaluation.run import evaluate
+from hm3.evaluation.scoring import Predictions
+from hm3.evaluation.suite import load_datasets, load_suite
+from hm3.model.classifier import load
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +102,7 @@ def _predict(path: Path, texts, max_length: int) -> dict[str, np.ndarray]:
 
 
 def _per_dataset(preds, datasets, texts, tasks) -> Predictions:
-    """Each column's labels per (task, dataset), as hm3.evaluation keeps them."""
+    """Each column's labels per (task, dataset), as hm3.evaluation.run keeps them."""
     index = {t: i for i, t in enumerate(texts)}
     out: Predictions = {}
     for name, by_task in preds.items():
@@ -115,7 +115,7 @@ def _per_dataset(preds, datasets, texts, tasks) -> Predictions:
 
 
 def _check(suite, args, models, originals, full) -> None:
-    """Score the first model and the originals as hm3.evaluation.evaluate does, or stop."""
+    """Score the first model and the originals as hm3.evaluation.run.evaluate does, or stop."""
     name, path = next(iter(models.items()))
     report = evaluate(suite, {name: path}, originals={t: originals[t] for t in args.tasks},
                       max_length=args.max_length, device="cpu", progress=False)  # fmt: skip
@@ -124,7 +124,7 @@ def _check(suite, args, models, originals, full) -> None:
         here = full[ours].mean()
         print(f"check: {ours} average F1 {here:.6f} here, {theirs[key]:.6f} by evaluate")
         if abs(here - theirs[key]) > 1e-6:
-            sys.exit(f"{ours}: scores differ from hm3.evaluation.evaluate; are its labels named?")
+            sys.exit(f"{ours}: scores differ from hm3.evaluation.run.evaluate; are its labels named?")
 
 
 if __name__ == "__main__":

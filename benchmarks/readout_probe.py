@@ -4,7 +4,7 @@ Head alignment refits each task's label projection on one vector per text: what 
 receives (for BERT, the pooled output). If a merge loses F1 against its originals after
 alignment, either that vector hides information the body still has (then a readout of more of
 the body would do better), or the body has lost it. This probe fits, per task, the same ridge
-as ``hm3 align`` (:class:`hm3.align_fit.RidgeStats`, relative ridge) from wider feature sets of
+as ``hm3 align`` (:class:`hm3.alignment.fit.RidgeStats`, relative ridge) from wider feature sets of
 the merged BERT body to the original's logits on unlabeled texts, and scores each fitted
 readout on a suite, as ``align_ablation.py`` scores an aligned head:
 
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from align_ablation import MAX_LENGTH, distinct_texts, score
 
-from hm3.align_fit import RidgeStats
-from hm3.classifier import load
-from hm3.labels import Task
-from hm3.suite import load_datasets, load_suite
+from hm3.alignment.fit import RidgeStats
+from hm3.evaluation.suite import load_datasets, load_suite
+from hm3.model.classifier import load
+from hm3.model.labels import Task
 
 COMBOS = (("pooled",), ("cls",), ("mean",), ("pooled", "cls"), ("pooled", "mean"))
 ALL = ("pooled", "cls", "mean")

@@ -37,7 +37,7 @@ from coef_fit_probe import PREFIX, Texts, fitting_setup, write_body
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from hm3.align_fit import AUTO_RIDGES, RidgeStats
+from hm3.alignment.fit import AUTO_RIDGES, RidgeStats
 from hm3.demo.cases import CASES, merge_config
 from hm3.recipe import merge
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 import hm3
-from hm3.bootstrap import macro_f1
-from hm3.demo.data import TASKS, _needed, prepare_data
-from hm3.demo.data_pools import build_pools
-from hm3.demo.data_split import dedupe
-from hm3.demo.sources import cache_root, fetch_sources
-from hm3.jsonl import jsonl_records
+from hm3.demo.data.pools import build_pools
+from hm3.demo.data.prepare import TASKS, _needed, prepare_data
+from hm3.demo.data.split import dedupe
+from hm3.demo.sources.fetch import cache_root, fetch_sources
+from hm3.evaluation.bootstrap import macro_f1
+from hm3.io.tables import jsonl_records
 
 MAX_LENGTH = 64  # what the demo and the ablation read
 

@@ -95,7 +95,7 @@ def zoo_of(zoo_factory, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """HM3_CACHE for the session, with every pinned source fetched once (the real downloads)."""
-    from hm3.demo.sources import fetch_sources
+    from hm3.demo.sources.fetch import fetch_sources
 
     cache = tmp_path_factory.mktemp("hm3-cache")
     patch = pytest.MonkeyPatch()

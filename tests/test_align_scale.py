@@ -18,13 +18,13 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from hm3.align_fit import AUTO_RIDGES
-from hm3.align_scale import SCALE_GRID
-from hm3.alignment import align, collect
-from hm3.classifier import load
-from hm3.cli import main
-from hm3.config import AlignConfig, MergeConfig
+from hm3.alignment.api import align, collect
+from hm3.alignment.fit import AUTO_RIDGES
+from hm3.alignment.scale import SCALE_GRID
+from hm3.cli.app import main
 from hm3.errors import Hm3Error
+from hm3.merging.config import AlignConfig, MergeConfig
+from hm3.model.classifier import load
 from hm3.recipe import merge
 from test_alignment import (
     FIT,

@@ -23,13 +23,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import hm3.align_features
-from hm3.align_fit import AUTO_RIDGES, RidgeStats
-from hm3.align_texts import TextCount, iter_text_batches, open_texts
-from hm3.alignment import DEFAULT_RIDGE, AlignStats, align, collect
-from hm3.architectures import SUPPORTED
-from hm3.classifier import load
+import hm3.model.features
+from hm3.alignment.api import DEFAULT_RIDGE, AlignStats, align, collect
+from hm3.alignment.fit import AUTO_RIDGES, RidgeStats
 from hm3.errors import Hm3Error
+from hm3.io.texts import TextCount, iter_text_batches, open_texts
+from hm3.model.architectures import SUPPORTED
+from hm3.model.classifier import load
 from tiny import FAMILIES, make_classifier, toy_texts
 
 FIT = toy_texts(120, seed=1)
@@ -53,8 +53,8 @@ def write_texts(path, texts, column="text"):
 
 
 def merge_models(root, zoo, models, method="ties", **params):
-    from hm3.config import MergeConfig
-    from hm3.merging import merge
+    from hm3.merging.config import MergeConfig
+    from hm3.merging.stream import merge
 
     data = {
         "base_model": str(zoo.base),
@@ -502,7 +502,7 @@ def test_placeholder_labels_match_any_names(bert_words, tmp_path):
 
 # -- CLI ---------------------------------------------------------------------------------------
 def run(capsys, *argv):
-    from hm3.cli import main
+    from hm3.cli.app import main
 
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in argv])
@@ -559,7 +559,7 @@ def test_cli_bad_input_exits_2_with_one_line(aligned_merge, tmp_path, capsys, ar
 def test_feature_capture_rejects_a_head_that_sees_tokens(bert_words, tmp_path, monkeypatch):
     merged = one_task_merged(bert_words.models[0], tmp_path / "m")
     texts = write_texts(tmp_path / "t.jsonl", FIT[:4])
-    real = hm3.align_features.features
+    real = hm3.model.features.features
 
     def per_token(clf, module, batch, projection):
         def tokens(_m, args):
@@ -571,7 +571,7 @@ def test_feature_capture_rejects_a_head_that_sees_tokens(bert_words, tmp_path, m
         finally:
             handle.remove()
 
-    monkeypatch.setattr("hm3.alignment.features", per_token)
+    monkeypatch.setattr("hm3.alignment.api.features", per_token)
     with pytest.raises(Hm3Error, match="did not see one vector per text"):
         align(merged, texts, tmp_path / "out", progress=False, device="cpu")
 

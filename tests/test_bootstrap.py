@@ -1,4 +1,4 @@
-"""``hm3.bootstrap``: the paired bootstrap of average F1 against the originals.
+"""``hm3.evaluation.bootstrap``: the paired bootstrap of average F1 against the originals.
 
 Checked against scikit-learn and against a direct, independent bootstrap (sklearn's
 ``f1_score`` on explicitly resampled rows), plus the properties that make it a paired test:
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from hm3.bootstrap import compare_with_originals, macro_f1, redraws
-from hm3.scoring import ORIGINAL
-from hm3.suite import Dataset
+from hm3.evaluation.bootstrap import compare_with_originals, macro_f1, redraws
+from hm3.evaluation.scoring import ORIGINAL
+from hm3.evaluation.suite import Dataset
 
 LABELS = {"t": ("a", "b", "c"), "u": ("yes", "no")}
 

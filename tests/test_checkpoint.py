@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hm3.checkpoint import Checkpoint, locate
 from hm3.errors import Hm3Error
-from hm3.st_writer import SafetensorsWriter
+from hm3.io.checkpoint import Checkpoint, locate
+from hm3.io.safetensors_writer import SafetensorsWriter
 
 
 def _dir_with(tmp_path, tensors, name="m"):

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hm3.cli import main
+from hm3.cli.app import main
 from tiny import make_base, make_classifier, write_merge_yaml, write_tokenizer
 
 
@@ -527,9 +527,9 @@ def test_help_keeps_each_paragraph_on_one_line(capsys, command):
     Typer keeps a docstring's single line breaks in its later paragraphs; hm3 unwraps them, or a
     terminal narrower than the source would show ragged lines.
     """
-    from hm3 import cli, cli_eval
+    from importlib import import_module
 
-    doc = getattr(cli, command, None) or getattr(cli_eval, command)
+    doc = getattr(import_module(f"hm3.cli.{command}"), command)
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
     lines = [line.strip(" │") for line in out.splitlines()]

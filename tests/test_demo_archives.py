@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hm3.demo.archives import extract
+from hm3.demo.sources.archives import extract
 from hm3.errors import Hm3Error
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from hm3.demo import sources
-from hm3.demo.data import FULL, QUICK, TASKS, SplitSizes, prepare_data
-from hm3.demo.data_near import NEAR, NearCopies, near_groups, shingles
-from hm3.demo.data_split import EVAL_GROUP_CAP, Row, dedupe, split_rows
-from hm3.demo.data_text import clean, email_text, group_key
-from hm3.demo.sources import SOURCES, Source, base_model_dir, fetch_source
+from hm3.demo.data.near import NEAR, NearCopies, near_groups, shingles
+from hm3.demo.data.prepare import FULL, QUICK, TASKS, SplitSizes, prepare_data
+from hm3.demo.data.split import EVAL_GROUP_CAP, Row, dedupe, split_rows
+from hm3.demo.data.text import clean, email_text, group_key
+from hm3.demo.sources import fetch as sources
+from hm3.demo.sources.fetch import SOURCES, Source, base_model_dir, fetch_source
 from hm3.errors import Hm3Error
-from hm3.suite import load_suite
+from hm3.evaluation.suite import load_suite
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from hm3.cli import main
+from hm3.cli.app import main
 from hm3.demo.cases import CASES, METHODS
-from hm3.demo.data import QUICK
+from hm3.demo.data.prepare import QUICK
 
 pytestmark = pytest.mark.slow
 

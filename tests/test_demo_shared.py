@@ -13,13 +13,13 @@ import shutil
 import numpy as np
 import pytest
 
-from hm3.alignment import align
-from hm3.classifier import load
-from hm3.config import MergeConfig
-from hm3.demo.shared import MemoLogits, SharedBody, fit_alignment
-from hm3.evaluation import evaluate
+from hm3.alignment.api import align
+from hm3.demo.memo import MemoLogits, SharedBody, fit_alignment
+from hm3.evaluation.run import evaluate
+from hm3.evaluation.suite import load_suite
+from hm3.merging.config import MergeConfig
+from hm3.model.classifier import load
 from hm3.recipe import merge
-from hm3.suite import load_suite
 from test_alignment import write_texts
 from test_evaluation import _one_thread, build_suite  # noqa: F401  (autouse fixture)
 from tiny import toy_texts

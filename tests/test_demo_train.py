@@ -1,4 +1,4 @@
-"""``hm3.demo.train``: fine-tune a tiny random BERT on a separable toy task (no network).
+"""``hm3.demo.train.classifier``: fine-tune a tiny random BERT on a separable toy task (no network).
 
 The base is tiny's shared random ``BertModel`` (2 layers, hidden 32, 100-token WordPiece). The
 task: a text's label is whether it draws its sentiment words from the "good" or the "bad"
@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import hm3.demo.train as train_module
-import hm3.demo.train_loop as train_loop
-from hm3.classifier import load
-from hm3.demo.train import TrainedClassifier, TrainSettings, train_classifier
-from hm3.demo.train_loop import batches as make_batches
+import hm3.demo.train.classifier as train_module
+import hm3.demo.train.loop as train_loop
+from hm3.demo.train.classifier import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.train.loop import batches as make_batches
 from hm3.errors import Hm3Error
+from hm3.model.classifier import load
 from tiny import make_base
 
 LABELS = ("negative", "positive")

@@ -18,15 +18,15 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from conftest import Zoo
-from hm3.classifier import load
-from hm3.cli import main
-from hm3.cli_common import parse_named_paths
-from hm3.config import MergeConfig
+from hm3.cli.app import main
+from hm3.cli.common import parse_named_paths
 from hm3.errors import Hm3Error
-from hm3.evaluation import ORIGINAL, EvaluationResult, evaluate
-from hm3.merging import merge
-from hm3.scoring import score_task
-from hm3.suite import Dataset, load_datasets, load_suite
+from hm3.evaluation.run import ORIGINAL, EvaluationResult, evaluate
+from hm3.evaluation.scoring import score_task
+from hm3.evaluation.suite import Dataset, load_datasets, load_suite
+from hm3.merging.config import MergeConfig
+from hm3.merging.stream import merge
+from hm3.model.classifier import load
 from test_suite import write_rows, write_suite
 from tiny import WORDS, write_merge_yaml
 

@@ -11,9 +11,9 @@ from mergekit.config import MergeConfiguration
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hm3.config import MergeConfig
-from hm3.expand import expand_rows, zero_rows
-from hm3.export import expand
+from hm3.merging.config import MergeConfig
+from hm3.merging.expanded import expand
+from hm3.model.heads import expand_rows, zero_rows
 from tiny import FAMILIES, toy_texts
 
 

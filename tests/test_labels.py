@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from hm3.errors import Hm3Error
-from hm3.labels import id2label, is_uninformative, layout, resolve_labels, tasks_from_config
+from hm3.model.labels import id2label, is_uninformative, layout, resolve_labels, tasks_from_config
 
 
 @pytest.mark.parametrize("name", ["LABEL_0", "label_1", "label1", "0", "12", "Class_3", "LABEL-2"])

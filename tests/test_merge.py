@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.expand import expand_rows
-from hm3.merging import merge
+from hm3.merging.config import MergeConfig
+from hm3.merging.stream import merge
 from hm3.methods import METHODS, MergeOptions
+from hm3.model.heads import expand_rows
 from tiny import FAMILIES, make_classifier
 
 

@@ -23,9 +23,9 @@ from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
 from safetensors.torch import load_file
 
-from hm3.config import MergeConfig
-from hm3.export import expand
-from hm3.merging import merge
+from hm3.merging.config import MergeConfig
+from hm3.merging.expanded import expand
+from hm3.merging.stream import merge
 
 TOL = 1e-6
 WEIGHTS = (1.0, 0.6, 1.4)

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import hm3
-from hm3.alignment import align
-from hm3.cli import main
-from hm3.config import MergeConfig
+from hm3.alignment.api import align
+from hm3.cli.app import main
 from hm3.errors import Hm3Error
+from hm3.merging.config import MergeConfig
 from test_alignment import write_texts
 from tiny import toy_texts, write_merge_yaml
 
@@ -100,16 +100,16 @@ def test_existing_out_is_refused_before_any_work(bert_zoo, tmp_path):
 
 
 def test_public_api_names_stay_functions_after_their_modules_are_imported():
-    import hm3.alignment
-    import hm3.classifier
-    import hm3.evaluation
-    import hm3.merging
+    import hm3.alignment.api
+    import hm3.evaluation.run
+    import hm3.merging.stream
+    import hm3.model.classifier
     import hm3.recipe
 
     assert hm3.merge is hm3.recipe.merge
-    assert hm3.align is hm3.alignment.align
-    assert hm3.evaluate is hm3.evaluation.evaluate
-    assert hm3.load is hm3.classifier.load
+    assert hm3.align is hm3.alignment.api.align
+    assert hm3.evaluate is hm3.evaluation.run.evaluate
+    assert hm3.load is hm3.model.classifier.load
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = hm3.nope
 

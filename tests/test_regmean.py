@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import hm3
-from hm3.cli import main
-from hm3.config import MergeConfig
+from hm3.cli.app import main
 from hm3.errors import Hm3Error
-from hm3.export import expand
+from hm3.merging.config import MergeConfig
+from hm3.merging.expanded import expand
 from hm3.methods import METHODS, MergeOptions, ModelParams
 from hm3.methods.regmean import RegMeanSums, regmean
 from test_alignment import write_texts
@@ -289,7 +289,7 @@ def test_expand_refuses_regmean_with_the_reason(bert_zoo, tmp_path):
 
 
 def test_streaming_merge_without_statistics_is_refused(bert_zoo, tmp_path):
-    from hm3.merging import merge
+    from hm3.merging.stream import merge
 
     cfg = MergeConfig.from_yaml(_regmean_yaml(tmp_path, bert_zoo))
     with pytest.raises(Hm3Error, match="needs the models' Gram statistics"):

@@ -19,8 +19,8 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from hm3.config import MergeConfig
-    from hm3.merging import merge
+    from hm3.merging.config import MergeConfig
+    from hm3.merging.stream import merge
     cfg = MergeConfig.from_yaml(sys.argv[1])
     merge(cfg, sys.argv[2], progress=False)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

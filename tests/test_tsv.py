@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 import hm3
-from hm3.config import MergeConfig
 from hm3.errors import Hm3Error
-from hm3.export import expand
+from hm3.merging.config import MergeConfig
+from hm3.merging.expanded import expand
 from hm3.methods import METHODS, MergeOptions, ModelParams
 from hm3.methods.tsv import finite_svd, polar_factor, singular_merge, singular_shares, tsv_merge
 from tiny import FAMILIES, write_merge_yaml

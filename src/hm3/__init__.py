@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
-    from hm3.alignment import align
-    from hm3.classifier import Classifier, load
-    from hm3.config import MergeConfig
-    from hm3.evaluation import evaluate
+    from hm3.alignment.api import align
+    from hm3.evaluation.run import evaluate
+    from hm3.evaluation.suite import load_suite
+    from hm3.merging.config import MergeConfig
+    from hm3.model.classifier import Classifier, load
     from hm3.recipe import merge
-    from hm3.suite import load_suite
 
 __all__ = [
     "Classifier",
@@ -37,13 +37,13 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
-    "align": "hm3.alignment",
-    "Classifier": "hm3.classifier",
-    "load": "hm3.classifier",
-    "MergeConfig": "hm3.config",
-    "evaluate": "hm3.evaluation",
+    "align": "hm3.alignment.api",
+    "Classifier": "hm3.model.classifier",
+    "load": "hm3.model.classifier",
+    "MergeConfig": "hm3.merging.config",
+    "evaluate": "hm3.evaluation.run",
     "merge": "hm3.recipe",
-    "load_suite": "hm3.suite",
+    "load_suite": "hm3.evaluation.suite",
 }
 
 

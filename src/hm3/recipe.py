@@ -1,13 +1,13 @@
 """Run a whole merge recipe: merge the models, then align the heads if the recipe asks for it.
 
 This is what ``hm3 merge`` and :func:`hm3.merge` do. Without an ``align:`` block it is the
-streaming merge of :mod:`hm3.merging`. With one, the merged checkpoint is written to a scratch
-directory beside ``out`` and :func:`hm3.alignment.align` writes the aligned model to ``out``, so
+streaming merge of :mod:`hm3.merging.stream`. With one, the merged checkpoint is written to a scratch
+directory beside ``out`` and :func:`hm3.alignment.api.align` writes the aligned model to ``out``, so
 ``out`` appears once, complete, or not at all; the scratch directory is always removed. The
 originals are the merged models themselves (each task's recorded ``source``), and relative
 text paths are resolved against the YAML file's directory, like model paths.
 ``merge_method: regmean`` first runs every model over its own texts
-(:func:`hm3.regmean_stats.collect`) and hands the Gram statistics to the merge.
+(:func:`hm3.merging.regmean_stats.collect`) and hands the Gram statistics to the merge.
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hm3.align_texts import open_texts
-from hm3.alignment import AlignResult, align
-from hm3.checkpoint import locate
-from hm3.config import MergeConfig, RegMeanConfig
+from hm3.alignment.api import AlignResult, align
 from hm3.errors import Hm3Error
-from hm3.merging import MergeResult
-from hm3.merging import merge as merge_weights
-from hm3.output import check_output
-from hm3.plan import build_plan
-from hm3.regmean_stats import ModelTexts
-from hm3.regmean_stats import collect as collect_grams
+from hm3.io.atomic import check_output
+from hm3.io.checkpoint import locate
+from hm3.io.texts import open_texts
+from hm3.merging.config import MergeConfig, RegMeanConfig
+from hm3.merging.plan import build_plan
+from hm3.merging.regmean_stats import ModelTexts
+from hm3.merging.regmean_stats import collect as collect_grams
+from hm3.merging.stream import MergeResult
+from hm3.merging.stream import merge as merge_weights
 
 
 @dataclass(frozen=True)
 class RecipeResult(MergeResult):
-    """A :class:`~hm3.merging.MergeResult`, plus the alignment when the recipe had one."""
+    """A :class:`~hm3.merging.stream.MergeResult`, plus the alignment when the recipe had one."""
 
     alignment: AlignResult | None = None
     regmean: dict[str, Any] | None = None  # what RegMean's statistics were computed on

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hm3.config import MergeConfig
-from hm3.demo.data import TASKS, DemoData
-from hm3.demo.sources import cache_root
-from hm3.demo.train import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.data.prepare import TASKS, DemoData
+from hm3.demo.sources.fetch import cache_root
+from hm3.demo.train.classifier import TrainedClassifier, TrainSettings, train_classifier
 from hm3.errors import Hm3Error
+from hm3.merging.config import MergeConfig
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def train_zoo(
     """Fine-tune (or reuse from ``<cache>/zoo``) the demo's original of every task.
 
     Args:
-        base: the base encoder (:func:`hm3.demo.sources.base_model_dir`).
-        data: the splits (:func:`hm3.demo.data.prepare_data`).
+        base: the base encoder (:func:`hm3.demo.sources.fetch.base_model_dir`).
+        data: the splits (:func:`hm3.demo.data.prepare.prepare_data`).
         cache_dir: the cache root (default: ``HM3_CACHE`` or ``~/.cache/hm3``).
         seed: the fine-tuning seed.
         progress: show progress bars.

@@ -2,20 +2,20 @@
 
 :func:`run_demo` runs the whole pipeline and writes one report directory:
 
-1. fetch the pinned base encoder and data (:mod:`hm3.demo.sources`), cut the seeded splits
-   and suites (:mod:`hm3.demo.data`);
-2. fine-tune the four originals from the base (:mod:`hm3.demo.train`; cached by a hash of data
+1. fetch the pinned base encoder and data (:mod:`hm3.demo.sources.fetch`), cut the seeded splits
+   and suites (:mod:`hm3.demo.data.prepare`);
+2. fine-tune the four originals from the base (:mod:`hm3.demo.train.classifier`; cached by a hash of data
    and settings, so a second run trains nothing);
 3. merge each case study — ``prompt_attack + toxicity`` (paper case study 1), ``spam +
    sentiment`` (case study 2) and all four — with each of Table 1's merges
    (:mod:`hm3.demo.cases`) through :mod:`hm3.recipe`, and align every merge's heads on the
    unlabeled texts (``hm3 align``'s fit);
 4. evaluate every merge and its aligned twin against the originals on the case's tasks of the
-   paper-style suite (:mod:`hm3.evaluation`), and each original on its own test set;
+   paper-style suite (:mod:`hm3.evaluation.run`), and each original on its own test set;
 5. write Table 1 and the evaluation reports (:mod:`hm3.demo.summary`).
 
 On 2 CPU cores forward passes are the whole cost, so the originals' logits and each merge's
-body features are computed once per text and shared (:mod:`hm3.demo.shared`, tested equal
+body features are computed once per text and shared (:mod:`hm3.demo.memo`, tested equal
 to running ``hm3 align`` and ``hm3 evaluate`` on directories). The report directory appears
 complete or not at all. Merged models (and aligned ones, written by ``hm3 align`` itself)
 live in it only with ``keep_models``. This module runs the steps; :mod:`hm3.demo.cases`
@@ -34,9 +34,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hm3.align_texts import TextCount, iter_text_batches, open_texts
-from hm3.alignment import DEFAULT_RIDGE, align
-from hm3.classifier import Predictor, load
+from hm3.alignment.api import DEFAULT_RIDGE, align
 from hm3.demo.cases import (
     CASES,
     METHODS,
@@ -46,18 +44,20 @@ from hm3.demo.cases import (
     method_specs,
     train_zoo,
 )
-from hm3.demo.data import TASKS, DemoData, prepare_data
-from hm3.demo.data_suite import write_jsonl
-from hm3.demo.shared import MemoLogits, SharedBody, fit_alignment
-from hm3.demo.sources import base_model_dir
+from hm3.demo.data.prepare import TASKS, DemoData, prepare_data
+from hm3.demo.data.suite import write_jsonl
+from hm3.demo.memo import MemoLogits, SharedBody, fit_alignment
+from hm3.demo.sources.fetch import base_model_dir
 from hm3.demo.summary import CaseResult, DemoResult, OriginalInfo, write_summary
-from hm3.demo.train import TrainedClassifier, TrainSettings
+from hm3.demo.train.classifier import TrainedClassifier, TrainSettings
 from hm3.errors import Hm3Error
-from hm3.evaluation import ORIGINAL, evaluate
-from hm3.output import atomic_dir, check_output
+from hm3.evaluation.report import EvaluationResult, write_report
+from hm3.evaluation.run import ORIGINAL, evaluate
+from hm3.evaluation.suite import Suite, load_suite
+from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.texts import TextCount, iter_text_batches, open_texts
+from hm3.model.classifier import Predictor, load
 from hm3.recipe import merge
-from hm3.report import EvaluationResult, write_report
-from hm3.suite import Suite, load_suite
 
 log = logging.getLogger("hm3")
 

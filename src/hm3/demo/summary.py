@@ -19,8 +19,8 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from hm3.defaults import ridge_label
-from hm3.demo.data import DemoData
-from hm3.evaluation import ORIGINAL
+from hm3.demo.data.prepare import DemoData
+from hm3.evaluation.run import ORIGINAL
 
 SUMMARY_VERSION = 1
 

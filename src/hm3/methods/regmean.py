@@ -11,7 +11,7 @@ https://arxiv.org/abs/2212.09849, eq. 3; α < 1 shrinks the off-diagonal entries
 regulariser). Everything is linear in each model's terms, so a merge accumulates three sums model
 by model (:class:`RegMeanSums`: ``Σ w_i W_i G_i``, ``Σ w_i W_i diag(G_i)``, ``Σ w_i G_i``) and
 solves once for any α: memory is one model's statistics, not n.
-What it does not: run models or read texts (``hm3.regmean_stats`` collects the Gram matrices),
+What it does not: run models or read texts (``hm3.merging.regmean_stats`` collects the Gram matrices),
 or merge tensors that are not linear-layer weights (RegMean averages those: the ``linear``
 kernel with normalised weights).
 """

@@ -1,0 +1,300 @@
+"""Head alignment: re-fit each task's label projection rows to reproduce its original's logits.
+
+Merging moves the shared body, while each task's head still expects its original's features.
+For every task *i* of a merged model, hm3 fits ``B_i = argmin ‖X·B − Y_i‖² + λ‖B‖²`` in
+closed form, where ``X`` is the merged model's input to its label projection on unlabeled
+texts (plus a column of ones) and ``Y_i`` is original *i*'s logits on the same texts, and
+writes ``B_i`` into rows ``[start, end)`` of the projection (weight and bias). Hidden head
+layers and everything else stay as they are. The texts are streamed batch by batch: only the
+sufficient statistics of the fit are kept (:mod:`hm3.alignment.fit`, which documents the choices of
+an unpenalised bias and a λ relative to the feature scale). The features are captured with a
+forward pre-hook on the module that owns the projection weight, so every family works alike.
+With ``scale`` other than 1 the merged body's task vector is first scaled, to a given factor or
+to the one whose fitted heads cross-validate best on the texts (:mod:`hm3.alignment.scale`): the
+same pass runs the merged model once per scale tried.
+
+:func:`align` is the whole step (``hm3 align``); :func:`collect` runs only the pass over the
+texts and returns an :class:`AlignStats` (:mod:`hm3.alignment.result`) that solves for any λ and
+folds a solution into a loaded model in memory (for demos and ablations that compare λ without
+rewriting files).
+Reading texts: :mod:`hm3.io.texts`; finding and checking originals:
+:mod:`hm3.alignment.originals`; writing the aligned directory: :mod:`hm3.alignment.write`.
+It does not merge, and it does not evaluate on labelled data (see ``evaluation.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hm3.alignment.fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
+from hm3.alignment.originals import resolve_originals
+from hm3.alignment.result import AlignPlan, AlignResult, AlignStats, TaskAlignment, check_ridge
+from hm3.alignment.scale import check_scale, load_body_scale, scales_for
+from hm3.alignment.write import render_section, write_aligned
+from hm3.defaults import DEFAULT_SCALE
+from hm3.errors import Hm3Error
+from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
+from hm3.io.texts import (
+    TextCount,
+    TextFile,
+    expected_texts,
+    iter_text_batches,
+    open_texts,
+    sha256_file,
+)
+from hm3.model.classifier import load
+from hm3.model.features import (
+    check_device,
+    features,
+    find_projection,
+    load_originals,
+    original_logits,
+)
+from hm3.model.labels import metadata_block, tasks_from_config
+from hm3.progress import progress_bar
+
+__all__ = ["DEFAULT_RIDGE", "AlignResult", "AlignStats", "TaskAlignment", "align", "collect"]
+
+log = logging.getLogger("hm3")
+# Below this share of varying feature energy the texts are copies of one text: the differences
+# left are float noise from padding (batches of different lengths), not information.
+MIN_VARYING_SHARE = 1e-9
+
+
+def align(
+    merged_dir: str | Path,
+    texts_file: str | Path | TextFile,
+    out: str | Path,
+    *,
+    originals: Mapping[str, str | Path] | None = None,
+    ridge: float | str = DEFAULT_RIDGE,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
+    text_column: str = "text",
+    max_texts: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str | None = None,
+    force: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> AlignResult:
+    """Align every task head of ``merged_dir`` to its original; write the result to ``out``.
+
+    Args:
+        merged_dir: a merged classifier (or an ordinary one, with ``originals`` for its task).
+        texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``
+            (or a file already checked by :func:`hm3.io.texts.open_texts`, whose column
+            is then used).
+        out: output directory; must not exist unless ``force``.
+        originals: task name → original directory, overriding the recorded ``source``.
+        ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.alignment.fit`), or
+            ``"auto"``: per task, the ridge of :data:`hm3.alignment.fit.AUTO_RIDGES` with the lowest
+            generalised cross-validation score on the fitting texts.
+        scale: the merged body's task vector is multiplied by this before the heads are fitted
+            (``θ_base + scale·(θ_merged − θ_base)``; 1 keeps the body as merged), or
+            ``"auto"``: the scale of :data:`hm3.alignment.scale.SCALE_GRID` whose aligned heads have
+            the lowest cross-validation error on the texts (one pass of the merged model per
+            scale). Needs the base model.
+        base_model: the model the merge started from (default: the recorded
+            ``hm3.merge.base_model``); only read when ``scale`` is not 1.
+        text_column: the column that holds the texts.
+        max_texts: use at most the first this many texts.
+        batch_size: texts per forward pass.
+        max_length: texts are truncated to this many tokens.
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        force: replace an existing ``out`` once the new one is complete.
+        allow_pickle: accept pickled ``.bin`` weights for the originals.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
+    """
+    started = time.perf_counter()
+    check_ridge(ridge)
+    check_scale(scale)
+    out = Path(out)
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
+    inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
+    check_output(out, force, inputs=inputs)
+    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
+    stats = _accumulate(plan, run, scale, base_model).at_scale(scale, ridge)
+    solution = stats.solve(ridge)
+    digest = sha256_file(plan.texts.path)
+    record = stats.record(solution, ridge, digest, max_texts)
+    with atomic_dir(out, force) as tmp:
+        _write(stats, solution, tmp, record)
+    return AlignResult(
+        out,
+        stats.n_texts,
+        ridge,
+        record["lambda"],  # None with "auto": each task's is in its TaskAlignment
+        digest,
+        stats.residuals(solution),
+        time.perf_counter() - started,
+        stats.count.skipped,
+        stats.scale,
+        stats.scores,
+    )
+
+
+def collect(
+    merged_dir: str | Path,
+    texts_file: str | Path | TextFile,
+    *,
+    originals: Mapping[str, str | Path] | None = None,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
+    text_column: str = "text",
+    max_texts: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> AlignStats:
+    """Run the merged model and the originals over the texts; keep only the fit statistics.
+
+    Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge; with a
+    ``scale`` other than 1, pick the scale first with :meth:`AlignStats.at_scale`.
+    """
+    check_scale(scale)
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
+    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
+    return _accumulate(plan, run, scale, base_model)
+
+
+def _prepare(
+    merged_dir: str | Path,
+    texts_file: str | Path | TextFile,
+    originals: Mapping[str, str | Path] | None,
+    text_column: str,
+    max_texts: int | None,
+    batch_size: int,
+) -> AlignPlan:
+    """Every cheap check, before any model is loaded."""
+    if batch_size < 1:
+        raise Hm3Error(f"--batch-size {batch_size}: expected a positive integer")
+    if max_texts is not None and max_texts < 1:
+        raise Hm3Error(f"--max-texts {max_texts}: expected a positive integer")
+    merged = Path(merged_dir)
+    if not merged.is_dir():
+        raise Hm3Error(f"{merged}: model directory not found; check the path")
+    config = read_config(merged, str(merged))
+    tasks = tasks_from_config(config, merged.resolve().name, str(merged))
+    if config.get("hm3") is None:  # an ordinary classifier records no original
+        tasks = [replace(t, source="") for t in tasks]
+    if not ((merged / SAFE_SINGLE).is_file() or (merged / SAFE_INDEX).is_file()):
+        raise Hm3Error(
+            f"{merged}: no {SAFE_SINGLE}; alignment rewrites safetensors weights, so save the "
+            "model with `save_pretrained(dir, safe_serialization=True)` first"
+        )
+    texts = texts_file if isinstance(texts_file, TextFile) else open_texts(texts_file, text_column)
+    found = resolve_originals(tasks, originals, merged)
+    return AlignPlan(merged, config, tasks, texts, found)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How to run the models over the texts."""
+
+    max_texts: int | None
+    batch_size: int
+    max_length: int
+    device: str
+    allow_pickle: bool
+    progress: bool
+
+
+def _accumulate(
+    plan: AlignPlan,
+    run: _Run,
+    scale: float | str = DEFAULT_SCALE,
+    base_model: str | Path | None = None,
+) -> AlignStats:
+    merged = load(plan.merged, device=run.device, max_length=run.max_length)
+    projection = find_projection(merged, plan.config, str(plan.merged))
+    module = merged.model.get_submodule(projection.module)
+    scales = scales_for(scale)
+    body = None
+    if scales != (1.0,):
+        where = (plan.merged, plan.config, projection, merged.model)
+        body = load_body_scale(*where, base_model, allow_pickle=run.allow_pickle)
+    runners = load_originals(plan.originals, run.device, run.allow_pickle, run.max_length)
+    k = plan.tasks[-1].end
+    by_scale = {s: RidgeStats(module.weight.shape[1], k) for s in scales}
+    sse_before = torch.zeros(k, dtype=torch.float64)
+    count = TextCount()
+    label = "aligning: texts" + (f" (body at {len(scales)} scales)" if body else "")
+    with progress_bar(run.progress) as bar, torch.inference_mode():
+        job = bar.add_task(label, total=expected_texts(plan.texts, run.max_texts))
+        for batch in iter_text_batches(plan.texts, run.batch_size, run.max_texts, count):
+            y = original_logits(plan.tasks, plan.originals, runners, batch)
+            for s, stats in by_scale.items():
+                if body is not None:
+                    body.apply(merged.model, s)
+                x, logits = features(merged, module, batch, projection)
+                stats.add(x, y)
+                if s == 1:
+                    sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
+            bar.advance(job, len(batch))
+    _check_texts(plan, by_scale[1.0], count)
+    return AlignStats(plan, projection, by_scale[1.0], sse_before, count, body, by_scale)
+
+
+def _check_texts(plan: AlignPlan, stats: RidgeStats, count: TextCount) -> None:
+    """Refuse texts a fit cannot use; warn about skipped rows and too few texts."""
+    if stats.n == 0:
+        raise Hm3Error(
+            f"{plan.texts.where}: no texts in column {plan.texts.column!r} ({count.skipped} blank "
+            "rows); give a file with unlabeled texts"
+        )
+    if count.skipped:
+        log.warning(
+            "%s: %d rows with no text skipped (rows %s...)",
+            plan.texts.where,
+            count.skipped,
+            ", ".join(map(str, count.first_skipped)),
+        )
+    if stats.varying_share() < MIN_VARYING_SHARE:
+        raise Hm3Error(
+            f"{plan.texts.where}: its {stats.n} text(s) all give the merged model the same "
+            "features, so they cannot tell a head what to change; give a few hundred different "
+            "texts that cover every task's domain"
+        )
+    if stats.n < stats.dim:
+        log.warning(
+            "%s: %d texts for a head that reads %d features: along the directions the texts do "
+            "not span, the ridge alone decides the fit; give at least %d (about 1,000 covering "
+            "every task did best on the demo zoo, README 'Head alignment')",
+            plan.texts.where,
+            stats.n,
+            stats.dim,
+            stats.dim,
+        )
+
+
+def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[str, Any]) -> None:
+    plan, projection = stats.plan, stats.projection
+    values = {**stats.body_values(), projection.weight: solution.weight}
+    if projection.bias is not None:
+        values[projection.bias] = solution.bias
+    block = plan.config.get("hm3")
+    if block is None:  # an ordinary classifier: its one task, now with its original recorded
+        used = [replace(t, source=plan.originals[t.name].ref) for t in plan.tasks]
+        block = metadata_block(used, {})
+    section = render_section(record, projection.tensors, plan.texts.path.name)
+    for name in write_aligned(plan.merged, tmp, values, {**block, "align": record}, section):
+        log.warning(
+            "%s/%s not copied: its head would be stale next to the aligned weights",
+            plan.merged,
+            name,
+        )

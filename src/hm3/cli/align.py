@@ -1,0 +1,79 @@
+"""``hm3 align``: re-fit a merged model's heads to the originals on unlabeled texts.
+
+Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printing live there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hm3.cli.common import (
+    BatchOpt,
+    ForceOpt,
+    MaxLengthOpt,
+    OutOpt,
+    PickleOpt,
+    ProgressOpt,
+    RidgeOpt,
+    ScaleOpt,
+    parse_named_paths,
+    parse_ridge,
+    parse_scale,
+    print_alignment,
+)
+
+
+def align(
+    merged: Annotated[
+        Path, typer.Argument(help="Merged classifier (or an ordinary one, with --originals).")
+    ],
+    texts: Annotated[
+        Path, typer.Option("--texts", help="Unlabeled texts: .jsonl, .csv or .parquet.")
+    ],
+    out: OutOpt,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="Column holding the texts.")
+    ] = "text",
+    originals: Annotated[
+        list[str] | None,
+        typer.Option("--originals", help="TASK=DIR: align TASK to this classifier (repeat it)."),
+    ] = None,
+    ridge: RidgeOpt = None,
+    scale: ScaleOpt = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="The merge's base model, for --scale (default: the one it records)."),
+    ] = None,
+    max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
+    batch_size: BatchOpt = 32,
+    max_length: MaxLengthOpt = 512,
+    device: Annotated[str, typer.Option(help="Where to run the models: cpu or cuda.")] = "cpu",
+    force: ForceOpt = False,
+    allow_pickle: PickleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Re-fit each task's head rows of MERGED so it reproduces its original's logits on --texts."""
+    from hm3.alignment.api import align as do_align
+
+    by_task = parse_named_paths(originals or [], "--originals", need_name=True)
+    result = do_align(
+        merged,
+        texts,
+        out,
+        originals=by_task,
+        ridge=parse_ridge(ridge),
+        scale=parse_scale(scale),
+        base_model=base,
+        text_column=text_column,
+        max_texts=max_texts,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        force=force,
+        allow_pickle=allow_pickle,
+        progress=progress,
+    )
+    print_alignment(result)

@@ -1,0 +1,83 @@
+"""The ``hm3`` command line: parse arguments, call one library function, print the result.
+
+Exit codes: 0 success, 2 a user error (bad input, printed as one line without a traceback),
+1 a bug. No merge logic lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from hm3.cli import align, demo, evaluate, expand, merge, predict
+from hm3.cli.common import err_console, help_paragraphs
+from hm3.errors import Hm3Error
+
+app = typer.Typer(
+    name="hm3",
+    help="Merge fine-tuned text classifiers with different label spaces into one (HM3).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _command(fn):
+    """Register ``fn`` as a command whose help is its docstring with each paragraph unwrapped.
+
+    Typer keeps the single line breaks of a docstring's later paragraphs, so a terminal narrower
+    than the source would show them as ragged lines.
+    """
+    return app.command(help=help_paragraphs(fn.__doc__))(fn)
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+        force=True,
+    )
+
+
+for _verb in (merge, expand, predict, evaluate, align, demo):
+    _command(getattr(_verb, _verb.__name__.rpartition('.')[2]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hm3`` console script; exits with 0, 1 or 2.
+
+    An :class:`Hm3Error` is the user's to fix: its one line, no traceback, status 2. Any other
+    exception is a bug: the plain traceback (to report), one line saying so, status 1.
+    """
+    try:
+        app(args=argv, prog_name="hm3")
+    except Hm3Error as exc:
+        _error_line(str(exc))
+        sys.exit(2)
+    except Exception as exc:  # anything else is a bug: say so, keep the traceback for a report
+        traceback.print_exception(exc, file=sys.stderr)
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        _error_line(
+            f"internal error ({type(exc).__name__}: {detail}) — this is a bug in hm3 (or a "
+            "fault of the system it runs on); please report it with the traceback above"
+        )
+        sys.exit(1)
+
+
+def _error_line(message: str) -> None:
+    # escaped: messages quote user input and tensor names such as `[score.weight]`
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main()

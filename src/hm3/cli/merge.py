@@ -1,0 +1,68 @@
+"""``hm3 merge``: N classifiers into one checkpoint (then aligned, if the config says so).
+
+Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printing live there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hm3.cli.common import (
+    ForceOpt,
+    OutOpt,
+    PickleOpt,
+    ProgressOpt,
+    err_console,
+    print_alignment,
+)
+from hm3.errors import Hm3Error
+
+
+def merge(
+    config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
+    out: OutOpt,
+    force: ForceOpt = False,
+    device: Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")] = "cpu",
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Output dtype (float32, float16, bfloat16); default: config's."),
+    ] = None,
+    allow_pickle: PickleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Merge the classifiers of CONFIG into one checkpoint at --out (aligned if CONFIG says so).
+
+    With an `align: {texts: FILE}` block in CONFIG, the merged heads are then re-fitted to the
+    originals on those unlabeled texts, as `hm3 align` does.
+    """
+    from hm3.merging.config import DTYPES, MergeConfig
+    from hm3.recipe import merge as run_recipe
+
+    if dtype is not None and dtype not in DTYPES:
+        raise Hm3Error(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    cfg = MergeConfig.from_yaml(config)
+    result = run_recipe(
+        cfg,
+        out,
+        force=force,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        progress=progress,
+    )
+    tasks = ", ".join(f"{t.name} ({len(t.labels)} labels)" for t in result.tasks)
+    if result.regmean is not None:
+        used = ", ".join(f"{m['n_texts']} ({m['name']})" for m in result.regmean["models"])
+        err_console.print(
+            f"regmean: {result.regmean['linear_weights']} linear layers solved from each "
+            f"model's Gram matrices on its texts: {used}",
+            highlight=False,
+        )
+    if result.alignment is not None:
+        print_alignment(result.alignment)
+    err_console.print(
+        f"merged {tasks} with {cfg.merge_method} → {result.path} ({result.seconds:.1f} s)"
+    )

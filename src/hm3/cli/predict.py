@@ -1,0 +1,49 @@
+"""``hm3 predict``: classify texts with every task of a model.
+
+Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printing live there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hm3.cli.common import (
+    BatchOpt,
+    DeviceOpt,
+    MaxLengthOpt,
+    PickleOpt,
+    out_console,
+)
+
+
+def predict(
+    model: Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the server's schema).")
+    ] = False,
+    batch_size: BatchOpt = 32,
+    max_length: MaxLengthOpt = 512,
+    device: DeviceOpt = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Classify TEXTS with every task of MODEL."""
+    from hm3.model.classifier import PredictResponse, load
+
+    clf = load(model, device=device, allow_pickle=allow_pickle, max_length=max_length)
+    results = clf.predict(texts, batch_size=batch_size)
+    if json_out:
+        out_console.print_json(PredictResponse(results=results).model_dump_json())
+        return
+    table = Table("text", *[t.name for t in clf.tasks])
+    for text, result in zip(texts, results, strict=True):
+        cells = [
+            f"{p.label} ({p.scores[p.label]:.2f})"
+            for p in (result.tasks[t.name] for t in clf.tasks)
+        ]
+        table.add_row(text if len(text) <= 60 else text[:57] + "...", *cells)
+    out_console.print(table)

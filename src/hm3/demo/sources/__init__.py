@@ -1,0 +1,1 @@
+"""The demo's pinned packages: fetched with pip and npm, checked by sha256, unpacked safely."""

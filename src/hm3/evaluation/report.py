@@ -1,0 +1,304 @@
+"""Evaluation results: their schema (results.json), terminal tables, report.md.
+
+:class:`EvaluationResult` and its parts are frozen pydantic models, filled in by
+:func:`hm3.evaluation.run.evaluate`; ``results.json`` is :meth:`EvaluationResult.to_json` and reads
+back with :meth:`EvaluationResult.from_json`.
+
+Tables, models side by side: average macro-F1 per model (paper Table 1), macro-F1 per task,
+accuracy per (dataset, task), and, when the originals were evaluated, each model's agreement with
+them per task. :func:`write_report` writes a report directory
+atomically (:func:`hm3.io.atomic.atomic_dir`)::
+
+    results.json                 the result (EvaluationResult.to_json)
+    report.md                    the tables in markdown, the plots, the metric definitions
+    accuracy_<task>.png          accuracy per dataset, one bar per model (Figures 4 and 6)
+    original_vs_<model>.png      the originals against one model (Figures 8-13)
+    confusion_<task>.png         a confusion matrix per model, side by side (Figures 14-25)
+
+The PNG plots are drawn by :mod:`hm3.evaluation.plots`. This module runs no model and computes no
+metric (see :mod:`hm3.evaluation.run` and :mod:`hm3.evaluation.scoring`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.table import Table
+
+from hm3.errors import Hm3Error
+from hm3.io.atomic import atomic_dir
+
+METRICS_MD = """\
+- **macro-F1** (per model and task): scikit-learn's `f1_score(average="macro")` over the rows
+  of every dataset that expects a label for the task, pooled. It averages over the labels that
+  occur among the expected or predicted labels, so a task that is only ever expected to answer
+  `benign` but sometimes answers `jailbreak` scores at most 0.5.
+- **accuracy** (per model, task and dataset): the share of the dataset's rows given the
+  expected label.
+- **average F1** (per model): the mean macro-F1 over the model's tasks (paper Table 1).
+- **confusion matrix** (per model and task): rows are expected labels, columns predicted ones;
+  cells show the share of the row (its count is on the row label).
+- **agreement with the originals** (per model and task, when the originals were evaluated): the
+  share of the task's rows on which the model gives the same label as the task's original.
+  `+a −b`: of the rows where the two differ, the model gives the expected label on a of them
+  and the original on b (on the rest neither does); a − b is what replacing the original gains
+  on this suite, in rows.
+- **vs originals** (per model, with `--bootstrap N`): the model's average F1 minus the
+  originals' on the tasks both answer, and in brackets the middle 95 % of that difference over
+  N redraws of every dataset's rows with replacement (the same rows for every model: a paired
+  bootstrap). An interval that contains 0 means this suite cannot tell the two apart."""
+
+#: 2 added ``TaskResult.agreement``, 3 ``ModelResult.vs_original`` (older files read back as
+#: version 3, with None where they have nothing)
+RESULTS_VERSION = 3
+AGREEMENT = "Agreement with the originals"
+AVERAGE = "Average macro-F1"
+CAPTIONS = {
+    AGREEMENT: "share of rows given the original's label; +a −b: of the rows where they differ, "
+    "the model is right on a, the original on b"
+}
+VS_CAPTION = (
+    "vs originals: average F1 minus the originals' on the tasks both answer [95 % interval over "
+    "{draws} paired redraws of the rows]; an interval containing 0 cannot tell them apart"
+)
+Rows = list[list[str]]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetInfo(_Result):
+    name: str
+    path: str
+    rows: int  # rows in the file
+    evaluated: int  # rows evaluated (after the limit's sample)
+    expect: dict[str, str]  # task → expected label, or "column <name>"
+
+
+class TaskInfo(_Result):
+    name: str
+    labels: tuple[str, ...]
+
+
+class DatasetAccuracy(_Result):
+    dataset: str
+    expect: str
+    accuracy: float
+    support: int
+
+
+class Agreement(_Result):
+    """A model's labels for one task against the task's original, on the same rows."""
+
+    rate: float  # share of rows on which the model gives the original's label
+    differ: int  # rows on which they differ
+    model_right: int  # of those, rows on which the model gives the expected label
+    original_right: int  # of those, rows on which the original does
+
+
+class VsOriginal(_Result):
+    """A model's average F1 against the originals', with a paired bootstrap interval."""
+
+    tasks: tuple[str, ...]  # the tasks both answer, over which both averages are taken
+    difference: float  # the model's average F1 minus the originals', over `tasks`, no redraw
+    low: float  # 2.5th percentile of the difference over the redraws
+    high: float  # 97.5th percentile
+    above: float  # share of redraws in which the difference is above 0
+    draws: int
+    seed: int
+
+
+class TaskResult(_Result):
+    task: str
+    f1: float  # macro-F1 pooled over `datasets`
+    support: int
+    labels: tuple[str, ...]
+    confusion: tuple[tuple[int, ...], ...]  # rows expected, columns predicted, in `labels` order
+    datasets: tuple[DatasetAccuracy, ...]
+    agreement: Agreement | None = None  # vs the original; None for the originals, or without
+
+
+class ModelResult(_Result):
+    name: str
+    kind: Literal["original", "model"]
+    sources: dict[str, str]  # task → classifier directory
+    average_f1: float | None  # mean macro-F1 over `tasks` (None when no task was evaluated)
+    tasks: tuple[TaskResult, ...]
+    vs_original: VsOriginal | None = None  # with a bootstrap, for models sharing tasks with them
+
+    def task(self, name: str) -> TaskResult | None:
+        return next((t for t in self.tasks if t.task == name), None)
+
+
+class EvaluationResult(_Result):
+    """Everything :func:`evaluate` measured; ``results.json`` is :meth:`to_json`."""
+
+    version: int = RESULTS_VERSION
+    suite: str
+    seed: int
+    limit: int | None
+    datasets: tuple[DatasetInfo, ...]
+    tasks: tuple[TaskInfo, ...]
+    models: tuple[ModelResult, ...]
+    seconds: float
+
+    def model(self, name: str) -> ModelResult:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"no model {name!r}; models: {', '.join(m.name for m in self.models)}")
+
+    def average_f1(self, model: str, tasks: Sequence[str] | None = None) -> float | None:
+        """Mean macro-F1 of ``model`` over ``tasks`` (default: all it was evaluated on)."""
+        results = self.model(model).tasks
+        chosen = [t.f1 for t in results if tasks is None or t.task in tasks]
+        if tasks is not None and len(chosen) != len(set(tasks)):
+            return None
+        return float(np.mean(chosen)) if chosen else None
+
+    def accuracy(self, model: str, task: str, dataset: str) -> float | None:
+        """Accuracy of ``model`` on ``task`` over ``dataset`` (None where it was not scored)."""
+        score = self.model(model).task(task)
+        found = [d.accuracy for d in score.datasets if d.dataset == dataset] if score else []
+        return found[0] if found else None
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluationResult:
+        """Read ``results.json``: any version up to this hm3's, as the current version."""
+        data = json.loads(text)
+        version = data.get("version", RESULTS_VERSION) if isinstance(data, dict) else None
+        if isinstance(version, int) and version > RESULTS_VERSION:
+            raise Hm3Error(
+                f"results.json version {version!r}: this hm3 reads versions up to "
+                f"{RESULTS_VERSION}; upgrade hm3 to read it"
+            )
+        return cls.model_validate_json(text).model_copy(update={"version": RESULTS_VERSION})
+
+
+def tables(result: EvaluationResult) -> list[tuple[str, list[str], Rows]]:
+    """The tables as (title, header, rows) of strings; "—" where a model has no score.
+
+    The agreement table is left out when no model was compared with the originals.
+    """
+    names = [m.name for m in result.models]
+    average = [
+        [m.name, ", ".join(t.task for t in m.tasks) or "—", _fmt(m.average_f1)]
+        for m in result.models
+    ]
+    average_header = ["model", "tasks", "average F1"]
+    if any(m.vs_original for m in result.models):
+        average_header.append("vs originals")
+        for row, m in zip(average, result.models, strict=True):
+            row.append(_vs_cell(m.vs_original))
+    per_task = [
+        [task.name, *[_fmt(_f1(m.task(task.name))) for m in result.models]] for task in result.tasks
+    ]
+    per_dataset = []
+    for data in result.datasets:
+        for task, expect in data.expect.items():
+            cells = [_fmt(result.accuracy(m.name, task, data.name)) for m in result.models]
+            per_dataset.append([data.name, task, expect, str(data.evaluated), *cells])
+    found = [
+        (AVERAGE, average_header, average),
+        ("Macro-F1 per task", ["task", *names], per_task),
+        ("Accuracy per dataset", ["dataset", "task", "expected", "n", *names], per_dataset),
+    ]
+    compared = [m for m in result.models if any(t.agreement for t in m.tasks)]
+    if compared:
+        rows = [
+            [task.name, *[_agreement_cell(m.task(task.name)) for m in compared]]
+            for task in result.tasks
+        ]
+        header = ["task", *[m.name for m in compared]]
+        found.append((AGREEMENT, header, rows))
+    return found
+
+
+def print_tables(result: EvaluationResult, console: Console | None = None) -> None:
+    """Print the tables with rich (to stdout unless ``console`` says otherwise)."""
+    console = console or Console()
+    for title, header, rows in tables(result):
+        table = Table(*header, title=title, title_justify="left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        if note := caption(title, result):
+            console.print(f"  {note}", style="dim", highlight=False)
+
+
+def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]]) -> str:
+    """report.md: a summary, the tables, the images (section → [(caption, file)]), metrics."""
+    models = ", ".join(f"`{m.name}`" for m in result.models)
+    lines = [
+        "# hm3 evaluation report",
+        "",
+        f"Suite `{result.suite}`: {len(result.datasets)} datasets, {len(result.tasks)} tasks, "
+        f"models {models}; limit {result.limit or 'none'}, seed {result.seed}, "
+        f"{result.seconds:.1f} s.",
+    ]
+    for title, header, rows in tables(result):
+        lines += ["", f"## {title}", "", _md_row(header), _md_row(["---"] * len(header))]
+        lines += [_md_row(row) for row in rows]
+        if note := caption(title, result):
+            lines += ["", note[0].upper() + note[1:] + "."]
+    for section, figures in images.items():
+        if figures:
+            lines += ["", f"## {section}"]
+            lines += [f"\n![{caption}]({file})" for caption, file in figures]
+    lines += ["", "## Metrics", "", METRICS_MD, ""]
+    return "\n".join(lines)
+
+
+def write_report(result: EvaluationResult, out: str | Path, *, force: bool = False) -> Path:
+    """Write results.json, report.md and the PNG plots to the directory ``out``, atomically."""
+    from hm3.evaluation.plots import write_plots  # matplotlib: only when a report is written
+
+    out = Path(out)
+    with atomic_dir(out, force) as tmp:
+        (tmp / "results.json").write_text(result.to_json() + "\n", encoding="utf-8")
+        images = write_plots(result, tmp)
+        (tmp / "report.md").write_text(markdown(result, images), encoding="utf-8")
+    return out
+
+
+def _agreement_cell(score: TaskResult | None) -> str:
+    if score is None or score.agreement is None:
+        return "—"
+    a = score.agreement
+    return f"{a.rate:.3f} (+{a.model_right} −{a.original_right})"
+
+
+def _vs_cell(vs: VsOriginal | None) -> str:
+    if vs is None:
+        return "—"
+    return f"{vs.difference:+.3f} [{vs.low:+.4f}, {vs.high:+.4f}]"  # 4 digits: which side of 0
+
+
+def caption(title: str, result: EvaluationResult) -> str | None:
+    """The note printed under a table, if it has one."""
+    if title == AVERAGE:
+        draws = next((m.vs_original.draws for m in result.models if m.vs_original), None)
+        return VS_CAPTION.format(draws=draws) if draws else None
+    return CAPTIONS.get(title)
+
+
+def _f1(score: TaskResult | None) -> float | None:
+    return score.f1 if score is not None else None
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"

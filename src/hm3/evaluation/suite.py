@@ -1,0 +1,290 @@
+"""Evaluation suites: which datasets to run, and which label each task is expected to give.
+
+A suite (YAML) follows the paper's test setup (§5.2, Tables 3 and 6): each dataset has an
+expected label per task, constant for the whole dataset (a "positive" set for one label, or a
+cross-check of another task's data) or read per row from a column::
+
+    datasets:
+      - name: benign_questions
+        path: data/benign.jsonl          # .jsonl, .csv or .parquet, relative to the suite file
+        text: text                       # text column (default: text)
+        expect: {prompt_attack: benign, toxicity: non_toxic}
+      - name: spam_test
+        path: data/spam_test.csv
+        expect: {spam: {column: label}}  # per-row expected label from a column
+        limit: 500                       # optional, overrides the suite's limit
+    limit: 3000                          # optional: at most this many rows per dataset
+    seed: 0                              # seed of the limit's sample (default 0)
+
+This module validates the file (frozen pydantic models, unknown keys refused), reads the
+datasets into :class:`Dataset` objects (texts and expected labels per task, seeded sample
+applied) and checks them against the tasks of the models being evaluated. Every error names
+the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluation.run`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from hm3.errors import Hm3Error
+from hm3.io.tables import jsonl_records
+from hm3.io.yaml_input import format_validation_error, load_yaml_mapping
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_NAME = r"^[A-Za-z0-9_.\-]+$"
+
+
+class ColumnExpect(BaseModel):
+    """Per-row expected labels, read from a column of the dataset."""
+
+    model_config = _FROZEN
+
+    column: str = Field(min_length=1)
+
+
+class DatasetSpec(BaseModel):
+    """One dataset of a suite, as written in the YAML file."""
+
+    model_config = _FROZEN
+
+    name: str = Field(pattern=_NAME)
+    path: str = Field(min_length=1)
+    text: str = Field(default="text", min_length=1)
+    expect: dict[str, str | ColumnExpect] = Field(min_length=1)
+    limit: int | None = Field(default=None, gt=0)
+
+    def describe(self, task: str) -> str:
+        """The expected label of ``task`` for humans: a label, or ``column <name>``."""
+        want = self.expect[task]
+        return want if isinstance(want, str) else f"column {want.column}"
+
+
+class Suite(BaseModel):
+    """A validated suite. Build it with :func:`load_suite` (or :meth:`from_dict`)."""
+
+    model_config = _FROZEN
+
+    datasets: tuple[DatasetSpec, ...] = Field(min_length=1)
+    limit: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    _root: Path = PrivateAttr(default_factory=Path)
+    _source: str = PrivateAttr(default="suite")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Suite:
+        names = [d.name for d in self.datasets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"datasets: name(s) {', '.join(dupes)} given twice; names must differ")
+        return self
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, source: str = "suite", root: Path | None = None
+    ) -> Suite:
+        """Validate a suite mapping; relative paths resolve against ``root`` (default: cwd)."""
+        try:
+            suite = cls.model_validate(data)
+        except ValidationError as exc:
+            raise Hm3Error(f"{source}: {format_validation_error(exc, cls)}") from None
+        suite._root = Path(root) if root is not None else Path()
+        suite._source = source
+        return suite
+
+    @property
+    def source(self) -> str:
+        """Where the suite came from (its file path), for messages and reports."""
+        return self._source
+
+    def restricted(self, tasks: Sequence[str]) -> Suite:
+        """The suite for a subset of tasks: other tasks' expectations (and datasets left with
+        none) dropped. Raises :class:`Hm3Error` if no dataset expects any of ``tasks``."""
+        keep = set(tasks)
+        known = dict.fromkeys(t for d in self.datasets for t in d.expect)
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise Hm3Error(
+                f"{self.source}: no dataset expects a label for task {unknown[0]!r}; tasks in "
+                f"the suite: {', '.join(known) or 'none'}"
+            )
+        datasets = [
+            d.model_copy(update={"expect": {t: w for t, w in d.expect.items() if t in keep}})
+            for d in self.datasets
+            if keep & set(d.expect)
+        ]
+        if not datasets:
+            raise Hm3Error(
+                f"{self.source}: no dataset expects a label for {', '.join(tasks)}; "
+                "add datasets for these tasks"
+            )
+        return self.model_copy(update={"datasets": tuple(datasets)})
+
+    def resolve(self, spec: DatasetSpec) -> Path:
+        """A dataset's path, resolved against the suite file's directory."""
+        path = Path(spec.path).expanduser()
+        return path if path.is_absolute() else self._root / path
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Load and validate a suite file (YAML); errors name the file and the key."""
+    path = Path(path)
+    data = load_yaml_mapping(path, "suite")
+    return Suite.from_dict(data, source=str(path), root=path.parent)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset read from disk: its texts and, per task, the expected label of every row."""
+
+    name: str
+    path: Path
+    texts: tuple[str, ...]
+    expected: Mapping[str, tuple[str, ...]]
+    expect: Mapping[str, str]  # per task: the label, or "column <name>" (for reports)
+    label_columns: Mapping[str, str]  # task → column, for per-row expectations
+    row_ids: tuple[int, ...]  # each kept row's index among the file's rows (0-based)
+    rows: int  # rows in the file, before the limit's sample
+
+
+def load_datasets(suite: Suite) -> list[Dataset]:
+    """Read every dataset of ``suite`` (sampled down to its limit), in suite order."""
+    return [read_dataset(suite, spec) for spec in suite.datasets]
+
+
+def read_dataset(suite: Suite, spec: DatasetSpec) -> Dataset:
+    """Read one dataset: the text column, label columns, then the seeded ``limit`` sample."""
+    path = suite.resolve(spec)
+    where = f"dataset {spec.name!r} ({path})"
+    label_columns = {t: w.column for t, w in spec.expect.items() if isinstance(w, ColumnExpect)}
+    columns = _read_columns(path, [spec.text, *label_columns.values()], where)
+    rows = len(columns[spec.text])
+    limit = spec.limit or suite.limit
+    keep = np.arange(rows)
+    if limit is not None and rows > limit:
+        keep = np.sort(np.random.default_rng(suite.seed).choice(rows, size=limit, replace=False))
+    texts = tuple(_texts(columns[spec.text], keep, spec.text, where))
+    expected = {
+        task: tuple(_labels(columns[label_columns[task]], keep, label_columns[task], where))
+        if task in label_columns
+        else (want,) * len(keep)
+        for task, want in spec.expect.items()
+    }
+    expect = {task: spec.describe(task) for task in spec.expect}
+    row_ids = tuple(int(i) for i in keep)
+    return Dataset(spec.name, path, texts, expected, expect, label_columns, row_ids, rows)
+
+
+def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence[str]]) -> None:
+    """Check every expected task and label against the tasks of the models being evaluated.
+
+    Args:
+        datasets: the suite's datasets, as read.
+        tasks: task name → its label names, over all models being evaluated.
+
+    Raises:
+        Hm3Error: naming the dataset, the unknown task or label, and the valid names.
+    """
+    for data in datasets:
+        for task, labels in data.expected.items():
+            if task not in tasks:
+                raise Hm3Error(
+                    f"dataset {data.name!r}: expect names task {task!r}, which no model being "
+                    f"evaluated answers; valid tasks: {', '.join(tasks) or 'none'}; fix the name, "
+                    "add a model that answers it (--originals TASK=DIR), or evaluate only the "
+                    "tasks the models answer (--tasks)"
+                )
+            valid = set(tasks[task])
+            bad = [i for i, label in enumerate(labels) if label not in valid]
+            if bad:
+                column = data.label_columns.get(task)
+                row = f" (row {data.row_ids[bad[0]]}, column {column!r})" if column else ""
+                raise Hm3Error(
+                    f"dataset {data.name!r}: expected label {labels[bad[0]]!r} for task {task!r}"
+                    f"{row} is not one of its labels: {', '.join(tasks[task])}; fix the suite or "
+                    "the data"
+                )
+
+
+def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[Any]]:
+    """The ``needed`` columns of a .jsonl, .csv or .parquet file, as lists of row values."""
+    if not path.is_file():
+        raise Hm3Error(f"{where}: file not found; check the path (relative to the suite file)")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise Hm3Error(f"{where}: file type {suffix!r} not supported; use {', '.join(FORMATS)}")
+    try:
+        if suffix == ".parquet":
+            names, columns, rows = _read_parquet(path, needed)
+        else:
+            names, records = _read_jsonl(path, where) if suffix == ".jsonl" else _read_csv(path)
+            columns = {c: [r.get(c) for r in records] for c in needed if c in names}
+            rows = len(records)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        if isinstance(exc, Hm3Error):
+            raise
+        raise Hm3Error(f"{where}: cannot read the file ({exc}); check its format") from None
+    if rows == 0:
+        raise Hm3Error(f"{where}: has no rows; add examples or remove it from the suite")
+    missing = [c for c in dict.fromkeys(needed) if c not in names]
+    if missing:
+        shown = ", ".join(names) or "none"
+        raise Hm3Error(
+            f"{where}: no column {missing[0]!r}; columns in the file: {shown}; set the dataset's "
+            "'text' or the expect column to one of them"
+        )
+    return columns
+
+
+def _read_jsonl(path: Path, where: str) -> tuple[list[str], list[dict[str, Any]]]:
+    records = [record for _, record in jsonl_records(path, where)]
+    return list(dict.fromkeys(name for record in records for name in record)), records
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        records = list(reader)
+        return list(reader.fieldnames or []), records
+
+
+def _read_parquet(path: Path, needed: list[str]) -> tuple[list[str], dict[str, list[Any]], int]:
+    import pyarrow.parquet as pq
+
+    names = list(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in dict.fromkeys(needed) if c in names])
+    return names, table.to_pydict(), table.num_rows
+
+
+def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list[str]:
+    out = []
+    for i in keep:
+        value = values[i]
+        if not isinstance(value, str) or not value.strip():
+            raise Hm3Error(
+                f"{where}: row {i} has no text in column {column!r} (got {value!r}); remove the "
+                "row or fill it in"
+            )
+        out.append(value)
+    return out
+
+
+def _labels(values: list[Any], keep: np.ndarray, column: str, where: str) -> list[str]:
+    out = []
+    for i in keep:
+        value = values[i]
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            raise Hm3Error(
+                f"{where}: row {i} has no expected label in column {column!r}; remove the row "
+                "or fill it in"
+            )
+        out.append(str(value))
+    return out

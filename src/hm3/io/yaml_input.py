@@ -1,0 +1,108 @@
+"""Reading YAML config files and turning pydantic errors into one readable line.
+
+What it does: :func:`load_yaml_mapping` reads a YAML file that must hold a mapping, and
+:func:`format_validation_error` renders a pydantic ``ValidationError`` as ``where: what (got
+value)`` parts, listing the valid keys (and the closest one, :func:`did_you_mean`) for an
+unknown key. Shared by the merge config (:mod:`hm3.merging.config`) and the evaluation suite
+(:mod:`hm3.evaluation.suite`). What it does not: define any config's fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hm3.errors import Hm3Error
+
+
+def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file."""
+    if not path.is_file():
+        raise Hm3Error(f"{path}: {what} file not found; check the path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())  # one line: YAML errors quote the source
+        raise Hm3Error(f"{path}: not valid YAML ({detail})") from None
+    if not isinstance(data, dict):
+        raise Hm3Error(f"{path}: expected a YAML mapping of keys to values at the top level")
+    return data
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One readable line per problem: where, what was wrong, what was given.
+
+    With ``model`` (the validated class), an unknown key lists the valid keys at its level.
+    """
+    lines = []
+    errors = exc.errors(include_url=False)
+    inner = {e["loc"][:n] for e in errors for n in range(len(e["loc"]))}
+    for err in errors:
+        if err["type"] == "too_short" and err["loc"] in inner:
+            continue  # a list whose bad items are reported: its length error is noise
+        loc = _format_loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(_unknown_key(err["loc"], model))
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        quiet = isinstance(given, dict | list) or err["type"] == "missing" or repr(given) in msg
+        shown = "" if quiet else f" (got {given!r})"
+        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
+    return "; ".join(lines)
+
+
+def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
+    where = _format_loc(loc)
+    keys = _keys_at(model, loc[:-1]) if model is not None else None
+    if not keys:
+        return f"unknown key {where!r}; check its spelling against the documented keys"
+    parent = f"in {_format_loc(loc[:-1])}" if loc[:-1] else "at the top level"
+    return (
+        f"unknown key {where!r}{did_you_mean(loc[-1], keys)}; valid keys {parent}: "
+        f"{', '.join(keys)}"
+    )
+
+
+def _keys_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at ``path`` (field names, by alias), or [] if unknown."""
+    cls: type[BaseModel] | None = model
+    for part in path:
+        if isinstance(part, int):
+            continue  # an item of a list of models
+        field = cls.model_fields.get(part) if cls is not None else None
+        cls = _model_in(field.annotation) if field is not None else None
+    if cls is None:
+        return []
+    return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None`` or ``tuple[X, ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

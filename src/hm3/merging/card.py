@@ -1,0 +1,98 @@
+"""The ``README.md`` model card of a merged checkpoint: what it answers and how it was made.
+
+Renders markdown from a :class:`~hm3.merging.plan.MergePlan`, and the note on tensors the base lacks
+that the plan logs as a warning and the card lists; writes nothing itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import hm3
+from hm3.methods import METHODS
+
+if TYPE_CHECKING:
+    from hm3.merging.config import MergeConfig
+    from hm3.merging.plan import MergePlan
+
+
+def render_card(plan: MergePlan, dtype: str, *, title: str = "HM3-merged classifier") -> str:
+    """Markdown for the model card: tasks and labels, recipe, how to use, caveats."""
+    config = plan.config
+    rows = "\n".join(
+        f"| `{t.name}` | {', '.join(f'`{label}`' for label in t.labels)} | {t.start}–{t.end - 1} "
+        f"| `{t.source}` |"
+        for t in plan.tasks
+    )
+    notes = "\n".join(f"- {w}" for w in plan.warnings) or "- none"
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [hm3, model-merging, {config.merge_method}]
+---
+
+# {title}
+
+One classifier that answers {len(plan.tasks)} task(s) in one forward pass. It was made without
+training by [hm3](https://arxiv.org/abs/2409.19173) {hm3.__version__}: each model's label
+projection was zero-padded to the concatenated label space (HM3, Algorithm 1) and the
+models were merged with `{config.merge_method}` {_onto(config)}.
+
+| task | labels | logits | source |
+|---|---|---|---|
+{rows}
+
+**Read the logits per task.** Apply a softmax to each task's segment separately (HM3, eq. 6),
+never across the whole output:
+
+```python
+import hm3
+clf = hm3.load("path/to/this/model")
+clf.predict(["some text"])  # per text, per task: label and probabilities
+```
+
+With plain transformers, `AutoModelForSequenceClassification.from_pretrained` loads this
+directory unchanged; the task segments are in `config.json` under `hm3.tasks`.
+
+## Recipe
+
+```yaml
+{config.to_yaml().rstrip()}
+```
+
+Output dtype: `{dtype}`. Architecture: `{plan.arch.model_type}`.
+
+## Notes
+
+{notes}
+"""
+
+
+def _onto(config: MergeConfig) -> str:
+    if METHODS[config.merge_method].uses_base:
+        return f"onto the base `{config.base_model}`"
+    return f"(it reads no base model; base given: `{config.base_model}`)"
+
+
+def no_base_note(config: MergeConfig, names: list[str]) -> str:
+    """What happens to the tensors the base lacks, for the warning and the model card."""
+    method = METHODS[config.merge_method]
+    head = f"the base has no {', '.join(names)}: "
+    if not method.uses_base:
+        how = "the weighted mean of the models"
+        if method.kernel == "regmean":
+            how = "linear weights by RegMean's solve, the others as the weighted mean"
+        return head + (
+            f"{config.merge_method} reads no base, so they are merged like every other tensor "
+            f"({how})"
+        )
+    if config.no_base == "method":
+        return head + (
+            f"{config.merge_method} runs on them with the models' plain mean as their base "
+            "(no_base: method)"
+        )
+    return head + (
+        "those tensors have no task vector and are merged as the plain (unweighted) mean of the "
+        f"models (no_base: mean; `no_base: method` runs {config.merge_method} on them with that "
+        "mean as their base, as mergekit does on `hm3 expand` output)"
+    )

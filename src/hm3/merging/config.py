@@ -1,0 +1,296 @@
+"""The merge config (YAML), validated once where it enters.
+
+The format follows mergekit's so its users feel at home (see DESIGN.md, "Formats")::
+
+    base_model: path-or-hub-id
+    merge_method: dare_ties
+    parameters: {density: 0.3}          # defaults for every model
+    models:
+      - model: path-or-hub-id
+        name: jailbreak                 # task name; default: directory name
+        labels: [benign, jailbreak]     # optional, replaces uninformative names
+        parameters: {weight: 1.0, density: 0.5}
+    seed: 0
+    dtype: float32
+    no_base: mean                       # tensors the base lacks: mean | method
+
+``merge_method: regmean`` also needs each model's texts: ``models[i].texts`` (its own domain),
+else the file of a top-level ``regmean: {texts: ...}`` block, which also sets ``text_column``,
+``max_texts`` (per model) and ``max_length``; ``parameters: {alpha: 0.9}`` is its off-diagonal
+scale.
+
+Relative model paths are resolved against the YAML file's directory. Every model is frozen
+and rejects unknown keys; :meth:`MergeConfig.from_yaml` turns any problem into one
+:class:`~hm3.errors.Hm3Error` that names the file, the key and the fix. This module opens no
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE
+from hm3.errors import Hm3Error
+from hm3.io.yaml_input import did_you_mean, format_validation_error, load_yaml_mapping
+from hm3.methods import METHODS, ModelParams
+from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
+
+DTYPES = ("float32", "float16", "bfloat16")
+_FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelParameters(BaseModel):
+    """Per-model merge parameters; unset values fall back to the config-wide defaults."""
+
+    model_config = _FROZEN
+
+    weight: float | None = None
+    density: float | None = Field(default=None, gt=0, le=1)
+    gamma: float | None = Field(default=None, ge=0, lt=1)
+    epsilon: float | None = Field(default=None, gt=0, lt=1)
+
+    def given(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class MethodParameters(ModelParameters):
+    """Config-wide parameters: per-model defaults plus the method's shared switches."""
+
+    normalize: bool | None = None
+    rescale: bool | None = None
+    lambda_: float | None = Field(default=None, alias="lambda")
+    alpha: float | None = Field(default=None, ge=0, le=1)  # regmean's off-diagonal scale
+
+    def model_defaults(self) -> dict[str, float]:
+        return ModelParameters(
+            weight=self.weight, density=self.density, gamma=self.gamma, epsilon=self.epsilon
+        ).given()
+
+
+class ModelEntry(BaseModel):
+    """One fine-tuned classifier to merge: one task of the merged model."""
+
+    model_config = _FROZEN
+
+    model: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+    labels: tuple[str, ...] | None = None
+    parameters: ModelParameters = ModelParameters()
+    texts: str | None = Field(default=None, min_length=1)  # regmean: this model's own texts
+
+
+class HeadsConfig(BaseModel):
+    """Declares the label projection of an architecture hm3 does not know."""
+
+    model_config = _FROZEN
+
+    projection: tuple[str, ...] = Field(min_length=1, max_length=2)
+
+
+class AlignConfig(BaseModel):
+    """Optional head alignment after merging (see ``hm3 align``)."""
+
+    model_config = _FROZEN
+
+    texts: str = Field(min_length=1)
+    text_column: str = "text"
+    ridge: float | Literal["auto"] = DEFAULT_RIDGE
+    scale: float | Literal["auto"] = DEFAULT_SCALE  # the body's task vector, as `hm3 align --scale`
+    max_texts: int | None = Field(default=None, gt=0)
+    max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
+
+    @field_validator("ridge", mode="before")
+    @classmethod
+    def _ridge(cls, value: Any) -> float | str:
+        return _number_or_auto(value, positive=False)
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale(cls, value: Any) -> float | str:
+        return _number_or_auto(value, positive=True)
+
+
+def _number_or_auto(value: Any, *, positive: bool) -> float | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not ((value > 0 if positive else value >= 0) and math.isfinite(value)):
+        raise ValueError(f"expected a number {'> 0' if positive else '>= 0'} or auto")
+    return float(value)
+
+
+class RegMeanConfig(BaseModel):
+    """Where ``merge_method: regmean`` reads texts: the default file and how to read it."""
+
+    model_config = _FROZEN
+
+    texts: str | None = Field(default=None, min_length=1)  # for models without their own
+    text_column: str = "text"
+    max_texts: int | None = Field(default=DEFAULT_REGMEAN_TEXTS, gt=0)  # per model; null: all
+    max_length: int = Field(default=512, gt=0)  # tokens per text
+
+
+class MergeConfig(BaseModel):
+    """A whole merge recipe. Build it with :meth:`from_yaml` or from keyword arguments."""
+
+    model_config = _FROZEN
+
+    base_model: str = Field(min_length=1)
+    merge_method: str
+    parameters: MethodParameters = MethodParameters()
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+    seed: int = 0
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    heads: HeadsConfig | None = None
+    align: AlignConfig | None = None
+    regmean: RegMeanConfig | None = None
+    #: tensors the base lacks (a bare RoBERTa's ``classifier.dense``): ``mean`` merges them as
+    #: the models' plain mean; ``method`` makes that mean their base and runs the method on it
+    #: (what mergekit does on ``hm3 expand`` output). ``linear`` reads no base: unaffected.
+    no_base: Literal["mean", "method"] = "mean"
+    _root: Path | None = PrivateAttr(default=None)
+
+    @field_validator("merge_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(
+                f"unknown method {value!r}{did_you_mean(value, METHODS)}; expected one of "
+                f"{', '.join(METHODS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeConfig:
+        method = METHODS[self.merge_method]
+        used = method.per_model_parameters
+        sources = [("parameters", self.parameters.model_defaults())] + [
+            (f"models[{i}].parameters", m.parameters.given()) for i, m in enumerate(self.models)
+        ]
+        for where, given in sources:
+            unused = sorted(set(given) - used)
+            if unused:
+                raise ValueError(
+                    f"{where}: {', '.join(unused)} not used by merge_method "
+                    f"{self.merge_method!r} (it uses: {', '.join(sorted(used)) or 'nothing'}); "
+                    "remove it or pick a method that uses it"
+                )
+        names = [m.name for m in self.models if m.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"models: task name(s) {', '.join(dupes)} given twice; names must differ"
+            )
+        self._check_weights()
+        self._check_options()
+        self._check_texts()
+        return self
+
+    def _check_options(self) -> None:
+        """The method-wide switches, early: a merge can take minutes before its first tensor."""
+        p = self.parameters
+        lambda_ = None if p.lambda_ == 1 else p.lambda_  # 1 scales nothing: as if unset
+        switches = {"normalize": p.normalize, "rescale": p.rescale, "alpha": p.alpha}
+        given = [k for k, v in {**switches, "lambda": lambda_}.items() if v is not None]
+        reads = METHODS[self.merge_method].global_parameters
+        unused = [k for k in given if k not in reads]
+        if unused:
+            raise ValueError(
+                f"parameters: {', '.join(unused)} not used by merge_method {self.merge_method!r} "
+                f"(it reads {', '.join(sorted(reads))} and each model's own parameters); remove "
+                f"{'it' if len(unused) == 1 else 'them'}"
+            )
+
+    def _check_texts(self) -> None:
+        given = [f"models[{i}].texts" for i, m in enumerate(self.models) if m.texts]
+        if self.regmean is not None:
+            given.insert(0, "regmean")
+        if self.merge_method != "regmean":
+            if given:
+                raise ValueError(
+                    f"{given[0]}: texts are read only by merge_method 'regmean' (not "
+                    f"{self.merge_method!r}); remove it, or use `align:` for head alignment"
+                )
+            return
+        default = self.regmean.texts if self.regmean is not None else None
+        missing = [i for i, m in enumerate(self.models) if not (m.texts or default)]
+        if missing:
+            raise ValueError(
+                f"models[{missing[0]}]: merge_method 'regmean' needs texts for every model; "
+                "give it `texts: FILE` (unlabeled texts of its own domain) or set a default "
+                "with `regmean: {texts: FILE}`"
+            )
+
+    def _check_weights(self) -> None:
+        method = METHODS[self.merge_method]
+        weights = [p.weight for p in self.model_params()]
+        bad = [(i, w) for i, w in enumerate(weights) if not w > 0]
+        if method.needs_positive_weights and bad:
+            raise ValueError(
+                f"models[{bad[0][0]}]: weight {bad[0][1]!r}; {self.merge_method} weights scale "
+                "each model's share of the merge and must be > 0"
+            )
+        normalize = self.parameters.normalize
+        if normalize is None:
+            normalize = method.default_normalize
+        if normalize and method.consensus is None and abs(sum(weights)) < 1e-8:
+            raise ValueError(
+                f"parameters: the model weights sum to zero, but merge_method "
+                f"{self.merge_method!r} divides by their sum; change a weight or set "
+                "`normalize: false`"
+            )
+        if normalize and all(w == 0 for w in weights):
+            raise ValueError("parameters: every model weight is zero; give at least one a weight")
+
+    def model_params(self) -> list[ModelParams]:
+        """Effective per-model parameters: model values, else config defaults, else method's."""
+        defaults = self.parameters.model_defaults()
+        return [ModelParams(**(defaults | m.parameters.given())) for m in self.models]
+
+    def resolve(self, ref: str) -> str:
+        """A model reference as given, or a path resolved against the YAML file's directory."""
+        if self._root is not None and not Path(ref).is_absolute():
+            candidate = self._root / ref
+            if candidate.exists():
+                return str(candidate)
+        return ref
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MergeConfig:
+        """Load and validate a merge config file."""
+        path = Path(path)
+        data = load_yaml_mapping(path, "merge config")
+        return cls.from_dict(data, source=str(path), root=path.parent)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, source: str = "merge config", root: Path | None = None
+    ) -> MergeConfig:
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise Hm3Error(f"{source}: {format_validation_error(exc, cls)}") from None
+        config._root = root
+        return config
+
+    @property
+    def root(self) -> Path | None:
+        """Directory that relative model paths are resolved against (the YAML file's)."""
+        return self._root
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False)

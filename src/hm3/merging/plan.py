@@ -1,0 +1,303 @@
+"""Open and check every input of a merge, and say where each output tensor comes from.
+
+:func:`build_plan` opens the base and the fine-tuned checkpoints (headers only), checks that
+they can be merged — one architecture, one hidden size, body shapes equal to the base's, a
+classification head on every model, one tokenizer vocabulary — and lays out the tasks. Each
+output tensor gets a :class:`TensorPlan`: a body tensor with a base value, a body tensor the
+base lacks (no task vector: ``MergeConfig.no_base`` says how it is merged; a warning says so),
+the label projection (HM3-expanded, base all zeros), or a non-float buffer copied as is.
+:meth:`MergePlan.inputs` then loads one tensor of every model at a time.
+
+It merges nothing; ``merging.py`` streams a plan to disk, ``expand.py`` pads projections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from hm3.errors import Hm3Error
+from hm3.io.checkpoint import Checkpoint, locate
+from hm3.io.tokenizer import vocab_fingerprint
+from hm3.merging.card import no_base_note
+from hm3.merging.config import MergeConfig
+from hm3.model.architectures import Architecture, resolve_architecture, with_body_prefix
+from hm3.model.heads import expand_rows, zero_rows
+from hm3.model.labels import Task, layout, own_labels, resolve_labels
+
+log = logging.getLogger("hm3")
+
+Kind = Literal["body", "no_base", "projection", "constant"]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """How one output tensor is made."""
+
+    name: str
+    kind: Kind
+    shape: tuple[int, ...]  # output shape (projection: [K, ...])
+    dtype: torch.dtype  # stored dtype of the first model's tensor
+    base_name: str | None = None  # name in the base checkpoint (body tensors)
+
+
+@dataclass
+class MergePlan:
+    config: MergeConfig
+    base: Checkpoint
+    models: list[Checkpoint]
+    model_dirs: list[Path]
+    arch: Architecture
+    tasks: list[Task]
+    tensors: list[TensorPlan]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        return self.tasks[-1].end
+
+    def inputs(
+        self,
+        tp: TensorPlan,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        *,
+        with_base: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Load the HM3-expanded inputs of one tensor.
+
+        Returns:
+            ``(base, stacked)``: the base value (``None`` when the base lacks the tensor or
+            ``with_base`` is false) and the
+            models' values stacked along a new first axis, all in ``dtype`` on ``device``.
+        """
+        stacked = torch.empty((len(self.models), *tp.shape), dtype=dtype, device=device)
+        for i, (model, task) in enumerate(zip(self.models, self.tasks, strict=True)):
+            if tp.kind == "projection":
+                value = self._load(model, tp.name, device, dtype)
+                stacked[i].copy_(expand_rows(value, task.start, self.num_labels))
+            else:  # straight from the file into the stacked buffer when dtypes match
+                _check_finite(model, tp.name, model.read_into(tp.name, stacked[i]))
+        if tp.kind == "projection":
+            return zero_rows(stacked[0], self.num_labels), stacked
+        if tp.base_name is None or not with_base:
+            return None, stacked
+        return self._load(self.base, tp.base_name, device, dtype), stacked
+
+    def _load(
+        self, ckpt: Checkpoint, name: str, device: str | torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        info = ckpt.tensors[name]
+        value = torch.empty(info.shape, dtype=dtype, device=device)
+        return _check_finite(ckpt, name, ckpt.read_into(name, value))
+
+    def seed_for(self, name: str, index: int) -> int:
+        """Seed of model ``index``'s random draws for tensor ``name`` (same config → same bytes)."""
+        digest = hashlib.sha256(f"{self.config.seed}:{name}:{index}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+    def close(self) -> None:
+        for ckpt in (self.base, *self.models):
+            ckpt.close()
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """``torch.isfinite(value).all()``, through numpy on the CPU (many times faster there)."""
+    if value.device.type == "cpu" and value.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(value.detach().numpy()).all())
+    return bool(torch.isfinite(value).all())
+
+
+def _check_finite(ckpt: Checkpoint, name: str, value: torch.Tensor) -> torch.Tensor:
+    if not all_finite(value):
+        raise Hm3Error(
+            f"{ckpt.label}: tensor {name} contains NaN or Inf values; the checkpoint is "
+            "broken — re-export it from a healthy training run"
+        )
+    return value
+
+
+def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
+    """Open and validate all inputs of ``config``; read headers only.
+
+    Raises:
+        Hm3Error: any input that cannot be merged, with the file and the fix.
+    """
+    base_dir = locate(config.resolve(config.base_model), "base_model")
+    model_dirs = [
+        locate(config.resolve(m.model), f"models[{i}]") for i, m in enumerate(config.models)
+    ]
+    base = Checkpoint(base_dir, allow_pickle=allow_pickle, role="base_model")
+    models = [
+        Checkpoint(d, allow_pickle=allow_pickle, role=f"models[{i}]")
+        for i, d in enumerate(model_dirs)
+    ]
+    try:
+        projection = config.heads.projection if config.heads else None
+        arch = resolve_architecture(models[0].config, models[0].label, projection)
+        arch = with_body_prefix(arch, models[0].tensors, base.tensors)
+        _check_family(arch, base, models)
+        tasks = _tasks(config, arch, models, model_dirs)
+        warnings: list[str] = []
+        tensors, no_base = _tensor_plans(arch, base, models, tasks[-1].end)
+        if no_base:
+            warnings.append(no_base_note(config, no_base))
+            log.warning(warnings[-1])
+        _check_vocab(base, models)
+    except BaseException:
+        for ckpt in (base, *models):
+            ckpt.close()
+        raise
+    return MergePlan(config, base, models, model_dirs, arch, tasks, tensors, warnings)
+
+
+def _check_family(arch: Architecture, base: Checkpoint, models: list[Checkpoint]) -> None:
+    first = models[0]
+    size = arch.hidden_size(first.config)
+    for ckpt in [*models[1:], base]:
+        model_type = ckpt.config.get("model_type")
+        if model_type is not None and model_type != first.config.get("model_type"):
+            raise Hm3Error(
+                f"{ckpt.label}: architecture {model_type!r} differs from {first.label} "
+                f"({first.config.get('model_type')!r}); hm3 merges models fine-tuned from one base"
+            )
+        other = arch.hidden_size(ckpt.config)
+        if size is not None and other is not None and other != size:
+            raise Hm3Error(
+                f"{ckpt.label}: hidden size {other} differs from {first.label} ({size}); "
+                "hm3 merges models fine-tuned from one base"
+            )
+
+
+def _tasks(
+    config: MergeConfig, arch: Architecture, models: list[Checkpoint], dirs: list[Path]
+) -> list[Task]:
+    entries, used = [], set()
+    for entry, ckpt, path in zip(config.models, models, dirs, strict=True):
+        own = own_labels(ckpt.config, ckpt.label)
+        shapes = {name: info.shape for name, info in ckpt.tensors.items()}
+        arch.check_head(shapes, len(own), ckpt.label, _NO_HEAD_FIX)
+        if ckpt.config.get("problem_type") == "multi_label_classification":
+            log.warning("%s is a multi-label classifier; hm3 applies softmax per task", ckpt.label)
+        name = entry.name or _default_name(entry.model, path, used)
+        used.add(name)
+        local = Path(config.resolve(entry.model)).is_dir()
+        source = str(path.resolve()) if local else entry.model
+        entries.append((name, resolve_labels(name, own, entry.labels), source))
+    return layout(entries)
+
+
+_NO_HEAD_FIX = (
+    "Use it as base_model, or declare `heads: {projection: [...]}` in the config if its head "
+    "has other names"
+)
+
+
+def _default_name(ref: str, path: Path, used: set[str]) -> str:
+    stem = Path(ref.rstrip("/")).name or path.name
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    return name
+
+
+def _tensor_plans(
+    arch: Architecture, base: Checkpoint, models: list[Checkpoint], total: int
+) -> tuple[list[TensorPlan], list[str]]:
+    """Every output tensor's plan, and the names of the float body tensors the base lacks."""
+    first = models[0]
+    for ckpt in models[1:]:
+        _same_tensors(arch, first, ckpt)
+    plans, no_base = [], []
+    for name, info in first.tensors.items():
+        if arch.is_projection(name):
+            plans.append(TensorPlan(name, "projection", (total, *info.shape[1:]), info.dtype))
+            continue
+        if not info.dtype.is_floating_point:
+            plans.append(TensorPlan(name, "constant", info.shape, info.dtype))
+            continue
+        base_name = base_counterpart(arch, base, name)
+        if base_name is None:
+            no_base.append(name)
+        elif base.tensors[base_name].shape != info.shape:
+            raise Hm3Error(
+                f"{first.label}: tensor {name} has shape {list(info.shape)} but the base's is "
+                f"{list(base.tensors[base_name].shape)}; was this model fine-tuned from "
+                f"{base.path}? (vocabulary resized or another size of the model?)"
+            )
+        plans.append(
+            TensorPlan(name, "body" if base_name else "no_base", info.shape, info.dtype, base_name)
+        )
+    _check_counterparts(arch, base, first, no_base, [p for p in plans if p.kind != "constant"])
+    return plans, no_base
+
+
+def _check_counterparts(
+    arch: Architecture, base: Checkpoint, first: Checkpoint, missing: list[str], float_plans: list
+) -> None:
+    """Refuse a base that lacks most body tensors: a wrong base, or names hm3 cannot map."""
+    body = len(float_plans) - len(arch.projection)
+    if len(missing) * 2 <= body:
+        return
+    prefix = f"the prefix `{arch.body_prefix}`" if arch.body_prefix else "any one leading prefix"
+    raise Hm3Error(
+        f"{base.label}: {len(missing)} of {body} body tensors of {first.label} have no "
+        f"counterpart in the base (e.g. {missing[0]}), with or without {prefix}; expected the "
+        "model they were fine-tuned from (same tensor names, up to a prefix like `bert.`); "
+        "check base_model"
+    )
+
+
+def _same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> None:
+    names, theirs = set(first.tensors), set(other.tensors)
+    if names != theirs:
+        diff = sorted(names ^ theirs)[:3]
+        raise Hm3Error(
+            f"{other.label}: its tensors differ from {first.label}'s (e.g. {', '.join(diff)}); "
+            "merged models must share one architecture"
+        )
+    for name, info in first.tensors.items():
+        shape = other.tensors[name].shape
+        if not arch.is_projection(name) and shape != info.shape:
+            raise Hm3Error(
+                f"{other.label}: tensor {name} has shape {list(shape)} but {first.label}'s is "
+                f"{list(info.shape)}; merged models must share one base"
+            )
+        if arch.is_projection(name) and shape[1:] != info.shape[1:]:
+            raise Hm3Error(
+                f"{other.label}: label projection {name} has input size {list(shape[1:])}, "
+                f"{first.label}'s has {list(info.shape[1:])}; hidden sizes differ"
+            )
+
+
+def base_counterpart(arch: Architecture, base: Checkpoint, name: str) -> str | None:
+    """The base's name for a fine-tuned tensor: the same, or without the body prefix; or None."""
+    if name in base.tensors:
+        return name
+    if arch.body_prefix and name.startswith(arch.body_prefix):
+        bare = name[len(arch.body_prefix) :]
+        if bare in base.tensors:
+            return bare
+    return None
+
+
+def _check_vocab(base: Checkpoint, models: list[Checkpoint]) -> None:
+    reference: tuple[str, str] | None = None
+    for ckpt in (base, *models):
+        fingerprint = vocab_fingerprint(ckpt.path)
+        if fingerprint is None:
+            continue
+        if reference is None:
+            reference = (fingerprint, ckpt.label)
+        elif fingerprint != reference[0]:
+            raise Hm3Error(
+                f"{ckpt.label}: its tokenizer vocabulary differs from {reference[1]}'s; merged "
+                "models must tokenize text the same way (fine-tune them from the same base)"
+            )
