@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from hm3.errors import Hm3Error
+from hm3.version import __version__
 
 if TYPE_CHECKING:
     from hm3.alignment.api import align
@@ -28,13 +29,13 @@ __all__ = [
     "Classifier",
     "Hm3Error",
     "MergeConfig",
+    "__version__",
     "align",
     "evaluate",
     "load",
     "load_suite",
     "merge",
 ]
-__version__ = "0.1.0"
 
 _LAZY = {
     "align": "hm3.alignment.api",

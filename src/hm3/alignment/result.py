@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-import hm3
 from hm3.alignment.fit import AUTO_RIDGES, DEFAULT_RIDGE, RidgeSolution, RidgeStats
 from hm3.alignment.originals import Original
 from hm3.alignment.scale import BodyScale, gcv_score
@@ -26,6 +25,7 @@ from hm3.io.texts import TextCount, TextFile
 from hm3.model.classifier import Classifier
 from hm3.model.features import Projection
 from hm3.model.labels import Task
+from hm3.version import __version__
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class AlignStats:
                 for t in self.residuals(solution)
             ],
             **self._scale_record(),
-            "hm3_version": hm3.__version__,
+            "hm3_version": __version__,
         }
 
     def _scale_record(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import hm3
 from hm3.methods import METHODS
+from hm3.version import __version__
 
 if TYPE_CHECKING:
     from hm3.merging.config import MergeConfig
@@ -34,7 +34,7 @@ tags: [hm3, model-merging, {config.merge_method}]
 # {title}
 
 One classifier that answers {len(plan.tasks)} task(s) in one forward pass. It was made without
-training by [hm3](https://arxiv.org/abs/2409.19173) {hm3.__version__}: each model's label
+training by [hm3](https://arxiv.org/abs/2409.19173) {__version__}: each model's label
 projection was zero-padded to the concatenated label space (HM3, Algorithm 1) and the
 models were merged with `{config.merge_method}` {_onto(config)}.
 
