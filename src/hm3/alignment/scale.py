@@ -31,8 +31,12 @@ from hm3.alignment.fit import AUTO_RIDGES, RidgeStats
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import Checkpoint, locate
-from hm3.merging.plan import base_counterpart
-from hm3.model.architectures import Architecture, resolve_architecture, with_body_prefix
+from hm3.model.architectures import (
+    Architecture,
+    base_counterpart,
+    resolve_architecture,
+    with_body_prefix,
+)
 from hm3.model.features import Projection
 
 # The scales tried with ``scale="auto"``: from half to twice the merge's update. On the demo zoo
@@ -133,7 +137,7 @@ def _counterparts(
     for name, info in ckpt.tensors.items():
         if name in projection.tensors or not info.dtype.is_floating_point or name not in params:
             continue
-        base_name = base_counterpart(arch, base, name)
+        base_name = base_counterpart(arch, base.tensors, name)
         if base_name is None:
             continue
         if base.tensors[base_name].shape != info.shape:

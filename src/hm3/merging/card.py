@@ -1,7 +1,7 @@
 """The ``README.md`` model card of a merged checkpoint: what it answers and how it was made.
 
-Renders markdown from a :class:`~hm3.merging.plan.MergePlan`, and the note on tensors the base lacks
-that the plan logs as a warning and the card lists; writes nothing itself.
+Renders markdown from a :class:`~hm3.merging.plan.MergePlan`, listing the plan's warnings (such
+as the note on tensors the base lacks) under Notes; writes nothing itself.
 """
 
 from __future__ import annotations
@@ -72,27 +72,3 @@ def _onto(config: MergeConfig) -> str:
     if METHODS[config.merge_method].uses_base:
         return f"onto the base `{config.base_model}`"
     return f"(it reads no base model; base given: `{config.base_model}`)"
-
-
-def no_base_note(config: MergeConfig, names: list[str]) -> str:
-    """What happens to the tensors the base lacks, for the warning and the model card."""
-    method = METHODS[config.merge_method]
-    head = f"the base has no {', '.join(names)}: "
-    if not method.uses_base:
-        how = "the weighted mean of the models"
-        if method.kernel == "regmean":
-            how = "linear weights by RegMean's solve, the others as the weighted mean"
-        return head + (
-            f"{config.merge_method} reads no base, so they are merged like every other tensor "
-            f"({how})"
-        )
-    if config.no_base == "method":
-        return head + (
-            f"{config.merge_method} runs on them with the models' plain mean as their base "
-            "(no_base: method)"
-        )
-    return head + (
-        "those tensors have no task vector and are merged as the plain (unweighted) mean of the "
-        f"models (no_base: mean; `no_base: method` runs {config.merge_method} on them with that "
-        "mean as their base, as mergekit does on `hm3 expand` output)"
-    )

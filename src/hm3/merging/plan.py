@@ -8,7 +8,8 @@ base lacks (no task vector: ``MergeConfig.no_base`` says how it is merged; a war
 the label projection (HM3-expanded, base all zeros), or a non-float buffer copied as is.
 :meth:`MergePlan.inputs` then loads one tensor of every model at a time.
 
-It merges nothing; ``merging.py`` streams a plan to disk, ``expand.py`` pads projections.
+The checks that the inputs fit together are :mod:`hm3.merging.checks`'. It merges nothing;
+:mod:`hm3.merging.stream` streams a plan to disk, :mod:`hm3.model.heads` pads projections.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ import torch
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import Checkpoint, locate
-from hm3.io.tokenizer import vocab_fingerprint
-from hm3.merging.card import no_base_note
+from hm3.merging.checks import check_counterparts, check_family, check_vocab, same_tensors
 from hm3.merging.config import MergeConfig
-from hm3.model.architectures import Architecture, resolve_architecture, with_body_prefix
+from hm3.methods import METHODS
+from hm3.model.architectures import (
+    Architecture,
+    base_counterpart,
+    resolve_architecture,
+    with_body_prefix,
+)
 from hm3.model.heads import expand_rows, zero_rows
 from hm3.model.labels import Task, layout, own_labels, resolve_labels
 
@@ -142,37 +148,19 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
         projection = config.heads.projection if config.heads else None
         arch = resolve_architecture(models[0].config, models[0].label, projection)
         arch = with_body_prefix(arch, models[0].tensors, base.tensors)
-        _check_family(arch, base, models)
+        check_family(arch, base, models)
         tasks = _tasks(config, arch, models, model_dirs)
         warnings: list[str] = []
         tensors, no_base = _tensor_plans(arch, base, models, tasks[-1].end)
         if no_base:
             warnings.append(no_base_note(config, no_base))
             log.warning(warnings[-1])
-        _check_vocab(base, models)
+        check_vocab(base, models)
     except BaseException:
         for ckpt in (base, *models):
             ckpt.close()
         raise
     return MergePlan(config, base, models, model_dirs, arch, tasks, tensors, warnings)
-
-
-def _check_family(arch: Architecture, base: Checkpoint, models: list[Checkpoint]) -> None:
-    first = models[0]
-    size = arch.hidden_size(first.config)
-    for ckpt in [*models[1:], base]:
-        model_type = ckpt.config.get("model_type")
-        if model_type is not None and model_type != first.config.get("model_type"):
-            raise Hm3Error(
-                f"{ckpt.label}: architecture {model_type!r} differs from {first.label} "
-                f"({first.config.get('model_type')!r}); hm3 merges models fine-tuned from one base"
-            )
-        other = arch.hidden_size(ckpt.config)
-        if size is not None and other is not None and other != size:
-            raise Hm3Error(
-                f"{ckpt.label}: hidden size {other} differs from {first.label} ({size}); "
-                "hm3 merges models fine-tuned from one base"
-            )
 
 
 def _tasks(
@@ -214,7 +202,7 @@ def _tensor_plans(
     """Every output tensor's plan, and the names of the float body tensors the base lacks."""
     first = models[0]
     for ckpt in models[1:]:
-        _same_tensors(arch, first, ckpt)
+        same_tensors(arch, first, ckpt)
     plans, no_base = [], []
     for name, info in first.tensors.items():
         if arch.is_projection(name):
@@ -223,7 +211,7 @@ def _tensor_plans(
         if not info.dtype.is_floating_point:
             plans.append(TensorPlan(name, "constant", info.shape, info.dtype))
             continue
-        base_name = base_counterpart(arch, base, name)
+        base_name = base_counterpart(arch, base.tensors, name)
         if base_name is None:
             no_base.append(name)
         elif base.tensors[base_name].shape != info.shape:
@@ -235,69 +223,29 @@ def _tensor_plans(
         plans.append(
             TensorPlan(name, "body" if base_name else "no_base", info.shape, info.dtype, base_name)
         )
-    _check_counterparts(arch, base, first, no_base, [p for p in plans if p.kind != "constant"])
+    check_counterparts(arch, base, first, no_base, [p for p in plans if p.kind != "constant"])
     return plans, no_base
 
 
-def _check_counterparts(
-    arch: Architecture, base: Checkpoint, first: Checkpoint, missing: list[str], float_plans: list
-) -> None:
-    """Refuse a base that lacks most body tensors: a wrong base, or names hm3 cannot map."""
-    body = len(float_plans) - len(arch.projection)
-    if len(missing) * 2 <= body:
-        return
-    prefix = f"the prefix `{arch.body_prefix}`" if arch.body_prefix else "any one leading prefix"
-    raise Hm3Error(
-        f"{base.label}: {len(missing)} of {body} body tensors of {first.label} have no "
-        f"counterpart in the base (e.g. {missing[0]}), with or without {prefix}; expected the "
-        "model they were fine-tuned from (same tensor names, up to a prefix like `bert.`); "
-        "check base_model"
-    )
-
-
-def _same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> None:
-    names, theirs = set(first.tensors), set(other.tensors)
-    if names != theirs:
-        diff = sorted(names ^ theirs)[:3]
-        raise Hm3Error(
-            f"{other.label}: its tensors differ from {first.label}'s (e.g. {', '.join(diff)}); "
-            "merged models must share one architecture"
+def no_base_note(config: MergeConfig, names: list[str]) -> str:
+    """What happens to the tensors the base lacks, for the warning and the model card."""
+    method = METHODS[config.merge_method]
+    head = f"the base has no {', '.join(names)}: "
+    if not method.uses_base:
+        how = "the weighted mean of the models"
+        if method.kernel == "regmean":
+            how = "linear weights by RegMean's solve, the others as the weighted mean"
+        return head + (
+            f"{config.merge_method} reads no base, so they are merged like every other tensor "
+            f"({how})"
         )
-    for name, info in first.tensors.items():
-        shape = other.tensors[name].shape
-        if not arch.is_projection(name) and shape != info.shape:
-            raise Hm3Error(
-                f"{other.label}: tensor {name} has shape {list(shape)} but {first.label}'s is "
-                f"{list(info.shape)}; merged models must share one base"
-            )
-        if arch.is_projection(name) and shape[1:] != info.shape[1:]:
-            raise Hm3Error(
-                f"{other.label}: label projection {name} has input size {list(shape[1:])}, "
-                f"{first.label}'s has {list(info.shape[1:])}; hidden sizes differ"
-            )
-
-
-def base_counterpart(arch: Architecture, base: Checkpoint, name: str) -> str | None:
-    """The base's name for a fine-tuned tensor: the same, or without the body prefix; or None."""
-    if name in base.tensors:
-        return name
-    if arch.body_prefix and name.startswith(arch.body_prefix):
-        bare = name[len(arch.body_prefix) :]
-        if bare in base.tensors:
-            return bare
-    return None
-
-
-def _check_vocab(base: Checkpoint, models: list[Checkpoint]) -> None:
-    reference: tuple[str, str] | None = None
-    for ckpt in (base, *models):
-        fingerprint = vocab_fingerprint(ckpt.path)
-        if fingerprint is None:
-            continue
-        if reference is None:
-            reference = (fingerprint, ckpt.label)
-        elif fingerprint != reference[0]:
-            raise Hm3Error(
-                f"{ckpt.label}: its tokenizer vocabulary differs from {reference[1]}'s; merged "
-                "models must tokenize text the same way (fine-tune them from the same base)"
-            )
+    if config.no_base == "method":
+        return head + (
+            f"{config.merge_method} runs on them with the models' plain mean as their base "
+            "(no_base: method)"
+        )
+    return head + (
+        "those tensors have no task vector and are merged as the plain (unweighted) mean of the "
+        f"models (no_base: mean; `no_base: method` runs {config.merge_method} on them with that "
+        "mean as their base, as mergekit does on `hm3 expand` output)"
+    )

@@ -7,12 +7,13 @@ other weight (the paper merges the whole model this way).
 
 This module knows the supported families by their ``config.json`` ``model_type`` and lets a
 merge config declare the projection of any other family, whose body prefix (GPT-2's
-``transformer.``, Llama's ``model.``) it detects from tensor names. It reads no weights.
+``transformer.``, Llama's ``model.``) it detects from tensor names; :func:`base_counterpart`
+maps a fine-tuned tensor's name to the base checkpoint's. It reads no weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, replace
 
 from hm3.errors import Hm3Error
@@ -206,3 +207,14 @@ def detect_body_prefix(
         if hits(prefix) > best_hits:
             best, best_hits = prefix, hits(prefix)
     return best
+
+
+def base_counterpart(arch: Architecture, base_names: Container[str], name: str) -> str | None:
+    """The base's name for a fine-tuned tensor: the same, or without the body prefix; or None."""
+    if name in base_names:
+        return name
+    if arch.body_prefix and name.startswith(arch.body_prefix):
+        bare = name[len(arch.body_prefix) :]
+        if bare in base_names:
+            return bare
+    return None
