@@ -1,4 +1,4 @@
-"""``hm3.evaluation.report``: the report directory, its markdown, its PNGs, and the terminal tables."""
+"""``hm3.evaluation.report``: the report directory, its markdown, its PNGs, the terminal tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from hm3.errors import Hm3Error
-from hm3.evaluation.report import EvaluationResult, print_tables, tables, write_report
+from hm3.evaluation.report import print_tables, tables, write_report
+from hm3.evaluation.results import EvaluationResult
 from hm3.evaluation.run import evaluate
 from hm3.evaluation.suite import load_suite
 from test_evaluation import _one_thread, build_suite  # noqa: F401  (autouse fixture)

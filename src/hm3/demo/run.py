@@ -4,8 +4,8 @@
 
 1. fetch the pinned base encoder and data (:mod:`hm3.demo.sources.fetch`), cut the seeded splits
    and suites (:mod:`hm3.demo.data.prepare`);
-2. fine-tune the four originals from the base (:mod:`hm3.demo.train.classifier`; cached by a hash of data
-   and settings, so a second run trains nothing);
+2. fine-tune the four originals from the base (:mod:`hm3.demo.train.classifier`; cached by a
+   hash of data and settings, so a second run trains nothing);
 3. merge each case study — ``prompt_attack + toxicity`` (paper case study 1), ``spam +
    sentiment`` (case study 2) and all four — with each of Table 1's merges
    (:mod:`hm3.demo.cases`) through :mod:`hm3.recipe`, and align every merge's heads on the
@@ -51,7 +51,8 @@ from hm3.demo.sources.fetch import base_model_dir
 from hm3.demo.summary import CaseResult, DemoResult, OriginalInfo, write_summary
 from hm3.demo.train.classifier import TrainedClassifier, TrainSettings
 from hm3.errors import Hm3Error
-from hm3.evaluation.report import EvaluationResult, write_report
+from hm3.evaluation.report import write_report
+from hm3.evaluation.results import EvaluationResult
 from hm3.evaluation.run import ORIGINAL, evaluate
 from hm3.evaluation.suite import Suite, load_suite
 from hm3.io.atomic import atomic_dir, check_output

@@ -1,12 +1,12 @@
 """Paired bootstrap of average F1: is a model's difference from the originals more than chance?
 
-A suite is a sample: on a few hundred rows per dataset, two models' average F1 can differ by
-±0.01 by chance. :func:`compare_with_originals` redraws the rows of every dataset with
-replacement ``draws`` times, scores every column on each redraw as :mod:`hm3.evaluation.scoring` scores
-the suite (per task, macro-F1 pooled over the datasets expecting it; the average over tasks),
-and reports each model's average F1 minus the originals', on the tasks both answer, with the
-2.5 and 97.5 percentiles of that difference over the redraws and the share of redraws in which
-it is above 0.
+A suite is a sample: on a few hundred rows per dataset, two models' average F1 can differ by ±0.01
+by chance. :func:`compare_with_originals` redraws the rows of every dataset with replacement
+``draws`` times, scores every column on each redraw as :mod:`hm3.evaluation.scoring` scores the
+suite (per task, macro-F1 pooled over the datasets expecting it; the average over tasks), and
+reports each model's average F1 minus the originals', on the tasks both answer, with the 2.5 and
+97.5 percentiles of that difference over the redraws and the share of redraws in which it is above
+0.
 
 The comparison is paired: each redraw picks the same rows for every column and every task (a
 dataset that scores two tasks, a cross-check, is redrawn once for both), so what the rows have
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from hm3.evaluation.report import VsOriginal
+from hm3.evaluation.results import VsOriginal
 from hm3.evaluation.scoring import ORIGINAL, Predictions, suite_tasks
 from hm3.evaluation.suite import Dataset
 
@@ -60,8 +60,8 @@ def compare_with_originals(
         seed: seeds the redraws.
 
     Returns:
-        Column → :class:`~hm3.evaluation.report.VsOriginal`; a column that shares no scored task with the
-        originals is left out.
+        Column → :class:`~hm3.evaluation.results.VsOriginal`; a column that shares no scored task
+        with the originals is left out.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")

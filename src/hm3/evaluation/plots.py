@@ -1,8 +1,9 @@
 """The plots of an evaluation report: accuracy per dataset, originals vs a model, confusion grids.
 
-:func:`write_plots` draws every PNG of a report directory (:func:`hm3.evaluation.report.write_report`
-calls it) and returns their captions by section. Plots use matplotlib's object API with the
-Agg canvas (no pyplot state, no display needed). Nothing here computes a metric.
+:func:`write_plots` draws every PNG of a report directory
+(:func:`hm3.evaluation.report.write_report` calls it) and returns their captions by section. Plots
+use matplotlib's object API with the Agg canvas (no pyplot state, no display needed). Nothing here
+computes a metric.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hm3.evaluation.report import EvaluationResult
+from hm3.evaluation.results import EvaluationResult
 
 
 def write_plots(result: EvaluationResult, folder: Path) -> dict[str, list[tuple[str, str]]]:

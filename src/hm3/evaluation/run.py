@@ -6,9 +6,10 @@ one original classifier per task, each answering only its own task (its one task
 the task name it is given). Each classifier predicts the distinct texts of the datasets that
 concern it exactly once, batched and sorted by length, with a progress bar over batches.
 
-The metrics are computed from the predictions by :mod:`hm3.evaluation.scoring` (their definitions are
-there). The result types (the schema of ``results.json``) live in :mod:`hm3.evaluation.report`, which
-also writes them to disk; this module reads no suite file itself (see :mod:`hm3.evaluation.suite`).
+The metrics are computed from the predictions by :mod:`hm3.evaluation.scoring` (their
+definitions are there). The result types (the schema of ``results.json``) live in
+:mod:`hm3.evaluation.results` and :mod:`hm3.evaluation.report` writes them to disk; this module
+reads no suite file itself (see :mod:`hm3.evaluation.suite`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rich.progress import TextColumn
 
 from hm3.errors import Hm3Error
 from hm3.evaluation.bootstrap import compare_with_originals
-from hm3.evaluation.report import DatasetInfo, EvaluationResult, TaskInfo
+from hm3.evaluation.results import DatasetInfo, EvaluationResult, TaskInfo
 from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tasks
 from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
 from hm3.io.checkpoint import read_config
@@ -64,7 +65,8 @@ def evaluate(
     Args:
         suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`).
         models: column name → merged or ordinary classifier: its directory, or a loaded
-            :class:`~hm3.model.classifier.Predictor` (a :class:`~hm3.model.classifier.Classifier`, ...).
+            :class:`~hm3.model.classifier.Predictor` (a
+            :class:`~hm3.model.classifier.Classifier`, ...).
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
         batch_size: texts per forward pass.
@@ -75,7 +77,8 @@ def evaluate(
         progress: show a progress bar over batches (on stderr).
         bootstrap: redraw every dataset's rows this many times (seeded by the suite's seed) and
             give each model its average F1 minus the originals' with a 95 % interval
-            (:mod:`hm3.evaluation.bootstrap`); 0, the default, skips it. Needs ``originals`` and a model.
+            (:mod:`hm3.evaluation.bootstrap`); 0, the default, skips it. Needs ``originals`` and
+            a model.
 
     Returns:
         An :class:`EvaluationResult`: originals first, then ``models`` in the order given.

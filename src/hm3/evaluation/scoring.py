@@ -12,7 +12,8 @@
   pooled rows on which a model gives the original's label, and, of the rows where they differ,
   how many each of the two gets right.
 
-It runs no model (:mod:`hm3.evaluation.run` predicts) and writes nothing (:mod:`hm3.evaluation.report`).
+It runs no model (:mod:`hm3.evaluation.run` predicts) and writes nothing
+(:mod:`hm3.evaluation.report` does).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from hm3.evaluation.report import Agreement, DatasetAccuracy, ModelResult, TaskResult
+from hm3.evaluation.results import Agreement, DatasetAccuracy, ModelResult, TaskResult
 from hm3.evaluation.suite import Dataset
 
 #: the column of the originals: one single-task classifier per task
