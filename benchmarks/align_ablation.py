@@ -24,9 +24,12 @@ so a ridge costs a matrix product, not a pass over the suite. The script checks 
 (case, method, text set), that this gives the same average F1 as
 :func:`hm3.evaluation.run.evaluate` on a classifier with the solution folded in, and prints it.
 
-It prints one table per case (rows: text set / ridge; columns: methods), a summary over the
-cases, the time taken, and writes every number to ``<workdir>/align_ablation.json``. It is not
-a test: it asserts nothing; numbers depend on the zoo, which depends on the machine's training.
+It prints one table per case (rows: text set / ridge; columns: methods; ``*`` marks a value at
+or above the originals' average), a summary over the cases (per text set and ridge, the mean gap
+to the originals' average and how many merges reach it), the time taken, and writes every
+number to ``<workdir>/align_ablation.json``. It is not a test: it asserts nothing; numbers
+depend on the zoo, which depends on the machine's training. Results:
+``docs/results/alignment.md`` and ``docs/results/regmean-tsv.md``.
 
 Usage::
 
@@ -48,10 +51,7 @@ train split (the first ones of the same seeded order the text sets use).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -61,15 +61,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from align_ablation_tables import case_table, summary_table
+from _common import add_cache, comma_list, demo_max_length, markdown_table, new_parser, run_record
 from sklearn.metrics import f1_score
 
-from hm3.alignment.api import DEFAULT_RIDGE, AlignStats, collect
+from hm3.alignment.api import AlignStats, collect
 from hm3.alignment.fit import AUTO_RIDGE, RidgeSolution
+from hm3.defaults import DEFAULT_RIDGE
 from hm3.demo.cases import CASES, METHODS, CaseStudy, MethodSpec, merge_config, train_zoo
 from hm3.demo.data.prepare import TASKS, DemoData, prepare_data
 from hm3.demo.sources.fetch import base_model_dir
-from hm3.demo.train.classifier import TrainedClassifier, TrainSettings
+from hm3.demo.train.classifier import TrainedClassifier
 from hm3.evaluation.run import evaluate
 from hm3.evaluation.suite import Dataset, Suite, load_datasets, load_suite
 from hm3.io.checkpoint import read_config
@@ -86,7 +87,7 @@ RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0, AUTO_RIDGE)
 TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0, AUTO_RIDGE)  # per-case tables (0.03: the default)
 KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
-MAX_LENGTH = TrainSettings.max_length  # what the demo aligns and evaluates with
+MAX_LENGTH = demo_max_length()  # what the demo aligns and evaluates with
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,11 @@ class SuiteFeatures:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     add = parser.add_argument
     add("--quick", action="store_true", help="quick demo data and zoo, small text sets")
     add("--workdir", type=Path, default=WORKDIR, help=f"merges, texts, JSON (default {WORKDIR})")
-    add("--cache", type=Path, default=None, help="demo cache (default: HM3_CACHE, ~/.cache/hm3)")
+    add_cache(parser)
     add("--sizes", default=None, help=f"text counts (default {SIZES}; quick {QUICK_SIZES})")
     add("--coverage-size", type=int, default=None, help=f"texts per set (default {COVERAGE})")
     add(
@@ -156,12 +157,8 @@ def _ints(text: str | None, default: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",")) if text else tuple(default)
 
 
-def _comma_list(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
 def _picked(names: str, known: Sequence, what: str) -> list:
-    wanted = _comma_list(names)
+    wanted = comma_list(names)
     by_name = {k.name: k for k in known}
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
@@ -173,7 +170,7 @@ def _method_specs(names: str) -> list[MethodSpec]:
     """The demo's methods by name; other entries are ``METHOD[:DENSITY]`` of any hm3 method."""
     demo = {m.name: m for m in METHODS}
     specs = []
-    for entry in _comma_list(names):
+    for entry in comma_list(names):
         if entry in demo:
             specs.append(demo[entry])
             continue
@@ -449,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args.ridge_values = tuple(
         AUTO_RIDGE if r.strip() == AUTO_RIDGE else float(r) for r in args.ridges.split(",")
     )
-    args.kinds = _comma_list(args.sets)
+    args.kinds = comma_list(args.sets)
     if unknown := [k for k in args.kinds if k not in KINDS]:
         sys.exit(f"--sets {','.join(unknown)}: unknown; valid: {', '.join(KINDS)}")
     cases = _picked(args.cases, CASES, "cases")
@@ -491,15 +488,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(args, argv, data: DemoData, originals, results, seconds: float) -> dict:
     """Everything measured, with the settings that produced it."""
-    command = " ".join(["python", "benchmarks/align_ablation.py", *(argv or sys.argv[1:])])
     return {
-        "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
+        **run_record("align_ablation.py", argv),
         "quick": args.quick,
         "limit": args.limit,
         "seed": args.seed,
@@ -514,6 +504,77 @@ def _report(args, argv, data: DemoData, originals, results, seconds: float) -> d
         "cases": results,
         "seconds": round(seconds, 1),
     }
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _cell(value: float, target: float) -> str:
+    return f"{value:.3f}{'*' if value >= target - 1e-12 else ''}"
+
+
+def _ridge(ridge: float | str) -> str:
+    return ridge if isinstance(ridge, str) else f"{ridge:g}"
+
+
+def case_table(case: dict, ridges: Sequence[float | str]) -> str:
+    """Average macro-F1 of one case: reference rows, then every text set × ridge."""
+    methods = list(case["methods"])
+    target = case["originals"]["average"]
+    rows = [
+        ["originals", "–", *(f"{target:.3f}" for _ in methods)],
+        ["merged, not aligned", "–"]
+        + [_cell(case["methods"][m]["merged"]["average"], target) for m in methods],
+    ]
+    for label in case["text_sets"]:
+        for ridge in ridges:
+            cells = [
+                _cell(case["methods"][m]["aligned"][label]["ridges"][str(ridge)]["average"], target)
+                for m in methods
+            ]
+            rows.append([label, _ridge(ridge), *cells])
+    numeric = [False] + [True] * (1 + len(methods))
+    return markdown_table(["text set", "ridge", *methods], rows, numeric)
+
+
+def _kind(label: str) -> str:
+    """A text set's label without the case-specific task name (``one:spam 200`` → ``one 200``)."""
+    head, _, rest = label.partition(" ")
+    return f"{head.partition(':')[0]} {rest}".strip()
+
+
+def _gaps(results: dict, ridges: Sequence[float | str]) -> dict[str, dict[str, list[float]]]:
+    """Per text-set kind and ridge (``-`` for the unaligned merge): aligned − originals."""
+    gaps: dict[str, dict[str, list[float]]] = {"merged, not aligned": {"-": []}}
+    for case in results.values():
+        target = case["originals"]["average"]
+        for method in case["methods"].values():
+            gaps["merged, not aligned"]["-"].append(method["merged"]["average"] - target)
+            for label, row in method["aligned"].items():
+                per_ridge = gaps.setdefault(_kind(label), {})
+                for ridge in ridges:
+                    value = row["ridges"][str(ridge)]["average"] - target
+                    per_ridge.setdefault(str(ridge), []).append(value)
+    return gaps
+
+
+def summary_table(results: dict, ridges: Sequence[float | str]) -> str:
+    """Mean (aligned − originals) average F1 over cases × methods; (merges reaching it / all)."""
+    rows = []
+    for kind, per_ridge in _gaps(results, ridges).items():
+        cells = []
+        for ridge in ridges:
+            values = per_ridge.get(str(ridge), per_ridge.get("-"))
+            if values is None:
+                cells.append("")
+                continue
+            reached = sum(v >= -1e-12 for v in values)
+            cells.append(f"{np.mean(values):+.3f} ({reached}/{len(values)})")
+        if kind == "merged, not aligned":
+            cells = [cells[0]] + [""] * (len(cells) - 1)
+        rows.append([kind, *cells])
+    header = ["text set", *(f"ridge {_ridge(r)}" for r in ridges)]
+    return markdown_table(header, rows, [False] + [True] * len(ridges))
 
 
 if __name__ == "__main__":

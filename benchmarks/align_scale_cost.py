@@ -1,6 +1,9 @@
 """What ``--scale auto`` costs: ``hm3 align`` on one merge with the body as merged and with
 the scale chosen from the grid, timed side by side in one run.
 
+Each repeat runs plain alignment, then ``--scale auto``, on the same texts; the fastest run of
+each is kept and their ratio printed (``docs/results/scale.md``). It asserts nothing.
+
 Usage::
 
     python benchmarks/align_scale_cost.py MERGED TEXTS [--max-length 64] [--repeats 1]
@@ -8,22 +11,27 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from _common import demo_max_length, new_parser, print_record, run_record
 
 from hm3.alignment.api import align
 from hm3.alignment.scale import SCALE_GRID
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("merged", type=Path, help="a merged model directory")
     parser.add_argument("texts", type=Path, help="unlabeled texts (.jsonl/.csv/.parquet)")
-    parser.add_argument("--max-length", type=int, default=64, help="tokens per text (64)")
+    length = demo_max_length()
+    parser.add_argument(
+        "--max-length", type=int, default=length, help=f"tokens per text (the demo's {length})"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (default 1)")
     args = parser.parse_args()
+    print_record(run_record("align_scale_cost.py"))
     seconds: dict[str, list[float]] = {"1": [], "auto": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):

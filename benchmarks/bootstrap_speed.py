@@ -1,11 +1,11 @@
 """Benchmark: the bootstrap's macro-F1 from confusion counts against scikit-learn's f1_score.
 
-``hm3 evaluate --bootstrap N`` scores every (model, task) N times. :func:`hm3.evaluation.bootstrap.macro_f1`
-counts each redraw's confusion matrix with ``np.bincount`` instead of calling ``f1_score``;
-this script times both on the same redraws of one synthetic task (6,000 rows, 3 labels, 4
-columns: more rows than any task of the demo's suites, where prompt_attack pools about 3,700
-and case 2's combined sample of RESULTS point 12 has 3,165 sentiment rows),
-checks that they agree to 1e-12 (exit status 1 if not), and prints the ratio.
+``hm3 evaluate --bootstrap N`` scores every (model, task) N times.
+:func:`hm3.evaluation.bootstrap.macro_f1` counts each redraw's confusion matrix with
+``np.bincount`` instead of calling ``f1_score``. This script times both on the same redraws
+of one synthetic task (6,000 rows, 3 labels, 4 columns: more rows than any task of the demo's
+suite, where prompt_attack pools about 3,700), checks that they agree to 1e-12 (exit status 1
+if not), and prints the ratio (``docs/results/evaluation-speed.md``).
 
 Usage::
 
@@ -14,20 +14,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
+from _common import new_parser, print_record, run_record
 from sklearn.metrics import f1_score
 
 from hm3.evaluation.bootstrap import macro_f1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--rows", type=int, default=6000)
+    parser = new_parser(__doc__)
+    parser.add_argument("--draws", type=int, default=1000, help="redraws per column (1000)")
+    parser.add_argument("--rows", type=int, default=6000, help="rows of the task (6000)")
     args = parser.parse_args(argv)
+    print_record(run_record("bootstrap_speed.py", argv))
     rng = np.random.default_rng(0)
     k, n = 3, args.rows
     y_true = rng.integers(0, k, n)

@@ -1,14 +1,14 @@
 """Benchmark helper: a held-out evaluation suite for the demo zoo, from rows no split used.
 
 Why: the demo suite has 250 rows per label, so two models' average F1 can differ by ±0.01 by
-chance (``paired_bootstrap.py``). The demo's sources hold many more labelled rows than its
-splits take; this script collects the rows that the demo's seeded splits left unused and
-writes them as a second suite, so that a close comparison (an aligned merge against its
-originals) can be repeated on rows that none of the models or alignment texts were drawn
-from, nor anything similar to them.
+chance (``hm3 evaluate --bootstrap`` says how much). The demo's sources hold many more labelled
+rows than its splits take; this script collects the rows that the demo's seeded splits left
+unused and writes them as a second suite, so that a close comparison (an aligned merge against
+its originals) can be repeated on rows that none of the models or alignment texts were drawn
+from, nor anything similar to them (``docs/results/alignment.md``, "New rows for case 2").
 
-How: it rebuilds the task pools exactly as :func:`hm3.demo.data.prepare.prepare_data` does, re-deals
-the seeded splits and checks that they equal the cached files row for row (it stops if they
+How: it rebuilds the task pools exactly as :func:`hm3.demo.data.prepare.prepare_data` does,
+re-deals the seeded splits and checks that they equal the cached files row for row (it stops if they
 do not: the cache was written by another data version). A row is held out when its
 near-duplicate group (:func:`~hm3.demo.data.text.group_key`) has a single label and touches
 no split of any task, and when no text of any split or of the benign control is similar to it
@@ -46,24 +46,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
+from _common import add_cache, new_parser, task_rows
 
 from hm3.demo.data.near import NEAR, NearCopies
-from hm3.demo.data.pools import build_pools
-from hm3.demo.data.prepare import FULL, TASKS, _needed, prepare_data
-from hm3.demo.data.split import Row, dedupe, rng, split_rows
+from hm3.demo.data.prepare import FULL, TASKS, prepare_data
+from hm3.demo.data.split import Row, rng, split_rows
 from hm3.demo.data.suite import write_jsonl
 from hm3.demo.data.text import dedupe_key, group_key
-from hm3.demo.sources.fetch import cache_root, fetch_sources
 from hm3.evaluation.suite import load_suite
 
 MIN_ROWS = 250  # per label: at least the demo suite's size, or the check gains nothing
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     add = parser.add_argument
     add("--out", type=Path, required=True, help="folder for suite.yaml and its datasets")
-    add("--cache", type=Path, default=None, help="demo cache (default: HM3_CACHE, ~/.cache/hm3)")
+    add_cache(parser)
     add("--seed", type=int, default=0, help="the demo data's seed, also seeds the draw")
     add("--min-rows", type=int, default=MIN_ROWS, help=f"per label (default {MIN_ROWS})")
     add("--force", action="store_true", help="replace --out if it exists")
@@ -74,10 +73,8 @@ def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Pa
     """Per task, the labelled rows that share nothing with a split of any task (see the module
     docstring); the demo suite's path; rows dropped as near-copies, per task."""
     data = prepare_data(cache, seed=seed)
-    pools = build_pools(fetch_sources(_needed(), cache_root(cache)), seed)
-    rows, used = {}, []
+    rows, used = task_rows(cache, seed), []
     for name, spec in TASKS.items():
-        rows[name], _ = dedupe(pools.tasks[name].rows)
         splits, _ = split_rows(
             rows[name], spec.labels, FULL.per_label(len(spec.labels)), seed, name
         )
@@ -90,13 +87,13 @@ def unused_rows(cache: Path | None, seed: int) -> tuple[dict[str, list[Row]], Pa
     used_texts = {dedupe_key(t) for t in used}
     seen = NearCopies(used)
     out, near = {}, {}
-    for name, task_rows in rows.items():
+    for name, pool in rows.items():
         labels: dict[str, set[str]] = defaultdict(set)
-        for row in task_rows:
+        for row in pool:
             labels[group_key(row.text)].add(row.label)
         fresh = [
             r
-            for r in task_rows
+            for r in pool
             if len(labels[group_key(r.text)]) == 1
             and group_key(r.text) not in used_groups
             and dedupe_key(r.text) not in used_texts

@@ -4,8 +4,8 @@ What it does: builds random-initialised BERT checkpoints with ``save_pretrained`
 (safetensors) — a bare ``BertModel`` base and N ``BertForSequenceClassification`` fine-tunes
 with 2, 3, 4, 2 ... labels and perturbed bodies, sharing a WordPiece tokenizer — for a
 MiniLM-sized and a BERT-base-sized model; writes their HM3 expansion with
-:func:`hm3.merging.expanded.expand` (zero-padded heads, zero-head base, ``mergekit.yaml``); then merges
-with ``ties`` (density 0.5) in both tools, each run as a fresh subprocess, interleaved
+:func:`hm3.merging.expanded.expand` (zero-padded heads, zero-head base, ``mergekit.yaml``); then
+merges with ``ties`` (density 0.5) in both tools, each run as a fresh subprocess, interleaved
 A B B A ... over ``--repeats`` rounds. It prints the median wall time and peak RSS of each
 tool, their ratios, the import/startup share, and the largest difference between the two
 merged models (a benchmark of tools that compute different things would be worthless).
@@ -32,10 +32,11 @@ point, then reports the time spent in the tool, its CPU time and its own peak RS
 Wall time is measured by the parent around the whole child; "startup" is wall minus the time
 in the tool (interpreter, torch and the entry module's imports).
 
-Agreement: the two merged models are compared tensor by tensor (``merge_agreement.py``);
-entries where mergekit's unstable ``argsort`` and hm3's by-position rule keep different members
-of an exact tie at the trim threshold are counted and excused, every other entry must agree
-within 1e-5.
+Agreement: the two merged models are compared tensor by tensor (:func:`agreement`); entries
+where mergekit's unstable ``argsort`` and hm3's by-position rule keep different members of an
+exact tie at the trim threshold are counted and excused (each is checked against the
+HM3-expanded inputs), every other entry must agree within 1e-5. Results:
+``docs/results/merge-speed.md``.
 
 Usage::
 
@@ -57,7 +58,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from merge_agreement import Agreement, agreement  # benchmarks/ is on sys.path as the script's dir
+import torch
+from _common import comma_list, markdown_table, new_parser, print_record, run_record
+from safetensors import safe_open
 
 SIZES = {  # name: (layers, hidden, heads, intermediate); vocabulary 30522, 512 positions
     "minilm": (6, 384, 12, 1536),
@@ -176,6 +179,76 @@ def expand_zoo(config_file: Path, out: Path) -> Path:
     return out / "mergekit.yaml"
 
 
+# -- do the two merges agree? ----------------------------------------------------------
+@dataclass(frozen=True)
+class Agreement:
+    """Largest |hm3 − mergekit| off trim ties, entries on ties, names compared / unmatched."""
+
+    max_diff: float
+    tied_entries: int
+    compared: list[str]
+    unmatched: list[str]
+
+    def ok(self, tolerance: float) -> bool:
+        return self.max_diff <= tolerance and not self.unmatched and bool(self.compared)
+
+
+def agreement(a_dir: Path, b_dir: Path, expanded: Path, density: float, tol: float) -> Agreement:
+    """Compare the merged models in ``a_dir`` and ``b_dir`` (``ties`` at ``density``).
+
+    Args:
+        a_dir, b_dir: the two output directories (``*.safetensors``, any sharding).
+        expanded: ``hm3 expand``'s output (``base/``, ``models/<task>/``), to explain ties.
+        density: the TIES density both merges used.
+        tol: differences up to this are agreement.
+
+    Returns:
+        An :class:`Agreement`.
+    """
+    a_files, b_files = _index(a_dir), _index(b_dir)
+    shared = sorted(a_files.keys() & b_files.keys())
+    worst, tied = 0.0, 0
+    for name in shared:
+        a, b = _tensor(a_files[name], name).double(), _tensor(b_files[name], name).double()
+        if a.shape != b.shape:
+            return Agreement(float("inf"), 0, shared, [f"{name}: shapes differ"])
+        diff = (a - b).abs()
+        far = diff > tol
+        if bool(far.any()):
+            excused = far & _on_trim_ties(expanded, name, density)
+            tied += int(excused.sum())
+            diff[excused] = 0.0
+        worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
+    return Agreement(worst, tied, shared, sorted(a_files.keys() ^ b_files.keys()))
+
+
+def _index(path: Path) -> dict[str, Path]:
+    names = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, "pt") as fh:
+            names.update(dict.fromkeys(fh.keys(), file))
+    return names
+
+
+def _tensor(file: Path, name: str) -> torch.Tensor:
+    with safe_open(file, "pt") as fh:
+        return fh.get_tensor(name)
+
+
+def _on_trim_ties(expanded: Path, name: str, density: float) -> torch.Tensor:
+    """Where some model's |τ| equals its trim threshold and more than one entry has it."""
+    base = _tensor(expanded / "base" / "model.safetensors", name)
+    tied = torch.zeros(base.shape, dtype=torch.bool)
+    for model in sorted((expanded / "models").iterdir()):  # τ in float32, as both tools have it
+        tau = (_tensor(model / "model.safetensors", name) - base).abs()
+        k = max(1, int(density * tau.numel()))
+        threshold = torch.topk(tau.reshape(-1), k).values.min()
+        on_threshold = tau == threshold
+        if int(on_threshold.sum()) > 1:
+            tied |= on_threshold
+    return tied
+
+
 # -- running the tools ---------------------------------------------------------------------
 def run_tool(argv: list[str], out: Path, env: dict[str, str]) -> Run:
     """Run console script ``argv[0]`` with ``argv[1:]`` in a fresh process with environment
@@ -242,29 +315,29 @@ def _median(runs: list[Run], field: str) -> float:
 
 
 HEADER = (
-    "| size | models | hm3 wall s | mergekit wall s | speed-up | speed-up w/o startup "
-    "| hm3 peak RSS MiB | mergekit peak RSS MiB | memory ratio | startup s hm3 / mk "
-    "| RSS after startup MiB hm3 / mk | CPU s hm3 / mk | max abs diff (tied entries) |"
+    "size", "models", "hm3 wall s", "mergekit wall s", "speed-up", "speed-up w/o startup",
+    "hm3 peak RSS MiB", "mergekit peak RSS MiB", "memory ratio", "startup s hm3 / mk",
+    "RSS after startup MiB hm3 / mk", "CPU s hm3 / mk", "max abs diff (tied entries)",
 )
 
 
 def table(rows: list[Row]) -> str:
     """A markdown table of medians; speed-up = mergekit / hm3, memory ratio = hm3 / mergekit."""
-    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    cells = []
     for r in rows:
         h = {f: _median(r.hm3, f) for f in Run.__dataclass_fields__}
         m = {f: _median(r.mergekit, f) for f in Run.__dataclass_fields__}
         run_ratio = (m["wall"] - m["startup"]) / (h["wall"] - h["startup"])
         a = r.agreement
-        lines.append(
-            f"| {r.size} | {r.models} | {h['wall']:.2f} | {m['wall']:.2f} "
-            f"| {m['wall'] / h['wall']:.2f}× | {run_ratio:.2f}× | {h['rss_mib']:.0f} "
-            f"| {m['rss_mib']:.0f} | {h['rss_mib'] / m['rss_mib']:.2f}× "
-            f"| {h['startup']:.2f} / {m['startup']:.2f} "
-            f"| {h['started_rss_mib']:.0f} / {m['started_rss_mib']:.0f} "
-            f"| {h['cpu']:.1f} / {m['cpu']:.1f} | {a.max_diff:.1e} ({a.tied_entries}) |"
-        )
-    return "\n".join(lines)
+        cells.append([
+            r.size, str(r.models), f"{h['wall']:.2f}", f"{m['wall']:.2f}",
+            f"{m['wall'] / h['wall']:.2f}×", f"{run_ratio:.2f}×", f"{h['rss_mib']:.0f}",
+            f"{m['rss_mib']:.0f}", f"{h['rss_mib'] / m['rss_mib']:.2f}×",
+            f"{h['startup']:.2f} / {m['startup']:.2f}",
+            f"{h['started_rss_mib']:.0f} / {m['started_rss_mib']:.0f}",
+            f"{h['cpu']:.1f} / {m['cpu']:.1f}", f"{a.max_diff:.1e} ({a.tied_entries})",
+        ])  # fmt: skip
+    return markdown_table(HEADER, cells)
 
 
 def child_env(threads: int | None) -> dict[str, str]:
@@ -299,7 +372,7 @@ def bench_one(work: Path, size: str, n: int, repeats: int, threads: int | None) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--sizes", default="minilm,bert-base", help=f"comma list of {list(SIZES)}")
     parser.add_argument("--models", default="2,4", help="comma list of model counts")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per tool (median taken)")
@@ -315,16 +388,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the built files")
     args = parser.parse_args(argv)
-    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    args.sizes = comma_list(args.sizes)
     unknown = [s for s in args.sizes if s not in SIZES]
     if unknown:
         parser.error(f"--sizes: unknown {unknown}; choose from {', '.join(SIZES)}")
-    args.models = [int(m) for m in args.models.split(",") if m.strip()]
+    args.models = [int(m) for m in comma_list(args.models)]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    print_record(run_record("merge_speed.py", argv))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hm3-merge-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []

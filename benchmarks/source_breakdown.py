@@ -1,8 +1,8 @@
 """Benchmark helper: one demo task's macro-F1 per data source, for the originals and merges.
 
 Why: a merge can be level with its original on a whole test set and still lose on one kind
-of text (point 12 of RESULTS.md, "Head alignment on demo data v2": case2's merges are level on
-the suite and below on held-out rows). The demo's tasks mix sources (sentiment: amazon, movie
+of text (``docs/results/alignment.md``, "New rows for case 2": case2's merges are level on the
+suite and below on held-out rows). The demo's tasks mix sources (sentiment: amazon, movie
 and tweets texts from VADER), and the splits do not record which row came from where; this
 script rebuilds the task's pool as ``hm3 demo`` does, looks up each row's source and scores
 every model on each source's rows, plus all rows together.
@@ -27,26 +27,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _common import add_cache, demo_max_length, markdown_table, named, new_parser, task_rows
 
 import hm3
-from hm3.demo.data.pools import build_pools
-from hm3.demo.data.prepare import TASKS, _needed, prepare_data
-from hm3.demo.data.split import dedupe
-from hm3.demo.sources.fetch import cache_root, fetch_sources
+from hm3.demo.data.prepare import TASKS, prepare_data
 from hm3.evaluation.bootstrap import macro_f1
 from hm3.io.tables import jsonl_records
 
-MAX_LENGTH = 64  # what the demo and the ablation read
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     add = parser.add_argument
     add("models", nargs="+", help="NAME=DIR, an original or a merge that has --task")
     add("--task", required=True, choices=sorted(TASKS), help="the demo task")
     add("--split", choices=("train", "validation", "test"), help="score this split's rows")
     add("--labelled", action="append", default=[], help="LABEL=FILE (JSONL with a text field)")
-    add("--cache", type=Path, default=None, help="demo cache (default: HM3_CACHE, ~/.cache/hm3)")
+    add_cache(parser)
     add("--seed", type=int, default=0, help="the demo data's seed")
     args = parser.parse_args(argv)
     if bool(args.split) == bool(args.labelled):
@@ -75,9 +71,7 @@ def rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def sources_of(texts: list[str], task: str, cache: Path | None, seed: int) -> list[str]:
-    pools = build_pools(fetch_sources(_needed(), cache_root(cache)), seed)
-    kept, _ = dedupe(pools.tasks[task].rows)
-    source = {r.text: r.source for r in kept}
+    source = {r.text: r.source for r in task_rows(cache, seed)[task]}
     missing = [t for t in texts if t not in source]
     if missing:
         sys.exit(f"{len(missing)} texts are not in the {task} pool (first: {missing[0][:80]!r})")
@@ -93,11 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     groups["all"] = np.ones(len(texts), dtype=bool)
     expected = np.array([labels.index(g) for g in gold])
     print(f"{args.task}: " + ", ".join(f"{s} {int(m.sum())}" for s, m in groups.items()) + " rows")
-    print("| model | " + " | ".join(groups) + " |")
-    print("|---|" + "---:|" * len(groups))
+    table = []
     for item in args.models:
-        name, _, path = item.partition("=")
-        clf = hm3.load(path, device="cpu", max_length=MAX_LENGTH)
+        name, path = named(item, "model")
+        clf = hm3.load(path, device="cpu", max_length=demo_max_length())
         task = next((t for t in clf.tasks if tuple(t.labels) == labels), None)
         if task is None:
             sys.exit(f"{name}: no task with the labels {labels} in {path}")
@@ -107,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
             np.add.at(confusion, (expected[mask], predicted[mask]), 1)
             cells.append(f"{macro_f1(confusion):.3f}")
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        table.append([name, *cells])
+        print(f"  {name}: " + ", ".join(cells), flush=True)
+    print(markdown_table(["model", *groups], table, [False] + [True] * len(groups)))
 
 
 if __name__ == "__main__":
