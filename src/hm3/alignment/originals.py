@@ -17,23 +17,12 @@ This module reads configs only; it loads no weights.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import locate, read_config
+from hm3.model.features import Original
 from hm3.model.labels import Task, is_uninformative, own_labels, resolve_labels, tasks_from_config
-
-
-@dataclass(frozen=True)
-class Original:
-    """The original classifier of one task: where it is and which of its logits to use."""
-
-    task: str
-    ref: str  # as recorded in the metadata: the path or hub id
-    path: Path
-    start: int  # the task's segment within the original's logits
-    end: int
 
 
 def resolve_originals(

@@ -16,14 +16,13 @@ from typing import Any
 import torch
 
 from hm3.alignment.fit import AUTO_RIDGES, DEFAULT_RIDGE, RidgeSolution, RidgeStats
-from hm3.alignment.originals import Original
 from hm3.alignment.scale import BodyScale, gcv_score
 from hm3.defaults import AUTO_RIDGE as AUTO
 from hm3.defaults import AUTO_SCALE
 from hm3.errors import Hm3Error
 from hm3.io.texts import TextCount, TextFile
 from hm3.model.classifier import Classifier
-from hm3.model.features import Projection
+from hm3.model.features import Original, Projection
 from hm3.model.labels import Task
 from hm3.version import __version__
 

@@ -18,13 +18,26 @@ from pathlib import Path
 
 import torch
 
-from hm3.alignment.originals import Original
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import Checkpoint
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
 from hm3.model.classifier import check_device as check_device  # alignment.py imports it from here
 from hm3.model.labels import Task
+
+
+@dataclass(frozen=True)
+class Original:
+    """The original classifier of one task: where it is and which of its logits to use.
+
+    :func:`hm3.alignment.originals.resolve_originals` finds and checks them.
+    """
+
+    task: str
+    ref: str  # as recorded in the metadata: the path or hub id
+    path: Path
+    start: int  # the task's segment within the original's logits
+    end: int
 
 
 @dataclass(frozen=True)
