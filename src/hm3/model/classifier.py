@@ -1,12 +1,12 @@
-"""Inference with a merged (or an ordinary) classifier: softmax per task segment (HM3, eq. 6).
+"""Inference with a merged (or an ordinary) classifier in torch (softmax per task segment).
 
 :func:`load` opens any Hugging Face sequence classifier directory. A merged model's tasks come
 from the ``hm3`` block of its ``config.json``; an ordinary classifier is one task named after
-its directory. :meth:`Classifier.predict` returns, per text and per task, the winning label
-and the task's label→probability mapping; probabilities are never normalised across tasks.
-Texts are batched, sorted by length so each batch is padded only to its own longest text, and
-run under ``torch.inference_mode``. The result types are the public JSON schema of
-``hm3 predict --json`` (and of the server).
+its directory. :class:`Classifier` is the torch runtime of
+:class:`~hm3.model.predictor.BasePredictor`, which does the batching (sorted by length, padded
+per batch), the softmax per task, long texts in windows and the result types (the public JSON
+schema of ``hm3 predict --json`` and of the server, re-exported here); this module adds the
+forward pass, run under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -15,55 +15,44 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint
 from hm3.io.tokenizer import has_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.labels import Task, tasks_from_config
+from hm3.model.predictor import (
+    BasePredictor,
+    Prediction,
+    Predictor,
+    PredictResponse,
+    TaskPrediction,
+    segment_softmax,
+)
+
+__all__ = [
+    "Classifier",
+    "PredictResponse",
+    "Prediction",
+    "Predictor",
+    "TaskPrediction",
+    "load",
+    "segment_softmax",
+]
 
 log = logging.getLogger("hm3")
 
 
-class TaskPrediction(BaseModel):
-    label: str
-    scores: dict[str, float]
-
-
-class Prediction(BaseModel):
-    tasks: dict[str, TaskPrediction]
-
-
-class PredictResponse(BaseModel):
-    results: list[Prediction]
-
-
-class Predictor(Protocol):
-    """What evaluation needs of a model: its tasks, where it is from, and logits for texts.
-
-    :class:`Classifier` is one; wrappers that cache or share work (the demo's) are others.
-    """
-
-    tasks: list[Task]
-    path: Path
-
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
-
-
-class Classifier:
-    """A loaded classifier with HM3 task segments. Build it with :func:`load`."""
+class Classifier(BasePredictor):
+    """A loaded classifier with HM3 task segments, run by torch. Build it with :func:`load`."""
 
     def __init__(self, model, tokenizer, tasks: list[Task], path: Path, max_length: int) -> None:
+        super().__init__(tokenizer, tasks, path, max_length)
         self.model = model
-        self.tokenizer = tokenizer
-        self.tasks = tasks
-        self.path = path
-        self.max_length = max_length
 
     @property
     def device(self) -> torch.device:
@@ -79,49 +68,11 @@ class Classifier:
             return_tensors="pt",
         ).to(self.device)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw logits ``[len(texts), K]`` in input order (float32)."""
-        texts = _check_texts(texts)
-        if batch_size < 1:
-            raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
-        out = np.zeros((len(texts), self.tasks[-1].end), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        device = self.device
         with torch.inference_mode():
-            for lo in range(0, len(order), batch_size):
-                idx = order[lo : lo + batch_size]
-                batch = self.encode([texts[i] for i in idx])
-                out[idx] = self.model(**batch).logits.float().cpu().numpy()
-        return out
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Per task, probabilities ``[len(texts), K_task]``: a softmax over its segment only."""
-        return segment_softmax(self.logits(texts, batch_size), self.tasks)
-
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
-        """Per text (input order), per task: the most probable label and every label's score."""
-        texts = _check_texts(texts)
-        probs = self.predict_proba(texts, batch_size)
-        results = []
-        for row in range(len(texts)):
-            tasks = {}
-            for task in self.tasks:
-                p = probs[task.name][row]
-                tasks[task.name] = TaskPrediction(
-                    label=task.labels[int(p.argmax())],
-                    scores={label: float(v) for label, v in zip(task.labels, p, strict=True)},
-                )
-            results.append(Prediction(tasks=tasks))
-        return results
-
-
-def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarray]:
-    """Softmax applied to each task's segment separately (HM3, eq. 6)."""
-    out = {}
-    for task in tasks:
-        seg = logits[:, task.start : task.end].astype(np.float64)
-        seg = np.exp(seg - seg.max(axis=1, keepdims=True))
-        out[task.name] = (seg / seg.sum(axis=1, keepdims=True)).astype(np.float32)
-    return out
+            inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+            return self.model(**inputs).logits.float().cpu().numpy()
 
 
 def load(
@@ -238,17 +189,3 @@ def quiet_transformers(*, errors_only: bool = True) -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bar:
             hf_logging.enable_progress_bar()
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    """The texts as a list (one string is one text); each must be a non-blank string."""
-    out = [texts] if isinstance(texts, str) else list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise Hm3Error(f"texts[{i}]: expected a string, got {type(text).__name__}")
-        if not text.strip():
-            raise Hm3Error(
-                f"texts[{i}]: empty text {text!r}; give every text at least one non-space "
-                "character (drop the empty ones)"
-            )
-    return out

@@ -1,0 +1,211 @@
+"""Inference shared by every runtime: batching, softmax per task segment, long texts, the schema.
+
+:class:`BasePredictor` does everything but the forward pass: it tokenizes the texts (truncated to
+``max_length`` tokens, or cut into overlapping windows with :class:`~hm3.model.windows.Windows`),
+sorts them by length so each batch is padded only to its own longest text, pads each batch
+itself (as the tokenizer would), hands it to the one abstract method :meth:`BasePredictor._forward`
+and puts the rows back in input order. Probabilities are a softmax over each task's segment of
+the logits (HM3, eq. 6), never normalised across tasks. A runtime subclasses it with a forward:
+:class:`hm3.model.classifier.Classifier` (torch), the ONNX Runtime predictor of ``hm3.export``.
+
+The result types (:class:`Prediction` ...) are the public JSON schema of ``hm3 predict --json``
+and of the server. This module loads nothing and imports no torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel
+
+from hm3.errors import Hm3Error
+from hm3.model.labels import Task
+from hm3.model.windows import Windows, combine, content_step
+
+# What the tokenizer returns besides model inputs; never passed to a forward.
+_NOT_INPUTS = ("overflow_to_sample_mapping", "offset_mapping", "special_tokens_mask", "length")
+
+
+class TaskPrediction(BaseModel):
+    label: str
+    scores: dict[str, float]
+
+
+class Prediction(BaseModel):
+    tasks: dict[str, TaskPrediction]
+
+
+class PredictResponse(BaseModel):
+    results: list[Prediction]
+
+
+class Predictor(Protocol):
+    """What evaluation needs of a model: its tasks, where it is from, and logits for texts.
+
+    A :class:`BasePredictor` is one; wrappers that cache or share work (the demo's) are others.
+    """
+
+    tasks: list[Task]
+    path: Path
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+class BasePredictor(ABC):
+    """A classifier with HM3 task segments, whatever runs its forward pass.
+
+    Attributes:
+        tasks: the tasks, each with its segment ``[start, end)`` of the logits.
+        path: the model directory.
+        tokenizer: a Hugging Face (fast) tokenizer.
+        max_length: tokens per text (or per window), special tokens included.
+    """
+
+    def __init__(self, tokenizer: Any, tasks: list[Task], path: Path, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+        self.path = path
+        self.max_length = max_length
+
+    @abstractmethod
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Scores ``[B, K]`` (float32) for one padded batch of int64 arrays ``[B, L]``
+        (``input_ids``, ``attention_mask`` and, where the tokenizer makes them,
+        ``token_type_ids``). A segment softmax of each row must give the task probabilities:
+        logits, or per-segment log-probabilities."""
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Raw logits ``[len(texts), K]`` in input order (float32), texts truncated."""
+        texts = check_texts(texts)
+        check_batch_size(batch_size)
+        rows, _ = self.encode_units(texts, None)
+        return self._run(rows, [len(t) for t in texts], batch_size)
+
+    def predict_proba(
+        self, texts: Sequence[str], batch_size: int = 32, windows: Windows | None = None
+    ) -> dict[str, np.ndarray]:
+        """Per task, probabilities ``[len(texts), K_task]``: a softmax over its segment only.
+
+        With ``windows``, a text longer than ``max_length`` tokens is scored in overlapping
+        windows (batched with the other texts) and combined per task
+        (:func:`hm3.model.windows.combine`); without, it is truncated. A text that fits gets the
+        same answer either way.
+        """
+        texts = check_texts(texts)
+        check_batch_size(batch_size)
+        rows, owner = self.encode_units(texts, windows)
+        keys = [len(texts[i]) for i in owner]
+        probs = segment_softmax(self._run(rows, keys, batch_size), self.tasks)
+        if windows is None:
+            return probs
+        return combine(probs, owner, len(texts), self.tasks, windows)
+
+    def predict(
+        self, texts: Sequence[str], batch_size: int = 32, windows: Windows | None = None
+    ) -> list[Prediction]:
+        """Per text (input order), per task: the most probable label and every label's score."""
+        texts = check_texts(texts)
+        probs = self.predict_proba(texts, batch_size, windows)
+        results = []
+        for row in range(len(texts)):
+            tasks = {}
+            for task in self.tasks:
+                p = probs[task.name][row]
+                tasks[task.name] = TaskPrediction(
+                    label=task.labels[int(p.argmax())],
+                    scores={label: float(v) for label, v in zip(task.labels, p, strict=True)},
+                )
+            results.append(Prediction(tasks=tasks))
+        return results
+
+    def window_counts(self, texts: Sequence[str], windows: Windows) -> list[int]:
+        """How many windows each text takes (1: it fits in ``max_length`` tokens)."""
+        _, owner = self.encode_units(check_texts(texts), windows)
+        return np.bincount(owner, minlength=len(texts)).tolist()
+
+    def encode_units(
+        self, texts: list[str], windows: Windows | None
+    ) -> tuple[dict[str, list[list[int]]], np.ndarray]:
+        """Token rows (special tokens included, unpadded) and the text each row belongs to.
+
+        Without ``windows`` each text is one row, truncated to ``max_length`` tokens; with them a
+        long text is several rows, in order (the tokenizer's overflow, whose ``stride`` is the
+        overlap: the window's content minus our step).
+        """
+        extra: dict[str, Any] = {}
+        if windows is not None:
+            special = self.tokenizer.num_special_tokens_to_add(pair=False)
+            content, step = content_step(self.max_length, special, windows.stride)
+            extra = {"stride": content - step, "return_overflowing_tokens": True}
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, **extra)
+        owner = enc.get("overflow_to_sample_mapping") if windows is not None else None
+        owner = np.arange(len(texts)) if owner is None else np.asarray(owner, dtype=np.int64)
+        rows = {k: list(v) for k, v in enc.items() if k not in _NOT_INPUTS}
+        return rows, owner
+
+    def _run(self, rows: dict[str, list[list[int]]], keys: Sequence[int], batch_size: int):
+        """Logits of every row in row order; rows sorted by ``keys`` (stable) into batches."""
+        out = np.zeros((len(keys), self.tasks[-1].end), dtype=np.float32)
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            out[idx] = self._forward(self.pad({k: [v[i] for i in idx] for k, v in rows.items()}))
+        return out
+
+    def pad(self, rows: dict[str, list[list[int]]]) -> dict[str, np.ndarray]:
+        """One batch as int64 arrays ``[B, longest]``, padded as the tokenizer pads."""
+        lengths = [len(r) for r in rows["input_ids"]]
+        width = max(lengths)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None and min(lengths) < width:
+            raise Hm3Error(
+                f"model {self.path}: its tokenizer has no padding token; use --batch-size 1"
+            )
+        values = {
+            "input_ids": pad_id or 0,
+            "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0),
+        }
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        out = {}
+        for key, seqs in rows.items():
+            arr = np.full((len(seqs), width), values.get(key, 0), dtype=np.int64)
+            for i, seq in enumerate(seqs):
+                if left:
+                    arr[i, width - len(seq) :] = seq
+                else:
+                    arr[i, : len(seq)] = seq
+            out[key] = arr
+        return out
+
+
+def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarray]:
+    """Softmax applied to each task's segment separately (HM3, eq. 6)."""
+    out = {}
+    for task in tasks:
+        seg = logits[:, task.start : task.end].astype(np.float64)
+        seg = np.exp(seg - seg.max(axis=1, keepdims=True))
+        out[task.name] = (seg / seg.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list (one string is one text); each must be a non-blank string."""
+    out = [texts] if isinstance(texts, str) else list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise Hm3Error(f"texts[{i}]: expected a string, got {type(text).__name__}")
+        if not text.strip():
+            raise Hm3Error(
+                f"texts[{i}]: empty text {text!r}; give every text at least one non-space "
+                "character (drop the empty ones)"
+            )
+    return out

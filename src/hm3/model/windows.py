@@ -1,0 +1,196 @@
+"""Texts of any length: overlapping token windows, and one answer per task from all of them.
+
+A model sees ``max_length`` tokens at most (special tokens included). With :class:`Windows`, a
+longer text is split into windows of that size whose starts are ``stride`` content tokens apart
+(default: three quarters of a window, so consecutive windows share a quarter); the last window
+ends at the text's last token, so every token is in at least one window. A text that fits is
+exactly one window, encoded exactly as without windows, so its answer is unchanged bit for bit.
+
+Per task, the windows' probabilities are combined (:func:`combine`):
+
+- ``max`` (the default): the window whose most probable *non-default* label is the most
+  probable decides the task; its whole distribution is the text's. A jailbreak at the end of a
+  long document is caught however much harmless text comes before it.
+- ``mean``: the average of the windows' distributions.
+
+A task's *default* label (the one that means "nothing found") is given per task, else inferred
+by :func:`default_labels`: the first label whose name is in :data:`SAFE_NAMES` (``benign``,
+``safe``, ``ham``, ``non_toxic`` ...), else the task's first label (id 0, which binary detectors
+conventionally give to "not flagged").
+
+This module tokenizes nothing and runs no model: :class:`hm3.model.predictor.BasePredictor` does,
+calling :func:`content_step` to size the windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+from hm3.errors import Hm3Error
+from hm3.model.labels import Task
+
+Combine = Literal["max", "mean"]
+COMBINE: tuple[str, ...] = get_args(Combine)
+# Label names that mean "nothing to flag", compared after lower-casing and mapping - and space to _.
+SAFE_NAMES = (
+    "benign",
+    "safe",
+    "ham",
+    "non_toxic",
+    "nontoxic",
+    "not_toxic",
+    "neutral",
+    "clean",
+    "normal",
+    "harmless",
+    "legitimate",
+    "negative",
+    "none",
+    "ok",
+)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How to score texts longer than the model's window.
+
+    Attributes:
+        stride: content tokens between the starts of consecutive windows, 1 to the window's
+            content size; ``None``: three quarters of it (a quarter of each window overlaps).
+        combine: ``max`` (the most confident non-default window decides) or ``mean``.
+        default_labels: task → its default label, for tasks whose inferred one is wrong.
+    """
+
+    stride: int | None = None
+    combine: Combine = "max"
+    default_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE:
+            raise Hm3Error(f"--combine {self.combine}: expected one of {', '.join(COMBINE)}")
+        if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
+            raise Hm3Error(f"--stride {self.stride}: expected a positive number of tokens")
+
+
+def content_step(max_length: int, special: int, stride: int | None) -> tuple[int, int]:
+    """The content tokens per window and the step between windows.
+
+    Args:
+        max_length: tokens per window, special tokens included.
+        special: special tokens the tokenizer adds to one text (``[CLS]`` and ``[SEP]``: 2).
+        stride: the asked step, or ``None`` for the default (3/4 of the content).
+
+    Raises:
+        Hm3Error: a window too small to hold one content token, or a stride beyond the window
+            (tokens between windows would never be seen).
+    """
+    content = max_length - special
+    if content < 1:
+        raise Hm3Error(
+            f"--max-length {max_length}: too small for windows ({special} special tokens); "
+            f"give at least {special + 1}"
+        )
+    if stride is None:
+        return content, max(1, content - content // 4)
+    if stride > content:
+        raise Hm3Error(
+            f"--stride {stride}: expected at most {content}, the content tokens of a window "
+            f"(--max-length {max_length} minus {special} special tokens); a larger stride "
+            "would skip tokens"
+        )
+    return content, stride
+
+
+def spans(n_tokens: int, content: int, step: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` content-token ranges of a text's windows (what the tokenizer cuts).
+
+    Windows start at ``0, step, 2*step, ...`` and the last one ends at ``n_tokens``.
+    """
+    if n_tokens <= content:
+        return [(0, n_tokens)]
+    out, start = [], 0
+    while True:
+        out.append((start, min(start + content, n_tokens)))
+        if start + content >= n_tokens:
+            return out
+        start += step
+
+
+def normalise(label: str) -> str:
+    return label.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def default_labels(tasks: Sequence[Task], given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each task's default label: the one given, else inferred (see the module docstring).
+
+    Raises:
+        Hm3Error: a given task the model does not have, or a label its task does not have.
+    """
+    given = dict(given or {})
+    by_name = {t.name: t for t in tasks}
+    for name, label in given.items():
+        if name not in by_name:
+            raise Hm3Error(
+                f"--default-label {name}={label}: the model has no task {name!r}; its tasks "
+                f"are {', '.join(by_name)}"
+            )
+        if label not in by_name[name].labels:
+            raise Hm3Error(
+                f"--default-label {name}={label}: task {name!r} has no label {label!r}; its "
+                f"labels are {', '.join(by_name[name].labels)}"
+            )
+    out = {}
+    for task in tasks:
+        safe = [lab for lab in task.labels if normalise(lab) in SAFE_NAMES]
+        out[task.name] = given.get(task.name) or (safe or list(task.labels))[0]
+    return out
+
+
+def groups(owner: np.ndarray, n_texts: int) -> list[tuple[int, int]]:
+    """Per text, the ``[start, end)`` rows of its windows (``owner`` sorted, >= 1 per text)."""
+    bounds = np.searchsorted(owner, np.arange(n_texts + 1))
+    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_texts)]
+
+
+def combine(
+    probs: Mapping[str, np.ndarray],
+    owner: np.ndarray,
+    n_texts: int,
+    tasks: Iterable[Task],
+    windows: Windows,
+) -> dict[str, np.ndarray]:
+    """Per task, one distribution per text from its windows' distributions.
+
+    Args:
+        probs: task → ``[n_windows, K_task]`` probabilities, windows grouped by text in order.
+        owner: ``[n_windows]`` the text of each window (non-decreasing).
+        n_texts: number of texts (each has at least one window).
+        tasks: the model's tasks.
+        windows: the combination rule and the default labels.
+
+    Returns:
+        task → ``[n_texts, K_task]``; a one-window text's row is its window's, unchanged.
+    """
+    tasks = list(tasks)
+    defaults = default_labels(tasks, windows.default_labels)
+    spans_of = groups(np.asarray(owner), n_texts)
+    single = np.array([lo for lo, _ in spans_of], dtype=np.int64)
+    multi = [(i, lo, hi) for i, (lo, hi) in enumerate(spans_of) if hi - lo > 1]
+    out = {}
+    for task in tasks:
+        p = probs[task.name]
+        rows = p[single].copy()
+        keep = np.array([lab != defaults[task.name] for lab in task.labels])
+        keep = keep if keep.any() else ~keep  # a one-label task: its only label
+        for i, lo, hi in multi:
+            if windows.combine == "mean":
+                rows[i] = p[lo:hi].astype(np.float64).mean(axis=0).astype(p.dtype)
+            else:
+                alarm = p[lo:hi][:, keep].max(axis=1)
+                rows[i] = p[lo + int(alarm.argmax())]
+        out[task.name] = rows
+    return out
