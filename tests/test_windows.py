@@ -1,0 +1,200 @@
+"""Texts of any length (hm3.model.windows, BasePredictor): windows, combination, default labels.
+
+The detector is a tiny random BERT (64 positions) trained here for a few seconds on a toy task:
+a text is ``unsafe`` when it contains the trigger word, else ``safe``. A 5,000-token text whose
+only trigger is its last word must be flagged with windows and missed when truncated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+import hm3
+from hm3.errors import Hm3Error
+from hm3.model.labels import Task
+from hm3.model.windows import Windows, combine, content_step, default_labels, spans
+from tiny import WORDS, write_tokenizer
+
+TRIGGER = "secret"
+FILLER = [w for w in WORDS if w != TRIGGER]
+
+
+def _text(rng: random.Random, n: int, trigger_at: int | None = None) -> str:
+    words = rng.choices(FILLER, k=n)
+    if trigger_at is not None:
+        words.insert(trigger_at, TRIGGER)
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory, one_thread):
+    """A tiny BERT that flags the trigger word anywhere in up to 62 tokens."""
+    path = tmp_path_factory.mktemp("detector")
+    write_tokenizer(path)
+    (path / "tokenizer.json").unlink(missing_ok=True)  # tokenize from vocab.txt (see conftest)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.convert_tokens_to_ids(TRIGGER) != tok.unk_token_id
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        id2label={0: "safe", 1: "unsafe"},
+        label2id={"safe": 0, "unsafe": 1},
+    )
+    model = BertForSequenceClassification(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(0)
+    model.train()
+    for _ in range(120):
+        ys = [rng.randrange(2) for _ in range(32)]
+        lengths = [rng.randint(3, 60) for _ in ys]
+        texts = [
+            _text(rng, n, rng.randrange(n + 1) if y else None)
+            for y, n in zip(ys, lengths, strict=True)
+        ]
+        batch = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
+        loss = model(**batch, labels=torch.tensor(ys)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval().save_pretrained(path)
+    clf = hm3.load(path)
+    rng = random.Random(1)
+    probe = [_text(rng, 40, 20), _text(rng, 40), _text(rng, 60, 60), _text(rng, 61)]
+    assert [p.tasks[path.name].label for p in clf.predict(probe)] == [
+        "unsafe",
+        "safe",
+        "unsafe",
+        "safe",
+    ], "the toy detector did not learn its task; train it longer"
+    return path
+
+
+def test_a_trigger_at_the_end_of_5000_tokens_is_caught(detector):
+    clf = hm3.load(detector)
+    task = detector.name
+    text = _text(random.Random(2), 4999, 4999)
+    assert len(clf.tokenizer(text, add_special_tokens=False)["input_ids"]) == 5000
+    assert clf.window_counts([text], Windows()) == [len(spans(5000, 62, 47))] == [107]
+    flagged = clf.predict([text, "hello world"], windows=Windows())
+    assert flagged[0].tasks[task].label == "unsafe"
+    assert flagged[0].tasks[task].scores["unsafe"] > 0.9
+    assert flagged[1].tasks[task].label == "safe"
+    assert clf.predict([text])[0].tasks[task].label == "safe"  # truncated: the trigger is cut off
+    # mean: one alarming window in 106 is averaged away; that is why max is the default
+    averaged = clf.predict([text], windows=Windows(combine="mean"))[0].tasks[task]
+    assert averaged.label == "safe" and averaged.scores["unsafe"] < 0.1
+
+
+def test_windows_cover_every_token(detector):
+    clf = hm3.load(detector, max_length=16)  # 14 content tokens per window
+    rng = random.Random(3)
+    for n in (1, 13, 14, 15, 27, 28, 29, 100, 141):
+        text = _text(rng, n)
+        full = clf.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(full) == n
+        for stride in (1, 5, 13, 14, None):
+            rows, owner = clf.encode_units([text], Windows(stride=stride))
+            content, step = content_step(16, 2, stride)
+            cut = spans(n, content, step)
+            assert owner.tolist() == [0] * len(cut)
+            seen = np.zeros(n, dtype=int)
+            for ids, (lo, hi) in zip(rows["input_ids"], cut, strict=True):
+                assert len(ids) <= 16 and ids[0] == clf.tokenizer.cls_token_id
+                assert ids[1:-1] == full[lo:hi]
+                seen[lo:hi] += 1
+            assert seen.min() >= 1, (n, stride)
+            assert cut[-1][1] == n and all(b[0] - a[0] == step for a, b in itertools.pairwise(cut))
+
+
+def test_a_short_text_gets_exactly_the_one_window_answer(detector):
+    clf = hm3.load(detector)
+    texts = [_text(random.Random(i), 5 + 9 * i, i if i % 2 else None) for i in range(7)]
+    for batch_size in (1, 3, 32):
+        plain = clf.predict_proba(texts, batch_size)
+        for combine_rule in ("max", "mean"):
+            windowed = clf.predict_proba(texts, batch_size, Windows(combine=combine_rule))
+            np.testing.assert_array_equal(windowed[detector.name], plain[detector.name])
+    assert clf.window_counts(texts, Windows()) == [1] * len(texts)
+
+
+def test_long_and_short_texts_share_batches(detector):
+    clf = hm3.load(detector)
+    rng = random.Random(4)
+    short = [_text(rng, 10), _text(rng, 20, 3)]
+    long = _text(rng, 300, 150)
+    mixed = clf.predict_proba([short[0], long, short[1]], 4, Windows())[detector.name]
+    alone = clf.predict_proba(short, 4)[detector.name]
+    np.testing.assert_allclose(mixed[[0, 2]], alone, atol=1e-6)
+    assert mixed[1].argmax() == 1  # the trigger in the middle of 300 tokens
+
+
+def test_padding_is_the_tokenizers(detector):
+    clf = hm3.load(detector)
+    texts = ["hello", "good bad awful sad", "the a is of to and in it you that he was"]
+    rows, _ = clf.encode_units(texts, None)
+    ours = clf.pad(rows)
+    theirs = clf.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
+    assert set(ours) == set(theirs)
+    for key, value in ours.items():
+        np.testing.assert_array_equal(value, theirs[key])
+        assert value.dtype == np.int64
+
+
+def test_max_and_mean_combination():
+    tasks = [Task("guard", ("benign", "jailbreak"), 0, 2), Task("topic", ("a", "b", "c"), 2, 5)]
+    guard = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
+    topic = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.3, 0.3, 0.4], [1, 0, 0]], np.float32)
+    owner = np.array([0, 0, 0, 1])
+    probs = {"guard": guard, "topic": topic}
+    top = combine(probs, owner, 2, tasks, Windows())
+    np.testing.assert_array_equal(top["guard"], guard[[2, 3]])  # most confident jailbreak
+    np.testing.assert_array_equal(top["topic"], topic[[0, 3]])  # "a" is topic's default: c=0.7
+    mean = combine(probs, owner, 2, tasks, Windows(combine="mean"))
+    np.testing.assert_allclose(mean["guard"][0], [0.5, 0.5], atol=1e-7)
+    np.testing.assert_array_equal(mean["guard"][1], guard[3])
+    chosen = combine(probs, owner, 2, tasks, Windows(default_labels={"topic": "c"}))
+    np.testing.assert_array_equal(chosen["topic"][0], topic[1])  # now "a"=0.5 is the alarm
+
+
+def test_default_labels_are_inferred_or_given():
+    tasks = [
+        Task("prompt", ("jailbreak", "benign"), 0, 2),
+        Task("spam", ("spam", "ham"), 2, 4),
+        Task("tox", ("toxic", "Non-Toxic"), 4, 6),
+        Task("topic", ("world", "sports"), 6, 8),
+    ]
+    assert default_labels(tasks) == {
+        "prompt": "benign",
+        "spam": "ham",
+        "tox": "Non-Toxic",
+        "topic": "world",  # no safe name: the first label
+    }
+    assert default_labels(tasks, {"topic": "sports"})["topic"] == "sports"
+    with pytest.raises(Hm3Error, match="no task 'nope'"):
+        default_labels(tasks, {"nope": "x"})
+    with pytest.raises(Hm3Error, match="has no label 'x'; its labels are world, sports"):
+        default_labels(tasks, {"topic": "x"})
+
+
+def test_bad_window_options_are_refused(detector):
+    clf = hm3.load(detector, max_length=16)
+    with pytest.raises(Hm3Error, match="--stride 15: expected at most 14"):
+        clf.predict(["hello"], windows=Windows(stride=15))
+    with pytest.raises(Hm3Error, match="--stride 0"):
+        Windows(stride=0)
+    with pytest.raises(Hm3Error, match="--combine median"):
+        Windows(combine="median")  # type: ignore[arg-type]
+    with pytest.raises(Hm3Error, match="--max-length 2: too small for windows"):
+        hm3.load(detector, max_length=2).predict(["hello"], windows=Windows())
