@@ -166,7 +166,7 @@ def test_bad_files_and_formats(tmp_path):
     assert "line 2 is not valid JSON" in _error(tmp_path, {})
     (tmp_path / "d.txt").write_text("a\n", encoding="utf-8")
     msg = _error(tmp_path, {"path": "d.txt"})
-    assert "'my_set'" in msg and ".jsonl, .csv, .parquet" in msg
+    assert "'my_set'" in msg and ".jsonl, .csv, .tsv, .parquet" in msg
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ cross-check of another task's data) or read per row from a column::
 
     datasets:
       - name: benign_questions
-        path: data/benign.jsonl          # .jsonl, .csv or .parquet, relative to the suite file
+        path: data/benign.jsonl          # .jsonl, .csv, .tsv or .parquet, relative to the suite
         text: text                       # text column (default: text)
         expect: {prompt_attack: benign, toxicity: non_toxic}
       - name: spam_test
@@ -24,7 +24,6 @@ the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluation.r
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,10 +34,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hm3.errors import Hm3Error
-from hm3.io.tables import jsonl_records
+from hm3.io.tables import read_columns, table_format
 from hm3.io.yaml_input import format_validation_error, load_yaml_mapping
 
-FORMATS = (".jsonl", ".csv", ".parquet")
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _NAME = r"^[A-Za-z0-9_.\-]+$"
 
@@ -215,23 +213,9 @@ def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence
 
 
 def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[Any]]:
-    """The ``needed`` columns of a .jsonl, .csv or .parquet file, as lists of row values."""
-    if not path.is_file():
-        raise Hm3Error(f"{where}: file not found; check the path (relative to the suite file)")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise Hm3Error(f"{where}: file type {suffix!r} not supported; use {', '.join(FORMATS)}")
-    try:
-        if suffix == ".parquet":
-            names, columns, rows = _read_parquet(path, needed)
-        else:
-            names, records = _read_jsonl(path, where) if suffix == ".jsonl" else _read_csv(path)
-            columns = {c: [r.get(c) for r in records] for c in needed if c in names}
-            rows = len(records)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        if isinstance(exc, Hm3Error):
-            raise
-        raise Hm3Error(f"{where}: cannot read the file ({exc}); check its format") from None
+    """The ``needed`` columns of a table file (:mod:`hm3.io.tables`), as lists of row values."""
+    table_format(path, where, "check the path (relative to the suite file)")
+    names, columns, rows = read_columns(path, where, needed)
     if rows == 0:
         raise Hm3Error(f"{where}: has no rows; add examples or remove it from the suite")
     missing = [c for c in dict.fromkeys(needed) if c not in names]
@@ -242,26 +226,6 @@ def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[A
             "'text' or the expect column to one of them"
         )
     return columns
-
-
-def _read_jsonl(path: Path, where: str) -> tuple[list[str], list[dict[str, Any]]]:
-    records = [record for _, record in jsonl_records(path, where)]
-    return list(dict.fromkeys(name for record in records for name in record)), records
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        records = list(reader)
-        return list(reader.fieldnames or []), records
-
-
-def _read_parquet(path: Path, needed: list[str]) -> tuple[list[str], dict[str, list[Any]], int]:
-    import pyarrow.parquet as pq
-
-    names = list(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in dict.fromkeys(needed) if c in names])
-    return names, table.to_pydict(), table.num_rows
 
 
 def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list[str]:
