@@ -1,0 +1,206 @@
+"""Dynamic batching: requests that arrive together share one forward pass.
+
+Each admitted request becomes a job (its texts and their token counts). A collector task on the
+event loop takes the oldest job and adds later ones while the batch's cost — texts × longest
+text, the padded tokens of one forward pass — stays within ``max_batch_tokens``, waiting at
+most ``max_wait_ms`` after the oldest job arrived for others to join. The batch then runs on
+the single model thread (never on the event loop); while it runs, new jobs queue up and form
+the next batch. Admission is bounded: with ``max_concurrent`` requests already admitted, the
+next is refused at once (:class:`Overloaded`, answered 429). A job whose client went away is
+skipped before it runs, and its answer dropped after. A batch that fails is retried one job at
+a time so one bad request cannot fail its neighbours.
+
+What it does not: validate texts, count tokens (the caller does) or format answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from hm3.serve.engine import Engine, Scores
+
+log = logging.getLogger("hm3")
+
+
+class Overloaded(Exception):
+    """``max_concurrent`` requests are already admitted."""
+
+
+class ShuttingDown(Exception):
+    """The server stops; queued jobs are not run."""
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    tokens: list[int]
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+Observer = Callable[[int, int], None]
+
+
+class Batcher:
+    """Admission, queue and the model thread of one server."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch_tokens: int,
+        max_wait_ms: float,
+        max_concurrent: int,
+        on_batch: Observer | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait = max_wait_ms / 1000
+        self.max_concurrent = max_concurrent
+        self.on_batch = on_batch
+        self.admitted = 0
+        self.ready = False
+        self.warm_up_error: str | None = None
+        self._warm: asyncio.Task | None = None
+        self._queue: deque[_Job] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hm3-model")
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a forward pass (not counting the one running)."""
+        return len(self._queue)
+
+    async def start(self) -> None:
+        """Start the collector and the warm-up on the model thread; :attr:`ready` after it.
+
+        Requests that arrive during the warm-up queue behind it on the model thread.
+        """
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._collect(), name="hm3-batcher")
+        self._warm = asyncio.create_task(self._warm_up(), name="hm3-warm-up")
+
+    async def _warm_up(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._model, self.engine.warm_up)
+        except Exception as exc:  # the server stays up, not ready: /readyz says why
+            self.warm_up_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up failed: %s", self.warm_up_error)
+            return
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop collecting; queued jobs fail with :class:`ShuttingDown`; the thread exits."""
+        self.ready = False
+        for task in (self._warm, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(ShuttingDown())
+        self._model.shutdown(wait=True, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def admission(self):
+        """Hold one of the ``max_concurrent`` places for the request's lifetime.
+
+        Raises:
+            Overloaded: every place is taken.
+        """
+        if self.admitted >= self.max_concurrent:
+            raise Overloaded()
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def submit(self, texts: Sequence[str], tokens: Sequence[int]) -> Scores:
+        """Queue ``texts`` (with their token counts) and wait for their scores."""
+        if self._wakeup is None:
+            raise ShuttingDown()
+        job = _Job(list(texts), list(tokens), asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wakeup.set()
+        return await job.future
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            texts = [t for job in batch for t in job.texts]
+            longest = max(n for job in batch for n in job.tokens)
+            if self.on_batch is not None:
+                self.on_batch(len(texts), len(texts) * longest)
+            try:
+                scores = await loop.run_in_executor(self._model, self.engine.infer, texts, longest)
+            except Exception:  # one request's fault must not fail the others: run them alone
+                log.warning("a batch of %d requests failed; retrying them one by one", len(batch))
+                for job in batch:
+                    await self._run_alone(job)
+                continue
+            lo = 0
+            for job in batch:
+                hi = lo + len(job.texts)
+                if not job.future.done():  # a client that went away has a cancelled future
+                    job.future.set_result(scores.rows(lo, hi))
+                lo = hi
+
+    async def _run_alone(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            scores = await loop.run_in_executor(
+                self._model, self.engine.infer, job.texts, max(job.tokens)
+            )
+        except Exception as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        if not job.future.done():
+            job.future.set_result(scores)
+
+    async def _next_batch(self) -> list[_Job]:
+        """The oldest live job and the later ones that fit the budget, within the wait."""
+        assert self._wakeup is not None
+        while not self._live_head():
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        first = self._queue[0]
+        deadline = first.arrived + self.max_wait
+        batch: list[_Job] = []
+        texts = longest = 0
+        while True:
+            while self._live_head():
+                job = self._queue[0]
+                n, top = texts + len(job.texts), max(longest, *job.tokens)
+                if batch and n * top > self.max_batch_tokens:
+                    return batch  # full: the job waits for the next pass
+                batch.append(self._queue.popleft())
+                texts, longest = n, top
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return batch
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError on 3.11+
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _live_head(self) -> bool:
+        """Drop cancelled jobs at the head of the queue; True if a live one is left there."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        return bool(self._queue)

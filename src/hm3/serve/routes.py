@@ -1,0 +1,180 @@
+"""The routes of ``hm3 serve`` (an ``APIRouter``); their shared state is a :class:`Server`.
+
+``POST /v1/classify`` (the ``hm3 predict --json`` schema, plus ``flagged``/``reasons`` with a
+policy), ``POST /predict`` (TEI's classification route, :mod:`hm3.serve.tei`),
+``GET /v1/tasks``, ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded
+and warmed up), ``GET /metrics`` (Prometheus). Bodies are read and checked here
+(:mod:`hm3.serve.schemas`); a refusal raises :class:`~hm3.serve.schemas.BadRequest`, which the
+app answers. What it does not: build the app, answer errors, or run the model itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from hm3.serve import tei
+from hm3.serve.batcher import Batcher
+from hm3.serve.engine import Engine, Scores
+from hm3.serve.guard import BodyTooLarge
+from hm3.serve.metrics import Metrics
+from hm3.serve.policy import Policy
+from hm3.serve.schemas import (
+    BadRequest,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    TasksResponse,
+    check_texts,
+    parse_body,
+    task_prediction,
+)
+from hm3.serve.settings import ServeSettings
+
+INLINE_TOKENIZE_CHARS = 4096  # shorter requests are tokenized on the event loop (cheaper)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
+}
+router = APIRouter()
+
+
+@dataclass
+class Server:
+    """What the routes share: the model, its batcher, the policy, the limits, the metrics."""
+
+    engine: Engine
+    batcher: Batcher
+    policy: Policy | None
+    settings: ServeSettings
+    metrics: Metrics
+    tokens_pool: ThreadPoolExecutor
+
+    async def score(self, texts: list[str], *, full_length: bool = False) -> Scores:
+        """Admit (or 429), count tokens (off the loop when long), queue; the texts' scores."""
+        with self.batcher.admission():
+            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+                tokens = self.engine.count_tokens(texts)
+            else:
+                loop = asyncio.get_running_loop()
+                tokens = await loop.run_in_executor(
+                    self.tokens_pool, self.engine.count_tokens, texts
+                )
+            if full_length:
+                self._refuse_truncation(texts, tokens)
+            return await self.batcher.submit(texts, tokens)
+
+    def check(self, texts: list[str], where: str) -> None:
+        limits = self.settings
+        check_texts(texts, max_texts=limits.max_texts, max_chars=limits.max_chars, where=where)
+
+    def _refuse_truncation(self, texts: list[str], tokens: list[int]) -> None:
+        """``truncate: false`` (TEI): a text the model would cut is refused, not silently cut."""
+        limit = self.engine.max_length
+        for i, n in enumerate(tokens):
+            if n >= limit and len(self.engine.tokenizer(texts[i])["input_ids"]) > limit:
+                raise BadRequest(
+                    413, f"inputs[{i}]: longer than the model's {limit} tokens; send "
+                    "truncate: true to score its beginning, or split it"
+                )
+
+
+def body_doc(model: type[BaseModel]) -> dict:
+    """``openapi_extra`` naming a route's request body (the routes read bodies themselves)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _server(request: Request) -> Server:
+    return request.app.state.server
+
+
+async def _read(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        raw = await request.body()
+    except BodyTooLarge:
+        limit = _server(request).settings.max_body_bytes
+        raise BadRequest(
+            413, f"request body over {limit} bytes (--max-body-bytes); send fewer or shorter "
+            "texts per request"
+        ) from None
+    except Exception as exc:  # the client went away or sent a broken stream
+        raise BadRequest(400, f"could not read the body ({type(exc).__name__})") from None
+    return parse_body(raw, model)
+
+
+@router.post(
+    "/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
+    openapi_extra=body_doc(ClassifyRequest), summary="Classify texts with every task",
+)
+async def classify(request: Request) -> JSONResponse:
+    server = _server(request)
+    body = await _read(request, ClassifyRequest)
+    server.check(body.texts, "texts")
+    scores = await server.score(body.texts)
+    return JSONResponse({"results": _results(server, scores, len(body.texts))})
+
+
+@router.post(
+    "/predict", response_model=list[list[tei.TeiLabel]] | list[tei.TeiLabel], responses=ERRORS,
+    openapi_extra=body_doc(tei.TeiRequest),
+    summary="Text classification, compatible with text-embeddings-inference",
+)
+async def predict(request: Request) -> JSONResponse:
+    server = _server(request)
+    body = await _read(request, tei.TeiRequest)
+    texts, batch = tei.texts_of(body)
+    server.check(texts, "inputs")
+    tei.check_parameters(body, server.engine.has_logits)
+    scores = await server.score(texts, full_length=body.truncate is False)
+    answers = tei.answer(body, scores, server.engine.tasks)
+    return JSONResponse(answers if batch else answers[0])
+
+
+@router.get("/v1/tasks", response_model=TasksResponse, summary="Tasks, labels and recipe")
+async def tasks(request: Request) -> JSONResponse:
+    return JSONResponse(_server(request).engine.describe())
+
+
+@router.get("/healthz", summary="The process answers")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="Model warmed up")
+async def readyz(request: Request) -> JSONResponse:
+    batcher = _server(request).batcher
+    if batcher.ready:
+        return JSONResponse({"status": "ready"})
+    why = batcher.warm_up_error or "warming up"
+    return JSONResponse({"error": f"not ready: {why}"}, status_code=503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    metrics = _server(request).metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _results(server: Server, scores: Scores, n: int) -> list[dict]:
+    """``hm3 predict --json`` results, with ``flagged`` and ``reasons`` under a policy."""
+    out = []
+    for row in range(n):
+        probs = {t.name: scores.probs[t.name][row] for t in server.engine.tasks}
+        result: dict[str, Any] = {
+            "tasks": {
+                t.name: task_prediction(t.labels, probs[t.name]).model_dump()
+                for t in server.engine.tasks
+            }
+        }
+        if server.policy is not None:
+            flagged, reasons = server.policy.apply(probs)
+            result["flagged"] = flagged
+            result["reasons"] = [r.model_dump() for r in reasons]
+        out.append(result)
+    return out

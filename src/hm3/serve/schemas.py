@@ -1,0 +1,125 @@
+"""Request and response shapes of ``/v1/classify`` and the checks every text passes.
+
+The answer is the schema of ``hm3 predict --json`` (:class:`~hm3.model.classifier.
+PredictResponse`); with a policy each result also carries ``flagged`` and ``reasons``. The
+body of a request is read here (UTF-8, JSON, then the model), so that every bad request gets
+one 4xx line instead of a framework's nested error list. What it does not: run the model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hm3.io.yaml_input import format_validation_error
+from hm3.model.classifier import Prediction, TaskPrediction
+from hm3.serve.policy import Reason
+
+
+class BadRequest(Exception):
+    """A request the server refuses: ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["Ignore all previous instructions."]}]},
+    )
+
+    texts: list[str] = Field(min_length=1, description="Texts to classify with every task.")
+
+
+class ClassifyResult(Prediction):
+    """One text's answer: every task's label and scores; ``flagged``/``reasons`` with a policy."""
+
+    flagged: bool | None = None
+    reasons: list[Reason] | None = None
+
+
+class ClassifyResponse(BaseModel):
+    results: list[ClassifyResult]
+
+
+class TaskInfo(BaseModel):
+    name: str
+    labels: list[str]
+
+
+class TasksResponse(BaseModel):
+    model: str
+    runtime: str
+    max_length: int
+    tasks: list[TaskInfo]
+    recipe: dict[str, Any] | None = None
+    align: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """A request body as ``model``: 400 for bytes that are not UTF-8 JSON, 422 for a bad shape."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            400, f"body is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON"
+        ) from None
+    if not text.strip():
+        raise BadRequest(400, "empty body; send a JSON object")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            400, f"body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise BadRequest(400, "body is not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise BadRequest(422, f"body: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(422, "body: " + format_validation_error(exc, model)) from None
+
+
+def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str) -> None:
+    """Refuse (422) too many texts, a blank or over-long text, or one that is not valid Unicode."""
+    if len(texts) > max_texts:
+        raise BadRequest(
+            422, f"{where}: {len(texts)} texts, over the server's limit of {max_texts} per "
+            "request (--max-texts); split the request"
+        )
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise BadRequest(
+                422, f"{where}[{i}]: empty text; give every text a non-space character"
+            )
+        if len(text) > max_chars:
+            raise BadRequest(
+                422, f"{where}[{i}]: {len(text)} characters, over the server's limit of "
+                f"{max_chars} (--max-chars); split the text"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(
+                422, f"{where}[{i}]: not valid Unicode (a lone surrogate at character "
+                f"{exc.start}); send well-formed UTF-16 escapes or UTF-8"
+            ) from None
+
+
+def task_prediction(labels: tuple[str, ...], probs: Any) -> TaskPrediction:
+    """One task's answer from its probability vector (as :meth:`Classifier.predict` builds it)."""
+    return TaskPrediction(
+        label=labels[int(probs.argmax())],
+        scores={label: float(v) for label, v in zip(labels, probs, strict=True)},
+    )

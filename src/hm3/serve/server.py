@@ -1,0 +1,96 @@
+"""Start ``hm3 serve``: load and check everything, then run uvicorn until interrupted.
+
+:func:`build` loads the model (torch, or ONNX Runtime), reads the policy against the model's
+tasks and the API key from the environment, and returns the ASGI app; anything wrong is an
+:class:`~hm3.errors.Hm3Error` before a port is opened. :func:`serve` runs it with uvicorn.
+What it does not: handle requests (:mod:`hm3.serve.routes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hm3.errors import Hm3Error
+from hm3.serve.settings import ServeSettings
+
+log = logging.getLogger("hm3")
+
+
+def build(model: Path, settings: ServeSettings) -> Any:
+    """The ASGI app serving ``model``; raises :class:`Hm3Error` for anything it cannot serve."""
+    from hm3.serve.app import create_app
+    from hm3.serve.engine import load_engine
+    from hm3.serve.policy import load_policy
+
+    options = settings.options.resolved()
+    engine = load_engine(
+        Path(model), onnx=settings.onnx, options=options, budget=settings.max_batch_tokens
+    )
+    policy = load_policy(settings.policy, engine.tasks) if settings.policy else None
+    return create_app(engine, settings, policy, api_key(settings))
+
+
+def api_key(settings: ServeSettings) -> str | None:
+    """The key in ``settings.api_key_env``, or None (with a warning off loopback) when unset."""
+    key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+    if key.strip() != key:
+        raise Hm3Error(
+            f"${settings.api_key_env}: the API key starts or ends with white space; remove it"
+        )
+    if not key and not _loopback(settings.host):
+        log.warning(
+            "no API key ($%s is unset): anyone who reaches %s:%d can call the server",
+            settings.api_key_env, settings.host, settings.port,
+        )
+    return key or None
+
+
+def serve(
+    model: Path, settings: ServeSettings, announce: Callable[[str], None] | None = None
+) -> None:
+    """Build the app and serve it with uvicorn until SIGINT/SIGTERM (blocks).
+
+    ``announce`` receives one line with the address once the port is open.
+    """
+    import uvicorn
+
+    app = build(model, settings)
+    sock = bind(settings.host, settings.port)
+    config = uvicorn.Config(
+        app,
+        log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
+        access_log=log.isEnabledFor(logging.INFO),
+        timeout_graceful_shutdown=10,
+    )
+    host, port = sock.getsockname()[:2]
+    if announce is not None:
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"serving {model} on http://{shown}:{port} (API docs: /docs)")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one); a taken port is a user error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Hm3Error(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror}); choose a free "
+            "port or another host"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")

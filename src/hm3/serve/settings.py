@@ -1,0 +1,68 @@
+"""The limits and switches of one ``hm3 serve`` process (what it does not: parse the CLI).
+
+Every limit is checked here once, so the server never starts with a limit it cannot honour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hm3.errors import Hm3Error
+from hm3.options import RunOptions
+
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How one server runs.
+
+    Attributes:
+        host, port: where uvicorn listens.
+        onnx: serve the directory written by ``hm3 export onnx`` (ONNX Runtime) instead of torch.
+        policy: a YAML file of flagging rules (:mod:`hm3.serve.policy`), or ``None``.
+        max_batch_tokens: token budget of one forward pass, counted as texts × longest text
+            (padding included: that is what a padded batch costs).
+        max_wait_ms: the longest a request waits for others to share its forward pass.
+        max_concurrent: requests admitted at once (queued or running); more get 429 at once.
+        max_texts: texts per request.
+        max_chars: characters per text.
+        max_body_bytes: request body size; more gets 413 before the body is read.
+        api_key_env: the environment variable holding the API key; unset or empty: no key.
+        options: device, dtype, batch size (texts per forward pass at most), max length.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    onnx: bool = False
+    policy: Path | None = None
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 5.0
+    max_concurrent: int = 512
+    max_texts: int = 64
+    max_chars: int = 200_000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    api_key_env: str = "HM3_API_KEY"
+    options: RunOptions = field(default_factory=lambda: RunOptions(batch_size=64))
+
+    def __post_init__(self) -> None:
+        whole = {
+            "--max-batch-tokens": self.max_batch_tokens,
+            "--max-concurrent": self.max_concurrent,
+            "--max-texts": self.max_texts,
+            "--max-chars": self.max_chars,
+            "--max-body-bytes": self.max_body_bytes,
+        }
+        for flag, value in whole.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise Hm3Error(f"{flag} {value}: expected a whole number >= 1")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise Hm3Error(f"--max-wait-ms {self.max_wait_ms}: expected 0 to 10000 milliseconds")
+        if not 0 <= self.port <= 65535:
+            raise Hm3Error(f"--port {self.port}: expected 0 to 65535 (0: any free port)")
+        if self.max_batch_tokens < self.options.max_length:
+            raise Hm3Error(
+                f"--max-batch-tokens {self.max_batch_tokens}: smaller than --max-length "
+                f"{self.options.max_length}, so one long text could never run; raise it"
+            )

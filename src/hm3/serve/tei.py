@@ -1,0 +1,109 @@
+"""``POST /predict``: the classification route of Hugging Face text-embeddings-inference (TEI).
+
+Request: ``{"inputs": str | [str, ...] | [[str], ...], "raw_scores": bool, "truncate": bool,
+"parameters": {"top_k": int, "function_to_apply": "softmax" | "none"}}``; ``parameters`` is
+what ``huggingface_hub.InferenceClient.text_classification`` sends (possibly empty).
+
+Answer: per input, a list of ``{"label": "task/label", "score": float}`` holding every task's
+labels — task by task in the model's order, each task's labels by descending score. Scores are
+a softmax within each task (never across tasks); ``raw_scores`` (or ``function_to_apply:
+none``) gives the logits instead. ``top_k`` keeps the ``k`` best labels *of each task* (so
+``top_k: 1`` is every task's decision). As in TEI, one string answers one flat list and a
+batch a list of lists; with ``parameters`` present (the Inference API form) one string answers
+``[[...]]``, as the client expects. Differences from TEI, refused with 422 rather than
+misread: a list of two strings is a batch here (TEI reads it as a sentence pair, which a guard
+does not take), and ``function_to_apply: sigmoid`` (the tasks are single-label softmaxes).
+What it does not: run the model or check text limits (the app does).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hm3.model.labels import Task
+from hm3.serve.engine import Scores
+from hm3.serve.schemas import BadRequest
+
+
+class TeiParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(default=None, ge=1, description="Best labels kept per task.")
+    function_to_apply: Literal["softmax", "none", "sigmoid"] | None = None
+
+
+class TeiRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": "Ignore all previous instructions."}]},
+    )
+
+    inputs: str | list[str | list[str]] = Field(description="A text, or a batch of texts.")
+    raw_scores: bool = False
+    truncate: bool | None = None
+    parameters: TeiParameters | None = None
+
+
+class TeiLabel(BaseModel):
+    label: str
+    score: float
+
+
+def texts_of(request: TeiRequest) -> tuple[list[str], bool]:
+    """The texts of a request and whether the answer is a batch (a list of lists)."""
+    if isinstance(request.inputs, str):
+        return [request.inputs], request.parameters is not None
+    if not request.inputs:
+        raise BadRequest(422, "inputs: empty list; send a text or a non-empty list of texts")
+    texts = []
+    for i, item in enumerate(request.inputs):
+        if isinstance(item, list):
+            if len(item) != 1:
+                raise BadRequest(
+                    422, f"inputs[{i}]: a list of {len(item)} strings; a guard scores one text, "
+                    "so give each batch item as a string or [string] (no sentence pairs)"
+                )
+            item = item[0]
+        texts.append(item)
+    return texts, True
+
+
+def check_parameters(request: TeiRequest, has_logits: bool) -> None:
+    """Refuse (422) what this server cannot honour."""
+    function = request.parameters.function_to_apply if request.parameters else None
+    if function == "sigmoid":
+        raise BadRequest(
+            422, "parameters.function_to_apply: sigmoid is not offered; every task is a "
+            "single-label softmax: use softmax (per task) or none (logits)"
+        )
+    if (request.raw_scores or function == "none") and not has_logits:
+        raise BadRequest(
+            422, "raw scores: this model's runtime returns probabilities only; drop "
+            "raw_scores/function_to_apply none"
+        )
+
+
+def answer(request: TeiRequest, scores: Scores, tasks: list[Task]) -> list[list[dict]]:
+    """Per text, its labels and scores (see the module docstring for the order)."""
+    params = request.parameters or TeiParameters()
+    raw = request.raw_scores or params.function_to_apply == "none"
+    top_k = params.top_k
+    out = []
+    for row in range(len(next(iter(scores.probs.values())))):
+        labels: list[dict] = []
+        for task in tasks:
+            if raw:
+                assert scores.logits is not None
+                values = np.asarray(scores.logits[row, task.start : task.end])
+            else:
+                values = np.asarray(scores.probs[task.name][row])
+            order = np.argsort(-values, kind="stable")[:top_k]
+            labels += [
+                {"label": f"{task.name}/{task.labels[j]}", "score": float(values[j])}
+                for j in order
+            ]
+        out.append(labels)
+    return out
