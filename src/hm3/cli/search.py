@@ -1,0 +1,136 @@
+"""``hm3 search``: the paper's model search (Algorithm 3) and self-merging (§5.4).
+
+Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printing live there.
+The work is :func:`hm3.search.run.search`'s; this module parses options and prints the summary.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from hm3.cli.common import BatchOpt, ForceOpt, MaxLengthOpt, PickleOpt, ProgressOpt, err_console
+from hm3.cli.common import out_console as console
+from hm3.errors import Hm3Error
+
+if TYPE_CHECKING:
+    from hm3.search.run import SearchResult
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """``90``, ``90s``, ``30m``, ``2h``, ``1h30m`` → seconds (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)([smhd]?))+", text) and re.findall(
+        r"(\d+(?:\.\d+)?)([smhd]?)", text
+    )
+    if not parts:
+        raise Hm3Error(f"--timeout {value}: expected a duration such as 90s, 30m, 2h or 1h30m")
+    return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+
+
+def search(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (holds the study).")],
+    config: Annotated[
+        Path | None, typer.Argument(help="Merge config (YAML), with an optional search: block.")
+    ] = None,
+    suite: Annotated[Path | None, typer.Option(help="Validation suite (YAML).")] = None,
+    test_suite: Annotated[
+        Path | None,
+        typer.Option(help="Test suite; default: other rows of --suite (never the validation's)."),
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials in the study, all workers.")] = 100,
+    val_samples: Annotated[int, typer.Option(min=1, help="Validation rows per dataset.")] = 600,
+    test_samples: Annotated[int, typer.Option(min=1, help="Test rows per dataset.")] = 1000,
+    sampler: Annotated[str, typer.Option(help="paper, random, tpe or cmaes.")] = "paper",
+    seed: Annotated[int, typer.Option(help="Seeds the sampler and the samples.")] = 0,
+    objective: Annotated[
+        str, typer.Option(help="f1 (labelled suite) or agreement (with the originals, --texts).")
+    ] = "f1",
+    texts: Annotated[
+        Path | None, typer.Option(help="Unlabeled texts for --objective agreement.")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Column of --texts.")] = "text",
+    prune: Annotated[
+        bool, typer.Option("--prune/--no-prune", help="Successive halving on validation slices.")
+    ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="postgresql://… or sqlite:///… URL, or a shared journal file path."),
+    ] = None,
+    study: Annotated[str, typer.Option(help="Study name in --storage.")] = "hm3-search",
+    resume: Annotated[bool, typer.Option(help="Continue the study in --out.")] = False,
+    timeout: Annotated[str | None, typer.Option(help="Start no trial after, e.g. 2h.")] = None,
+    self_model: Annotated[
+        str | None, typer.Option("--self", help="Merge this model with itself (paper §5.4).")
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="Base model for --self.")] = None,
+    device: Annotated[str, typer.Option(help="cpu (default), cuda, cuda:N or auto.")] = "cpu",
+    batch_size: BatchOpt = 32,
+    max_length: MaxLengthOpt = 512,
+    force: ForceOpt = False,
+    allow_pickle: PickleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Search merge parameters: merge in memory, score on a validation sample, test each new best.
+
+    Without a search: block in CONFIG the space is the paper's: one DARE-TIES density for all
+    models from Beta(1.2, 2). The study lives in --out (resume with --resume) or in --storage,
+    where any number of workers can run it. Writes trials.csv, search.png, importance.png and
+    best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml).
+    """
+    from hm3.options import RunOptions
+    from hm3.search.run import SearchSpec
+    from hm3.search.run import search as run_search
+
+    options = RunOptions(device=device, batch_size=batch_size, max_length=max_length,
+                         progress=progress, force=force, allow_pickle=allow_pickle)  # fmt: skip
+    spec = SearchSpec(
+        config=config, self_model=self_model, base=base, suite=suite, test_suite=test_suite,
+        trials=trials, val_samples=val_samples, test_samples=test_samples, sampler=sampler,
+        seed=seed, objective=objective, texts=texts, text_column=text_column, prune=prune,
+        storage=storage, study=study, resume=resume, timeout=parse_duration(timeout),
+    )  # fmt: skip
+    print_summary(run_search(spec, out, options))
+
+
+def print_summary(result: SearchResult) -> None:
+    """The originals against the best trial, on validation and test (Table 7 for --self)."""
+    title = "self-merge (paper Table 7)" if result.self_merge else "search"
+    table = Table(title=f"{title}: {result.finished} trials, {result.pruned} pruned")
+    table.add_column("")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+
+    def cell(value: object) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else "-"
+
+    orig = result.originals
+    table.add_row("originals", cell(orig.get("val", {}).get("average")),
+                  cell(orig.get("test", {}).get("average")))  # fmt: skip
+    best = result.best
+    label = "best self-merge" if result.self_merge else "best merge"
+    if result.best_number is not None:
+        label += f" (#{result.best_number})"
+    table.add_row(label, cell(best.get("val_average")), cell(best.get("test_average")))
+    if "agreement_average" in best:
+        table.add_row(
+            "  agreement / similarity with originals",
+            cell(best.get("agreement_average")),
+            cell(best.get("similarity_average")),
+        )
+    console.print(table)
+    if result.best_values:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in result.best_values.items())  # fmt: skip
+        console.print(f"best parameters: {shown}", highlight=False, soft_wrap=True)
+    where = f"{result.out}/best" if result.wrote_best else "not written by this worker"
+    err_console.print(f"best model: {where}; trials: {result.out}/trials.csv "
+                      f"({result.seconds:.1f} s)", highlight=False)  # fmt: skip

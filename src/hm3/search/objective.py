@@ -1,0 +1,156 @@
+"""One trial of a search, and the fixed material every trial is scored on.
+
+:class:`Material` is built once per process: the :class:`~hm3.search.engine.Engine`, the
+validation and test samples (:mod:`hm3.search.data`), the unlabeled texts of the label-free
+objective, and the originals' logits on all of them (the originals are then released).
+:meth:`Material.objective` is Optuna's objective: draw the trial's values, merge them into the
+live model, score slice by slice (reporting each slice to the pruner when pruning), and, when
+the trial beats every finished one, score it on the test sample. The scores are stored as the
+trial's user attributes, which :mod:`hm3.search.outputs` reads back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hm3.alignment.originals import resolve_originals
+from hm3.evaluation.suite import Dataset
+from hm3.io.texts import TextCount, iter_text_batches, open_texts
+from hm3.model.features import load_originals, original_logits
+from hm3.model.labels import Task
+from hm3.search.data import SLICES, Bank, Labelled, Unlabelled, agreement_scores, f1_scores
+from hm3.search.engine import Engine
+from hm3.search.space import SearchSpace
+from hm3.search.trial import suggest, trial_config
+
+
+@dataclass
+class Material:
+    """Everything a trial needs, prepared once."""
+
+    engine: Engine
+    recipe: dict[str, Any]
+    space: SearchSpace
+    method: str
+    seed: int
+    scored: list[Task]  # the tasks scored (a self-merge scores its first copy only)
+    objective_kind: str  # "f1" or "agreement"
+    prune: bool
+    source: str
+    val: Labelled | None = None
+    test: Labelled | None = None
+    unlabelled: Unlabelled | None = None
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # sample → scores
+
+    def prepare(
+        self,
+        val: list[Dataset] | None,
+        test: list[Dataset] | None,
+        texts: Path | None,
+        text_column: str,
+        max_texts: int,
+    ) -> None:
+        """Tokenise the samples once; run the originals on them once."""
+        eng, bs = self.engine, self.engine.options.batch_size
+        originals = resolve_originals(eng.tasks, None, eng.clf.path)
+        runners = load_originals(originals, eng.options.with_(max_length=eng.clf.max_length))
+
+        def logits_of(bank: Bank) -> np.ndarray:
+            out = np.zeros((len(bank.texts), eng.tasks[-1].end), dtype=np.float32)
+            for _, idx, _ in bank.batches:
+                texts = [bank.texts[i] for i in idx]
+                out[idx] = original_logits(eng.tasks, originals, runners, texts).numpy()
+            return out
+
+        for name, datasets in (("val", val), ("test", test)):
+            if datasets is None:
+                continue
+            sample = Labelled.build(eng.clf, datasets, self.scored, bs)
+            setattr(self, name, sample)
+            per_task, avg = f1_scores(sample, logits_of(sample.bank), self.scored)
+            self.originals[name] = {"tasks": per_task, "average": avg}
+        if texts is not None:
+            lines = open_texts(texts, text_column, options=("--texts", "--text-column"))
+            found = [t for b in iter_text_batches(lines, 256, max_texts, TextCount()) for t in b]
+            stage = (np.arange(len(found)) * SLICES) // max(len(found), 1)
+            bank = Bank.build(eng.clf, found, stage, bs)
+            self.unlabelled = Unlabelled(bank, logits_of(bank))
+
+    def objective(self, trial: Any) -> float:
+        """Optuna's objective: merge the trial's config, score it, test a new best."""
+        import optuna
+
+        started = time.perf_counter()
+        names = [t.name for t in self.engine.tasks]
+        values = suggest(trial, self.space, self.method, names)
+        seed = self.seed + trial.number
+        config = trial_config(self.recipe, values, names, seed, self.source)
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("seed", seed)
+        self.engine.apply(config)
+        model = self.engine.clf.model
+        stages = range(SLICES) if self.prune else [SLICES - 1]
+        sample = self.val if self.objective_kind == "f1" else self.unlabelled
+        assert sample is not None
+        bank = sample.bank
+        logits = np.zeros((len(bank.texts), self.engine.tasks[-1].end), dtype=np.float32)
+        for stage in stages:
+            bank.run(model, logits, range(stage + 1) if not self.prune else [stage])
+            value, attrs = self._score(logits, stage)
+            if self.prune:
+                trial.report(value, stage)
+                if stage < SLICES - 1 and trial.should_prune():
+                    self._store(trial, attrs, started)
+                    raise optuna.TrialPruned
+        if self.objective_kind == "agreement" and self.val is not None:  # labels, to compare
+            val_logits = np.zeros((len(self.val.bank.texts), logits.shape[1]), np.float32)
+            self.val.bank.run(model, val_logits, range(SLICES))
+            per_task, avg = f1_scores(self.val, val_logits, self.scored)
+            attrs.update({"val": per_task, "val_average": avg})
+        if self.test is not None and value > _best_so_far(trial):
+            test_logits = np.zeros((len(self.test.bank.texts), logits.shape[1]), np.float32)
+            self.test.bank.run(model, test_logits, range(SLICES))
+            per_task, avg = f1_scores(self.test, test_logits, self.scored)
+            attrs.update({"test": per_task, "test_average": avg})
+        self._store(trial, attrs, started)
+        return value
+
+    def _score(self, logits: np.ndarray, stage: int) -> tuple[float, dict[str, Any]]:
+        if self.objective_kind == "f1":
+            assert self.val is not None
+            per_task, avg = f1_scores(self.val, logits, self.scored, stage)
+            return avg, {"val": per_task, "val_average": avg}
+        assert self.unlabelled is not None
+        agree, similar = agreement_scores(self.unlabelled, logits, self.scored, stage)
+        mean_agree = float(np.mean(list(agree.values())))
+        attrs = {
+            "agreement": agree,
+            "agreement_average": mean_agree,
+            "similarity": similar,
+            "similarity_average": float(np.mean(list(similar.values()))),
+        }
+        return mean_agree, attrs
+
+    @staticmethod
+    def _store(trial: Any, attrs: dict[str, Any], started: float) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+
+
+def _best_so_far(trial: Any) -> float:
+    """The best objective value of the study's complete trials (``-inf`` when none)."""
+    from optuna.trial import TrialState
+
+    study = trial.study
+    values = [
+        t.value
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    return max(values, default=-np.inf)

@@ -1,0 +1,290 @@
+"""``hm3 search``: the paper's model search (Algorithm 3), in memory, resumable and shared.
+
+:func:`search` checks every input before it writes anything — the recipe and its ``search:``
+space (:mod:`hm3.search.space`), the models (:class:`~hm3.search.engine.Engine`), the suites and
+samples (:mod:`hm3.search.data`), the study's fingerprint (:mod:`hm3.search.study`) — then
+runs trials until the study holds ``trials`` finished ones (or ``timeout`` passes), writing
+``trials.csv`` after each. The worker that finishes the study (or stops at its timeout) writes
+``best/``; every worker draws the plots of what the study holds. ``self_model`` merges one
+model with itself (two independent DARE draws per trial, paper §5.4) and scores its first copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import TextColumn
+
+from hm3.errors import Hm3Error
+from hm3.evaluation.suite import load_suite
+from hm3.io.checkpoint import locate, read_config
+from hm3.io.yaml_input import load_yaml_mapping
+from hm3.merging.config import MergeConfig
+from hm3.options import RunOptions
+from hm3.progress import progress_bar
+from hm3.search import outputs
+from hm3.search import study as studies
+from hm3.search.data import sample_suite
+from hm3.search.engine import Engine
+from hm3.search.objective import Material
+from hm3.search.space import check_space, paper_space, split_search
+from hm3.search.trial import absolute_recipe, trial_config
+
+log = logging.getLogger("hm3")
+OBJECTIVES = ("f1", "agreement")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What to search and how (the ``hm3 search`` options)."""
+
+    config: Path | None = None  # merge YAML (with an optional search: block)
+    self_model: str | None = None  # --self MODEL
+    base: str | None = None  # --base, for --self
+    suite: Path | None = None
+    test_suite: Path | None = None
+    trials: int = 100
+    val_samples: int = 600
+    test_samples: int = 1000
+    sampler: str = "paper"
+    seed: int = 0
+    objective: str = "f1"
+    texts: Path | None = None
+    text_column: str = "text"
+    prune: bool = False
+    storage: str | None = None
+    study: str = "hm3-search"
+    resume: bool = False
+    timeout: float | None = None  # seconds
+
+
+@dataclass
+class SearchResult:
+    out: Path
+    finished: int
+    pruned: int
+    best_number: int | None
+    best_values: dict[str, Any]
+    best: dict[str, Any]  # the best trial's scores (val/test/agreement...)
+    originals: dict[str, Any]  # sample → {tasks, average}
+    wrote_best: bool
+    seconds: float
+    self_merge: bool
+    files: list[Path] = field(default_factory=list)
+
+
+def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None) -> SearchResult:
+    """Run (or join, or resume) a search; see the module docstring."""
+    started = time.perf_counter()
+    options = (options or RunOptions()).resolved()
+    out = Path(out)
+    _check_spec(spec)
+    recipe, space, source = _recipe(spec)
+    config = MergeConfig.from_dict(recipe, source=source)
+    _check_out(spec, out, options.force)
+    engine = Engine(config, options)
+    names = [t.name for t in engine.tasks]
+    for method in space.methods(config.merge_method):  # every method's config, before any trial
+        trial_config(recipe, {"merge_method": method}, names, config.seed, source)
+    if config.align is not None:
+        engine.prepare_alignment(config, Path(config.align.texts))
+    scored = engine.tasks[:1] if spec.self_model else engine.tasks
+    material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
+                        spec.objective, spec.prune, source)  # fmt: skip
+    val, test = _samples(spec, [t.name for t in scored])
+    material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
+    print_ = studies.fingerprint({
+        "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
+        "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
+        "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
+        "sampler": spec.sampler, "seed": spec.seed, "prune": spec.prune,
+    })  # fmt: skip
+    if spec.storage is None and spec.resume is False and options.force:
+        _clear(out)
+    storage = studies.open_storage(spec.storage, out)
+    study = studies.load_study(
+        storage, spec.study, print_, resume=spec.resume, shared=spec.storage is not None
+    )
+    study.pruner = studies.make_pruner(spec.prune)
+    study.set_user_attr("originals", material.originals)
+    studies.reap_dead_trials(study)
+    mine = _loop(study, material, spec, out, options)
+    return _finish(study, material, spec, out, options, mine, started)
+
+
+def _loop(
+    study: Any, material: Material, spec: SearchSpec, out: Path, options: RunOptions
+) -> set[int]:
+    """Run trials until the study is full or the timeout passes; the numbers this worker ran."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    mine: set[int] = set()
+    deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
+    best = TextColumn("best {task.fields[best]}")
+    with progress_bar(options.progress, best, label="searching") as bar:
+        done, _ = studies.counted(study)
+        job = bar.add_task("search", total=spec.trials, completed=done, best=_best_text(study))
+
+        def objective(trial: Any) -> float:
+            mine.add(trial.number)
+            return material.objective(trial)
+
+        while deadline is None or time.monotonic() < deadline:
+            if not studies.run_one(study, objective, spec.sampler, spec.seed, spec.trials):
+                break
+            outputs.write_trials_csv(study, out)
+            done, _ = studies.counted(study)
+            bar.update(job, completed=done, best=_best_text(study))
+    return mine
+
+
+def _best_text(study: Any) -> str:
+    try:
+        trial = study.best_trial
+    except ValueError:
+        return "-"
+    test = trial.user_attrs.get("test_average")
+    shown = f"{trial.value:.4f} (#{trial.number})"
+    return shown + (f", test {test:.4f}" if test is not None else "")
+
+
+def _finish(
+    study: Any, material: Material, spec: SearchSpec, out: Path, options: RunOptions,
+    mine: set[int], started: float,
+) -> SearchResult:  # fmt: skip
+    from optuna.trial import TrialState
+
+    files = [outputs.write_trials_csv(study, out)]
+    trials = outputs.finished(study)
+    done, running = studies.counted(study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best_trial = max(complete, key=lambda t: (t.value, -t.number), default=None)
+    last = max(trials, key=lambda t: (t.datetime_complete, t.number), default=None)
+    finisher = done >= spec.trials and running == 0 and last is not None and last.number in mine
+    timed_out = done < spec.trials and bool(mine)
+    wrote = False
+    if best_trial is not None and (finisher or timed_out):
+        names = [t.name for t in material.engine.tasks]
+        values = best_trial.user_attrs["values"]
+        config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],
+                              material.source)  # fmt: skip
+        files.append(outputs.write_best(config, out, options))
+        wrote = True
+    lines = {f"originals, {k}": v["average"] for k, v in material.originals.items()}
+    files += outputs.write_plots(study, out, lines)
+    attrs = best_trial.user_attrs if best_trial is not None else {}
+    return SearchResult(
+        out=out,
+        finished=done,
+        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        best_number=best_trial.number if best_trial is not None else None,
+        best_values=dict(attrs.get("values", {})),
+        best={k: v for k, v in attrs.items() if k not in ("values", "worker")},
+        originals=material.originals,
+        wrote_best=wrote,
+        seconds=time.perf_counter() - started,
+        self_merge=spec.self_model is not None,
+        files=files,
+    )
+
+
+def _check_spec(spec: SearchSpec) -> None:
+    if (spec.config is None) == (spec.self_model is None):
+        raise Hm3Error("give a merge config (CONFIG) or --self MODEL, not both and not neither")
+    for name, value in (("--trials", spec.trials), ("--val-samples", spec.val_samples),
+                        ("--test-samples", spec.test_samples)):  # fmt: skip
+        if value < 1:
+            raise Hm3Error(f"{name} {value}: expected a whole number >= 1")
+    if spec.sampler not in studies.SAMPLERS:
+        raise Hm3Error(f"--sampler {spec.sampler}: expected one of {', '.join(studies.SAMPLERS)}")
+    if spec.objective not in OBJECTIVES:
+        raise Hm3Error(f"--objective {spec.objective}: expected f1 or agreement")
+    if spec.objective == "f1" and spec.suite is None:
+        raise Hm3Error("--suite: the f1 objective scores on a labelled suite; give --suite FILE "
+                       "or use --objective agreement --texts FILE")  # fmt: skip
+    if spec.objective == "agreement" and spec.texts is None:
+        raise Hm3Error("--objective agreement: give --texts FILE (unlabeled texts to compare the "
+                       "merge with the originals on)")  # fmt: skip
+    if spec.texts is not None and not spec.texts.is_file():
+        raise Hm3Error(f"--texts {spec.texts}: file not found; check the path")
+    if spec.timeout is not None and spec.timeout <= 0:
+        raise Hm3Error(f"--timeout {spec.timeout}: expected a positive duration, e.g. 30m or 2h")
+
+
+def _recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
+    """The recipe mapping (paths absolute), its search space, and its name for messages."""
+    if spec.config is not None:
+        source = str(spec.config)
+        data = load_yaml_mapping(spec.config, "merge config")
+        plain, space, declared = split_search(data, source)
+        config = MergeConfig.from_dict(plain, source=source, root=spec.config.parent)
+        space = space if declared else paper_space()
+        check_space(space, config.merge_method, source)
+        return absolute_recipe(plain, config), space, source
+    model = str(locate(spec.self_model or "", "--self"))
+    base = spec.base
+    if base is None:
+        cfg = read_config(Path(model), model)
+        base = ((cfg.get("hm3") or {}).get("merge") or {}).get("base_model") or cfg.get(
+            "_name_or_path")  # fmt: skip
+    if not base:
+        raise Hm3Error(f"--self {spec.self_model}: its config.json names no base model; pass "
+                       "--base DIR with the model it was fine-tuned from")  # fmt: skip
+    name = Path(model).resolve().name
+    recipe = {
+        "base_model": str(locate(base, "--base").resolve()),
+        "merge_method": "dare_ties",
+        "models": [{"model": str(Path(model).resolve()), "name": name},
+                   {"model": str(Path(model).resolve()), "name": f"{name}_copy"}],
+        "seed": spec.seed,
+    }  # fmt: skip
+    return recipe, paper_space(), f"--self {spec.self_model}"
+
+
+def _samples(spec: SearchSpec, tasks: list[str]) -> tuple[list | None, list | None]:
+    val = test = None
+    if spec.suite is not None:
+        suite = load_suite(spec.suite)
+        val = sample_suite(suite, tasks, spec.val_samples, spec.seed)
+        if spec.test_suite is None:
+            test = sample_suite(suite, tasks, spec.test_samples, spec.seed, skip=spec.val_samples)
+    if spec.test_suite is not None:
+        test = sample_suite(load_suite(spec.test_suite), tasks, spec.test_samples, spec.seed)
+    return val, test
+
+
+def _check_out(spec: SearchSpec, out: Path, force: bool) -> None:
+    """The default storage lives in --out: resume it, replace it (--force), or start fresh."""
+    if spec.storage is not None:
+        if out.exists() and not out.is_dir():
+            raise Hm3Error(f"--out {out}: exists and is not a directory; choose another path")
+        return
+    journal = out / studies.JOURNAL
+    if spec.resume:
+        if not journal.is_file():
+            raise Hm3Error(f"--resume: {out} holds no study ({studies.JOURNAL}); run without "
+                           "--resume to start one")  # fmt: skip
+        return
+    if out.exists() and not force:
+        what = "holds a search; pass --resume to continue it, or" if journal.is_file() else \
+            "already exists; choose another path or pass"  # fmt: skip
+        raise Hm3Error(f"--out {out}: {what} --force to start over")
+
+
+def _clear(out: Path) -> None:
+    """--force: the old study and its outputs go (the new ones are written as trials finish)."""
+    if out.is_dir():
+        shutil.rmtree(out)
+
+
+def _abs(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
+__all__ = ["SearchResult", "SearchSpec", "search"]

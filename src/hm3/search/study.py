@@ -1,0 +1,206 @@
+"""The Optuna study under a search: storage, samplers, pruner, and the rules that keep it whole.
+
+- **Storage.** Default: a journal file ``study.journal`` in ``--out`` (append-only, so a process
+  killed at any moment loses at most the trial it was running). ``--storage`` takes a database
+  URL (``postgresql://…``, ``sqlite:///…``: Optuna's RDB storage, with heartbeats so a dead
+  worker's trial is failed by the others) or a journal file path shared by workers on one
+  machine or a shared file system.
+- **Fingerprint.** The study records a hash of everything that decides its trials (recipe and
+  space, samples, objective, sampler, seed); joining or resuming a study with another
+  fingerprint is refused, so two configs never mix in one study.
+- **Dead trials.** A trial left ``RUNNING`` by a process of this machine that no longer exists
+  (SIGKILL) is marked failed before new trials start; it is not counted and not repeated.
+- **Samplers** (all seeded): ``paper`` and ``random`` draw every parameter independently
+  (``paper`` = the declared priors, Beta included, :mod:`hm3.search.trial`), ``tpe`` and
+  ``cmaes``. The sampler is rebuilt before each trial with a seed derived from ``--seed`` and
+  the number of trials stored, so a resumed study continues the sequence instead of replaying
+  its first draws.
+- **Pruner**: successive halving over the :data:`hm3.search.data.SLICES` slices of the
+  validation sample (``--prune``), else none.
+
+It runs no model; :mod:`hm3.search.run` drives trials through :func:`run_one`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hm3.errors import Hm3Error
+
+SAMPLERS = ("paper", "random", "tpe", "cmaes")
+JOURNAL = "study.journal"
+FINGERPRINT = "hm3_fingerprint"
+WORKER = "worker"
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able description of the study."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def open_storage(url: str | None, out: Path) -> Any:
+    """The study's storage: a database URL, a journal file path, or ``out/study.journal``."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if url is not None and "://" in url:
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        except Exception as exc:  # SQLAlchemy: no server, bad credentials, no driver
+            detail = " ".join(str(exc).split())[:200]
+            raise Hm3Error(
+                f"--storage {url.split('@')[-1]}: cannot open the database ({detail}); check the "
+                "URL, that the server runs and that its driver (psycopg2 for PostgreSQL) is "
+                "installed"
+            ) from None
+    path = Path(url) if url is not None else out / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    return JournalStorage(backend)
+
+
+def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bool) -> Any:
+    """Create the study, or join/resume it when its fingerprint matches.
+
+    Args:
+        storage: from :func:`open_storage`.
+        name: the study's name (``--study``).
+        print_: this run's fingerprint.
+        resume: ``--resume``: the study must exist (in ``--out``'s own storage).
+        shared: the storage was given with ``--storage``: joining an existing study is normal.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if resume and not exists:
+        raise Hm3Error(
+            f"--resume: no study {name!r} to resume in the storage; run without --resume to "
+            "start it"
+        )
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True
+    )
+    recorded = study.user_attrs.get(FINGERPRINT)
+    if recorded is None:
+        study.set_user_attr(FINGERPRINT, print_)
+        recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[FINGERPRINT]
+    if recorded != print_:
+        how = "--resume" if resume else ("--storage/--study" if shared else "the study")
+        raise Hm3Error(
+            f"{how}: study {name!r} was started with another config, samples, objective, "
+            "sampler or seed; run it with the same ones, or start a new study (--study NAME "
+            "or a new --out)"
+        )
+    return study
+
+
+def reap_dead_trials(study: Any) -> int:
+    """Fail the RUNNING trials whose worker was a process of this machine that is gone."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    reaped = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who = str(trial.user_attrs.get(WORKER, ""))
+        worker_host, _, pid = who.rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            reaped += 1
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_sampler(kind: str, seed: int) -> Any:
+    import optuna
+
+    if kind in ("paper", "random"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    if kind == "cmaes":
+        independent = optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, independent_sampler=independent, warn_independent_sampling=False
+        )
+    raise Hm3Error(f"--sampler {kind}: expected one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(prune: bool) -> Any:
+    import optuna
+
+    if not prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+
+
+def counted(study: Any) -> tuple[int, int]:
+    """(finished trials: complete or pruned, trials running now)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return done, running
+
+
+class Surplus(Exception):
+    """The study already has its trials: this one is not run."""
+
+
+def run_one(
+    study: Any, objective: Callable[[Any], float], kind: str, seed: int, total: int
+) -> bool:
+    """Run one trial through ``study.optimize``; ``False`` when the study has ``total`` trials.
+
+    The sampler is reseeded from ``seed`` and the number of trials stored; a trial numbered
+    past ``total`` counted ones (another worker raced it in) is failed as surplus, unrun.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    done, running = counted(study)
+    if done + running >= total:
+        return False
+    stored = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(kind, (seed * 1_000_003 + stored) % (2**32))
+
+    def guarded(trial: optuna.Trial) -> float:
+        before = [
+            t for t in study.get_trials(deepcopy=False)
+            if t.number < trial.number and t.state != TrialState.FAIL
+        ]  # fmt: skip
+        if len(before) >= total:
+            trial.set_user_attr("surplus", True)
+            raise Surplus
+        trial.set_user_attr(WORKER, worker_id())
+        return objective(trial)
+
+    try:
+        study.optimize(guarded, n_trials=1)
+    except Surplus:
+        return False
+    return True

@@ -1,0 +1,125 @@
+"""One trial's parameters: drawn through an Optuna trial, turned into a plain merge config.
+
+:func:`suggest` asks an Optuna trial for every parameter of the space that the trial's method
+reads (a density is not drawn for ``tsv``). A Beta prior is searched as its quantile ``q`` in
+[0, 1] and mapped through the inverse CDF, so a sampler drawing ``q`` uniformly (``paper``,
+``random``) draws exactly from Beta(a, b), and TPE or CMA-ES search the prior's quantiles.
+:func:`trial_config` writes the values into the recipe mapping and validates it as a
+:class:`~hm3.merging.config.MergeConfig`: the trial's full, re-runnable recipe. It merges and
+scores nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from hm3.merging.config import MergeConfig
+from hm3.methods import METHODS
+from hm3.search.space import Range, SearchSpace
+
+_SWITCHES = {"normalize", "rescale", "lambda", "alpha"}
+
+
+def quantile_name(key: str) -> str:
+    """The Optuna parameter that holds a Beta-distributed value's quantile."""
+    return f"{key}~q"
+
+
+def suggest(trial: Any, space: SearchSpace, method: str, tasks: list[str]) -> dict[str, Any]:
+    """Draw one trial's values: ``merge_method`` and each searched parameter by key.
+
+    Keys are the parameter's name (``density``) or, per model, ``density[task]``.
+    """
+    methods = space.methods(method)
+    chosen = methods[0]
+    if len(methods) > 1:
+        chosen = trial.suggest_categorical("merge_method", list(methods))
+    values: dict[str, Any] = {"merge_method": chosen}
+    reads = METHODS[chosen].per_model_parameters | METHODS[chosen].global_parameters | {"scale"}
+    for name, rng in space.ranges().items():
+        if name not in reads:
+            continue
+        keys = [f"{name}[{t}]" for t in tasks] if rng.per_model else [name]
+        for key in keys:
+            values[key] = draw(trial, key, name, rng)
+    return values
+
+
+def draw(trial: Any, key: str, name: str, rng: Range) -> float:
+    """One value of ``rng`` through the trial (Beta: through its quantile)."""
+    if rng.choices is not None:
+        return float(trial.suggest_categorical(key, list(rng.choices)))
+    if rng.uniform is not None:
+        return float(trial.suggest_float(key, *rng.uniform))
+    if rng.log_uniform is not None:
+        return float(trial.suggest_float(key, *rng.log_uniform, log=True))
+    from scipy.stats import beta
+
+    q = trial.suggest_float(quantile_name(key), 0.0, 1.0)
+    value = float(beta.ppf(q, *rng.beta))  # type: ignore[misc]
+    top = 1.0 if name == "density" else 1.0 - 1e-6  # density may be 1; gamma, epsilon < 1
+    return min(max(value, 1e-6), top)
+
+
+def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]:
+    """The recipe mapping with every local path absolute, so it runs from any directory."""
+    out = copy.deepcopy(data)
+
+    def fix(ref: str) -> str:
+        resolved = Path(config.resolve(ref)).expanduser()
+        return str(resolved.resolve()) if resolved.exists() else ref
+
+    out["base_model"] = fix(out["base_model"])
+    for entry in out.get("models") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+            entry["model"] = fix(entry["model"])
+    if isinstance(out.get("align"), dict) and isinstance(out["align"].get("texts"), str):
+        out["align"]["texts"] = fix(out["align"]["texts"])
+    return out
+
+
+def trial_config(
+    recipe: dict[str, Any], values: dict[str, Any], tasks: list[str], seed: int, source: str
+) -> MergeConfig:
+    """The plain merge config of one trial: the recipe with the trial's values written in.
+
+    Parameters the trial's method does not read are dropped from the recipe; a searched value
+    shared by all models replaces the models' own values of that parameter.
+    """
+    data = copy.deepcopy(recipe)
+    method = METHODS[values["merge_method"]]
+    data["merge_method"] = method.name
+    data["seed"] = seed
+    per_model, switches = method.per_model_parameters, method.global_parameters
+    params = {
+        k: v
+        for k, v in dict(data.get("parameters") or {}).items()
+        if k in per_model or (k in _SWITCHES and k in switches)
+    }
+    models = [dict(m) for m in data["models"]]
+    for entry in models:
+        entry["parameters"] = {
+            k: v for k, v in dict(entry.get("parameters") or {}).items() if k in per_model
+        }
+    for key, value in values.items():
+        name, _, task = key.partition("[")
+        if name in ("merge_method", "scale"):
+            continue
+        if task:
+            models[tasks.index(task.rstrip("]"))]["parameters"][name] = value
+        else:
+            params[name] = value
+            for entry in models:
+                entry["parameters"].pop(name, None)
+    for entry in models:
+        if not entry["parameters"]:
+            entry.pop("parameters")
+    data["models"] = models
+    data["parameters"] = params
+    if not params:
+        data.pop("parameters")
+    if "scale" in values:
+        data["align"] = {**data["align"], "scale": values["scale"]}
+    return MergeConfig.from_dict(data, source=source)
