@@ -14,7 +14,7 @@ from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
 from hm3.merging.expanded import expand
 from hm3.methods import METHODS, MergeOptions, ModelParams
-from hm3.methods.tsv import finite_svd, polar_factor, singular_merge, singular_shares, tsv_merge
+from hm3.methods.tsv import finite_svd, polar_factor, singular_merge, tsv_merge
 from tiny import FAMILIES, write_merge_yaml
 
 # ---- the math -------------------------------------------------------------------------------
@@ -79,39 +79,6 @@ def test_tasks_in_orthogonal_subspaces_add_up_exactly():
     ])  # fmt: skip
     base = torch.randn(8, 6, dtype=torch.float64)
     torch.testing.assert_close(tsv_merge(base, base + taus, [1.0, 1.0]), base + taus.sum(0))
-
-
-@pytest.mark.parametrize(("n", "rows", "cols"), [(3, 12, 9), (2, 7, 16), (5, 3, 8)])
-def test_shares_sum_to_the_merge_and_each_lies_in_its_own_directions(n, rows, cols):
-    base, tensors = _stack(n, rows, cols, seed=10 + n)
-    taus, w = tensors - base, torch.tensor([1.0 + 0.5 * i for i in range(n)], dtype=torch.float64)
-    shares = singular_shares(taus, w)
-    assert shares.shape == taus.shape
-    torch.testing.assert_close(shares.sum(0), singular_merge(taus, w))
-    k = max(1, min(rows, cols) // n)
-    for share in shares:  # model i's share is built from its own k decorrelated triplets
-        assert int(torch.linalg.matrix_rank(share)) == k
-
-
-def test_shares_of_tasks_in_orthogonal_subspaces_are_the_weighted_tasks():
-    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
-    p, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
-    taus = torch.stack([q[:, :3] @ p[:, :3].T * 2.0, q[:, 3:6] @ p[:, 3:].T * 0.5])
-    w = torch.tensor([1.5, 0.5], dtype=torch.float64)  # unequal: a swapped share would show
-    torch.testing.assert_close(singular_shares(taus, w), taus * w.view(2, 1, 1))
-
-
-def test_copies_share_the_merge_equally_and_an_unchanged_model_has_no_share():
-    base, tensors = _stack(1, 10, 6, seed=12)
-    tau, ones = tensors[0] - base, torch.ones(2, dtype=torch.float64)
-    copies = singular_shares(tau.expand(2, -1, -1).clone(), ones)
-    half = singular_merge(tau.expand(2, -1, -1).clone(), ones) / 2
-    torch.testing.assert_close(copies[0], half)
-    torch.testing.assert_close(copies[1], half)
-    alone = singular_shares(torch.stack([tau, torch.zeros_like(tau)]), ones)
-    assert torch.equal(alone[1], torch.zeros_like(tau))
-    torch.testing.assert_close(alone[0], singular_merge(torch.stack([tau, 0 * tau]), ones))
-    assert singular_shares(torch.zeros(2, 3, 3), torch.ones(2)).abs().sum() == 0
 
 
 def test_directions_beyond_a_task_matrix_rank_are_dropped():

@@ -12,6 +12,8 @@ the caller's generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -89,14 +91,11 @@ def magnitude_(
     Returns:
         ``delta``.
     """
-    if density >= 1:
-        return delta
-    n = delta.numel()
-    mags = torch.abs(delta, out=_scratch(scratch, delta))
-    before = mags.sum() if rescale else None
-    keep = rank_window_mask(mags, n - top_k_count(n, density), n)
-    _apply_mask_(delta, keep, mags)
-    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+    def largest(n: int) -> tuple[int, int]:
+        return n - top_k_count(n, density), n
+
+    return _magnitude_window_(delta, density, largest, rescale, scratch)
 
 
 def magnitude_outliers_(
@@ -119,11 +118,26 @@ def magnitude_outliers_(
     Returns:
         ``delta``.
     """
+
+    def window(n: int) -> tuple[int, int]:
+        return outlier_window(n, density, gamma)
+
+    return _magnitude_window_(delta, density, window, rescale, scratch)
+
+
+def _magnitude_window_(
+    delta: Tensor,
+    density: float,
+    window: Callable[[int], tuple[int, int]],
+    rescale: bool,
+    scratch: Tensor | None,
+) -> Tensor:
+    """Keep the entries whose |τ| rank (ascending) lies in ``window(numel)``; zero the rest."""
     if density >= 1:
         return delta
     mags = torch.abs(delta, out=_scratch(scratch, delta))
     before = mags.sum() if rescale else None
-    keep = rank_window_mask(mags, *outlier_window(delta.numel(), density, gamma))
+    keep = rank_window_mask(mags, *window(delta.numel()))
     _apply_mask_(delta, keep, mags)
     return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
 
@@ -150,12 +164,11 @@ def random_(
     Returns:
         ``delta``.
     """
-    if density >= 1:
-        return delta
-    before = l1_norm(delta, scratch) if rescale else None
-    probs = _scratch(scratch, delta).fill_(density)
-    delta.mul_(torch.bernoulli(probs, generator=generator, out=probs))
-    return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
+
+    def constant(out: Tensor) -> Tensor:
+        return out.fill_(density)
+
+    return _bernoulli_drop_(delta, density, constant, generator, rescale, scratch)
 
 
 def della_magprune_(
@@ -169,23 +182,30 @@ def della_magprune_(
 ) -> Tensor:
     """DELLA step 1 (MagPrune), in place: keep each entry with a rank-dependent probability.
 
-    Probabilities from :func:`della_probabilities`, then one ``torch.bernoulli`` draw.
-
-    Args:
-        delta: one model's task vector, modified in place.
-        density: mean keep probability, in (0, 1]; 1 leaves ``delta`` untouched (no draw).
-        epsilon: half-width of the probability range; density ± epsilon in (0, 1).
-        generator: the model's random generator, on ``delta``'s device.
-        rescale: DELLA step 2, L1-rescale the kept entries to the original norm.
-        scratch: optional buffer of ``delta``'s size and dtype, overwritten.
-
-    Returns:
-        ``delta``.
+    As :func:`random_` (DELLA step 2 is its ``rescale``), but each entry's keep probability
+    comes from :func:`della_probabilities`: ``density`` on average, within ``density ± epsilon``
+    (``epsilon`` is the half-width of that range, which must lie in (0, 1)).
     """
+
+    def probabilities(out: Tensor) -> Tensor:
+        return della_probabilities(delta, density, epsilon, out=out)
+
+    return _bernoulli_drop_(delta, density, probabilities, generator, rescale, scratch)
+
+
+def _bernoulli_drop_(
+    delta: Tensor,
+    density: float,
+    probabilities: Callable[[Tensor], Tensor],
+    generator: torch.Generator | None,
+    rescale: bool,
+    scratch: Tensor | None,
+) -> Tensor:
+    """Keep each entry of ``delta`` with the probability ``probabilities(buffer)`` writes."""
     if density >= 1:
         return delta
     before = l1_norm(delta, scratch) if rescale else None
-    probs = della_probabilities(delta, density, epsilon, out=_scratch(scratch, delta))
+    probs = probabilities(_scratch(scratch, delta))
     delta.mul_(torch.bernoulli(probs, generator=generator, out=probs))
     return delta if before is None else rescale_l1_(delta, before, scratch=scratch)
 

@@ -23,8 +23,6 @@ Every other tensor (biases, LayerNorms, and whatever the caller does not want de
 hm3's padded label projection) takes the weighted mean of task vectors, as the paper does:
 θ = θ_base + λ · Σ_i w_i τ_i / Σ_i w_i. Not in mergekit 0.1.5; checked against a NumPy
 transcription of the steps above in ``tests/test_tsv.py``.
-:func:`singular_shares` splits the merged task matrix into each model's share (the terms built from
-its own triplets), for callers that weigh the models layer by layer.
 What it does not: read checkpoints, choose which tensors are decomposed (the caller passes
 ``decompose``), or cast to the output dtype.
 """
@@ -83,52 +81,29 @@ def singular_merge(taus: Tensor, weights: Tensor) -> Tensor:
     Returns:
         The merged task matrix, [rows, cols].
     """
-    u, s, v, _ = _decorrelated(taus, weights)
+    u, s, v = _decorrelated(taus, weights)
     if s.numel() == 0:
         return torch.zeros_like(taus[0])
     return (u * s) @ v.T
 
 
-def singular_shares(taus: Tensor, weights: Tensor) -> Tensor:
-    """Each model's share of :func:`singular_merge`: the terms of Û⊥ Σ̂ V̂⊥ᵀ from its own triplets.
-
-    The shares sum to the merged task matrix; scaling share i scales model i's decorrelated
-    directions only (what a per-model, per-layer coefficient of the merge acts on).
-
-    Args:
-        taus: the task matrices τ_i, [n, rows, cols].
-        weights: the relative weights w̃_i, [n], in the task matrices' dtype.
-
-    Returns:
-        The shares, [n, rows, cols].
-    """
-    u, s, v, owner = _decorrelated(taus, weights)
-    shares = torch.zeros_like(taus)
-    for i in range(len(taus)):
-        mine = owner == i
-        if mine.any():
-            shares[i] = (u[:, mine] * s[mine]) @ v[:, mine].T
-    return shares
-
-
-def _decorrelated(taus: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Û⊥, the diagonal of Σ̂, V̂⊥ and which model each kept triplet came from."""
+def _decorrelated(taus: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Û⊥, the diagonal of Σ̂ and V̂⊥."""
     n, rows, cols = taus.shape
     k = max(1, min(rows, cols) // n)
-    us, ss, vs, owner = [], [], [], []
-    for i, (tau, w) in enumerate(zip(taus, weights, strict=True)):
+    us, ss, vs = [], [], []
+    for tau, w in zip(taus, weights, strict=True):
         u, s, vh = finite_svd(tau)
         keep = s[:k] > _tolerance(s, tau.shape)  # directions beyond τ_i's rank are arbitrary
         us.append(u[:, :k][:, keep])
         ss.append(s[:k][keep] * w)
         vs.append(vh[:k][keep])
-        owner.append(torch.full((int(keep.sum()),), i, device=taus.device))
     s = torch.cat(ss)
     if s.numel() == 0:
-        return taus.new_zeros(rows, 0), s, taus.new_zeros(cols, 0), torch.cat(owner)
+        return taus.new_zeros(rows, 0), s, taus.new_zeros(cols, 0)
     u = polar_factor(torch.cat(us, dim=1))
     v = polar_factor(torch.cat(vs, dim=0).T)
-    return u, s, v, torch.cat(owner)
+    return u, s, v
 
 
 def finite_svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
