@@ -8,6 +8,7 @@ only trigger is its last word must be flagged with windows and missed when trunc
 from __future__ import annotations
 
 import itertools
+import json
 import random
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import hm3
+from hm3.cli.app import main
 from hm3.errors import Hm3Error
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step, default_labels, spans
@@ -198,3 +200,47 @@ def test_bad_window_options_are_refused(detector):
         Windows(combine="median")  # type: ignore[arg-type]
     with pytest.raises(Hm3Error, match="--max-length 2: too small for windows"):
         hm3.load(detector, max_length=2).predict(["hello"], windows=Windows())
+
+
+def _cli(capsys, monkeypatch, *argv):
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, monkeypatch):
+    text = _text(random.Random(5), 999, 999)
+    task = detector.name
+    code, out, err = _cli(capsys, monkeypatch, "predict", detector, text, "hello", "--json")
+    assert code == 0, err
+    assert [r["tasks"][task]["label"] for r in json.loads(out)["results"]] == ["unsafe", "safe"]
+    windows = len(spans(1000, 62, 47))
+    assert f"1 of 2 texts were longer than one window: scored in {windows} windows" in err
+    assert f"default labels: {task}=safe" in err
+    code, out, err = _cli(capsys, monkeypatch, "predict", detector, text, "--json", "--no-windows")
+    assert json.loads(out)["results"][0]["tasks"][task]["label"] == "safe" and not err.strip()
+    code, out, _ = _cli(
+        capsys, monkeypatch, "predict", detector, text, "--json", "--combine", "mean"
+    )
+    assert json.loads(out)["results"][0]["tasks"][task]["label"] == "safe"
+    code, out, err = _cli(
+        capsys, monkeypatch, "predict", detector, text, "--default-label", f"{task}=unsafe"
+    )
+    assert code == 0 and f"default labels: {task}=unsafe" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--default-label", "nope=safe"], "--default-label nope=safe: the model has no task"),
+        (["--default-label", "safe"], "--default-label safe: expected TASK=LABEL"),
+        (["--no-windows", "--stride", "5"], "add --windows (or drop them)"),
+        (["--stride", "99"], "--stride 99: expected at most 62"),
+        (["--combine", "median"], "--combine median: expected one of max, mean"),
+    ],
+)
+def test_hm3_predict_refuses_bad_window_options(detector, capsys, monkeypatch, argv, match):
+    code, out, err = _cli(capsys, monkeypatch, "predict", detector, "hello", *argv)
+    assert code == 2 and match in err and "Traceback" not in err and not out

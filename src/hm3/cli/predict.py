@@ -16,7 +16,16 @@ from hm3.cli.common import (
     DeviceOpt,
     MaxLengthOpt,
     PickleOpt,
+    err_console,
     out_console,
+)
+from hm3.cli.long_texts import (
+    CombineOpt,
+    DefaultLabelOpt,
+    StrideOpt,
+    parse_windows,
+    windows_note,
+    windows_option,
 )
 
 
@@ -30,12 +39,21 @@ def predict(
     max_length: MaxLengthOpt = 512,
     device: DeviceOpt = None,
     allow_pickle: PickleOpt = False,
+    windows: Annotated[bool, windows_option(True)] = True,
+    stride: StrideOpt = None,
+    combine: CombineOpt = "max",
+    default_label: DefaultLabelOpt = None,
 ) -> None:
-    """Classify TEXTS with every task of MODEL."""
+    """Classify TEXTS with every task of MODEL (a text longer than --max-length tokens is
+    scored in overlapping windows unless --no-windows truncates it)."""
     from hm3.model.classifier import PredictResponse, load
 
+    how = parse_windows(windows, stride, combine, default_label)
     clf = load(model, device=device, allow_pickle=allow_pickle, max_length=max_length)
-    results = clf.predict(texts, batch_size=batch_size)
+    results = clf.predict(texts, batch_size=batch_size, windows=how)
+    note = how and windows_note(clf.tasks, clf.window_counts(texts, how), how)
+    if note:
+        err_console.print(note)
     if json_out:
         out_console.print_json(PredictResponse(results=results).model_dump_json())
         return
