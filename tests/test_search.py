@@ -1,0 +1,171 @@
+"""hm3 search: one method code path with hm3 merge, aligned trials as hm3 align, outputs."""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from hm3.merging.config import MergeConfig
+from hm3.model.classifier import load
+from hm3.options import RunOptions
+from hm3.recipe import merge
+from hm3.search.engine import Engine
+from hm3.search.run import SearchSpec, search
+from search_case import make_case
+from tiny import toy_texts
+
+QUIET = RunOptions(progress=False)
+
+
+@pytest.fixture
+def case(tmp_path, zoo_of):
+    return make_case(tmp_path / "case", zoo_of("bert"))
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "ties", "tsv"])
+def test_trial_tensors_equal_hm3_merge(tmp_path, case, method, one_thread):
+    """The engine's live model holds exactly the tensors `hm3 merge` writes for the recipe."""
+    data = yaml.safe_load(case.config.read_text())
+    data.update(merge_method=method, seed=11)
+    if method != "tsv":
+        data["parameters"] = {"density": 0.4}
+    config = MergeConfig.from_dict(data)
+    engine = Engine(config, QUIET)
+    engine.apply(config)
+    merge(config, tmp_path / "merged", progress=False)
+    written = load_file(tmp_path / "merged" / "model.safetensors")
+    assert set(written) <= set(engine.params)
+    for name, value in written.items():
+        torch.testing.assert_close(engine.params[name].detach(), value, atol=1e-6, rtol=0)
+    # a second trial with another seed moves the random methods' tensors; then back again
+    engine.apply(config.model_copy(update={"seed": 12}))
+    engine.apply(config)
+    for name, value in written.items():
+        torch.testing.assert_close(engine.params[name].detach(), value, atol=1e-6, rtol=0)
+
+
+def test_aligned_trial_gives_hm3_align_logits(tmp_path, case, one_thread):
+    """A trial with `align:` (scaled body, ridge fit) predicts as `hm3 merge` + `hm3 align`."""
+    data = yaml.safe_load(case.config.read_text())
+    data["parameters"] = {"density": 0.5}
+    data["align"] = {"texts": str(case.texts), "ridge": 0.1, "scale": 1.5}
+    config = MergeConfig.from_dict(data)
+    engine = Engine(config, QUIET)
+    engine.prepare_alignment(config, case.texts)
+    engine.apply(config)
+    merge(config, tmp_path / "aligned", progress=False)
+    texts = toy_texts(20, seed=5)
+    ours = engine.clf.logits(texts)
+    theirs = load(tmp_path / "aligned").logits(texts)
+    assert abs(ours - theirs).max() < 1e-4
+    unaligned = MergeConfig.from_dict({**data, "align": None})
+    engine.apply(unaligned)  # the engine aligns only when the trial's config says so
+    assert abs(engine.clf.logits(texts) - theirs).max() > 1e-3
+
+
+def _run(case, out, **kw):
+    spec = dict(config=case.config, suite=case.suite, trials=4, val_samples=16, test_samples=16)
+    return search(SearchSpec(**{**spec, **kw}), out, QUIET)
+
+
+def test_search_writes_outputs_and_best_rebuilds_byte_for_byte(tmp_path, zoo_of, one_thread):
+    space = {
+        "density": {"beta": [1.2, 2]},
+        "weight": {"log_uniform": [0.5, 2], "per_model": True},
+        "merge_method": ["dare_ties", "ties"],
+    }
+    case = make_case(tmp_path / "case", zoo_of("bert"), search=space)
+    result = _run(case, tmp_path / "out", trials=5)
+    out = tmp_path / "out"
+    assert result.finished == 5 and result.wrote_best
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == list(range(5))
+    for column in ("merge_method", "density", "weight[task0]", "weight[task2]", "val_task0",
+                   "val_task2", "val_average", "test_average", "pruned", "seconds"):  # fmt: skip
+        assert column in rows[0]
+    assert rows[0]["test_average"]  # the first trial is always a new best
+    assert (out / "search.png").stat().st_size > 1000
+    assert (out / "importance.png").stat().st_size > 1000
+    recipe = MergeConfig.from_yaml(out / "best" / "recipe.yaml")
+    assert recipe.seed == result.best["seed"]
+    merge(recipe, tmp_path / "again", progress=False)
+    files = sorted(p.name for p in (tmp_path / "again").iterdir())
+    assert files == sorted(p.name for p in (out / "best").iterdir() if p.name != "recipe.yaml")
+    _, mismatch, errors = filecmp.cmpfiles(out / "best", tmp_path / "again", files,
+                                               shallow=False)  # fmt: skip
+    assert not mismatch and not errors
+
+
+def test_same_seed_same_trials(tmp_path, case, one_thread):
+    a = _run(case, tmp_path / "a", trials=3, seed=4)
+    b = _run(case, tmp_path / "b", trials=3, seed=4)
+    c = _run(case, tmp_path / "c", trials=3, seed=5)
+    rows = {k: list(csv.DictReader((tmp_path / k / "trials.csv").open())) for k in "abc"}
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows["a"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in rows["b"]]
+    assert [r["density"] for r in rows["a"]] != [r["density"] for r in rows["c"]]
+    assert a.best_values == b.best_values and a.best_values != c.best_values
+
+
+def test_paper_sampler_draws_from_the_beta_prior(tmp_path):
+    """`paper` draws density = Beta(1.2, 2)'s inverse CDF of a seeded uniform quantile."""
+    import optuna
+    from scipy.stats import beta, kstest
+
+    from hm3.search.space import paper_space
+    from hm3.search.study import make_sampler
+    from hm3.search.trial import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=make_sampler("paper", 0))
+    draws = []
+    for _ in range(400):
+        trial = study.ask()
+        draws.append(suggest(trial, paper_space(), "dare_ties", ["a", "b"])["density"])
+        study.tell(trial, 0.0)
+    assert kstest(draws, beta(1.2, 2).cdf).pvalue > 0.01
+    assert min(draws) > 0 and max(draws) <= 1
+
+
+def test_pruning_reports_slices_and_prunes(tmp_path, case, one_thread):
+    result = _run(case, tmp_path / "p", trials=8, prune=True, sampler="random")
+    rows = list(csv.DictReader((tmp_path / "p" / "trials.csv").open()))
+    assert len(rows) == 8 and result.finished == 8
+    assert result.pruned == sum(r["pruned"] == "True" for r in rows)
+    assert all(r["test_average"] == "" for r in rows if r["pruned"] == "True")
+
+
+def test_label_free_objective_records_agreement_and_similarity(tmp_path, case, one_thread):
+    result = _run(case, tmp_path / "lf", objective="agreement", texts=case.texts, suite=None,
+                  test_suite=case.suite, trials=3)  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "lf" / "trials.csv").open()))
+    for column in ("agreement_task0", "agreement_average", "similarity_task2",
+                   "similarity_average"):  # fmt: skip
+        assert column in rows[0]
+    assert all(0 <= float(r["agreement_average"]) <= 1 for r in rows)
+    assert float(rows[0]["objective"]) == pytest.approx(float(rows[0]["agreement_average"]))
+    assert result.best.get("test_average") is not None
+
+
+def test_self_merge_scores_the_original_and_its_self_merges(tmp_path, case, one_thread):
+    result = search(
+        SearchSpec(
+            self_model=str(case.models[0]),
+            base=str(case.base),
+            suite=case.suite,
+            trials=3,
+            val_samples=16,
+            test_samples=16,
+        ),
+        tmp_path / "self",
+        QUIET,
+    )
+    assert result.self_merge and result.finished == 3
+    assert set(result.originals["val"]["tasks"]) == {case.models[0].name}
+    recipe = yaml.safe_load((tmp_path / "self" / "best" / "recipe.yaml").read_text())
+    assert [m["model"] for m in recipe["models"]] == [str(case.models[0].resolve())] * 2
