@@ -11,13 +11,23 @@ from typing import Annotated
 
 import typer
 
-from hm3.cli.common import BatchOpt, MaxLengthOpt, PickleOpt, err_console
+from hm3.cli.common import BatchOpt, DeviceOpt, MaxLengthOpt, PickleOpt, err_console, run_options
+from hm3.cli.long_texts import (
+    CombineOpt,
+    DefaultLabelOpt,
+    StrideOpt,
+    parse_windows,
+    windows_option,
+)
 
 
 def serve(
     model: Annotated[
-        Path, typer.Argument(help="Merged or ordinary classifier directory (or, with --onnx, "
-                             "the directory written by hm3 export onnx).")
+        Path,
+        typer.Argument(
+            help="Merged or ordinary classifier directory (or, with --onnx, "
+            "the directory written by hm3 export onnx)."
+        ),
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
@@ -42,23 +52,28 @@ def serve(
     ] = 4 * 2**20,
     api_key_env: Annotated[
         str,
-        typer.Option(help="Environment variable holding the API key; when set, requests need "
-                     "'Authorization: Bearer KEY'."),
+        typer.Option(
+            help="Environment variable holding the API key; when set, requests need "
+            "'Authorization: Bearer KEY'."
+        ),
     ] = "HM3_API_KEY",
-    device: Annotated[
-        str, typer.Option(help="cpu, cuda, cuda:N or auto (cuda when present).")
-    ] = "cpu",
+    device: DeviceOpt = "cpu",
     batch_size: BatchOpt = 64,
     max_length: MaxLengthOpt = 512,
     allow_pickle: PickleOpt = False,
+    windows: Annotated[bool, windows_option(True)] = True,
+    stride: StrideOpt = None,
+    combine: CombineOpt = "max",
+    default_label: DefaultLabelOpt = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/classify, POST /predict (text-embeddings-inference
     compatible), GET /v1/tasks, /healthz, /readyz, /metrics and /docs.
 
     Requests that arrive together share one forward pass (by token budget, waiting at most
-    --max-wait-ms); every task is answered from that one pass. Stop it with Ctrl-C.
+    --max-wait-ms); every task is answered from that one pass. A text longer than --max-length
+    tokens is scored in overlapping windows unless --no-windows truncates it. Stop it with
+    Ctrl-C.
     """
-    from hm3.options import RunOptions
     from hm3.serve.server import serve as run_server
     from hm3.serve.settings import ServeSettings
 
@@ -74,9 +89,13 @@ def serve(
         max_chars=max_chars,
         max_body_bytes=max_body_bytes,
         api_key_env=api_key_env,
-        options=RunOptions(
-            device=device, batch_size=batch_size, max_length=max_length,
-            allow_pickle=allow_pickle, progress=False,
+        windows=parse_windows(windows, stride, combine, default_label),
+        options=run_options(
+            device=device,
+            batch_size=batch_size,
+            max_length=max_length,
+            allow_pickle=allow_pickle,
+            progress=False,
         ),
     )
     run_server(model, settings, announce=lambda line: err_console.print(line, highlight=False))

@@ -1,14 +1,17 @@
 """Dynamic batching: requests that arrive together share one forward pass.
 
-Each admitted request becomes a job (its texts and their token counts). A collector task on the
-event loop takes the oldest job and adds later ones while the batch's cost — texts × longest
-text, the padded tokens of one forward pass — stays within ``max_batch_tokens``, waiting at
-most ``max_wait_ms`` after the oldest job arrived for others to join. The batch then runs on
-the single model thread (never on the event loop); while it runs, new jobs queue up and form
-the next batch. Admission is bounded: with ``max_concurrent`` requests already admitted, the
-next is refused at once (:class:`Overloaded`, answered 429). A job whose client went away is
-skipped before it runs, and its answer dropped after. A batch that fails is retried one job at
-a time so one bad request cannot fail its neighbours.
+Each admitted request becomes a job (its texts, their :class:`~hm3.serve.engine.Cost` and
+its :class:`~hm3.serve.engine.Mode`). A collector task on the event loop takes the oldest job
+and adds later ones of the same mode while the batch's cost — rows (texts, or windows of long
+texts) × the longest row, the padded tokens of a forward pass — stays within
+``max_batch_tokens``, waiting at most ``max_wait_ms`` after the oldest job arrived for others
+to join (a job of another mode closes the batch, so the order stays first come, first
+served). The batch then runs on the single model thread (never on the event loop); while it
+runs, new jobs queue up and form the next batch. Admission is bounded: with
+``max_concurrent`` requests already admitted, the next is refused at once (:class:`Overloaded`,
+answered 429). A job whose client went away is skipped before it runs, and its answer dropped
+after. A batch that fails is retried one job at a time so one bad request cannot fail its
+neighbours.
 
 What it does not: validate texts, count tokens (the caller does) or format answers.
 """
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from hm3.serve.engine import Engine, Scores
+from hm3.serve.engine import Cost, Engine, Mode, Scores
 
 log = logging.getLogger("hm3")
 
@@ -40,7 +43,8 @@ class ShuttingDown(Exception):
 @dataclass
 class _Job:
     texts: list[str]
-    tokens: list[int]
+    costs: list[Cost]
+    mode: Mode
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
 
@@ -126,11 +130,12 @@ class Batcher:
         finally:
             self.admitted -= 1
 
-    async def submit(self, texts: Sequence[str], tokens: Sequence[int]) -> Scores:
-        """Queue ``texts`` (with their token counts) and wait for their scores."""
+    async def submit(self, texts: Sequence[str], costs: Sequence[Cost], mode: Mode) -> Scores:
+        """Queue ``texts`` (with their costs) to be scored in ``mode``; wait for the scores."""
         if self._wakeup is None:
             raise ShuttingDown()
-        job = _Job(list(texts), list(tokens), asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(list(texts), list(costs), mode, future)
         self._queue.append(job)
         self._wakeup.set()
         return await job.future
@@ -142,11 +147,14 @@ class Batcher:
             if not batch:
                 continue
             texts = [t for job in batch for t in job.texts]
-            longest = max(n for job in batch for n in job.tokens)
+            rows, longest = _size(batch)
             if self.on_batch is not None:
-                self.on_batch(len(texts), len(texts) * longest)
+                self.on_batch(len(texts), rows * longest)
+            mode = batch[0].mode
             try:
-                scores = await loop.run_in_executor(self._model, self.engine.infer, texts, longest)
+                scores = await loop.run_in_executor(
+                    self._model, self.engine.infer, texts, mode, longest
+                )
             except Exception:  # one request's fault must not fail the others: run them alone
                 log.warning("a batch of %d requests failed; retrying them one by one", len(batch))
                 for job in batch:
@@ -165,7 +173,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             scores = await loop.run_in_executor(
-                self._model, self.engine.infer, job.texts, max(job.tokens)
+                self._model, self.engine.infer, job.texts, job.mode, _size([job])[1]
             )
         except Exception as exc:
             if not job.future.done():
@@ -183,15 +191,15 @@ class Batcher:
         first = self._queue[0]
         deadline = first.arrived + self.max_wait
         batch: list[_Job] = []
-        texts = longest = 0
         while True:
             while self._live_head():
                 job = self._queue[0]
-                n, top = texts + len(job.texts), max(longest, *job.tokens)
-                if batch and n * top > self.max_batch_tokens:
+                if batch and job.mode != first.mode:
+                    return batch  # another mode: the next batch starts with it
+                rows, longest = _size([*batch, job])
+                if batch and rows * longest > self.max_batch_tokens:
                     return batch  # full: the job waits for the next pass
                 batch.append(self._queue.popleft())
-                texts, longest = n, top
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return batch
@@ -204,3 +212,9 @@ class Batcher:
         while self._queue and self._queue[0].future.done():
             self._queue.popleft()
         return bool(self._queue)
+
+
+def _size(jobs: Sequence[_Job]) -> tuple[int, int]:
+    """Rows and the longest row's tokens of a batch of jobs."""
+    costs = [c for job in jobs for c in job.costs]
+    return sum(c.rows for c in costs), max(c.longest for c in costs)

@@ -1,14 +1,20 @@
-"""The model behind the server: token counts, scores for a list of texts, the model's facts.
+"""The model behind the server: what a text costs, its scores, the model's facts.
 
 :class:`Engine` wraps a loaded predictor — a torch :class:`~hm3.model.classifier.Classifier` or
-the ONNX Runtime predictor of :mod:`hm3.export.runtime` — and is called from one worker thread
-only (the batcher's), so the model is never run by two threads at once. Token counts come from
-the model's own tokenizer and may be computed on other threads (fast tokenizers are
-thread-safe). What it does not: batch requests, validate them or format answers.
+the ONNX Runtime predictor of :mod:`hm3.export.runtime` — and runs it from one thread only (the
+batcher's), so the model never runs twice at once. :meth:`Engine.cost` tokenizes with the
+model's own tokenizer (thread-safe; called from other threads too) and says how many rows a text
+takes and how long the longest is: one row truncated to ``max_length`` tokens, or, with windows
+(:mod:`hm3.model.windows`), one row per overlapping window of a long text.
+
+A job is scored in one :class:`Mode`: probabilities (windows or truncation, as the server and
+the request say) or raw logits (always the first ``max_length`` tokens: windows combine
+probabilities, not logits). What it does not: batch requests, validate them or format answers.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Sequence
@@ -19,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from hm3.errors import Hm3Error
-from hm3.model.classifier import segment_softmax
 from hm3.model.labels import Task
+from hm3.model.predictor import segment_softmax
+from hm3.model.windows import Windows, content_step, default_labels, spans
 from hm3.options import RunOptions
 
 log = logging.getLogger("hm3")
@@ -29,8 +36,29 @@ WARM_UP_TEXTS = ("warm up", "a longer text that warms up the model before the fi
 
 
 @dataclass(frozen=True)
+class Mode:
+    """How a job's texts are scored; only jobs of one mode share a forward batch.
+
+    ``raw``: logits of the first ``max_length`` tokens. ``windows``: long texts in windows
+    (when the server has them on), else truncated.
+    """
+
+    raw: bool = False
+    windows: bool = True
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One text: its rows (windows), the longest row's tokens, and its full token count."""
+
+    rows: int
+    longest: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Scores:
-    """One forward batch's answers: per task probabilities ``[n, K_task]``; logits if known."""
+    """Answers of some texts: per task probabilities ``[n, K_task]``; logits in raw mode."""
 
     probs: dict[str, np.ndarray]
     logits: np.ndarray | None
@@ -44,7 +72,8 @@ class Engine:
     """A predictor with what the server needs of it. Build it with :func:`load_engine`."""
 
     def __init__(
-        self, predictor: Any, path: Path, *, kind: str, options: RunOptions, budget: int
+        self, predictor: Any, path: Path, *, kind: str, options: RunOptions, budget: int,
+        windows: Windows | None,
     ) -> None:
         self.predictor = predictor
         self.path = path
@@ -55,65 +84,104 @@ class Engine:
         self.tokenizer = getattr(predictor, "tokenizer", None) or _tokenizer(path)
         self.max_length = int(getattr(predictor, "max_length", None) or options.max_length)
         self.has_logits = callable(getattr(predictor, "logits", None))
+        takes_windows = "windows" in inspect.signature(predictor.predict_proba).parameters
+        if windows is not None and not takes_windows:
+            log.warning(
+                "the %s runtime scores no windows: texts over %d tokens are truncated",
+                kind, self.max_length,
+            )
+            windows = None
+        self.windows = windows
+        self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        if windows is not None:
+            self._content, self._step = content_step(self.max_length, self._special, windows.stride)
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text as the model will see it (special tokens included, truncated)."""
+    def cost(self, texts: Sequence[str], mode: Mode) -> list[Cost]:
+        """Rows and tokens of each text as ``mode`` scores it (special tokens included)."""
         enc = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
+            list(texts), return_attention_mask=False, return_token_type_ids=False, verbose=False
         )
-        return [len(ids) for ids in enc["input_ids"]]
+        out = []
+        for ids in enc["input_ids"]:
+            n = len(ids)
+            if n <= self.max_length:
+                out.append(Cost(1, n, n))
+            elif self.windowed(mode):
+                rows = len(spans(n - self._special, self._content, self._step))
+                out.append(Cost(rows, self.max_length, n))
+            else:
+                out.append(Cost(1, self.max_length, n))
+        return out
 
-    def infer(self, texts: Sequence[str], longest: int) -> Scores:
-        """Scores of ``texts`` in input order; forward passes hold at most the token budget."""
+    def windowed(self, mode: Mode) -> bool:
+        return self.windows is not None and mode.windows and not mode.raw
+
+    def infer(self, texts: Sequence[str], mode: Mode, longest: int) -> Scores:
+        """Scores of ``texts`` in input order; each forward pass within the token budget."""
         per_pass = max(1, min(self.options.batch_size, self.budget // max(1, longest)))
-        if self.has_logits:
+        if mode.raw:
             logits = self.predictor.logits(texts, batch_size=per_pass)
             return Scores(segment_softmax(logits, self.tasks), logits)
-        probs = self.predictor.predict_proba(texts, batch_size=per_pass)
+        if self.windowed(mode):
+            probs = self.predictor.predict_proba(texts, batch_size=per_pass, windows=self.windows)
+        else:
+            probs = self.predictor.predict_proba(texts, batch_size=per_pass)
         return Scores({t.name: np.asarray(probs[t.name]) for t in self.tasks}, None)
 
     def warm_up(self) -> None:
         """Run the model once so the first request does not pay for lazy initialisation."""
         texts = list(WARM_UP_TEXTS)
-        self.infer(texts, max(self.count_tokens(texts)))
+        self.infer(texts, Mode(), max(c.longest for c in self.cost(texts, Mode())))
 
     def describe(self) -> dict[str, Any]:
-        """Tasks, labels and the merge recipe (the ``hm3`` block of ``config.json``)."""
+        """Tasks, labels, how long texts are scored, and the recipe (``config.json``'s hm3)."""
         block = _hm3_block(self.path)
+        if self.windows is None:
+            long_texts: dict[str, Any] = {"mode": "truncate"}
+        else:
+            long_texts = {
+                "mode": "windows",
+                "stride": self._step,
+                "combine": self.windows.combine,
+                "default_labels": default_labels(self.tasks, self.windows.default_labels),
+            }
         return {
             "model": self.path.name,
             "runtime": self.kind,
             "max_length": self.max_length,
+            "long_texts": long_texts,
             "tasks": [{"name": t.name, "labels": list(t.labels)} for t in self.tasks],
             "recipe": block.get("merge"),
             "align": block.get("align"),
         }
 
 
-def load_engine(path: Path, *, onnx: bool, options: RunOptions, budget: int) -> Engine:
+def load_engine(
+    path: Path, *, onnx: bool, options: RunOptions, budget: int, windows: Windows | None
+) -> Engine:
     """Load the model (torch, or ONNX Runtime with ``onnx``) on the options' device.
 
     Raises:
-        Hm3Error: what the loader refuses, or ``--onnx`` before ``hm3 export onnx`` exists.
+        Hm3Error: what the loader refuses, or ``--onnx`` where hm3 has no ONNX runtime.
     """
     if onnx:
         try:
             from hm3.export.runtime import load_onnx
-        except ImportError:
+        except ImportError as exc:
             raise Hm3Error(
-                "--onnx: this hm3 has no ONNX runtime (hm3.export.runtime); serve the torch "
-                "model without --onnx"
+                f"--onnx: the ONNX runtime cannot be imported ({exc}); install hm3[export] or "
+                "serve the torch model without --onnx"
             ) from None
         predictor = load_onnx(path, options=options)
-        return Engine(predictor, Path(path), kind="onnxruntime", options=options, budget=budget)
-    from hm3.model.classifier import load
+        kind = "onnxruntime"
+    else:
+        from hm3.model.classifier import load
 
-    predictor = load(path, options=options)
-    return Engine(predictor, Path(path), kind="torch", options=options, budget=budget)
+        predictor = load(path, options=options)
+        kind = "torch"
+    return Engine(
+        predictor, Path(path), kind=kind, options=options, budget=budget, windows=windows
+    )
 
 
 def _tokenizer(path: Path) -> Any:

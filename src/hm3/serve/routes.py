@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from hm3.serve import tei
 from hm3.serve.batcher import Batcher
-from hm3.serve.engine import Engine, Scores
+from hm3.serve.engine import Cost, Engine, Mode, Scores
 from hm3.serve.guard import BodyTooLarge
 from hm3.serve.metrics import Metrics
 from hm3.serve.policy import Policy
@@ -55,32 +55,34 @@ class Server:
     metrics: Metrics
     tokens_pool: ThreadPoolExecutor
 
-    async def score(self, texts: list[str], *, full_length: bool = False) -> Scores:
-        """Admit (or 429), count tokens (off the loop when long), queue; the texts' scores."""
+    async def score(self, texts: list[str], mode: Mode, *, whole: bool = False) -> Scores:
+        """Admit (or 429), tokenize (off the loop when long), queue; the texts' scores.
+
+        ``whole``: refuse (413) a text that ``mode`` would truncate (TEI's ``truncate: false``).
+        """
         with self.batcher.admission():
             if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-                tokens = self.engine.count_tokens(texts)
+                costs = self.engine.cost(texts, mode)
             else:
                 loop = asyncio.get_running_loop()
-                tokens = await loop.run_in_executor(
-                    self.tokens_pool, self.engine.count_tokens, texts
-                )
-            if full_length:
-                self._refuse_truncation(texts, tokens)
-            return await self.batcher.submit(texts, tokens)
+                costs = await loop.run_in_executor(self.tokens_pool, self.engine.cost, texts, mode)
+            if whole and not self.engine.windowed(mode):
+                self._refuse_truncation(costs)
+            return await self.batcher.submit(texts, costs, mode)
 
     def check(self, texts: list[str], where: str) -> None:
         limits = self.settings
         check_texts(texts, max_texts=limits.max_texts, max_chars=limits.max_chars, where=where)
 
-    def _refuse_truncation(self, texts: list[str], tokens: list[int]) -> None:
+    def _refuse_truncation(self, costs: list[Cost]) -> None:
         """``truncate: false`` (TEI): a text the model would cut is refused, not silently cut."""
         limit = self.engine.max_length
-        for i, n in enumerate(tokens):
-            if n >= limit and len(self.engine.tokenizer(texts[i])["input_ids"]) > limit:
+        for i, cost in enumerate(costs):
+            if cost.tokens > limit:
                 raise BadRequest(
-                    413, f"inputs[{i}]: longer than the model's {limit} tokens; send "
-                    "truncate: true to score its beginning, or split it"
+                    413, f"inputs[{i}]: {cost.tokens} tokens, over the model's {limit} and "
+                    "not scored in windows here; send truncate: true to score its first "
+                    f"{limit} tokens, or split it"
                 )
 
 
@@ -116,7 +118,7 @@ async def classify(request: Request) -> JSONResponse:
     server = _server(request)
     body = await _read(request, ClassifyRequest)
     server.check(body.texts, "texts")
-    scores = await server.score(body.texts)
+    scores = await server.score(body.texts, Mode())
     return JSONResponse({"results": _results(server, scores, len(body.texts))})
 
 
@@ -131,7 +133,7 @@ async def predict(request: Request) -> JSONResponse:
     texts, batch = tei.texts_of(body)
     server.check(texts, "inputs")
     tei.check_parameters(body, server.engine.has_logits)
-    scores = await server.score(texts, full_length=body.truncate is False)
+    scores = await server.score(texts, tei.mode_of(body), whole=body.truncate is False)
     answers = tei.answer(body, scores, server.engine.tasks)
     return JSONResponse(answers if batch else answers[0])
 

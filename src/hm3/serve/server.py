@@ -29,7 +29,11 @@ def build(model: Path, settings: ServeSettings) -> Any:
 
     options = settings.options.resolved()
     engine = load_engine(
-        Path(model), onnx=settings.onnx, options=options, budget=settings.max_batch_tokens
+        Path(model),
+        onnx=settings.onnx,
+        options=options,
+        budget=settings.max_batch_tokens,
+        windows=settings.windows,
     )
     policy = load_policy(settings.policy, engine.tasks) if settings.policy else None
     return create_app(engine, settings, policy, api_key(settings))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hm3.errors import Hm3Error
+from hm3.model.windows import Windows
 from hm3.options import RunOptions
 
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
@@ -30,7 +31,9 @@ class ServeSettings:
         max_chars: characters per text.
         max_body_bytes: request body size; more gets 413 before the body is read.
         api_key_env: the environment variable holding the API key; unset or empty: no key.
-        options: device, dtype, batch size (texts per forward pass at most), max length.
+        windows: how texts longer than ``max_length`` tokens are scored (overlapping windows,
+            combined per task); ``None``: truncated.
+        options: device, dtype, batch size (rows per forward pass at most), max length.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +47,7 @@ class ServeSettings:
     max_chars: int = 200_000
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key_env: str = "HM3_API_KEY"
+    windows: Windows | None = field(default_factory=Windows)
     options: RunOptions = field(default_factory=lambda: RunOptions(batch_size=64))
 
     def __post_init__(self) -> None:

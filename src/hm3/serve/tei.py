@@ -7,13 +7,19 @@ what ``huggingface_hub.InferenceClient.text_classification`` sends (possibly emp
 Answer: per input, a list of ``{"label": "task/label", "score": float}`` holding every task's
 labels — task by task in the model's order, each task's labels by descending score. Scores are
 a softmax within each task (never across tasks); ``raw_scores`` (or ``function_to_apply:
-none``) gives the logits instead. ``top_k`` keeps the ``k`` best labels *of each task* (so
-``top_k: 1`` is every task's decision). As in TEI, one string answers one flat list and a
-batch a list of lists; with ``parameters`` present (the Inference API form) one string answers
-``[[...]]``, as the client expects. Differences from TEI, refused with 422 rather than
-misread: a list of two strings is a batch here (TEI reads it as a sentence pair, which a guard
-does not take), and ``function_to_apply: sigmoid`` (the tasks are single-label softmaxes).
-What it does not: run the model or check text limits (the app does).
+none``) gives the logits of the first ``max_length`` tokens instead. ``top_k`` keeps the ``k``
+best labels *of each task* (so ``top_k: 1`` is every task's decision). As in TEI, one string
+answers one flat list and a batch a list of lists; with ``parameters`` present (the Inference
+API form) one string answers ``[[...]]``, as that client expects.
+
+Long texts: by default as the server scores them (windows, unless ``--no-windows``);
+``truncate: true`` scores the first ``max_length`` tokens; ``truncate: false`` refuses (413) a
+text that would be cut (raw scores, or windows off), as TEI does.
+
+Differences from TEI: a flat list of strings is a batch here (TEI reads a two-string list as
+a sentence pair, which a guard does not take; a pair ``[[a, b]]`` is refused with 422), and
+``function_to_apply: sigmoid`` is refused with 422 (every task is a single-label softmax).
+What it does not: run the model or check text limits (the routes do).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hm3.model.labels import Task
-from hm3.serve.engine import Scores
+from hm3.serve.engine import Mode, Scores
 from hm3.serve.schemas import BadRequest
 
 
@@ -69,6 +75,12 @@ def texts_of(request: TeiRequest) -> tuple[list[str], bool]:
             item = item[0]
         texts.append(item)
     return texts, True
+
+
+def mode_of(request: TeiRequest) -> Mode:
+    """Raw logits for ``raw_scores`` or ``function_to_apply: none``; ``truncate: true`` cuts."""
+    function = request.parameters.function_to_apply if request.parameters else None
+    return Mode(raw=request.raw_scores or function == "none", windows=request.truncate is not True)
 
 
 def check_parameters(request: TeiRequest, has_logits: bool) -> None:

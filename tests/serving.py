@@ -1,0 +1,58 @@
+"""Run ``hm3 serve``'s app with uvicorn on a free loopback port in a background thread (tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from hm3.serve.server import bind, build
+from hm3.serve.settings import ServeSettings
+
+
+@contextmanager
+def running(model: Path, **settings) -> Iterator[str]:
+    """The base URL of a ready server for ``model`` (ServeSettings keywords); stopped after."""
+    app = build(model, ServeSettings(port=0, **settings))
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, thread)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def wait_ready(url: str, thread: threading.Thread | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if thread is not None and not thread.is_alive():
+            raise RuntimeError("the server thread died")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value in a Prometheus text page (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    key = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
