@@ -64,11 +64,13 @@ import torch
 from _common import add_cache, comma_list, demo_max_length, markdown_table, new_parser, run_record
 from sklearn.metrics import f1_score
 
-from hm3.alignment.api import AlignStats, collect
-from hm3.alignment.fit import AUTO_RIDGE, RidgeSolution
-from hm3.defaults import DEFAULT_RIDGE
+from hm3.alignment.api import collect
+from hm3.alignment.fit import RidgeSolution
+from hm3.alignment.result import AlignStats
+from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
 from hm3.demo.cases import CASES, METHODS, CaseStudy, MethodSpec, merge_config, train_zoo
-from hm3.demo.data.prepare import TASKS, DemoData, prepare_data
+from hm3.demo.data.prepare import DemoData, prepare_data
+from hm3.demo.data.spec import TASKS
 from hm3.demo.sources.fetch import base_model_dir
 from hm3.demo.train.classifier import TrainedClassifier
 from hm3.evaluation.run import evaluate

@@ -49,7 +49,8 @@ import yaml
 from _common import add_cache, new_parser, task_rows
 
 from hm3.demo.data.near import NEAR, NearCopies
-from hm3.demo.data.prepare import FULL, TASKS, prepare_data
+from hm3.demo.data.prepare import prepare_data
+from hm3.demo.data.spec import FULL, TASKS
 from hm3.demo.data.split import Row, rng, split_rows
 from hm3.demo.data.suite import write_jsonl
 from hm3.demo.data.text import dedupe_key, group_key

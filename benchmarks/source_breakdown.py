@@ -30,7 +30,8 @@ import numpy as np
 from _common import add_cache, demo_max_length, markdown_table, named, new_parser, task_rows
 
 import hm3
-from hm3.demo.data.prepare import TASKS, prepare_data
+from hm3.demo.data.prepare import prepare_data
+from hm3.demo.data.spec import TASKS
 from hm3.evaluation.bootstrap import macro_f1
 from hm3.io.tables import jsonl_records
 

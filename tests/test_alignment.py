@@ -24,8 +24,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.model.features
-from hm3.alignment.api import DEFAULT_RIDGE, AlignStats, align, collect
+from hm3.alignment.api import align, collect
 from hm3.alignment.fit import AUTO_RIDGES, RidgeStats
+from hm3.alignment.result import AlignStats
+from hm3.defaults import DEFAULT_RIDGE
 from hm3.errors import Hm3Error
 from hm3.io.texts import TextCount, iter_text_batches, open_texts
 from hm3.model.architectures import SUPPORTED

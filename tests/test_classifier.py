@@ -1,4 +1,4 @@
-"""Inference (hm3.model.classifier): input order, parity with transformers, softmax per task segment.
+"""Inference (hm3.model.classifier): input order, parity with transformers, softmax per segment.
 
 The models are the shared tiny zoo of ``conftest.py``; the merged one is a real ``hm3.merge``
 of its three classifiers (2 + 3 + 4 labels), so segments have different sizes.

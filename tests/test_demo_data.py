@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from hm3.demo.data.near import NEAR, NearCopies, near_groups, shingles
-from hm3.demo.data.prepare import FULL, QUICK, TASKS, SplitSizes, prepare_data
+from hm3.demo.data.prepare import prepare_data
+from hm3.demo.data.spec import FULL, QUICK, TASKS, SplitSizes
 from hm3.demo.data.split import EVAL_GROUP_CAP, Row, dedupe, split_rows
 from hm3.demo.data.text import clean, email_text, group_key
 from hm3.demo.sources import fetch as sources

@@ -13,7 +13,7 @@ import pytest
 
 from hm3.cli.app import main
 from hm3.demo.cases import CASES, METHODS
-from hm3.demo.data.prepare import QUICK
+from hm3.demo.data.spec import QUICK
 
 pytestmark = pytest.mark.slow
 

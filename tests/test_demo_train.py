@@ -22,7 +22,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hm3.demo.train.classifier as train_module
 import hm3.demo.train.loop as train_loop
-from hm3.demo.train.classifier import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.train.classifier import TrainedClassifier, train_classifier
+from hm3.demo.train.loop import TrainSettings
 from hm3.demo.train.loop import batches as make_batches
 from hm3.errors import Hm3Error
 from hm3.model.classifier import load

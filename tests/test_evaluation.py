@@ -21,8 +21,9 @@ from conftest import Zoo
 from hm3.cli.app import main
 from hm3.cli.common import parse_named_paths
 from hm3.errors import Hm3Error
-from hm3.evaluation.run import ORIGINAL, EvaluationResult, evaluate
-from hm3.evaluation.scoring import score_task
+from hm3.evaluation.results import EvaluationResult
+from hm3.evaluation.run import evaluate
+from hm3.evaluation.scoring import ORIGINAL, score_task
 from hm3.evaluation.suite import Dataset, load_datasets, load_suite
 from hm3.merging.config import MergeConfig
 from hm3.merging.stream import merge

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
+from hm3.defaults import AUTO_RIDGE
 
-__all__ = ["AUTO_RIDGE", "AUTO_RIDGES", "DEFAULT_RIDGE", "RidgeSolution", "RidgeStats"]
+__all__ = ["AUTO_RIDGES", "RidgeSolution", "RidgeStats"]
 
 
 # The relative ridges ``ridge="auto"`` chooses among: 0.01 to 10, four per decade. The range is

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from hm3.defaults import ridge_label
 from hm3.demo.data.prepare import DemoData
-from hm3.evaluation.run import ORIGINAL
+from hm3.evaluation.scoring import ORIGINAL
 
 SUMMARY_VERSION = 1
 

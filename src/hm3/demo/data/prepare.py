@@ -34,20 +34,10 @@ from hm3.demo.data.pools import build_pools
 from hm3.demo.data.spec import FULL, QUICK, TASKS, SplitSizes, TaskSpec
 from hm3.demo.data.split import SPLITS, dedupe, split_rows
 from hm3.demo.data.suite import CONTROL, SUITE, TEST_SUITE, UNLABELED, write_extras, write_jsonl
-from hm3.demo.sources.fetch import SOURCES, base_model_dir, cache_root, fetch_sources, sha256_file
+from hm3.demo.sources.fetch import SOURCES, cache_root, fetch_sources, sha256_file
 from hm3.errors import Hm3Error
 
-__all__ = [
-    "FULL",
-    "QUICK",
-    "TASKS",
-    "DemoData",
-    "SplitSizes",
-    "TaskData",
-    "TaskSpec",
-    "base_model_dir",
-    "prepare_data",
-]
+__all__ = ["DATA_VERSION", "DemoData", "TaskData", "prepare_data"]
 
 DATA_VERSION = 2  # bump whenever a change here or in data_* changes the files
 MANIFEST = "manifest.json"

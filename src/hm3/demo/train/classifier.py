@@ -10,8 +10,8 @@ labels, the settings (but not ``threads``) and the base model's files (config, w
 re-unpacked or edited base). The same inputs reuse the directory without training.
 
 The loop itself (settings, batching, optimiser, validation) is :mod:`hm3.demo.train.loop`;
-:class:`TrainSettings` is re-exported here. This module does not acquire data or models, and
-does not score test sets (``hm3 evaluate`` does).
+:class:`~hm3.demo.train.loop.TrainSettings` is defined there. This module does not acquire data or
+models, and does not score test sets (``hm3 evaluate`` does).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from hm3.errors import Hm3Error
 from hm3.io.checkpoint import PICKLE_SINGLE, SAFE_INDEX, SAFE_SINGLE
 from hm3.io.tokenizer import TOKENIZER_FILES, has_tokenizer
 
-__all__ = ["REPORT", "TrainSettings", "TrainedClassifier", "train_classifier"]
+__all__ = ["REPORT", "TrainedClassifier", "train_classifier"]
 
 TRAINER_VERSION = 1  # bump when a change to the training recipe must invalidate cached models
 REPORT = "training.json"
