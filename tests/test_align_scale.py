@@ -167,7 +167,7 @@ def test_a_bad_scale_is_refused_before_anything_is_written(merged_of, tmp_path, 
     with pytest.raises(Hm3Error, match=r"--scale .*expected a finite number > 0"):
         align(merged, texts, tmp_path / "out", scale=scale, progress=False)
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ValidationError, match="expected a number > 0 or auto"):
+    with pytest.raises(ValidationError, match="expected a finite number > 0 or auto"):
         AlignConfig(texts="t.jsonl", scale=scale)
 
 

@@ -139,5 +139,6 @@ def test_align_block_ridge_auto(bert_zoo, tmp_path):
 @pytest.mark.parametrize("ridge", ["best", -1, float("nan"), True])
 def test_align_block_bad_ridge_names_the_key_and_the_choices(bert_zoo, tmp_path, ridge):
     cfg = _yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl", "ridge": ridge})
-    with pytest.raises(Hm3Error, match=r"align\.ridge: expected a number >= 0 or auto \(got "):
+    expected = r"align\.ridge: expected a finite number >= 0 or auto \(default auto\) \(got "
+    with pytest.raises(Hm3Error, match=expected):
         MergeConfig.from_yaml(cfg)

@@ -1,23 +1,28 @@
 """The options of one run, shared by every command and the library, and the rules they follow.
 
 - :class:`RunOptions`: device, dtype, batch size, max length, progress, force, allow-pickle; one
-  frozen object passed through instead of seven keyword arguments.
+  frozen object passed through instead of seven keyword arguments. :func:`run_options` builds
+  it from what a public function was given (``options=`` and/or field names as keywords).
 - **The device rule**, everywhere (commands and library alike): hm3 runs on the CPU unless asked.
   ``cuda`` (or ``cuda:N``) asks for a GPU and is refused where there is none; ``auto`` takes CUDA
   when present. The default is the CPU because a merge's random draws come from a generator on
   the device that runs it: the same recipe gives the same bytes on every machine only if the
-  device is chosen, not found.
-- :data:`DTYPES`: the one table of weight dtypes hm3 reads and writes.
+  device is chosen, not found. :func:`resolve_device` applies it.
+- :data:`DTYPES`: the one table of weight dtypes hm3 reads and writes (:data:`DtypeName` is the
+  same list as a type, for pydantic models).
 - :func:`number_or_auto`: the one rule for values such as ``ridge`` and ``scale``.
 
-No torch import at module level: the command line imports this to build its help.
+No torch import at module level: the command line imports this to build its help. Nothing here
+loads, runs or writes anything.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from hm3.errors import Hm3Error
 
@@ -25,24 +30,35 @@ if TYPE_CHECKING:
     import torch
 
 AUTO = "auto"
-DEVICES = ("cpu", "cuda", AUTO)
 DEFAULT_DEVICE = "cpu"
-# name -> torch dtype attribute; the first is the default
-DTYPES: dict[str, str] = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-DTYPE_NAMES = tuple(DTYPES)
+_AUTO_IS = "CUDA when present"
+DEVICE_RULE = f"cpu (default), cuda, cuda:N or auto: {_AUTO_IS}"
+# The weight dtypes, by their torch names; the first is the default.
+DtypeName = Literal["float32", "float16", "bfloat16"]
+DTYPES: tuple[str, ...] = get_args(DtypeName)
+
+
+def check_dtype(name: str, flag: str = "--dtype") -> str:
+    """``name`` if it is one of :data:`DTYPES`, else an error naming ``flag``."""
+    if name not in DTYPES:
+        raise Hm3Error(f"{flag} {name!r}: expected one of {', '.join(DTYPES)}")
+    return name
 
 
 def torch_dtype(name: str | None) -> torch.dtype:
     """The torch dtype of a :data:`DTYPES` name (``None``: float32)."""
     import torch
 
-    return getattr(torch, DTYPES[check_dtype(name or DTYPE_NAMES[0])])
+    return getattr(torch, check_dtype(name or DTYPES[0]))
 
 
-def check_dtype(name: str, flag: str = "--dtype") -> str:
-    if name not in DTYPES:
-        raise Hm3Error(f"{flag} {name}: expected one of {', '.join(DTYPE_NAMES)}")
-    return name
+def check_device(device: str | None) -> str:
+    """A device name in the rule's form (``cpu``, ``cuda``, ``cuda:N``, ``auto``), lower-cased;
+    ``None`` gives the default. Checks only the spelling: :func:`resolve_device` checks CUDA."""
+    name = (device or DEFAULT_DEVICE).strip().lower()
+    if name in ("cpu", "cuda", AUTO) or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise Hm3Error(f"--device {device}: expected cpu or cuda (cuda:N: GPU N), or auto: {_AUTO_IS}")
 
 
 def resolve_device(device: str | None) -> str:
@@ -51,47 +67,51 @@ def resolve_device(device: str | None) -> str:
     Raises:
         Hm3Error: an unknown device, or CUDA asked for where there is none.
     """
-    name = (device or DEFAULT_DEVICE).strip().lower()
-    if name == AUTO:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    name = check_device(device)
     if name == "cpu":
         return name
-    if not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise Hm3Error(f"--device {device}: expected cpu, cuda, cuda:N or auto")
     import torch
 
+    if name == AUTO:
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():
         raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
     return name
 
 
 def number_or_auto(
-    value: Any, name: str, *, minimum: float = 0.0, strict: bool = False, default: Any = None
+    value: Any,
+    name: str | None,
+    *,
+    minimum: float = 0.0,
+    strict: bool = False,
+    default: float | str | None = None,
 ) -> float | str:
     """A finite number (``> minimum`` if ``strict``, else ``>= minimum``) or ``"auto"``.
 
-    Strings are parsed (``"0.03"``, ``" Auto "``); ``None`` gives ``default``. The error names
-    ``name`` (``--ridge``, ``align.scale``) and the accepted values.
+    Strings are parsed (``"0.03"``, ``" Auto "``); ``None`` gives ``default`` when there is one.
+    The error names ``name`` (``--ridge``) and the value as given, what is accepted and the
+    default; with ``name=None`` it says only what is accepted, for a pydantic validator (which
+    names the key and the value itself; :class:`~hm3.errors.Hm3Error` is a ``ValueError``).
     """
     if value is None and default is not None:
         return default
+    number = value
     if isinstance(value, str):
         if value.strip().lower() == AUTO:
             return AUTO
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
-            value = math.nan
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = f"{'>' if strict else '>='} {minimum:g}"
-        extra = f" (default {default})" if default is not None else ""
-        raise Hm3Error(f"{name} {value}: expected a finite number {bound} or {AUTO}{extra}")
-    return float(value)
+            number = math.nan
+    ok = isinstance(number, numbers.Real) and not isinstance(number, bool)
+    if ok and math.isfinite(number) and (number > minimum if strict else number >= minimum):
+        return float(number)
+    expected = f"expected a finite number {'>' if strict else '>='} {minimum:g} or {AUTO}"
+    if default is not None:
+        shown = f"{default:g}" if isinstance(default, float) else default
+        expected += f" (default {shown})"
+    raise Hm3Error(expected if name is None else f"{name} {value}: {expected}")
 
 
 @dataclass(frozen=True)
@@ -99,13 +119,14 @@ class RunOptions:
     """How to run: where, in what precision, in what batches, and what a run may do to files.
 
     Attributes:
-        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (see the device rule above);
-            :meth:`resolved` turns ``auto`` into a device.
-        dtype: weight dtype for models loaded or written (``None``: the checkpoint's or float32).
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (the device rule above);
+            :meth:`resolved` turns ``auto`` into a device and checks that CUDA is there.
+        dtype: weight dtype of the models written (a merge's output) or loaded for inference;
+            ``None``: the merge config's, or float32 when loading.
         batch_size: texts per forward pass.
-        max_length: tokens per text (longer texts are truncated or windowed by the caller).
+        max_length: tokens per text (longer texts are truncated).
         progress: show progress bars.
-        force: replace an existing output directory.
+        force: replace an existing output directory (once the new one is complete).
         allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
     """
 
@@ -118,12 +139,13 @@ class RunOptions:
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "device", check_device(self.device))
         if self.dtype is not None:
             check_dtype(self.dtype)
-        if self.batch_size < 1:
-            raise Hm3Error(f"--batch-size {self.batch_size}: expected a whole number >= 1")
-        if self.max_length < 1:
-            raise Hm3Error(f"--max-length {self.max_length}: expected a whole number >= 1")
+        for name, flag in (("batch_size", "--batch-size"), ("max_length", "--max-length")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise Hm3Error(f"{name} {value!r}: expected a whole number >= 1 ({flag} N)")
 
     def resolved(self) -> RunOptions:
         """These options with the device rule applied (raises if CUDA is asked for and absent)."""
@@ -131,4 +153,25 @@ class RunOptions:
 
     def with_(self, **changes: Any) -> RunOptions:
         """A copy with some options changed (``options.with_(force=True)``)."""
-        return replace(self, **changes)
+        return run_options(self, changes)
+
+
+RUN_FIELDS = tuple(f.name for f in fields(RunOptions))
+
+
+def run_options(options: RunOptions | None, run: Mapping[str, Any]) -> RunOptions:
+    """The options of a call: ``options`` (default :class:`RunOptions`) with ``run`` overriding.
+
+    Public functions take ``options=`` and/or the fields as keywords
+    (``hm3.align(..., device="cuda", progress=False)``); this is where both meet.
+
+    Raises:
+        Hm3Error: a keyword that is no run option, or a bad value.
+    """
+    unknown = [name for name in run if name not in RUN_FIELDS]
+    if unknown:
+        raise Hm3Error(
+            f"unknown option {unknown[0]!r}; the run options are {', '.join(RUN_FIELDS)}"
+        )
+    base = options if options is not None else RunOptions()
+    return replace(base, **run) if run else base

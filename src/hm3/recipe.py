@@ -1,11 +1,11 @@
 """Run a whole merge recipe: merge the models, then align the heads if the recipe asks for it.
 
 This is what ``hm3 merge`` and :func:`hm3.merge` do. Without an ``align:`` block it is the
-streaming merge of :mod:`hm3.merging.stream`. With one, the merged checkpoint is written to a scratch
-directory beside ``out`` and :func:`hm3.alignment.api.align` writes the aligned model to ``out``, so
-``out`` appears once, complete, or not at all; the scratch directory is always removed. The
-originals are the merged models themselves (each task's recorded ``source``), and relative
-text paths are resolved against the YAML file's directory, like model paths.
+streaming merge of :mod:`hm3.merging.stream`. With one, the merged checkpoint is written to a
+scratch directory beside ``out`` and :func:`hm3.alignment.api.align` writes the aligned model to
+``out``, so ``out`` appears once, complete, or not at all; the scratch directory is always
+removed. The originals are the merged models themselves (each task's recorded ``source``), and
+relative text paths are resolved against the YAML file's directory, like model paths.
 ``merge_method: regmean`` first runs every model over its own texts
 (:func:`hm3.merging.regmean_stats.collect`) and hands the Gram statistics to the merge.
 """
@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hm3.alignment.api import AlignResult, align
+from hm3.alignment.api import align
+from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
 from hm3.io.atomic import check_output
 from hm3.io.checkpoint import locate
@@ -30,6 +31,7 @@ from hm3.merging.regmean_stats import ModelTexts
 from hm3.merging.regmean_stats import collect as collect_grams
 from hm3.merging.stream import MergeResult
 from hm3.merging.stream import merge as merge_weights
+from hm3.options import RunOptions, run_options
 
 
 @dataclass(frozen=True)
@@ -41,31 +43,26 @@ class RecipeResult(MergeResult):
 
 
 def merge(
-    config: MergeConfig,
-    out: str | Path,
-    *,
-    force: bool = False,
-    device: str = "cpu",
-    dtype: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = True,
-    batch_size: int = 32,
+    config: MergeConfig, out: str | Path, *, options: RunOptions | None = None, **run: Any
 ) -> RecipeResult:
     """Merge the models of ``config`` into ``out``; align the heads if ``config.align`` is set.
 
     Args:
         config: a validated merge config (:meth:`MergeConfig.from_yaml`).
-        out: output directory; must not exist unless ``force``.
-        force: replace an existing ``out`` (only once the new model is complete).
-        device: where to compute (``cpu`` or ``cuda``), for merging and aligning.
-        dtype: output dtype, overriding ``config.dtype``.
-        allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
-        progress: show progress bars.
-        batch_size: texts per forward pass while aligning (and collecting RegMean's Gram matrices).
+        out: output directory; must not exist unless ``options.force``.
+        options: the run options (:class:`~hm3.options.RunOptions`): ``device`` (for merging
+            and aligning; CPU unless asked), ``dtype`` (output dtype, overriding
+            ``config.dtype``), ``force`` (replace ``out`` once the new model is complete),
+            ``allow_pickle``, ``progress``, and ``batch_size`` (texts per forward pass while
+            aligning and collecting RegMean's Gram matrices). ``max_length`` is not read: the
+            ``align`` and ``regmean`` blocks of ``config`` set their own.
+        **run: run options by name, overriding ``options`` (``hm3.merge(cfg, out,
+            progress=False)``).
 
     Returns:
         A :class:`RecipeResult`: the merged (and aligned) model's path, tasks and timings.
     """
+    opts = run_options(options, run).resolved()  # a bad device fails before any work
     out = Path(out)
     started = time.perf_counter()
     # texts are checked before any model runs, so a wrong path or column fails in seconds,
@@ -78,43 +75,16 @@ def merge(
             config.align.text_column,
             options=("align.texts", "align.text_column"),
         )
-    check_output(out, force)
-
-    def merge_into(target: Path, force_target: bool) -> tuple[MergeResult, dict[str, Any] | None]:
-        stats = None
-        if gram_texts is not None:
-            build_plan(config, allow_pickle=allow_pickle).close()  # checkpoints, in seconds
-            gram_spec = config.regmean or RegMeanConfig()
-            stats = collect_grams(
-                gram_texts,
-                max_texts=gram_spec.max_texts,
-                max_length=gram_spec.max_length,
-                batch_size=batch_size,
-                device=device,
-                allow_pickle=allow_pickle,
-                progress=progress,
-            )
-        merged = merge_weights(
-            config,
-            target,
-            force=force_target,
-            device=device,
-            dtype=dtype,
-            allow_pickle=allow_pickle,
-            progress=progress,
-            regmean=stats,
-        )
-        return merged, (stats.record() if stats is not None else None)
-
+    check_output(out, opts.force)
     spec = config.align
     if spec is None or texts is None:
-        result, record = merge_into(out, force)
+        result, record = _merge(config, out, opts, gram_texts)
         seconds = time.perf_counter() - started
         return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=record)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
     try:
-        merged, record = merge_into(scratch / "merged", False)
+        merged, record = _merge(config, scratch / "merged", opts.with_(force=False), gram_texts)
         aligned = align(
             merged.path,
             texts,
@@ -123,17 +93,29 @@ def merge(
             scale=spec.scale,
             base_model=config.resolve(config.base_model),
             max_texts=spec.max_texts,
-            batch_size=batch_size,
-            max_length=spec.max_length,
-            device=device,
-            force=force,
-            allow_pickle=allow_pickle,
-            progress=progress,
+            options=opts.with_(max_length=spec.max_length),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
     return RecipeResult(**vars(base), alignment=aligned, regmean=record)
+
+
+def _merge(
+    config: MergeConfig, target: Path, options: RunOptions, gram_texts: list[ModelTexts] | None
+) -> tuple[MergeResult, dict[str, Any] | None]:
+    """The streaming merge into ``target``, after RegMean's statistics when it needs them."""
+    stats = None
+    if gram_texts is not None:
+        build_plan(config, allow_pickle=options.allow_pickle).close()  # checkpoints, in seconds
+        gram_spec = config.regmean or RegMeanConfig()
+        stats = collect_grams(
+            gram_texts,
+            options.with_(max_length=gram_spec.max_length),
+            max_texts=gram_spec.max_texts,
+        )
+    merged = merge_weights(config, target, regmean=stats, options=options)
+    return merged, (stats.record() if stats is not None else None)
 
 
 def _regmean_texts(config: MergeConfig) -> list[ModelTexts] | None:

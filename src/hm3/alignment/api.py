@@ -27,18 +27,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hm3.alignment.fit import DEFAULT_RIDGE, RidgeSolution, RidgeStats
+from hm3.alignment.fit import RidgeSolution, RidgeStats
 from hm3.alignment.originals import resolve_originals
-from hm3.alignment.result import AlignPlan, AlignResult, AlignStats, TaskAlignment, check_ridge
-from hm3.alignment.scale import check_scale, load_body_scale, scales_for
+from hm3.alignment.result import AlignPlan, AlignResult, AlignStats
+from hm3.alignment.scale import load_body_scale, scales_for
 from hm3.alignment.write import render_section, write_aligned
-from hm3.defaults import DEFAULT_SCALE
+from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
@@ -51,17 +51,12 @@ from hm3.io.texts import (
     sha256_file,
 )
 from hm3.model.classifier import load
-from hm3.model.features import (
-    check_device,
-    features,
-    find_projection,
-    load_originals,
-    original_logits,
-)
+from hm3.model.features import features, find_projection, load_originals, original_logits
 from hm3.model.labels import metadata_block, tasks_from_config
+from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
 
-__all__ = ["DEFAULT_RIDGE", "AlignResult", "AlignStats", "TaskAlignment", "align", "collect"]
+__all__ = ["align", "collect"]
 
 log = logging.getLogger("hm3")
 # Below this share of varying feature energy the texts are copies of one text: the differences
@@ -80,12 +75,8 @@ def align(
     base_model: str | Path | None = None,
     text_column: str = "text",
     max_texts: int | None = None,
-    batch_size: int = 32,
-    max_length: int = 512,
-    device: str | None = None,
-    force: bool = False,
-    allow_pickle: bool = False,
-    progress: bool = True,
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> AlignResult:
     """Align every task head of ``merged_dir`` to its original; write the result to ``out``.
 
@@ -94,7 +85,7 @@ def align(
         texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``
             (or a file already checked by :func:`hm3.io.texts.open_texts`, whose column
             is then used).
-        out: output directory; must not exist unless ``force``.
+        out: output directory; must not exist unless ``options.force``.
         originals: task name → original directory, overriding the recorded ``source``.
         ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.alignment.fit`), or
             ``"auto"``: per task, the ridge of :data:`hm3.alignment.fit.AUTO_RIDGES` with the lowest
@@ -108,29 +99,28 @@ def align(
             ``hm3.merge.base_model``); only read when ``scale`` is not 1.
         text_column: the column that holds the texts.
         max_texts: use at most the first this many texts.
-        batch_size: texts per forward pass.
-        max_length: texts are truncated to this many tokens.
-        device: ``cpu`` or ``cuda`` (default: CUDA when available).
-        force: replace an existing ``out`` once the new one is complete.
-        allow_pickle: accept pickled ``.bin`` weights for the originals.
-        progress: show a progress bar.
+        options: the run options (:class:`~hm3.options.RunOptions`): ``device`` (CPU unless
+            asked), ``batch_size``, ``max_length`` (tokens per text), ``force`` (replace ``out``
+            once the new one is complete), ``allow_pickle`` (for the originals), ``progress``.
+            ``dtype`` is not read: the fit runs in float32 and the aligned weights keep the
+            merged checkpoint's dtype.
+        **run: run options by name, overriding ``options`` (``progress=False``).
 
     Returns:
         An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
     """
     started = time.perf_counter()
-    check_ridge(ridge)
-    check_scale(scale)
+    opts = run_options(options, run)
+    ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
     out = Path(out)
-    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
-    check_output(out, force, inputs=inputs)
-    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
-    stats = _accumulate(plan, run, scale, base_model).at_scale(scale, ridge)
+    check_output(out, opts.force, inputs=inputs)
+    stats = _accumulate(plan, opts, max_texts, scale, base_model).at_scale(scale, ridge)
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)
     record = stats.record(solution, ridge, digest, max_texts)
-    with atomic_dir(out, force) as tmp:
+    with atomic_dir(out, opts.force) as tmp:
         _write(stats, solution, tmp, record)
     return AlignResult(
         out,
@@ -155,21 +145,19 @@ def collect(
     base_model: str | Path | None = None,
     text_column: str = "text",
     max_texts: int | None = None,
-    batch_size: int = 32,
-    max_length: int = 512,
-    device: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = True,
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> AlignStats:
     """Run the merged model and the originals over the texts; keep only the fit statistics.
 
-    Same arguments as :func:`align`. Solve with :meth:`AlignStats.solve` for any ridge; with a
-    ``scale`` other than 1, pick the scale first with :meth:`AlignStats.at_scale`.
+    Same arguments as :func:`align` (``force`` is not read: nothing is written). Solve with
+    :meth:`AlignStats.solve` for any ridge; with a ``scale`` other than 1, pick the scale first
+    with :meth:`AlignStats.at_scale`.
     """
-    check_scale(scale)
-    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts, batch_size)
-    run = _Run(max_texts, batch_size, max_length, check_device(device), allow_pickle, progress)
-    return _accumulate(plan, run, scale, base_model)
+    opts = run_options(options, run)
+    scale = scale_or_auto(scale)
+    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
+    return _accumulate(plan, opts, max_texts, scale, base_model)
 
 
 def _prepare(
@@ -178,11 +166,8 @@ def _prepare(
     originals: Mapping[str, str | Path] | None,
     text_column: str,
     max_texts: int | None,
-    batch_size: int,
 ) -> AlignPlan:
     """Every cheap check, before any model is loaded."""
-    if batch_size < 1:
-        raise Hm3Error(f"--batch-size {batch_size}: expected a positive integer")
     if max_texts is not None and max_texts < 1:
         raise Hm3Error(f"--max-texts {max_texts}: expected a positive integer")
     merged = Path(merged_dir)
@@ -202,41 +187,32 @@ def _prepare(
     return AlignPlan(merged, config, tasks, texts, found)
 
 
-@dataclass(frozen=True)
-class _Run:
-    """How to run the models over the texts."""
-
-    max_texts: int | None
-    batch_size: int
-    max_length: int
-    device: str
-    allow_pickle: bool
-    progress: bool
-
-
 def _accumulate(
     plan: AlignPlan,
-    run: _Run,
+    options: RunOptions,
+    max_texts: int | None,
     scale: float | str = DEFAULT_SCALE,
     base_model: str | Path | None = None,
 ) -> AlignStats:
-    merged = load(plan.merged, device=run.device, max_length=run.max_length)
+    """One pass over the texts: the merged model (at each scale tried) and the originals."""
+    load_options = options.with_(dtype=None)  # features and logits in float32
+    merged = load(plan.merged, options=load_options)
     projection = find_projection(merged, plan.config, str(plan.merged))
     module = merged.model.get_submodule(projection.module)
     scales = scales_for(scale)
     body = None
     if scales != (1.0,):
         where = (plan.merged, plan.config, projection, merged.model)
-        body = load_body_scale(*where, base_model, allow_pickle=run.allow_pickle)
-    runners = load_originals(plan.originals, run.device, run.allow_pickle, run.max_length)
+        body = load_body_scale(*where, base_model, allow_pickle=options.allow_pickle)
+    runners = load_originals(plan.originals, load_options)
     k = plan.tasks[-1].end
     by_scale = {s: RidgeStats(module.weight.shape[1], k) for s in scales}
     sse_before = torch.zeros(k, dtype=torch.float64)
     count = TextCount()
     label = "aligning: texts" + (f" (body at {len(scales)} scales)" if body else "")
-    with progress_bar(run.progress) as bar, torch.inference_mode():
-        job = bar.add_task(label, total=expected_texts(plan.texts, run.max_texts))
-        for batch in iter_text_batches(plan.texts, run.batch_size, run.max_texts, count):
+    with progress_bar(options.progress) as bar, torch.inference_mode():
+        job = bar.add_task(label, total=expected_texts(plan.texts, max_texts))
+        for batch in iter_text_batches(plan.texts, options.batch_size, max_texts, count):
             y = original_logits(plan.tasks, plan.originals, runners, batch)
             for s, stats in by_scale.items():
                 if body is not None:

@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-from hm3.alignment.fit import AUTO_RIDGES, DEFAULT_RIDGE, RidgeSolution, RidgeStats
+from hm3.alignment.fit import AUTO_RIDGES, RidgeSolution, RidgeStats
 from hm3.alignment.scale import BodyScale, gcv_score
 from hm3.defaults import AUTO_RIDGE as AUTO
-from hm3.defaults import AUTO_SCALE
-from hm3.errors import Hm3Error
+from hm3.defaults import AUTO_SCALE, DEFAULT_RIDGE, ridge_or_auto
 from hm3.io.texts import TextCount, TextFile
 from hm3.model.classifier import Classifier
 from hm3.model.features import Original, Projection
@@ -101,7 +100,7 @@ class AlignStats:
     def solve(self, ridge: float | str = DEFAULT_RIDGE) -> RidgeSolution:
         """The new projection rows of every task for a relative ridge strength, or ``"auto"``:
         each task at the ridge with the lowest generalised cross-validation score."""
-        check_ridge(ridge)
+        ridge = ridge_or_auto(ridge)
         groups = [(t.start, t.end) for t in self.plan.tasks]
         return self.stats.solve_for(ridge, groups, intercept=self.projection.bias is not None)
 
@@ -191,12 +190,3 @@ class AlignStats:
             module.weight.copy_(solution.weight.to(module.weight.dtype))
             if module.bias is not None:
                 module.bias.copy_(solution.bias.to(module.bias.dtype))
-
-
-def check_ridge(ridge: float | str) -> None:
-    if ridge == AUTO:
-        return
-    if isinstance(ridge, str) or not (ridge >= 0 and math.isfinite(ridge)):
-        raise Hm3Error(
-            f"--ridge {ridge}: expected a finite number >= 0 or {AUTO!r} (default {DEFAULT_RIDGE})"
-        )

@@ -20,7 +20,6 @@ It loads, scales and scores; the pass over the texts is :mod:`hm3.alignment.api`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +41,6 @@ from hm3.model.features import Projection
 # The scales tried with ``scale="auto"``: from half to twice the merge's update. On the demo zoo
 # the score chose 1.25 for TSV-Merge, 1 for TIES (or 1.25) and 0.75 for DARE-TIES.
 SCALE_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-
-
-def check_scale(scale: float | str) -> None:
-    """A scale is a finite number > 0 or ``"auto"``."""
-    if scale == AUTO_SCALE:
-        return
-    if isinstance(scale, str) or not (scale > 0 and math.isfinite(scale)):
-        raise Hm3Error(
-            f"--scale {scale}: expected a finite number > 0 (1 keeps the merged body) or "
-            f"{AUTO_SCALE!r} (chosen by cross-validation on the texts)"
-        )
 
 
 def scales_for(scale: float | str) -> tuple[float, ...]:

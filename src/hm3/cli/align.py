@@ -12,6 +12,7 @@ import typer
 
 from hm3.cli.common import (
     BatchOpt,
+    DeviceOpt,
     ForceOpt,
     MaxLengthOpt,
     OutOpt,
@@ -20,10 +21,10 @@ from hm3.cli.common import (
     RidgeOpt,
     ScaleOpt,
     parse_named_paths,
-    parse_ridge,
-    parse_scale,
     print_alignment,
+    run_options,
 )
+from hm3.defaults import ridge_or_auto, scale_or_auto
 
 
 def align(
@@ -50,12 +51,13 @@ def align(
     max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
-    device: Annotated[str, typer.Option(help="Where to run the models: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
     force: ForceOpt = False,
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Re-fit each task's head rows of MERGED so it reproduces its original's logits on --texts."""
+    options = run_options(locals())
     from hm3.alignment.api import align as do_align
 
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
@@ -64,16 +66,11 @@ def align(
         texts,
         out,
         originals=by_task,
-        ridge=parse_ridge(ridge),
-        scale=parse_scale(scale),
+        ridge=ridge_or_auto(ridge),
+        scale=scale_or_auto(scale),
         base_model=base,
         text_column=text_column,
         max_texts=max_texts,
-        batch_size=batch_size,
-        max_length=max_length,
-        device=device,
-        force=force,
-        allow_pickle=allow_pickle,
-        progress=progress,
+        options=options,
     )
     print_alignment(result)

@@ -1,4 +1,4 @@
-"""What the ``hm3`` commands share: consoles, common options, ``NAME=DIR`` pairs, printing a fit.
+"""What the ``hm3`` commands share: consoles, the run options, ``NAME=DIR`` pairs, printing a fit.
 
 Only argument declarations, parsing of command-line values and output formatting live here;
 see :mod:`hm3.cli.app`.
@@ -7,24 +7,39 @@ see :mod:`hm3.cli.app`.
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE, DEFAULT_RIDGE, DEFAULT_SCALE
 from hm3.errors import Hm3Error
+from hm3.options import DEVICE_RULE, DTYPES, RUN_FIELDS, RunOptions
+from hm3.options import run_options as make_run_options
 
 if TYPE_CHECKING:
-    from hm3.alignment.api import AlignResult
+    from hm3.alignment.result import AlignResult
 
 out_console = Console()
 err_console = Console(stderr=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (must not exist).")]
+
+# The run options (hm3.options.RunOptions), declared once; each verb gives its own defaults.
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help=f"Where to run: {DEVICE_RULE}.", show_default=False)
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help=f"Weight dtype: {', '.join(DTYPES)} (default: the config's)."),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
+MaxLengthOpt = Annotated[
+    int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
 PickleOpt = Annotated[
     bool,
@@ -32,39 +47,14 @@ PickleOpt = Annotated[
         "--allow-pickle", help="Accept pickled .bin weights (loaded with weights_only=True)."
     ),
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-MaxLengthOpt = Annotated[
-    int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
-]
 
 
-def parse_ridge(value: str | None) -> float | str:
-    """``--ridge``: a relative strength >= 0, or ``auto``; None gives the default."""
-    return _number_or_auto(value, "--ridge", DEFAULT_RIDGE, positive=False)
-
-
-def parse_scale(value: str | None) -> float | str:
-    """``--scale``: a factor > 0 of the merged body's task vector, or ``auto``."""
-    return _number_or_auto(value, "--scale", DEFAULT_SCALE, positive=True)
-
-
-def _number_or_auto(
-    value: str | None, flag: str, default: float | str, *, positive: bool
-) -> float | str:
-    if value is None:
-        return default
-    if value.strip().lower() == "auto":
-        return "auto"
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not ((number > 0 if positive else number >= 0) and math.isfinite(number)):
-        bound = "> 0" if positive else ">= 0"
-        raise Hm3Error(
-            f"{flag} {value}: expected a finite number {bound} or auto (default {default})"
-        )
-    return number
+def run_options(params: Mapping[str, Any] | None = None, /, **given: Any) -> RunOptions:
+    """The :class:`~hm3.options.RunOptions` of a command, from its parameters named like a run
+    option (``run_options(locals())`` first thing in a command) and/or given by name; the
+    options it does not declare (and a ``--dtype`` not given) keep the library's defaults."""
+    values = {k: v for k, v in (params or {}).items() if k in RUN_FIELDS} | given
+    return make_run_options(None, {k: v for k, v in values.items() if v is not None})
 
 
 RidgeOpt = Annotated[
@@ -91,10 +81,6 @@ def help_paragraphs(doc: str | None) -> str:
     """A docstring as command help: dedented, each paragraph on one line."""
     paragraphs = inspect.cleandoc(doc or "").split("\n\n")
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
-
-
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
 
 
 def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> dict[str, Path]:

@@ -19,8 +19,9 @@ from hm3.cli.common import (
     RidgeOpt,
     err_console,
     out_console,
-    parse_ridge,
+    run_options,
 )
+from hm3.defaults import ridge_or_auto
 
 DEMO_EVAL_LIMIT = 60  # rows per dataset: a cached `hm3 demo` stays within 3 minutes on 2 cores
 
@@ -49,7 +50,7 @@ def demo(
         int,
         typer.Option(min=0, help="Evaluate a seeded sample of N rows per dataset (0: all rows)."),
     ] = DEMO_EVAL_LIMIT,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "cpu",
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep the merged models in the report.")
     ] = False,
@@ -70,23 +71,21 @@ def demo(
     DARE-TIES, aligns each merge, evaluates everything against the originals and writes the
     report (tables, plots) to --out.
     """
-    from hm3.demo.run import DemoOptions, run_demo
+    run = run_options(locals())
+    from hm3.demo.cases import DemoOptions
+    from hm3.demo.run import run_demo
     from hm3.demo.summary import print_table1
 
     options = DemoOptions(
         seed=seed,
         quick=quick,
         align=align,
-        ridge=parse_ridge(ridge),
-        batch_size=batch_size,
-        max_length=max_length,
+        ridge=ridge_or_auto(ridge),
         eval_limit=eval_limit or None,
-        device=device,
         keep_models=keep_models,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        run=run,
     )
-    result = run_demo(
-        out, cache_dir=cache, options=options, force=force, progress=progress, console=err_console
-    )
+    result = run_demo(out, cache_dir=cache, options=options, console=err_console)
     print_table1(result, out_console)
     err_console.print(f"report → {result.path}/report.md ({result.seconds:.0f} s)", highlight=False)

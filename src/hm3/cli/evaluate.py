@@ -20,6 +20,7 @@ from hm3.cli.common import (
     err_console,
     out_console,
     parse_named_paths,
+    run_options,
 )
 
 
@@ -57,11 +58,12 @@ def evaluate(
     ] = 0,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "cpu",
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Evaluate MODELS (merged or single-task) and --originals on the datasets of SUITE."""
+    options = run_options(locals())
     from hm3.evaluation.report import print_tables, write_report
     from hm3.evaluation.run import evaluate as run_evaluation
     from hm3.evaluation.suite import load_suite
@@ -70,25 +72,15 @@ def evaluate(
     named = parse_named_paths(models or [], "MODEL", need_name=False)
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     if out is not None:
-        check_output(out, force, inputs=[suite, *named.values(), *by_task.values()])
+        check_output(out, options.force, inputs=[suite, *named.values(), *by_task.values()])
     loaded = load_suite(suite)
     if tasks:
         loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
-    result = run_evaluation(
-        loaded,
-        named,
-        originals=by_task,
-        batch_size=batch_size,
-        max_length=max_length,
-        device=device,
-        allow_pickle=allow_pickle,
-        progress=progress,
-        bootstrap=bootstrap,
-    )
+    result = run_evaluation(loaded, named, originals=by_task, bootstrap=bootstrap, options=options)
     if json_out:
         typer.echo(result.to_json())
     else:
         print_tables(result, out_console)
     if out is not None:
-        write_report(result, out, force=force)
+        write_report(result, out, force=options.force)
         err_console.print(f"report → {out}/report.md")

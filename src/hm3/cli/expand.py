@@ -16,6 +16,7 @@ from hm3.cli.common import (
     PickleOpt,
     ProgressOpt,
     err_console,
+    run_options,
 )
 
 
@@ -27,11 +28,12 @@ def expand(
     progress: ProgressOpt = True,
 ) -> None:
     """Write HM3-expanded models, a zero-head base and a mergekit.yaml to --out."""
+    options = run_options(locals())
     from hm3.merging.config import MergeConfig
     from hm3.merging.expanded import expand as do_expand
 
     cfg = MergeConfig.from_yaml(config)
-    path = do_expand(cfg, out, force=force, allow_pickle=allow_pickle, progress=progress)
+    path = do_expand(cfg, out, options=options)
     err_console.print(
         f"expanded {len(cfg.models)} models → {path} (run: mergekit-yaml {path}/mergekit.yaml OUT)"
     )

@@ -11,25 +11,24 @@ from typing import Annotated
 import typer
 
 from hm3.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
     ForceOpt,
     OutOpt,
     PickleOpt,
     ProgressOpt,
     err_console,
     print_alignment,
+    run_options,
 )
-from hm3.errors import Hm3Error
 
 
 def merge(
     config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
     out: OutOpt,
     force: ForceOpt = False,
-    device: Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")] = "cpu",
-    dtype: Annotated[
-        str | None,
-        typer.Option(help="Output dtype (float32, float16, bfloat16); default: config's."),
-    ] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -38,21 +37,12 @@ def merge(
     With an `align: {texts: FILE}` block in CONFIG, the merged heads are then re-fitted to the
     originals on those unlabeled texts, as `hm3 align` does.
     """
-    from hm3.merging.config import DTYPES, MergeConfig
+    options = run_options(locals())
+    from hm3.merging.config import MergeConfig
     from hm3.recipe import merge as run_recipe
 
-    if dtype is not None and dtype not in DTYPES:
-        raise Hm3Error(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     cfg = MergeConfig.from_yaml(config)
-    result = run_recipe(
-        cfg,
-        out,
-        force=force,
-        device=device,
-        dtype=dtype,
-        allow_pickle=allow_pickle,
-        progress=progress,
-    )
+    result = run_recipe(cfg, out, options=options)
     tasks = ", ".join(f"{t.name} ({len(t.labels)} labels)" for t in result.tasks)
     if result.regmean is not None:
         used = ", ".join(f"{m['n_texts']} ({m['name']})" for m in result.regmean["models"])

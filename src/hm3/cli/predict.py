@@ -18,6 +18,7 @@ from hm3.cli.common import (
     PickleOpt,
     err_console,
     out_console,
+    run_options,
 )
 from hm3.cli.long_texts import (
     CombineOpt,
@@ -37,7 +38,7 @@ def predict(
     ] = False,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
-    device: DeviceOpt = None,
+    device: DeviceOpt = "cpu",
     allow_pickle: PickleOpt = False,
     windows: Annotated[bool, windows_option(True)] = True,
     stride: StrideOpt = None,
@@ -46,11 +47,12 @@ def predict(
 ) -> None:
     """Classify TEXTS with every task of MODEL (a text longer than --max-length tokens is
     scored in overlapping windows unless --no-windows truncates it)."""
+    options = run_options(locals())
     from hm3.model.classifier import PredictResponse, load
 
     how = parse_windows(windows, stride, combine, default_label)
-    clf = load(model, device=device, allow_pickle=allow_pickle, max_length=max_length)
-    results = clf.predict(texts, batch_size=batch_size, windows=how)
+    clf = load(model, options=options)
+    results = clf.predict(texts, batch_size=options.batch_size, windows=how)
     note = how and windows_note(clf.tasks, clf.window_counts(texts, how), how)
     if note:
         err_console.print(note)

@@ -3,9 +3,9 @@
 What :mod:`hm3.demo.run` runs, and what the benchmarks reuse to rebuild the same merges:
 :data:`CASES` (the paper's two case studies and the four-task merge), :data:`METHODS` and
 :data:`EXTRA_METHODS` (the merges by name, with the fixed parameters the demo uses),
-:func:`merge_config` (one case and method as a merge config on the zoo), and
-:func:`train_zoo` (the four fine-tuned originals, cached). It runs no merge and evaluates
-nothing.
+:class:`DemoOptions` (how a run is set up), :func:`merge_config` (one case and method as a
+merge config on the zoo), and :func:`train_zoo` (the four fine-tuned originals, cached). It
+runs no merge and evaluates nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hm3.demo.data.prepare import TASKS, DemoData
+from hm3.defaults import DEFAULT_RIDGE
+from hm3.demo.data.prepare import DemoData
+from hm3.demo.data.spec import TASKS
 from hm3.demo.sources.fetch import cache_root
-from hm3.demo.train.classifier import TrainedClassifier, TrainSettings, train_classifier
+from hm3.demo.train.classifier import TrainedClassifier, train_classifier
+from hm3.demo.train.loop import TrainSettings
 from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
+from hm3.options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,33 @@ EXTRA_METHODS = (MethodSpec("regmean", "regmean", {"alpha": 0.9}), MethodSpec("t
 # budget: sentiment (3 classes, human ratings, a hard "neutral") reached macro-F1 0.53 after one
 # epoch, 0.63 after two, 0.67 after three; the other tasks reach 0.86-0.98 after one.
 EPOCHS = {"sentiment": 3}
+
+
+# 16 texts per batch is the fastest on 2 CPU cores at the zoo's 64 tokens (less padding)
+DEMO_RUN = RunOptions(batch_size=16, max_length=TrainSettings.max_length)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How to run the demo (``hm3 demo``'s options).
+
+    ``quick`` uses the small data sizes (same code path, for CI); ``align`` adds an aligned
+    column per method, fitted with ``ridge``; ``eval_limit`` evaluates a seeded sample of at
+    most that many rows per dataset (``None``: every row); ``methods`` names the merges of
+    Table 1 (:data:`METHODS`, and :data:`EXTRA_METHODS`); ``keep_models`` keeps the merged and
+    aligned models in the report. ``run`` is how models run and the report is written: its
+    ``max_length`` truncates texts when aligning and evaluating (the originals were fine-tuned
+    on :attr:`TrainSettings.max_length` tokens, the default here: :data:`DEMO_RUN`).
+    """
+
+    seed: int = 0
+    quick: bool = False
+    align: bool = True
+    ridge: float | str = DEFAULT_RIDGE  # or "auto"
+    eval_limit: int | None = None
+    keep_models: bool = False
+    methods: tuple[str, ...] = tuple(m.name for m in METHODS)  # Table 1's columns, in order
+    run: RunOptions = DEMO_RUN
 
 
 def method_specs(names: tuple[str, ...]) -> tuple[MethodSpec, ...]:

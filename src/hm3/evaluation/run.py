@@ -20,6 +20,7 @@ import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import TextColumn
@@ -32,9 +33,10 @@ from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datase
 from hm3.io.checkpoint import read_config
 from hm3.model.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
 
-__all__ = ["ORIGINAL", "EvaluationResult", "ModelRef", "evaluate"]
+__all__ = ["ModelRef", "evaluate"]
 
 ModelRef = Predictor | str | Path  # a loaded model (a Classifier, ...) or its directory
 
@@ -53,12 +55,9 @@ def evaluate(
     models: Mapping[str, ModelRef],
     *,
     originals: Mapping[str, ModelRef] | None = None,
-    batch_size: int = 32,
-    max_length: int = 512,
-    device: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = True,
     bootstrap: int = 0,
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> EvaluationResult:
     """Run every model on the suite's datasets and score each task it answers.
 
@@ -69,22 +68,21 @@ def evaluate(
             :class:`~hm3.model.classifier.Classifier`, ...).
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
-        batch_size: texts per forward pass.
-        max_length: texts are truncated to this many tokens (for directories; a loaded
-            classifier keeps its own).
-        device: where directories are loaded (``cpu``, ``cuda``; default: CUDA if available).
-        allow_pickle: accept pickled ``.bin`` weights for directories.
-        progress: show a progress bar over batches (on stderr).
         bootstrap: redraw every dataset's rows this many times (seeded by the suite's seed) and
             give each model its average F1 minus the originals' with a 95 % interval
             (:mod:`hm3.evaluation.bootstrap`); 0, the default, skips it. Needs ``originals`` and
             a model.
+        options: the run options (:class:`~hm3.options.RunOptions`): ``batch_size`` (texts per
+            forward pass), ``progress`` (a bar over batches, on stderr), and for models given as
+            directories ``device`` (CPU unless asked), ``dtype``, ``max_length`` (a loaded
+            classifier keeps its own) and ``allow_pickle``. ``force`` is not read: nothing is
+            written.
+        **run: run options by name, overriding ``options`` (``progress=False``).
 
     Returns:
         An :class:`EvaluationResult`: originals first, then ``models`` in the order given.
     """
-    if batch_size < 1:
-        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+    opts = run_options(options, run)
     _check_bootstrap(bootstrap, models, originals)
     start = time.perf_counter()
     datasets = load_datasets(suite)
@@ -92,10 +90,8 @@ def evaluate(
     check_expectations(datasets, tasks)
     if bootstrap:
         _check_shared_tasks(members, suite_tasks(datasets))
-    loader = functools.partial(
-        load, device=device, allow_pickle=allow_pickle, max_length=max_length
-    )
-    predictions = _predict_all(members, datasets, batch_size, loader, progress)
+    loader = functools.partial(load, options=opts)
+    predictions = _predict_all(members, datasets, opts.batch_size, loader, opts.progress)
     results = [
         score_model(name, _sources(members, name), datasets, tasks, predictions)
         for name in dict.fromkeys(m.model for m in members)

@@ -27,7 +27,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,13 +41,13 @@ from pydantic import (
     model_validator,
 )
 
-from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE
+from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
 from hm3.io.yaml_input import did_you_mean, format_validation_error, load_yaml_mapping
 from hm3.methods import METHODS, ModelParams
 from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
+from hm3.options import DTYPES, DtypeName
 
-DTYPES = ("float32", "float16", "bfloat16")
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -112,24 +111,16 @@ class AlignConfig(BaseModel):
     max_texts: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
 
+    # pydantic names the key and the value given; Hm3Error is a ValueError
     @field_validator("ridge", mode="before")
     @classmethod
     def _ridge(cls, value: Any) -> float | str:
-        return _number_or_auto(value, positive=False)
+        return ridge_or_auto(value, None)
 
     @field_validator("scale", mode="before")
     @classmethod
     def _scale(cls, value: Any) -> float | str:
-        return _number_or_auto(value, positive=True)
-
-
-def _number_or_auto(value: Any, *, positive: bool) -> float | str:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not ((value > 0 if positive else value >= 0) and math.isfinite(value)):
-        raise ValueError(f"expected a number {'> 0' if positive else '>= 0'} or auto")
-    return float(value)
+        return scale_or_auto(value, None)
 
 
 class RegMeanConfig(BaseModel):
@@ -153,7 +144,7 @@ class MergeConfig(BaseModel):
     parameters: MethodParameters = MethodParameters()
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     seed: int = 0
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: DtypeName = DTYPES[0]
     heads: HeadsConfig | None = None
     align: AlignConfig | None = None
     regmean: RegMeanConfig | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -22,23 +23,26 @@ import yaml
 from hm3.errors import Hm3Error
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.safetensors_writer import SafetensorsWriter
-from hm3.io.tokenizer import copy_tokenizer, has_tokenizer
+from hm3.io.tokenizer import copy_tokenizer
 from hm3.merging.config import MergeConfig
 from hm3.merging.plan import MergePlan, build_plan
-from hm3.merging.stream import DTYPES, constant_value, write_config
+from hm3.merging.stream import constant_value, tokenizer_source, write_config
 from hm3.methods import METHODS, ModelParams
+from hm3.options import RunOptions, run_options, torch_dtype
 from hm3.progress import progress_bar
 
 
 def expand(
-    config: MergeConfig,
-    out: str | Path,
-    *,
-    force: bool = False,
-    allow_pickle: bool = False,
-    progress: bool = True,
+    config: MergeConfig, out: str | Path, *, options: RunOptions | None = None, **run: Any
 ) -> Path:
-    """Write the HM3-expanded inputs of ``config`` to ``out``; return ``out``."""
+    """Write the HM3-expanded inputs of ``config`` to ``out``; return ``out``.
+
+    ``options`` (:class:`~hm3.options.RunOptions`, or its fields as keywords in ``run``):
+    ``force`` replaces ``out`` once the new one is complete, ``dtype`` overrides
+    ``config.dtype``, ``allow_pickle`` and ``progress``; nothing runs a model, so the device,
+    batch size and max length are not read.
+    """
+    opts = run_options(options, run)
     out = Path(out)
     method = METHODS[config.merge_method]
     if not method.in_mergekit:
@@ -47,21 +51,23 @@ def expand(
             "`hm3 expand` cannot write a mergekit.yaml for it; merge with `hm3 merge`, or "
             "expand with another method"
         )
-    check_output(out, force)
-    plan = build_plan(config, allow_pickle=allow_pickle)
+    dtype = opts.dtype or config.dtype
+    check_output(out, opts.force)
+    plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
-        check_output(out, force, inputs=[plan.base.path, *plan.model_dirs])
-        with atomic_dir(out, force) as tmp:
+        check_output(out, opts.force, inputs=[plan.base.path, *plan.model_dirs])
+        tokenizer = tokenizer_source(plan)
+        with atomic_dir(out, opts.force) as tmp:
             dirs = [tmp / "base"] + [tmp / "models" / t.name for t in plan.tasks]
             for d in dirs:
                 d.mkdir(parents=True)
-                write_config(plan, d, config.dtype, merged=False)
-                _copy_tokenizer(plan, d)
-            _write_tensors(
-                plan, [d / "model.safetensors" for d in dirs], DTYPES[config.dtype], progress
-            )
+                write_config(plan, d, dtype, merged=False)
+                if tokenizer is not None:
+                    copy_tokenizer(tokenizer, d)
+            files = [d / "model.safetensors" for d in dirs]
+            _write_tensors(plan, files, torch_dtype(dtype), opts.progress)
             (tmp / "mergekit.yaml").write_text(
-                _mergekit_yaml(plan, out.resolve()), encoding="utf-8"
+                _mergekit_yaml(plan, out.resolve(), dtype), encoding="utf-8"
             )
     finally:
         plan.close()
@@ -90,14 +96,7 @@ def _write_tensors(plan: MergePlan, files: list[Path], dtype: torch.dtype, progr
                 bar.advance(task)
 
 
-def _copy_tokenizer(plan: MergePlan, dest: Path) -> None:
-    for ckpt in (plan.base, *plan.models):
-        if has_tokenizer(ckpt.path):
-            copy_tokenizer(ckpt.path, dest)
-            return
-
-
-def _mergekit_yaml(plan: MergePlan, root: Path) -> str:
+def _mergekit_yaml(plan: MergePlan, root: Path, dtype: str) -> str:
     config = plan.config
     params = config.parameters.model_dump(by_alias=True, exclude_none=True)
     names = METHODS[config.merge_method].per_model_parameters
@@ -113,7 +112,7 @@ def _mergekit_yaml(plan: MergePlan, root: Path) -> str:
         {"model": str(root / "models" / task.name), "parameters": used(p)}
         for task, p in zip(plan.tasks, config.model_params(), strict=True)
     ]
-    doc["dtype"] = config.dtype
+    doc["dtype"] = dtype
     if params:
         doc["parameters"] = params
     return _header(plan) + yaml.safe_dump(doc, sort_keys=False)

@@ -29,6 +29,7 @@ from hm3.io.texts import TextCount, TextFile, expected_texts, iter_text_batches,
 from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS, RegMeanSums
 from hm3.model.classifier import Classifier, load
 from hm3.model.features import find_projection
+from hm3.options import RunOptions
 from hm3.progress import progress_bar
 
 
@@ -64,34 +65,30 @@ class RegMeanStats:
 
 def collect(
     models: Sequence[ModelTexts],
+    options: RunOptions,
     *,
     max_texts: int | None = DEFAULT_REGMEAN_TEXTS,
-    max_length: int = 512,
-    batch_size: int = 32,
-    device: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = True,
 ) -> RegMeanStats:
     """Run each model over its texts and sum its RegMean terms into one set of sums.
 
     Args:
         models: the merged models in config order, each with its weight and its texts.
+        options: how to run them (:class:`~hm3.options.RunOptions`): ``device``,
+            ``batch_size``, ``max_length`` (texts are truncated to this many tokens),
+            ``allow_pickle`` and ``progress`` (a bar per model); ``dtype`` is not read: the
+            models run in float32 and the Gram matrices are summed in float64.
         max_texts: use at most the first this many texts of each model's file.
-        max_length: texts are truncated to this many tokens.
-        batch_size: texts per forward pass.
-        device: ``cpu`` or ``cuda`` (default: CUDA when available).
-        allow_pickle: accept pickled ``.bin`` weights.
-        progress: show a progress bar per model.
 
     Returns:
         A :class:`RegMeanStats`; raises :class:`Hm3Error` for a text file with no texts, or
         models whose linear layers differ.
     """
-    stats = RegMeanStats({}, max_length, max_texts)
+    options = options.with_(dtype=None)
+    stats = RegMeanStats({}, options.max_length, max_texts)
     for entry in models:
-        clf = load(entry.path, device=device, allow_pickle=allow_pickle, max_length=max_length)
+        clf = load(entry.path, options=options)
         layers = _linear_layers(clf, entry.path)
-        grams, count = _grams(clf, layers, entry, max_texts, batch_size, progress)
+        grams, count = _grams(clf, layers, entry, max_texts, options)
         _add_terms(stats, layers, entry, grams)
         stats.models.append(
             {
@@ -120,8 +117,7 @@ def _grams(
     layers: dict[str, torch.nn.Linear],
     entry: ModelTexts,
     max_texts: int | None,
-    batch_size: int,
-    progress: bool,
+    options: RunOptions,
 ) -> tuple[dict[str, tuple[torch.Tensor, int]], TextCount]:
     grams = {
         n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=clf.device)
@@ -144,10 +140,10 @@ def _grams(
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
     count = TextCount()
     try:
-        with progress_bar(progress) as bar, torch.inference_mode():
+        with progress_bar(options.progress) as bar, torch.inference_mode():
             total = expected_texts(entry.texts, max_texts)
             job = bar.add_task(f"regmean: {entry.name} texts", total=total)
-            for batch in iter_text_batches(entry.texts, batch_size, max_texts, count):
+            for batch in iter_text_batches(entry.texts, options.batch_size, max_texts, count):
                 enc = clf.encode(batch)
                 mask[:] = [enc["attention_mask"].bool()]
                 clf.model(**enc)

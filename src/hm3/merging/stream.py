@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,11 +34,10 @@ from hm3.merging.regmean_stats import RegMeanStats
 from hm3.methods import METHODS, MergeOptions
 from hm3.methods.regmean import DEFAULT_ALPHA
 from hm3.model.labels import Task, id2label, metadata_block
+from hm3.options import RunOptions, resolve_device, run_options, torch_dtype
 from hm3.progress import progress_bar
 
 log = logging.getLogger("hm3")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -52,58 +52,53 @@ def merge(
     config: MergeConfig,
     out: str | Path,
     *,
-    force: bool = False,
-    device: str = "cpu",
-    dtype: str | None = None,
-    allow_pickle: bool = False,
-    progress: bool = True,
     regmean: RegMeanStats | None = None,
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> MergeResult:
     """Merge the models of ``config`` into a new classifier directory ``out``.
 
     Args:
         config: a validated merge config.
-        out: output directory; must not exist unless ``force``.
-        force: replace an existing ``out`` (only once the new model is complete).
-        device: where the merge arithmetic runs (``cpu`` or ``cuda``).
-        dtype: output dtype, overriding ``config.dtype``.
-        allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
-        progress: show a progress bar.
+        out: output directory; must not exist unless ``options.force``.
         regmean: ``merge_method: regmean`` only: the models' summed Gram statistics
             (:func:`hm3.merging.regmean_stats.collect`; :func:`hm3.merge` collects them).
+        options: the run options (:class:`~hm3.options.RunOptions`): ``device`` (where the
+            merge arithmetic runs; CPU unless asked), ``dtype`` (output dtype, overriding
+            ``config.dtype``), ``force`` (replace ``out`` once the new model is complete),
+            ``allow_pickle`` and ``progress``. Batch size and max length are not read.
+        **run: run options by name, overriding ``options`` (``progress=False``).
 
     Returns:
         A :class:`MergeResult` with the output path and its tasks.
     """
     started = time.perf_counter()
+    opts = run_options(options, run)
     out = Path(out)
-    check_output(out, force)
-    out_dtype = DTYPES[dtype or config.dtype]
-    dev = _device(device)
-    plan = build_plan(config, allow_pickle=allow_pickle)
+    check_output(out, opts.force)
+    dtype = opts.dtype or config.dtype
+    out_dtype = torch_dtype(dtype)
+    device = torch.device(resolve_device(opts.device))
+    plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
         _check_regmean(plan, regmean)
-        check_output(out, force, inputs=[plan.base.path, *plan.model_dirs])
-        with atomic_dir(out, force) as tmp:
-            _write_weights(plan, tmp / "model.safetensors", dev, out_dtype, progress, regmean)
-            write_config(plan, tmp, dtype or config.dtype, merged=True, regmean=regmean)
-            _copy_tokenizer(plan, tmp)
-            (tmp / "README.md").write_text(
-                render_card(plan, dtype or config.dtype), encoding="utf-8"
+        check_output(out, opts.force, inputs=[plan.base.path, *plan.model_dirs])
+        with atomic_dir(out, opts.force) as tmp:
+            _write_weights(
+                plan, tmp / "model.safetensors", device, out_dtype, opts.progress, regmean
             )
+            write_config(plan, tmp, dtype, merged=True, regmean=regmean)
+            source = tokenizer_source(plan)
+            if source is None:
+                log.warning(
+                    "no tokenizer files in the base or the models; the merged model has none"
+                )
+            else:
+                copy_tokenizer(source, tmp)
+            (tmp / "README.md").write_text(render_card(plan, dtype), encoding="utf-8")
     finally:
         plan.close()
     return MergeResult(out, plan.tasks, time.perf_counter() - started, plan.warnings)
-
-
-def _device(device: str) -> torch.device:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise Hm3Error(
-            f"--device {device}: CUDA is not available on this machine; use --device cpu"
-        )
-    if not device.startswith(("cpu", "cuda")):
-        raise Hm3Error(f"--device {device}: expected cpu or cuda")
-    return torch.device(device)
 
 
 def _check_regmean(plan: MergePlan, regmean: RegMeanStats | None) -> None:
@@ -258,9 +253,6 @@ def write_config(
     return config
 
 
-def _copy_tokenizer(plan: MergePlan, dest: Path) -> None:
-    source = next((c.path for c in (plan.base, *plan.models) if has_tokenizer(c.path)), None)
-    if source is None:
-        log.warning("no tokenizer files in the base or the models; the merged model has none")
-        return
-    copy_tokenizer(source, dest)
+def tokenizer_source(plan: MergePlan) -> Path | None:
+    """The first of the base and the models that has tokenizer files (``None``: none has)."""
+    return next((c.path for c in (plan.base, *plan.models) if has_tokenizer(c.path)), None)

@@ -33,6 +33,7 @@ from hm3.model.predictor import (
     TaskPrediction,
     segment_softmax,
 )
+from hm3.options import RunOptions, resolve_device, run_options, torch_dtype
 
 __all__ = [
     "Classifier",
@@ -75,22 +76,17 @@ class Classifier(BasePredictor):
             return self.model(**inputs).logits.float().cpu().numpy()
 
 
-def load(
-    path: str | Path,
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-    max_length: int = 512,
-    allow_pickle: bool = False,
-) -> Classifier:
+def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> Classifier:
     """Load a merged or ordinary sequence classifier directory for inference.
 
     Args:
         path: model directory (``config.json``, weights, tokenizer files).
-        device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
-        dtype: ``float32``, ``float16`` or ``bfloat16``; ``None`` keeps float32.
-        max_length: texts are truncated to this many tokens (capped by the model's positions).
-        allow_pickle: accept pickled ``.bin`` weights (loaded with ``weights_only=True``).
+        options: the run options (:class:`~hm3.options.RunOptions`); these are read:
+            ``device`` (the device rule: ``cpu`` unless asked; ``cuda``, ``cuda:N``, ``auto``),
+            ``dtype`` (``None`` keeps float32), ``max_length`` (texts are truncated to this many
+            tokens, capped by the model's positions) and ``allow_pickle`` (accept pickled
+            ``.bin`` weights, loaded with ``weights_only=True``).
+        **run: run options by name, overriding ``options`` (``load(path, device="cuda")``).
 
     Returns:
         A :class:`Classifier`.
@@ -98,36 +94,23 @@ def load(
     Raises:
         Hm3Error: a missing, truncated or headless checkpoint, or a bad device or dtype.
     """
+    opts = run_options(options, run)
     path = Path(path)
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
-    dev = torch.device(check_device(device))
-    if (dtype or "float32") not in _DTYPES:
-        raise Hm3Error(f"dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
-    config, tasks = _check_checkpoint(path, allow_pickle)
-    model = _load_model(path, _DTYPES[dtype or "float32"]).eval().to(dev)
+    device = torch.device(resolve_device(opts.device))
+    config, tasks = _check_checkpoint(path, opts.allow_pickle)
+    model = _load_model(path, torch_dtype(opts.dtype)).eval().to(device)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    positions = int(config.get("max_position_embeddings") or max_length)
+    positions = int(config.get("max_position_embeddings") or opts.max_length)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
-    return Classifier(model, tokenizer, tasks, path, min(max_length, positions))
+    return Classifier(model, tokenizer, tasks, path, min(opts.max_length, positions))
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _NO_HEAD_FIX = "point at a fine-tuned classifier (a *ForSequenceClassification directory)"
-
-
-def check_device(device: str | None) -> str:
-    """``cpu``/``cuda`` as given (checked), or CUDA when available for ``None``."""
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not device.startswith(("cpu", "cuda")):
-        raise Hm3Error(f"--device {device}: expected cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
-    return device
 
 
 def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]:

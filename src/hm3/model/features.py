@@ -22,8 +22,8 @@ from hm3.errors import Hm3Error
 from hm3.io.checkpoint import Checkpoint
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
-from hm3.model.classifier import check_device as check_device  # alignment.py imports it from here
 from hm3.model.labels import Task
+from hm3.options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,13 @@ def features(
     return captured[0].float().cpu(), logits.float().cpu()
 
 
-def load_originals(
-    originals: dict[str, Original], device: str, allow_pickle: bool, max_length: int = 512
-) -> dict[Path, Classifier]:
+def load_originals(originals: dict[str, Original], options: RunOptions) -> dict[Path, Classifier]:
     """Each distinct original once (a model listed twice in a merge is run once)."""
     runners: dict[Path, Classifier] = {}
     for original in originals.values():
         key = original.path.resolve()
         if key not in runners:
-            runners[key] = load(
-                original.path, device=device, allow_pickle=allow_pickle, max_length=max_length
-            )
+            runners[key] = load(original.path, options=options)
     return runners
 
 
