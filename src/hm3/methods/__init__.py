@@ -58,8 +58,9 @@ from hm3.methods.masks import (
     rank_window_mask,
     top_k_count,
 )
+from hm3.methods.method import MergeMethod
 from hm3.methods.params import Consensus, MergeOptions, ModelParams, Sparsification
-from hm3.methods.registry import METHODS, MergeMethod, get_method
+from hm3.methods.registry import METHODS, get_method
 from hm3.methods.regmean import RegMeanSums, regmean
 from hm3.methods.sparsify import (
     della_magprune_,

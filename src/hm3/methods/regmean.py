@@ -11,9 +11,9 @@ https://arxiv.org/abs/2212.09849, eq. 3; α < 1 shrinks the off-diagonal entries
 regulariser). Everything is linear in each model's terms, so a merge accumulates three sums model
 by model (:class:`RegMeanSums`: ``Σ w_i W_i G_i``, ``Σ w_i W_i diag(G_i)``, ``Σ w_i G_i``) and
 solves once for any α: memory is one model's statistics, not n.
-What it does not: run models or read texts (``hm3.merging.regmean_stats`` collects the Gram matrices),
-or merge tensors that are not linear-layer weights (RegMean averages those: the ``linear``
-kernel with normalised weights).
+What it does not: run models or read texts (``hm3.merging.regmean_stats`` collects the Gram
+matrices), or merge tensors that are not linear-layer weights (RegMean averages those: the
+``linear`` kernel with normalised weights).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from torch import Tensor
 
 from hm3.errors import Hm3Error
 
-#: RegMean's off-diagonal scale when none is given (see the README's measurements)
+#: RegMean's off-diagonal scale when none is given: α barely matters on the demo zoo
+#: (docs/results/regmean-tsv.md)
 DEFAULT_ALPHA = 0.9
-#: texts per model for the Gram matrices when none is given: 250 already saturate on the demo
-#: zoo (benchmarks/RESULTS.md); 500 leave room for wider layers and shorter texts
+#: texts per model for the Gram matrices when none is given: past saturation on the demo zoo,
+#: with room for wider layers and shorter texts (docs/results/regmean-tsv.md)
 DEFAULT_REGMEAN_TEXTS = 500
 
 
