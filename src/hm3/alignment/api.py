@@ -87,24 +87,22 @@ def align(
             is then used).
         out: output directory; must not exist unless ``options.force``.
         originals: task name → original directory, overriding the recorded ``source``.
-        ridge: λ relative to the feature scale (``≥ 0``; see :mod:`hm3.alignment.fit`), or
-            ``"auto"``: per task, the ridge of :data:`hm3.alignment.fit.AUTO_RIDGES` with the lowest
-            generalised cross-validation score on the fitting texts.
-        scale: the merged body's task vector is multiplied by this before the heads are fitted
-            (``θ_base + scale·(θ_merged − θ_base)``; 1 keeps the body as merged), or
-            ``"auto"``: the scale of :data:`hm3.alignment.scale.SCALE_GRID` whose aligned heads have
-            the lowest cross-validation error on the texts (one pass of the merged model per
-            scale). Needs the base model.
+        ridge: λ relative to the feature scale (``≥ 0``; :mod:`hm3.alignment.fit`), or
+            ``"auto"``: per task, the ridge of ``AUTO_RIDGES`` with the lowest generalised
+            cross-validation score on the fitting texts.
+        scale: multiplies the merged body's task vector before the heads are fitted (``θ_base
+            + scale·(θ_merged − θ_base)``; 1 keeps the body as merged), or ``"auto"``: the scale
+            of :data:`~hm3.alignment.scale.SCALE_GRID` whose heads cross-validate best (one
+            pass of the merged model per scale). Needs the base model.
         base_model: the model the merge started from (default: the recorded
             ``hm3.merge.base_model``); only read when ``scale`` is not 1.
         text_column: the column that holds the texts.
         max_texts: use at most the first this many texts.
-        options: the run options (:class:`~hm3.options.RunOptions`): ``device`` (CPU unless
-            asked), ``batch_size``, ``max_length`` (tokens per text), ``force`` (replace ``out``
-            once the new one is complete), ``allow_pickle`` (for the originals), ``progress``.
-            ``dtype`` is not read: the fit runs in float32 and the aligned weights keep the
-            merged checkpoint's dtype.
-        **run: run options by name, overriding ``options`` (``progress=False``).
+        options: the :class:`~hm3.options.RunOptions` (or, overriding them, their names as
+            keywords: ``progress=False``): ``device`` (CPU unless asked), ``batch_size``,
+            ``max_length``, ``force`` (replace ``out`` once the new one is complete),
+            ``allow_pickle``, ``progress``; not ``dtype``: the fit runs in float32 and the
+            aligned weights keep the merged checkpoint's dtype.
 
     Returns:
         An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.

@@ -26,41 +26,43 @@ from hm3.defaults import ridge_or_auto
 DEMO_EVAL_LIMIT = 60  # rows per dataset: a cached `hm3 demo` stays within 3 minutes on 2 cores
 
 
+ReportOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory (must not exist).")]
+QuickOpt = Annotated[
+    bool, typer.Option("--quick", help="Small data sizes (minutes; the same code path).")
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(help="Cache of sources, data and models (default: $HM3_CACHE or ~/.cache/hm3)."),
+]
+EvalLimitOpt = Annotated[
+    int, typer.Option(min=0, help="Evaluate a seeded sample of N rows per dataset (0: all rows).")
+]
+MethodsOpt = Annotated[
+    str,
+    typer.Option(
+        help="Table 1's merges, a comma list of soup, ties, dare_ties, and hm3's regmean "
+        "and tsv (not in the paper; each adds about a minute)."
+    ),
+]
+
+
 def demo(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Report directory (must not exist).")
-    ] = Path("hm3-report"),
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Small data sizes (minutes; the same code path).")
-    ] = False,
+    out: ReportOpt = Path("hm3-report"),
+    quick: QuickOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the splits, fine-tuning and merges.")] = 0,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            help="Cache of sources, data and models (default: $HM3_CACHE or ~/.cache/hm3)."
-        ),
-    ] = None,
+    cache: CacheOpt = None,
     align: Annotated[
         bool, typer.Option("--align/--no-align", help="Also evaluate every merge aligned.")
     ] = True,
     ridge: RidgeOpt = None,
     batch_size: BatchOpt = 16,
     max_length: MaxLengthOpt = 64,
-    eval_limit: Annotated[
-        int,
-        typer.Option(min=0, help="Evaluate a seeded sample of N rows per dataset (0: all rows)."),
-    ] = DEMO_EVAL_LIMIT,
+    eval_limit: EvalLimitOpt = DEMO_EVAL_LIMIT,
     device: DeviceOpt = "cpu",
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep the merged models in the report.")
     ] = False,
-    methods: Annotated[
-        str,
-        typer.Option(
-            help="Table 1's merges, a comma list of soup, ties, dare_ties, and hm3's regmean "
-            "and tsv (not in the paper; each adds about a minute)."
-        ),
-    ] = "soup,ties,dare_ties",
+    methods: MethodsOpt = "soup,ties,dare_ties",
     force: ForceOpt = False,
     progress: ProgressOpt = True,
 ) -> None:

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hm3.cli.common import BatchOpt, ForceOpt, MaxLengthOpt, PickleOpt, ProgressOpt, err_console
+from hm3.cli.common import (
+    BatchOpt,
+    DeviceOpt,
+    ForceOpt,
+    MaxLengthOpt,
+    PickleOpt,
+    ProgressOpt,
+    err_console,
+)
 from hm3.cli.common import out_console as console
 from hm3.errors import Hm3Error
 
@@ -72,7 +80,7 @@ def search(
         str | None, typer.Option("--self", help="Merge this model with itself (paper §5.4).")
     ] = None,
     base: Annotated[str | None, typer.Option(help="Base model for --self.")] = None,
-    device: Annotated[str, typer.Option(help="cpu (default), cuda, cuda:N or auto.")] = "cpu",
+    device: DeviceOpt = "cpu",
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
     force: ForceOpt = False,

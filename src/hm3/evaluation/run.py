@@ -64,20 +64,16 @@ def evaluate(
     Args:
         suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`).
         models: column name → merged or ordinary classifier: its directory, or a loaded
-            :class:`~hm3.model.classifier.Predictor` (a
-            :class:`~hm3.model.classifier.Classifier`, ...).
+            :class:`~hm3.model.classifier.Predictor` (a ``Classifier``, ...).
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
         bootstrap: redraw every dataset's rows this many times (seeded by the suite's seed) and
             give each model its average F1 minus the originals' with a 95 % interval
             (:mod:`hm3.evaluation.bootstrap`); 0, the default, skips it. Needs ``originals`` and
             a model.
-        options: the run options (:class:`~hm3.options.RunOptions`): ``batch_size`` (texts per
-            forward pass), ``progress`` (a bar over batches, on stderr), and for models given as
-            directories ``device`` (CPU unless asked), ``dtype``, ``max_length`` (a loaded
-            classifier keeps its own) and ``allow_pickle``. ``force`` is not read: nothing is
-            written.
-        **run: run options by name, overriding ``options`` (``progress=False``).
+        options: the :class:`~hm3.options.RunOptions` (or, overriding them, their names as
+            keywords: ``progress=False``): ``batch_size``, ``progress``, and for directories
+            ``device`` (CPU unless asked), ``dtype``, ``max_length``, ``allow_pickle``.
 
     Returns:
         An :class:`EvaluationResult`: originals first, then ``models`` in the order given.
