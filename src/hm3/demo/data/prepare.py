@@ -34,8 +34,10 @@ from hm3.demo.data.pools import build_pools
 from hm3.demo.data.spec import FULL, QUICK, TASKS, SplitSizes, TaskSpec
 from hm3.demo.data.split import SPLITS, dedupe, split_rows
 from hm3.demo.data.suite import CONTROL, SUITE, TEST_SUITE, UNLABELED, write_extras, write_jsonl
-from hm3.demo.sources.fetch import SOURCES, cache_root, fetch_sources, sha256_file
+from hm3.demo.sources.fetch import cache_root, fetch_sources
+from hm3.demo.sources.pins import SOURCES
 from hm3.errors import Hm3Error
+from hm3.io.texts import sha256_file
 
 __all__ = ["DATA_VERSION", "DemoData", "TaskData", "prepare_data"]
 
