@@ -51,9 +51,9 @@ from hm3.defaults import AUTO_RIDGE
 __all__ = ["AUTO_RIDGES", "RidgeSolution", "RidgeStats"]
 
 
-# The relative ridges ``ridge="auto"`` chooses among: 0.01 to 10, four per decade. The range is
-# the one the ablation on the demo zoo measured (benchmarks/RESULTS.md); below it, ridge 0 broke
-# down whenever the texts were near the feature count.
+# The relative ridges ``ridge="auto"`` chooses among: 0.01 to 10, four per decade, the range the
+# ablation measured; ridge 0 breaks down when the texts are near the feature count
+# (docs/results/alignment.md).
 AUTO_RIDGES = tuple(float(f"{10 ** (k / 4):.4g}") for k in range(-8, 5))
 
 

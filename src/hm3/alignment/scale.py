@@ -1,9 +1,8 @@
 """Scale a merged body's task vector before head alignment, chosen without labels.
 
 A merge leaves every body tensor at ``θ = θ_base + Δ``. Aligned heads read the merged body's
-features, and on the demo zoo they read some merges better at another strength of the update:
-stronger for TSV-Merge, weaker for DARE-TIES (``benchmarks/RESULTS.md``, "Task-vector scale
-chosen by cross-validation").
+features, and they read some merges better at another strength of the update
+(``docs/results/scale.md``).
 :class:`BodyScale` holds ``θ_base`` and ``Δ`` of every float body tensor that has a
 counterpart in the base — not the label projection, and not a tensor the base lacks (a bare
 RoBERTa's ``classifier.dense``), which carries no task vector — and sets a loaded model to
@@ -38,8 +37,8 @@ from hm3.model.architectures import (
 )
 from hm3.model.features import Projection
 
-# The scales tried with ``scale="auto"``: from half to twice the merge's update. On the demo zoo
-# the score chose 1.25 for TSV-Merge, 1 for TIES (or 1.25) and 0.75 for DARE-TIES.
+# The scales tried with ``scale="auto"``: from half to twice the merge's update, which brackets
+# the choices on the demo zoo (docs/results/scale.md).
 SCALE_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 

@@ -135,7 +135,7 @@ def _texts_by_task(data: DemoData) -> dict[str, tuple[str, ...]]:
     """The unlabeled texts, by the task whose train split each came from, in file order.
 
     A case is aligned on its own tasks' texts only: covering the merged tasks' domains is what
-    matters, other domains neither help nor hurt (benchmarks/RESULTS.md), and fewer texts cost
+    matters, other domains neither help nor hurt (docs/results/alignment.md), and fewer texts cost
     fewer forward passes.
     """
     texts = _texts_of(data.unlabeled)

@@ -1,6 +1,6 @@
 """The merge config (YAML), validated once where it enters.
 
-The format follows mergekit's so its users feel at home (see DESIGN.md, "Formats")::
+The format follows mergekit's so its users feel at home (docs/design.md, "The merge config")::
 
     base_model: path-or-hub-id
     merge_method: dare_ties

@@ -73,7 +73,7 @@ class SplitSizes:
     test: int = 250
     cross_check: int = 300
     control: int = 300
-    unlabeled: int = 100  # 400 alignment texts in all (benchmarks/RESULTS.md)
+    unlabeled: int = 100  # alignment texts per task (docs/results/alignment.md)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
