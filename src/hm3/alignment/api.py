@@ -248,7 +248,7 @@ def _check_texts(plan: AlignPlan, stats: RidgeStats, count: TextCount) -> None:
         log.warning(
             "%s: %d texts for a head that reads %d features: along the directions the texts do "
             "not span, the ridge alone decides the fit; give at least %d (about 1,000 covering "
-            "every task did best on the demo zoo, README 'Head alignment')",
+            "every task did best on the demo zoo, docs/results/alignment.md)",
             plan.texts.where,
             stats.n,
             stats.dim,
