@@ -235,14 +235,14 @@ def test_an_incomplete_directory_is_trained_again(setup, tmp_path):
 @pytest.mark.parametrize(
     ("case", "match"),
     [
-        ("missing_train", r"train file .*nope\.jsonl: not found"),
+        ("missing_train", r"train file .*nope\.jsonl: file not found; build the demo data"),
         ("empty_train", r"train file .*empty\.jsonl: no rows"),
-        ("unknown_label", r"unknown\.jsonl:2: label 'neutral' is not one of \['negative', 'pos"),
+        ("unknown_label", r"unknown\.jsonl: row 1 has label 'neutral', which is not one of \['neg"),
         ("label_without_rows", r"label 'positive' of task 'sentiment' has no training rows"),
-        ("bad_json", r"bad\.jsonl:1: expected a JSON object"),
+        ("bad_json", r"train file .*bad\.jsonl: row 0 is not \{\"text\": str, \"label\": str\}"),
         ("no_weights", r"no-weights: no model\.safetensors; fetch"),
         ("pickled", r"pickled: no model\.safetensors \(pickled weights are refused\)"),
-        ("not_utf8", r"validation file .*latin\.jsonl: not UTF-8"),
+        ("not_utf8", r"validation file .*latin\.jsonl: line 1 is not UTF-8"),
         ("bad_task", r"task 'a/b': expected letters, digits"),
         ("one_label", r"expected two or more distinct"),
         ("long_max_length", r"max_length=512: the base .* takes at most 64 tokens"),

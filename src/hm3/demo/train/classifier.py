@@ -32,6 +32,7 @@ import torch
 from hm3.demo.train.loop import DEFAULT_SETTINGS, Split, TrainSettings, run
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import PICKLE_SINGLE, SAFE_INDEX, SAFE_SINGLE
+from hm3.io.tables import iter_records, table_format
 from hm3.io.tokenizer import TOKENIZER_FILES, has_tokenizer
 
 __all__ = ["REPORT", "TrainedClassifier", "train_classifier"]
@@ -136,36 +137,26 @@ def _with_tokenizer(base: Path, files: list[Path]) -> list[Path]:
 
 
 def _read_split(path: Path, labels: tuple[str, ...], role: str) -> Split:
-    if not path.is_file():
-        raise Hm3Error(f"{role} file {path}: not found; build the demo data first or fix the path")
+    where = f"{role} file {path}"
+    table_format(path, where, "build the demo data first or fix the path")
     index = {name: i for i, name in enumerate(labels)}
     texts, targets = [], []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise Hm3Error(f"{role} file {path}: not UTF-8 text; rebuild the data") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            text, label = row["text"], row["label"]
-        except (json.JSONDecodeError, TypeError, KeyError):
-            text = label = None
+    for row, record in iter_records(path, where):
+        text, label = record.get("text"), record.get("label")
         if not isinstance(text, str) or not isinstance(label, str):
             raise Hm3Error(
-                f'{path}:{n}: expected a JSON object {{"text": str, "label": str}}; '
-                "fix the line or rebuild the data"
+                f'{where}: row {row} is not {{"text": str, "label": str}}; fix the row or '
+                "rebuild the data"
             )
         if label not in index:
             raise Hm3Error(
-                f"{path}:{n}: label {label!r} is not one of {list(labels)}; "
+                f"{where}: row {row} has label {label!r}, which is not one of {list(labels)}; "
                 "fix the data or add the label to the task's labels"
             )
         texts.append(text)
         targets.append(index[label])
     if not texts:
-        raise Hm3Error(f'{role} file {path}: no rows; expected JSONL {{"text": ..., "label": ...}}')
+        raise Hm3Error(f'{where}: no rows; expected JSONL {{"text": ..., "label": ...}}')
     return Split(texts, targets)
 
 
