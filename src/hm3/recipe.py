@@ -147,7 +147,7 @@ def _texts_path(config: MergeConfig, texts: str, option: str) -> Path:
     if not path.is_file():
         where = f" (relative to {config.root})" if config.root and not path.is_absolute() else ""
         raise Hm3Error(
-            f"{option}: file {texts} not found{where}; give a .jsonl, .csv or "
+            f"{option}: file {texts} not found{where}; give a .jsonl, .csv, .tsv or "
             ".parquet file of unlabeled texts"
         )
     return path

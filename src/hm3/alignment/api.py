@@ -82,7 +82,7 @@ def align(
 
     Args:
         merged_dir: a merged classifier (or an ordinary one, with ``originals`` for its task).
-        texts_file: unlabeled texts, ``.jsonl``/``.csv``/``.parquet`` with ``text_column``
+        texts_file: unlabeled texts (``.jsonl``/``.csv``/``.tsv``/``.parquet``) in ``text_column``
             (or a file already checked by :func:`hm3.io.texts.open_texts`, whose column
             is then used).
         out: output directory; must not exist unless ``options.force``.

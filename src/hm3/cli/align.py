@@ -32,7 +32,7 @@ def align(
         Path, typer.Argument(help="Merged classifier (or an ordinary one, with --originals).")
     ],
     texts: Annotated[
-        Path, typer.Option("--texts", help="Unlabeled texts: .jsonl, .csv or .parquet.")
+        Path, typer.Option("--texts", help="Unlabeled texts: .jsonl, .csv, .tsv or .parquet.")
     ],
     out: OutOpt,
     text_column: Annotated[
