@@ -15,7 +15,7 @@ import typer
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from hm3.cli import align, demo, evaluate, expand, merge, predict, search, serve
+from hm3.cli import align, bench, demo, evaluate, expand, merge, predict, search, serve
 from hm3.cli.common import err_console, help_paragraphs
 from hm3.errors import Hm3Error
 
@@ -49,7 +49,7 @@ def _setup(
     )
 
 
-for _verb in (merge, expand, predict, evaluate, align, demo, serve, search):
+for _verb in (merge, expand, predict, evaluate, align, demo, serve, search, bench):
     _command(getattr(_verb, _verb.__name__.rpartition(".")[2]))
 
 

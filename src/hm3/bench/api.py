@@ -1,0 +1,262 @@
+"""``hm3 bench``: the N original classifiers against the merged model, as deployed (paper Table 4).
+
+Systems: ``originals`` (the N single-task classifiers, all loaded, every text through each one
+after another: a deployment without hm3), ``merged`` (one forward pass answers every task) and,
+optionally, exported ONNX directories of the merged model. Each run of a system is a fresh
+process (:mod:`hm3.bench.worker`) on the same texts, batch size, threads and device, so load
+time and peak memory are its own. One warm-up round runs every system once, unrecorded (disk
+caches, lazy imports); then ``repeats`` rounds, each in a rotated order so no system is always
+first, and every figure is the median over the rounds. Ratios are merged (or ONNX) over the
+originals; the physical limit of the inference ratio is 1/N.
+
+Timings are not asserted anywhere: they depend on the machine and its load. This module reads
+the texts it is given; :mod:`hm3.bench.texts` finds them in files and suites.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hm3.bench.worker import RunSpec
+from hm3.errors import Hm3Error
+from hm3.io.checkpoint import read_config
+from hm3.model.labels import Task, tasks_from_config
+from hm3.model.windows import Windows
+from hm3.options import RunOptions, resolve_device
+from hm3.progress import progress_bar
+
+ORIGINALS, MERGED = "originals", "merged"
+
+
+class Measure(BaseModel):
+    load_s: float
+    infer_s: float
+    peak_mb: float
+
+
+class Ratio(BaseModel):
+    """A system over the originals: load, inference, load + inference, peak memory."""
+
+    load: float
+    infer: float
+    total: float
+    memory: float
+
+
+class OnnxMeasure(Measure):
+    ratio: Ratio
+
+
+class Setup(BaseModel):
+    tasks: list[str]
+    texts: int
+    batch_size: int
+    max_length: int
+    device: str
+    threads: int
+    repeats: int
+    windows: bool
+    limit: float  # 1/N: the inference ratio if the merged model cost exactly one original
+
+
+class BenchResult(BaseModel):
+    originals: Measure
+    merged: Measure
+    ratio: Ratio
+    onnx: dict[str, OnnxMeasure] = {}
+    setup: Setup
+    runs: dict[str, list[Measure]]
+
+
+def bench(
+    merged: Path,
+    originals: Mapping[str, Path],
+    texts: Sequence[str],
+    *,
+    options: RunOptions | None = None,
+    repeats: int = 5,
+    threads: int | None = None,
+    windows: Windows | None = None,
+    onnx: Sequence[Path] = (),
+) -> BenchResult:
+    """Measure the originals, the merged model and its ONNX exports side by side.
+
+    Args:
+        merged: the merged model directory.
+        originals: task → its original single-task classifier; one per task of ``merged``.
+        texts: the texts every system classifies.
+        options: device, batch size, max length, allow-pickle, progress (:class:`RunOptions`).
+        repeats: measured rounds (medians are reported).
+        threads: CPU threads of every run (``None``: the runtimes' default).
+        windows: score long texts in windows (default: truncate).
+        onnx: ``hm3 export onnx`` directories of the merged model, each measured too.
+
+    Raises:
+        Hm3Error: task names that do not match, a bad directory, no texts, ``repeats < 1``.
+    """
+    options = options or RunOptions()
+    resolve_device(options.device)
+    if isinstance(repeats, bool) or repeats < 1:
+        raise Hm3Error(f"--repeats {repeats}: expected at least 1")
+    if threads is not None and threads < 1:
+        raise Hm3Error(f"--threads {threads}: expected at least 1")
+    if not texts:
+        raise Hm3Error("texts: nothing to classify; give a texts file or a suite with rows")
+    tasks = _check_tasks(merged, originals, onnx)
+    systems = {
+        ORIGINALS: ("torch", [str(originals[t]) for t in tasks]),
+        MERGED: ("torch", [str(merged)]),
+        **{_name(p, i): ("onnx", [str(p)]) for i, p in enumerate(onnx)},
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in systems}
+    with tempfile.TemporaryDirectory(prefix="hm3-bench-") as tmp:
+        file = Path(tmp) / "texts.json"
+        file.write_text(json.dumps(list(texts)), encoding="utf-8")
+        specs = {
+            name: RunSpec(
+                models=paths,
+                runtime=runtime,
+                texts=str(file),
+                options=asdict(options),
+                threads=threads,
+                windows=None if windows is None else asdict(windows),
+            )
+            for name, (runtime, paths) in systems.items()
+        }
+        names = list(systems)
+        with progress_bar(options.progress, label="bench: {task.description}") as bar:
+            job = bar.add_task("warm-up", total=len(names) * (repeats + 1))
+            for round_ in range(repeats + 1):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    bar.update(job, description=f"{name} (round {round_}/{repeats})")
+                    measured = _spawn(specs[name], threads)
+                    if round_:  # round 0 is the warm-up
+                        runs[name].append(measured)
+                    bar.advance(job)
+    return _result(runs, tasks, len(texts), options, repeats, windows is not None)
+
+
+def _check_tasks(merged: Path, originals: Mapping[str, Path], onnx: Sequence[Path]) -> list[str]:
+    """The merged model's task names; the originals (one task each) must be exactly those."""
+    tasks = [t.name for t in _tasks(merged, "--merged")]
+    for task, path in originals.items():
+        own = _tasks(path, f"--originals {task}")
+        if len(own) != 1:
+            raise Hm3Error(
+                f"--originals {task}={path}: expected a single-task classifier, found "
+                f"{len(own)} tasks; give the original classifier of {task!r}"
+            )
+    missing = [t for t in tasks if t not in originals]
+    extra = [t for t in originals if t not in tasks]
+    if missing or extra:
+        raise Hm3Error(
+            f"--originals: the merged model {merged} answers {', '.join(tasks)}; give exactly one "
+            f"original per task (missing: {', '.join(missing) or 'none'}; not in the merged "
+            f"model: {', '.join(extra) or 'none'})"
+        )
+    for path in onnx:
+        theirs = [t.name for t in _tasks(path, "--onnx")]
+        if sorted(theirs) != sorted(tasks):
+            raise Hm3Error(
+                f"--onnx {path}: answers {', '.join(theirs)}, the merged model "
+                f"{', '.join(tasks)}; export the merged model (hm3 export onnx {merged})"
+            )
+    return tasks
+
+
+def _tasks(path: Path, option: str) -> list[Task]:
+    path = Path(path)
+    if not path.is_dir():
+        raise Hm3Error(f"{option} {path}: model directory not found; check the path")
+    label = f"{option} {path}"
+    return tasks_from_config(read_config(path, label), path.resolve().name, label)
+
+
+def _name(path: Path, index: int) -> str:
+    return f"onnx:{Path(path).resolve().name}" + (f"#{index}" if index else "")
+
+
+def _spawn(spec: RunSpec, threads: int | None) -> dict:
+    """Run one worker process; its JSON line, or its error."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    done = subprocess.run(
+        [sys.executable, "-m", "hm3.bench.worker"],
+        input=json.dumps(asdict(spec)),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode == 2:
+        raise Hm3Error((done.stderr.strip().splitlines() or ["the run failed"])[-1])
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict]) -> Measure:
+    return Measure(**{k: statistics.median(r[k] for r in runs) for k in Measure.model_fields})
+
+
+def _ratio(system: Measure, base: Measure) -> Ratio:
+    def over(a: float, b: float) -> float:
+        return a / b if b > 0 else float("nan")
+
+    return Ratio(
+        load=over(system.load_s, base.load_s),
+        infer=over(system.infer_s, base.infer_s),
+        total=over(system.load_s + system.infer_s, base.load_s + base.infer_s),
+        memory=over(system.peak_mb, base.peak_mb),
+    )
+
+
+def _result(
+    runs: dict[str, list[dict]],
+    tasks: list[str],
+    n_texts: int,
+    options: RunOptions,
+    repeats: int,
+    windows: bool,
+) -> BenchResult:
+    medians = {name: _median(r) for name, r in runs.items()}
+    base = medians[ORIGINALS]
+    setup = Setup(
+        tasks=tasks,
+        texts=n_texts,
+        batch_size=options.batch_size,
+        max_length=options.max_length,
+        device=resolve_device(options.device),
+        threads=runs[MERGED][0]["threads"],
+        repeats=repeats,
+        windows=windows,
+        limit=1 / len(tasks),
+    )
+    return BenchResult(
+        originals=base,
+        merged=medians[MERGED],
+        ratio=_ratio(medians[MERGED], base),
+        onnx={
+            name.partition(":")[2]: OnnxMeasure(**m.model_dump(), ratio=_ratio(m, base))
+            for name, m in medians.items()
+            if name.startswith("onnx:")
+        },
+        setup=setup,
+        runs={
+            name: [Measure(**{k: r[k] for k in Measure.model_fields}) for r in rs]
+            for name, rs in runs.items()
+        },
+    )

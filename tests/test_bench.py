@@ -1,0 +1,100 @@
+"""``hm3 bench`` on tiny real models: the output's shape and its errors (never its timings).
+
+The merged model is a real ``hm3.merge`` of the shared tiny zoo's three classifiers; every run
+is a real worker process, so the test also covers the process protocol.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import hm3
+from hm3.bench.api import BenchResult
+from hm3.cli.app import main
+from hm3.cli.bench import print_bench
+from hm3.merging.config import MergeConfig
+from tiny import toy_texts
+
+
+@pytest.fixture(scope="module")
+def setup(zoo_factory, tmp_path_factory):
+    zoo = zoo_factory("bert")
+    root = tmp_path_factory.mktemp("bench")
+    config = MergeConfig(
+        base_model=str(zoo.base),
+        merge_method="ties",
+        models=[{"model": str(m)} for m in zoo.models],
+    )
+    merged = hm3.merge(config, root / "merged", progress=False).path
+    texts = root / "texts.jsonl"
+    rows = [{"text": t} for t in toy_texts(40, seed=1)] + [{"text": " ".join(["good"] * 200)}]
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    originals = [f"--originals={m.name}={m}" for m in zoo.models]
+    return merged, originals, texts
+
+
+def run(capsys, monkeypatch, *argv):
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+@pytest.mark.slow  # four worker processes: about 20 s on an idle machine, a minute on a busy one
+def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
+    merged, originals, texts = setup
+    code, out, err = run(
+        capsys, monkeypatch, "bench", "--merged", merged, *originals, "--texts", texts,
+        "--repeats", "1", "--threads", "1", "--batch-size", "8", "--limit", "30", "--json",
+        "--no-progress", "--windows", "--max-length", "32",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    for system in ("originals", "merged"):
+        assert set(result[system]) == {"load_s", "infer_s", "peak_mb"}
+        assert result[system]["load_s"] > 0 and result[system]["infer_s"] > 0
+        assert len(result["runs"][system]) == 1
+    assert set(result["ratio"]) == {"load", "infer", "total", "memory"}
+    assert all(isinstance(v, float) for v in result["ratio"].values())
+    ratio = result["merged"]["infer_s"] / result["originals"]["infer_s"]
+    assert result["ratio"]["infer"] == pytest.approx(ratio)
+    setup_ = result["setup"]
+    assert setup_["tasks"] == ["task0", "task1", "task2"]
+    assert setup_["limit"] == pytest.approx(1 / 3)
+    assert setup_["texts"] == 30 and setup_["threads"] == 1 and setup_["windows"] is True
+    assert setup_["max_length"] == 32 and result["onnx"] == {}
+    print_bench(BenchResult.model_validate(result))
+    table = capsys.readouterr().out
+    assert "originals" in table and "merged" in table and "1/N = 0.333" in table
+    assert "30 texts" in table and "long texts in windows" in table
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda a: a[:-1], "(missing: task2; not in the merged model: none)"),
+        (lambda a: [*a, "--originals=extra=" + a[0].rpartition("=")[2]], "model: extra)"),
+        (lambda a: [*a[:2], "--originals=task2={merged}"], "found 3 tasks"),
+    ],
+)
+def test_bench_refuses_mismatched_originals(setup, capsys, monkeypatch, change, match):
+    merged, originals, texts = setup
+    argv = [a.format(merged=merged) for a in change(originals)]
+    argv += ["--texts", texts, "--no-progress"]
+    code, out, err = run(capsys, monkeypatch, "bench", "--merged", merged, *argv)
+    assert code == 2 and "Traceback" not in err and not out
+    assert match in err
+
+
+def test_bench_refuses_other_inputs(setup, capsys, monkeypatch, tmp_path):
+    merged, originals, texts = setup
+    base = ["bench", "--merged", merged, *originals, "--no-progress"]
+    code, _, err = run(capsys, monkeypatch, *base)
+    assert code == 2 and "give the texts to classify with --texts FILE" in err
+    code, _, err = run(capsys, monkeypatch, *base, "--texts", texts, "--onnx", tmp_path)
+    assert code == 2 and f"{tmp_path}" in err
+    code, _, err = run(capsys, monkeypatch, *base, "--texts", texts, "--device", "tpu")
+    assert code == 2 and "--device tpu" in err
