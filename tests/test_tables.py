@@ -117,3 +117,4 @@ def test_jsonl_columns_are_every_key_seen_and_csv_short_rows_give_none(tmp_path)
 def test_parquet_reads_only_the_columns_asked_for(tmp_path):
     path = write(tmp_path / "t.parquet")
     assert [r for _, r in iter_records(path, "t", ["label"])] == [{"label": v} for v in "aba"]
+    assert read_columns(path, "t", ["nope"]) == (["text", "label"], {}, 3)

@@ -103,15 +103,13 @@ def read_columns(
     """
     suffix = table_format(path, where)
     if suffix == ".parquet":
-        names, _ = peek_columns(path, where)
+        names, count = peek_columns(path, where)
         present = [c for c in dict.fromkeys(needed) if c in names]
         columns: dict[str, list[Any]] = {c: [] for c in present}
-        rows = 0
-        for _, record in iter_records(path, where, present):
+        for _, record in iter_records(path, where, present) if present else ():
             for c in present:
                 columns[c].append(record[c])
-            rows += 1
-        return names, columns, rows
+        return names, columns, count or 0
     seen: dict[str, None] = {}
     values: dict[str, list[Any]] = {c: [] for c in dict.fromkeys(needed)}
     rows = 0
