@@ -58,9 +58,9 @@ def detector(tmp_path_factory, one_thread):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = random.Random(0)
     model.train()
-    for _ in range(120):
+    for _ in range(150):
         ys = [rng.randrange(2) for _ in range(32)]
-        lengths = [rng.randint(3, 60) for _ in ys]
+        lengths = [rng.randint(10, 60) for _ in ys]  # (3, 60): 6 % false alarms at 62
         texts = [
             _text(rng, n, rng.randrange(n + 1) if y else None)
             for y, n in zip(ys, lengths, strict=True)
@@ -89,10 +89,12 @@ def test_a_trigger_at_the_end_of_5000_tokens_is_caught(detector):
     text = _text(random.Random(2), 4999, 4999)
     assert len(clf.tokenizer(text, add_special_tokens=False)["input_ids"]) == 5000
     assert clf.window_counts([text], Windows()) == [len(spans(5000, 62, 47))] == [107]
-    flagged = clf.predict([text, "hello world"], windows=Windows())
+    harmless = _text(random.Random(2), 4999)  # the same text without its trigger
+    flagged = clf.predict([text, "hello world", harmless], windows=Windows())
     assert flagged[0].tasks[task].label == "unsafe"
     assert flagged[0].tasks[task].scores["unsafe"] > 0.9
     assert flagged[1].tasks[task].label == "safe"
+    assert flagged[2].tasks[task].label == "safe"  # no window raised a false alarm
     assert clf.predict([text])[0].tasks[task].label == "safe"  # truncated: the trigger is cut off
     # mean: one alarming window in 106 is averaged away; that is why max is the default
     averaged = clf.predict([text], windows=Windows(combine="mean"))[0].tasks[task]
@@ -244,3 +246,37 @@ def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, 
 def test_hm3_predict_refuses_bad_window_options(detector, capsys, monkeypatch, argv, match):
     code, out, err = _cli(capsys, monkeypatch, "predict", detector, "hello", *argv)
     assert code == 2 and match in err and "Traceback" not in err and not out
+
+
+def test_evaluate_truncates_by_default_and_scores_windows_when_asked(
+    detector, tmp_path, capsys, monkeypatch
+):
+    from hm3.evaluation.run import evaluate
+    from hm3.evaluation.suite import load_suite
+
+    rng = random.Random(6)
+    rows = [{"text": _text(rng, 300, 300)} for _ in range(4)]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    suite = tmp_path / "suite.yaml"
+    data = {"name": "long", "path": "long.jsonl", "expect": {"guard": "unsafe"}}
+    suite.write_text(json.dumps({"datasets": [data]}), encoding="utf-8")
+
+    def accuracy(**kwargs) -> list[float]:
+        result = evaluate(
+            load_suite(suite), {}, originals={"guard": detector}, progress=False, **kwargs
+        )
+        return [d.accuracy for d in result.models[0].tasks[0].datasets]
+
+    assert accuracy() == [0.0]  # truncated: the triggers are cut off
+    assert accuracy(windows=Windows()) == [1.0]
+    assert accuracy(windows=Windows(default_labels={"guard": "unsafe"})) == [0.0]
+    code, out, err = _cli(
+        capsys, monkeypatch, "evaluate", suite, "--originals", f"guard={detector}", "--json",
+        "--no-progress", "--windows", "--default-label", "guard=safe",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["models"][0]["tasks"][0]["datasets"][0]["accuracy"] == 1.0
+    with pytest.raises(Hm3Error, match="no evaluated model answers task 'nope'"):
+        accuracy(windows=Windows(default_labels={"nope": "safe"}))
+    with pytest.raises(Hm3Error, match="--default-label guard=x: task 'guard' has no label 'x'"):
+        accuracy(windows=Windows(default_labels={"guard": "x"}))

@@ -6,7 +6,7 @@ options. It imports its libraries first, then notes the process's resident memor
 baseline), loads every model (``load_s``: the wall time until all N are ready, as a deployment
 that serves them holds them all), runs one warm-up batch through each, then every text through
 each model in turn (``infer_s``), and prints one JSON line: ``load_s``, ``infer_s`` and
-``peak_mb``, the peak resident memory above the baseline (``getrusage``'s high-water mark;
+``peak_mb``, the peak resident memory above the baseline (the process's high-water mark;
 on CUDA, ``torch.cuda.max_memory_allocated``). A fresh process per run is what makes the peak
 honest: nothing another run allocated is counted.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -47,8 +46,13 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory so far, in MiB: ``VmHWM`` of ``/proc/self/status``.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries the parent's peak into a child over fork
+    and exec, so a child of a big parent would report the parent's peak.
+    """
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def run(spec: RunSpec) -> dict[str, float]:

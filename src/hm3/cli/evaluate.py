@@ -22,6 +22,13 @@ from hm3.cli.common import (
     parse_named_paths,
     run_options,
 )
+from hm3.cli.long_texts import (
+    CombineOpt,
+    DefaultLabelOpt,
+    StrideOpt,
+    parse_windows,
+    windows_option,
+)
 
 
 def evaluate(
@@ -61,6 +68,10 @@ def evaluate(
     device: DeviceOpt = "cpu",
     allow_pickle: PickleOpt = False,
     progress: ProgressOpt = True,
+    windows: Annotated[bool, windows_option(False)] = False,
+    stride: StrideOpt = None,
+    combine: CombineOpt = "max",
+    default_label: DefaultLabelOpt = None,
 ) -> None:
     """Evaluate MODELS (merged or single-task) and --originals on the datasets of SUITE."""
     options = run_options(locals())
@@ -69,6 +80,7 @@ def evaluate(
     from hm3.evaluation.suite import load_suite
     from hm3.io.atomic import check_output
 
+    how = parse_windows(windows, stride, combine, default_label)
     named = parse_named_paths(models or [], "MODEL", need_name=False)
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     if out is not None:
@@ -76,7 +88,9 @@ def evaluate(
     loaded = load_suite(suite)
     if tasks:
         loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
-    result = run_evaluation(loaded, named, originals=by_task, bootstrap=bootstrap, options=options)
+    result = run_evaluation(
+        loaded, named, originals=by_task, bootstrap=bootstrap, windows=how, options=options
+    )
     if json_out:
         typer.echo(result.to_json())
     else:

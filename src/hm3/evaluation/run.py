@@ -30,9 +30,11 @@ from hm3.evaluation.bootstrap import compare_with_originals
 from hm3.evaluation.results import DatasetInfo, EvaluationResult, TaskInfo
 from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tasks
 from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
+from hm3.evaluation.windowed import check_default_labels, windowed_proba
 from hm3.io.checkpoint import read_config
 from hm3.model.classifier import Classifier, Predictor, load, segment_softmax
 from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.windows import Windows
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
 
@@ -56,6 +58,7 @@ def evaluate(
     *,
     originals: Mapping[str, ModelRef] | None = None,
     bootstrap: int = 0,
+    windows: Windows | None = None,
     options: RunOptions | None = None,
     **run: Any,
 ) -> EvaluationResult:
@@ -71,6 +74,8 @@ def evaluate(
             give each model its average F1 minus the originals' with a 95 % interval
             (:mod:`hm3.evaluation.bootstrap`); 0, the default, skips it. Needs ``originals`` and
             a model.
+        windows: score texts longer than ``max_length`` tokens in overlapping windows
+            (:mod:`hm3.model.windows`); ``None``, the default, truncates them (as Table 1 does).
         options: the :class:`~hm3.options.RunOptions` (or, overriding them, their names as
             keywords: ``progress=False``): ``batch_size``, ``progress``, and for directories
             ``device`` (CPU unless asked), ``dtype``, ``max_length``, ``allow_pickle``.
@@ -84,10 +89,11 @@ def evaluate(
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
     check_expectations(datasets, tasks)
+    check_default_labels(windows, list(tasks))
     if bootstrap:
         _check_shared_tasks(members, suite_tasks(datasets))
     loader = functools.partial(load, options=opts)
-    predictions = _predict_all(members, datasets, opts.batch_size, loader, opts.progress)
+    predictions = _predict_all(members, datasets, opts.batch_size, loader, opts.progress, windows)
     results = [
         score_model(name, _sources(members, name), datasets, tasks, predictions)
         for name in dict.fromkeys(m.model for m in members)
@@ -230,6 +236,7 @@ def _predict_all(
     batch_size: int,
     loader: Callable[[Path], Classifier],
     progress: bool,
+    windows: Windows | None = None,
 ) -> Predictions:
     """Each member predicts the distinct texts of the datasets expecting one of its tasks, once."""
     plans = []
@@ -250,9 +257,15 @@ def _predict_all(
             clf = member.ref
             if isinstance(clf, Path):
                 clf = loader(clf)
-            probs = segment_softmax(
-                _logits(clf, texts, batch_size, lambda: bar.advance(job)), list(member.tasks)
-            )
+            advance = functools.partial(bar.advance, job)
+            if windows is None:
+                probs = segment_softmax(
+                    _logits(clf, texts, batch_size, advance), list(member.tasks)
+                )
+            else:
+                probs = windowed_proba(
+                    clf, member.model, member.tasks, texts, batch_size, windows, advance
+                )
             out.update(_labels_per_dataset(member, relevant, texts, probs))
     return out
 
