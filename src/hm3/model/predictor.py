@@ -142,8 +142,14 @@ class BasePredictor(ABC):
             content, step = content_step(self.max_length, special, windows.stride)
             extra = {"stride": content - step, "return_overflowing_tokens": True}
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, **extra)
-        owner = enc.get("overflow_to_sample_mapping") if windows is not None else None
-        owner = np.arange(len(texts)) if owner is None else np.asarray(owner, dtype=np.int64)
+        owner = np.arange(len(texts))
+        if windows is not None:
+            if "overflow_to_sample_mapping" not in enc:
+                raise Hm3Error(
+                    f"model {self.path}: its tokenizer ({type(self.tokenizer).__name__}) cannot "
+                    "cut texts into windows (no fast tokenizer); use --no-windows"
+                )
+            owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
         rows = {k: list(v) for k, v in enc.items() if k not in _NOT_INPUTS}
         return rows, owner
 
