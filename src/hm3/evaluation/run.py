@@ -32,8 +32,9 @@ from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tas
 from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
 from hm3.evaluation.windowed import check_default_labels, windowed_proba
 from hm3.io.checkpoint import read_config
-from hm3.model.classifier import Classifier, Predictor, load, segment_softmax
+from hm3.model.classifier import Classifier, load
 from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.predictor import Predictor, segment_softmax
 from hm3.model.windows import Windows
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
@@ -67,7 +68,7 @@ def evaluate(
     Args:
         suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`).
         models: column name → merged or ordinary classifier: its directory, or a loaded
-            :class:`~hm3.model.classifier.Predictor` (a ``Classifier``, ...).
+            :class:`~hm3.model.predictor.Predictor` (a ``Classifier``, ...).
         originals: task name → original single-task classifier; together they form the model
             ``original``, each answering only the task it is mapped to.
         bootstrap: redraw every dataset's rows this many times (seeded by the suite's seed) and
