@@ -20,7 +20,7 @@ import yaml
 import hm3
 from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
-from hm3.model.classifier import PredictResponse
+from hm3.model.predictor import PredictResponse
 from hm3.model.windows import Windows
 from serving import metric, running
 from tiny import toy_texts

@@ -48,7 +48,8 @@ def predict(
     """Classify TEXTS with every task of MODEL (a text longer than --max-length tokens is
     scored in overlapping windows unless --no-windows truncates it)."""
     options = run_options(locals())
-    from hm3.model.classifier import PredictResponse, load
+    from hm3.model.classifier import load
+    from hm3.model.predictor import PredictResponse
 
     how = parse_windows(windows, stride, combine, default_label)
     clf = load(model, options=options)

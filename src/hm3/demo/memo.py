@@ -14,7 +14,7 @@ is the same. So:
 - :func:`fit_alignment` is ``hm3 align``'s fit (:class:`hm3.alignment.fit.RidgeStats`) on those
   cached features and originals' logits.
 
-All of them satisfy :class:`hm3.model.classifier.Predictor`, so :func:`hm3.evaluation.run.evaluate`
+All of them satisfy :class:`hm3.model.predictor.Predictor`, so :func:`hm3.evaluation.run.evaluate`
 scores them like directories. ``tests/test_demo_shared.py`` checks that the numbers equal the
 public path (``hm3 align`` then ``hm3 evaluate`` on directories). Nothing here writes files
 but :meth:`MemoLogits.save`.

@@ -32,7 +32,8 @@ from hm3.evaluation.results import EvaluationResult
 from hm3.evaluation.run import evaluate
 from hm3.evaluation.scoring import ORIGINAL
 from hm3.evaluation.suite import Suite, load_suite
-from hm3.model.classifier import Predictor, load
+from hm3.model.classifier import load
+from hm3.model.predictor import Predictor
 from hm3.options import RunOptions
 from hm3.recipe import merge
 

@@ -1,12 +1,11 @@
 """Inference with a merged (or an ordinary) classifier in torch (softmax per task segment).
 
-:func:`load` opens any Hugging Face sequence classifier directory. A merged model's tasks come
-from the ``hm3`` block of its ``config.json``; an ordinary classifier is one task named after
-its directory. :class:`Classifier` is the torch runtime of
-:class:`~hm3.model.predictor.BasePredictor`, which does the batching (sorted by length, padded
-per batch), the softmax per task, long texts in windows and the result types (the public JSON
-schema of ``hm3 predict --json`` and of the server, re-exported here); this module adds the
-forward pass, run under ``torch.inference_mode``.
+:func:`load` opens any Hugging Face sequence classifier directory. A merged model's tasks come from
+the ``hm3`` block of its ``config.json``; an ordinary classifier is one task named after its
+directory. :class:`Classifier` is the torch runtime of :class:`~hm3.model.predictor.BasePredictor`,
+which does the batching (sorted by length, padded per batch), the softmax per task, long texts in
+windows and the result types (the public JSON schema of ``hm3 predict --json`` and of ``hm3
+serve``); this module adds the forward pass, run under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -25,25 +24,10 @@ from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint
 from hm3.io.tokenizer import has_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.labels import Task, tasks_from_config
-from hm3.model.predictor import (
-    BasePredictor,
-    Prediction,
-    Predictor,
-    PredictResponse,
-    TaskPrediction,
-    segment_softmax,
-)
+from hm3.model.predictor import BasePredictor
 from hm3.options import RunOptions, resolve_device, run_options, torch_dtype
 
-__all__ = [
-    "Classifier",
-    "PredictResponse",
-    "Prediction",
-    "Predictor",
-    "TaskPrediction",
-    "load",
-    "segment_softmax",
-]
+__all__ = ["Classifier", "load", "quiet_transformers"]
 
 log = logging.getLogger("hm3")
 

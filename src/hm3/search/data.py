@@ -29,8 +29,9 @@ import torch
 from hm3.errors import Hm3Error
 from hm3.evaluation.scoring import score_model
 from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
-from hm3.model.classifier import Classifier, segment_softmax
+from hm3.model.classifier import Classifier
 from hm3.model.labels import Task
+from hm3.model.predictor import segment_softmax
 
 #: slices of the validation sample a pruned search scores one after another
 SLICES = 4

@@ -1,6 +1,6 @@
 """Request and response shapes of ``/v1/classify`` and the checks every text passes.
 
-The answer is the schema of ``hm3 predict --json`` (:class:`~hm3.model.classifier.
+The answer is the schema of ``hm3 predict --json`` (:class:`~hm3.model.predictor.
 PredictResponse`); with a policy each result also carries ``flagged`` and ``reasons``. The
 body of a request is read here (UTF-8, JSON, then the model), so that every bad request gets
 one 4xx line instead of a framework's nested error list. What it does not: run the model.
@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hm3.io.yaml_input import format_validation_error
-from hm3.model.classifier import Prediction, TaskPrediction
+from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
 
 
