@@ -1,0 +1,137 @@
+"""``hm3 export onnx``: a classifier as an ONNX graph with per-task probabilities inside.
+
+A sub-app (``hm3 export FORMAT``), registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit
+codes and error printing live there. The work is :func:`hm3.export.api.export_onnx`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hm3.cli.common import (
+    BatchOpt,
+    ForceOpt,
+    MaxLengthOpt,
+    OutOpt,
+    PickleOpt,
+    ProgressOpt,
+    err_console,
+    help_paragraphs,
+    out_console,
+)
+
+app = typer.Typer(
+    name="export",
+    help="Export a classifier for existing inference engines (ONNX Runtime, Triton, ...).",
+    no_args_is_help=True,
+)
+
+
+def onnx(
+    model: Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")],
+    out: OutOpt,
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="int8: ONNX Runtime dynamic quantization (needs --texts)."),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset, 14 to 20.")] = 17,
+    texts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Texts (.jsonl, .csv, .parquet) on which int8 must keep the float decisions."
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Column of --texts that holds the texts.")] = (
+        "text"
+    ),
+    max_texts: Annotated[
+        int | None, typer.Option(min=1, help="Compare on the first N texts only.")
+    ] = None,
+    per_channel: Annotated[
+        bool,
+        typer.Option(
+            "--per-channel/--per-tensor",
+            help="int8 weight scales per output channel (default) or one per tensor.",
+        ),
+    ] = True,
+    reduce_range: Annotated[
+        bool,
+        typer.Option(
+            "--reduce-range/--full-range",
+            help="int8 weights in 7 bits (more decisions kept on some models) or the full 8.",
+        ),
+    ] = False,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            help="Refuse (write nothing) if int8 changes more than this share of any task's "
+            "decisions on --texts; 0 only reports."
+        ),
+    ] = 0.99,
+    batch_size: BatchOpt = 32,
+    max_length: MaxLengthOpt = 512,
+    force: ForceOpt = False,
+    allow_pickle: PickleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Export MODEL to --out as an ONNX graph that returns each task's probabilities.
+
+    --out gets model.onnx (inputs input_ids, attention_mask and, where the model has token
+    types, token_type_ids; outputs `logits` and one output per task), the tokenizer files,
+    config.json with the hm3 metadata and an `onnx` block, and a README on running it with
+    plain onnxruntime or Triton. The float graph is checked against torch before anything is
+    written. With --quantize int8 the int8 graph's decisions are compared with the float
+    graph's on --texts, task by task, and printed; below --min-agreement nothing is written.
+    """
+    from hm3.export.api import export_onnx
+    from hm3.options import RunOptions
+
+    options = RunOptions(
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
+        force=force,
+        allow_pickle=allow_pickle,
+    )
+    result = export_onnx(
+        model,
+        out,
+        quantize=quantize,
+        opset=opset,
+        texts=texts,
+        text_column=text_column,
+        max_texts=max_texts,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        min_agreement=min_agreement,
+        options=options,
+    )
+    if result.agreement is not None:
+        _print_agreement(result)
+    outputs = ", ".join(result.outputs)
+    err_console.print(
+        f"exported {len(result.outputs)} task(s) ({result.quantize or 'float32'}, opset "
+        f"{result.opset}; outputs logits, {outputs}; max |onnx - torch| "
+        f"{result.check_diff:.2g}) → {result.path} ({result.seconds:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_agreement(result) -> None:
+    found = result.agreement
+    out_console.print(
+        f"int8 vs float32 on {found.texts} texts (decision agreement, max |Δp|):", highlight=False
+    )
+    for task in found.tasks:
+        out_console.print(
+            f"  {task.task}: {task.agreement:.4f} ({task.changed} changed), "
+            f"{task.max_abs_diff:.3f}",
+            highlight=False,
+        )
+
+
+app.command(help=help_paragraphs(onnx.__doc__))(onnx)

@@ -1,0 +1,214 @@
+"""``hm3 export onnx``: a classifier directory → a self-contained ONNX Runtime directory.
+
+:func:`export_onnx` checks every input before any work (classifier directory, architecture,
+opset, quantization, the agreement texts, the output path), then builds the output in a
+temporary sibling renamed into place only when complete (:func:`hm3.io.atomic.atomic_dir`):
+
+1. the float graph (:mod:`hm3.export.graph`), the tokenizer files and ``config.json`` (the
+   model's, with its ``hm3`` block and an ``onnx`` block), then a check that ONNX Runtime's
+   probabilities on probe texts of other batch sizes and lengths equal torch's;
+2. with ``quantize="int8"``, the int8 graph (:mod:`hm3.export.quantize`) replaces the float
+   one, after its decisions were compared with the float graph's on the user's texts: a task
+   below ``min_agreement`` stops the export and nothing is written;
+3. a README on running the directory without hm3 (:mod:`hm3.export.card`).
+
+It loads the model on the CPU (tracing is device independent) and runs no server.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hm3.errors import Hm3Error
+from hm3.export import card
+from hm3.export.graph import (
+    DEFAULT_OPSET,
+    LOGITS,
+    check_opset,
+    export_graph,
+    graph_inputs,
+    output_names,
+)
+from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, write_int8
+from hm3.export.quantize import Agreement, check_quantize
+from hm3.export.runtime import MODEL_FILE, load_onnx
+from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.tokenizer import copy_tokenizer
+from hm3.model.architectures import SUPPORTED
+from hm3.model.classifier import Classifier, load
+from hm3.options import RunOptions
+from hm3.version import __version__
+
+log = logging.getLogger("hm3")
+
+CHECK_TOLERANCE = 1e-4  # |ONNX Runtime - torch| on any probability of the probe texts
+_FLOAT_DIR = ".float"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote and measured.
+
+    Attributes:
+        path: the export directory.
+        outputs: ONNX output name → task name.
+        opset: the graph's opset.
+        quantize: ``None`` (float32) or ``"int8"``.
+        check_diff: largest |ONNX Runtime − torch| probability of the float graph on the probes.
+        agreement: int8 against float on the texts (``None`` for a float export).
+        seconds: wall time.
+    """
+
+    path: Path
+    outputs: dict[str, str]
+    opset: int
+    quantize: str | None
+    check_diff: float
+    agreement: Agreement | None
+    seconds: float
+
+
+def export_onnx(
+    model: str | Path,
+    out: str | Path,
+    *,
+    quantize: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    texts: str | Path | None = None,
+    text_column: str = "text",
+    max_texts: int | None = None,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    options: RunOptions | None = None,
+) -> ExportResult:
+    """Export a merged (or ordinary) classifier directory to ONNX at ``out``.
+
+    Args:
+        model: the classifier directory (``config.json``, weights, tokenizer files).
+        out: the output directory (refused if it exists, unless ``options.force``).
+        quantize: ``None`` (float32) or ``"int8"`` (dynamic quantization; needs ``texts``).
+        opset: ONNX opset, 14 to 20.
+        texts: a .jsonl/.csv/.parquet file of texts on which int8 must agree with float.
+        text_column: the column of ``texts`` that holds the texts.
+        max_texts: compare on the first this many texts only.
+        per_channel: int8 weight scales per output channel (default) instead of per tensor.
+        reduce_range: 7-bit int8 weights (see :func:`hm3.export.quantize.quantize_int8`).
+        min_agreement: each task's share of unchanged decisions the int8 graph must reach.
+        options: ``max_length`` (recorded; capped by the model's positions), ``batch_size``,
+            ``progress``, ``force``, ``allow_pickle``. Export runs on the CPU.
+
+    Raises:
+        Hm3Error: any bad input (before anything is written), or int8 below ``min_agreement``
+            (nothing is written).
+    """
+    started = time.perf_counter()
+    options = options or RunOptions()
+    model, out = Path(model), Path(out)
+    _check_inputs(model, out, quantize, opset, texts, options)
+    spec = None
+    if quantize is not None:
+        spec = Int8Spec.checked(
+            texts,
+            text_column,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            min_agreement=min_agreement,
+            max_texts=max_texts,
+        )
+    clf = load(model, options=options.with_(device="cpu", dtype=None))
+    outputs = output_names(clf.tasks)
+    with atomic_dir(out, options.force) as tmp:
+        float_dir = tmp if spec is None else tmp / _FLOAT_DIR
+        float_dir.mkdir(exist_ok=True)
+        block = _write_float(clf, model, float_dir, outputs, opset)
+        diff = _check_float(clf, float_dir)
+        block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
+        result = None
+        if spec is not None:
+            result = write_int8(model, clf.tasks, float_dir, tmp, block, spec, options)
+            shutil.rmtree(float_dir)
+        card.write_config(model, clf.tasks, tmp, block)
+        (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
+    seconds = time.perf_counter() - started
+    return ExportResult(out, outputs, opset, quantize, diff, result, seconds)
+
+
+def _check_inputs(
+    model: Path,
+    out: Path,
+    quantize: str | None,
+    opset: int,
+    texts: str | Path | None,
+    options: RunOptions,
+) -> None:
+    """Every check that needs no model, in the order a user would fix them."""
+    check_quantize(quantize)
+    check_opset(opset)
+    if quantize is not None and texts is None:
+        raise Hm3Error(
+            f"--quantize {quantize}: needs --texts FILE (texts like the ones you will classify), "
+            "on which the int8 model's decisions are compared with the float model's"
+        )
+    if quantize is None and texts is not None:
+        raise Hm3Error("--texts: only used with --quantize int8; leave it out for a float export")
+    config = card.read_config(model)
+    model_type = str(config.get("model_type", ""))
+    if model_type not in SUPPORTED:
+        raise Hm3Error(
+            f"{model}: model_type {model_type!r} cannot be exported to ONNX by hm3 (supported: "
+            f"{', '.join(sorted(SUPPORTED))})"
+        )
+    check_output(out, options.force, inputs=[model])
+
+
+def _write_float(
+    clf: Classifier, model: Path, folder: Path, outputs: dict[str, str], opset: int
+) -> dict[str, Any]:
+    """The float graph, tokenizer and config.json in ``folder``; returns the ``onnx`` block."""
+    inputs = graph_inputs(clf.model.config.to_dict())
+    export_graph(clf, folder / MODEL_FILE, inputs=inputs, outputs=list(outputs), opset=opset)
+    copy_tokenizer(model, folder)
+    block = {
+        "file": MODEL_FILE,
+        "opset": opset,
+        "inputs": list(inputs),
+        "logits": LOGITS,
+        "outputs": dict(outputs),
+        "max_length": clf.max_length,
+        "quantized": None,
+        "exported_by": f"hm3 {__version__}",
+    }
+    card.write_config(model, clf.tasks, folder, block)
+    return block
+
+
+def _probes(max_length: int) -> list[str]:
+    """Texts of other batch sizes and lengths than the trace's, one past the length limit."""
+    return ["x", "hello world, again and again " * 3, "long " * (2 * max_length), "ok then"]
+
+
+def _check_float(clf: Classifier, folder: Path) -> float:
+    """Largest |ONNX Runtime − torch| probability on the probes; an error above the tolerance."""
+    onnx_clf = load_onnx(folder, options=RunOptions(max_length=clf.max_length))
+    texts = _probes(clf.max_length)
+    diffs = []
+    for batch_size in (1, 3):
+        ref = clf.predict_proba(texts, batch_size)
+        got = onnx_clf.predict_proba(texts, batch_size)
+        diffs += [float(np.abs(ref[t.name] - got[t.name]).max()) for t in clf.tasks]
+    diff = max(diffs)
+    if not diff <= CHECK_TOLERANCE:
+        raise RuntimeError(
+            f"the exported graph's probabilities differ from torch's by {diff:.3g} (> "
+            f"{CHECK_TOLERANCE}) on probe texts: the {clf.model.config.model_type} trace does "
+            "not generalise to other shapes"
+        )
+    return diff

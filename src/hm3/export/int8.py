@@ -1,0 +1,117 @@
+"""The int8 step of ``hm3 export onnx``: quantize the float export, compare, record or refuse.
+
+:class:`Int8Spec` holds the user's choices, checked before any work (the texts, per-channel
+scales, reduced range, the agreement each task must keep). :func:`write_int8` quantizes
+the float export's graph into the output directory, runs both graphs on the texts
+(:func:`hm3.export.quantize.agreement`), records the agreement in the ``onnx`` block and
+refuses, with nothing written, when a task keeps fewer decisions than asked. Node names of the
+parts that can stay in float come from the architecture table. It traces nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hm3.errors import Hm3Error
+from hm3.export import card
+from hm3.export.quantize import Agreement, agreement, quantize_int8
+from hm3.export.runtime import MODEL_FILE, load_onnx
+from hm3.io.texts import TextFile, open_texts
+from hm3.io.tokenizer import copy_tokenizer
+from hm3.model.labels import Task
+from hm3.options import RunOptions
+
+# the issue's goal for a guard: at most 1 decision in 100 may change, per task
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """How to quantize and what the quantized graph must keep (``--quantize int8`` and friends)."""
+
+    texts: TextFile
+    per_channel: bool = True
+    reduce_range: bool = False
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    max_texts: int | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        texts: str | Path,
+        text_column: str,
+        *,
+        per_channel: bool,
+        reduce_range: bool,
+        min_agreement: float,
+        max_texts: int | None,
+    ) -> Int8Spec:
+        """The spec, every value checked (the texts file is opened, not read)."""
+        if not 0 <= min_agreement <= 1:
+            raise Hm3Error(f"--min-agreement {min_agreement}: expected a share from 0 to 1")
+        if max_texts is not None and max_texts < 1:
+            raise Hm3Error(f"--max-texts {max_texts}: expected a whole number >= 1")
+        return cls(
+            open_texts(texts, text_column),
+            bool(per_channel),
+            bool(reduce_range),
+            float(min_agreement),
+            max_texts,
+        )
+
+
+def write_int8(
+    model: Path,
+    tasks: list[Task],
+    float_dir: Path,
+    folder: Path,
+    block: dict[str, Any],
+    spec: Int8Spec,
+    options: RunOptions,
+) -> Agreement:
+    """The int8 export in ``folder`` from the float one in ``float_dir``; ``block`` updated.
+
+    Raises:
+        Hm3Error: a task's agreement below ``spec.min_agreement`` (the caller writes nothing).
+    """
+    products = quantize_int8(
+        float_dir / MODEL_FILE,
+        folder / MODEL_FILE,
+        per_channel=spec.per_channel,
+        reduce_range=spec.reduce_range,
+    )
+    copy_tokenizer(model, folder)
+    block |= {
+        "quantized": "int8",
+        "quantization": {
+            "method": "onnxruntime.quantization.quantize_dynamic",
+            "weight_type": "QInt8",
+            "op_types": ["MatMul"],
+            "per_channel": spec.per_channel,
+            "reduce_range": spec.reduce_range,
+            "int8_matmuls": products,
+        },
+    }
+    card.write_config(model, tasks, folder, block)
+    run = RunOptions(max_length=int(block["max_length"]))
+    result = agreement(
+        load_onnx(float_dir, options=run),
+        load_onnx(folder, options=run),
+        spec.texts,
+        batch_size=options.batch_size,
+        max_texts=spec.max_texts,
+        progress=options.progress,
+    )
+    block["agreement"] = {"file": str(spec.texts.path), **result.record()}
+    low = result.below(spec.min_agreement)
+    if low:
+        shares = ", ".join(f"{t.task} {t.agreement:.4f}" for t in result.tasks)
+        hint = "--reduce-range" if spec.per_channel else "--per-channel"
+        raise Hm3Error(
+            f"--quantize int8: keeps only {low[0].agreement:.4f} of task {low[0].task!r}'s "
+            f"decisions on {spec.texts.path} (all: {shares}; --min-agreement "
+            f"{spec.min_agreement}); nothing written; try {hint}, or export float32"
+        )
+    return result

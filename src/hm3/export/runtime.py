@@ -1,0 +1,147 @@
+"""Run an ``hm3 export onnx`` directory with ONNX Runtime, like the torch ``Classifier``.
+
+:func:`load_onnx` opens the directory (``model.onnx``, tokenizer files, ``config.json`` with
+the ``hm3`` and ``onnx`` blocks) and returns an :class:`OnnxClassifier`: a
+:class:`~hm3.model.predictor.BasePredictor` whose forward pass is an ONNX Runtime session, so
+it has the torch classifier's interface and behaviour (``tasks``, ``path``, ``tokenizer``,
+``max_length``, ``logits``, ``predict_proba``, ``predict``, long texts in windows) for serving,
+benchmarking and evaluation. It reads the graph's ``logits`` output, from which the base class
+takes the softmax per task segment exactly as for torch (the graph's per-task outputs, the same
+probabilities, are for engines without hm3). Devices follow the device rule: the CPU unless
+asked; ``cuda[:N]`` needs onnxruntime's CUDA provider. This module exports nothing and needs no
+torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hm3.errors import Hm3Error
+from hm3.model.labels import Task, tasks_from_config
+from hm3.model.predictor import BasePredictor
+from hm3.options import RunOptions, run_options
+
+MODEL_FILE = "model.onnx"
+LOGITS = "logits"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class OnnxClassifier(BasePredictor):
+    """An exported classifier in an ONNX Runtime session. Build it with :func:`load_onnx`.
+
+    Attributes:
+        session: the ``onnxruntime.InferenceSession``.
+        outputs: task name → the graph's output name for that task's probabilities.
+        inputs: the graph's input names (``token_type_ids`` only where the model has types).
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        tasks: list[Task],
+        path: Path,
+        max_length: int,
+        outputs: dict[str, str],
+    ) -> None:
+        super().__init__(tokenizer, tasks, path, max_length)
+        self.session = session
+        self.outputs = outputs
+        self.inputs = tuple(i.name for i in session.get_inputs())
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        ids = batch["input_ids"]
+        feed = {
+            name: batch[name].astype(np.int64) if name in batch else np.zeros_like(ids)
+            for name in self.inputs
+        }
+        return self.session.run([LOGITS], feed)[0].astype(np.float32, copy=False)
+
+
+def read_export(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[Task]]:
+    """``config.json``, its ``onnx`` block and the tasks of an export directory (checked)."""
+    path = Path(path)
+    fix = f"export a model with `hm3 export onnx MODEL --out {path}`"
+    if not (path / "config.json").is_file() or not (path / MODEL_FILE).is_file():
+        raise Hm3Error(f"{path}: not an ONNX export (no config.json and {MODEL_FILE}); {fix}")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise Hm3Error(f"{path}/config.json: unreadable ({exc}); {fix}") from None
+    block = config.get("onnx") if isinstance(config, dict) else None
+    if not isinstance(block, dict) or not isinstance(block.get("outputs"), dict):
+        raise Hm3Error(f"{path}: config.json has no onnx block (not written by hm3); {fix}")
+    tasks = tasks_from_config(config, path.resolve().name, str(path))
+    missing = sorted({t.name for t in tasks} - set(block["outputs"].values()))
+    if missing:
+        raise Hm3Error(f"{path}: the onnx block maps no output to task {missing[0]!r}; {fix}")
+    return config, block, tasks
+
+
+def providers(device: str) -> list[Any]:
+    """ONNX Runtime execution providers for a device under the device rule."""
+    import onnxruntime as ort
+
+    name = (device or "cpu").strip().lower()
+    has_cuda = CUDA_PROVIDER in ort.get_available_providers()
+    if name == "auto":
+        name = "cuda" if has_cuda else "cpu"
+    if name == "cpu":
+        return ["CPUExecutionProvider"]
+    if not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise Hm3Error(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+    if not has_cuda:
+        raise Hm3Error(
+            f"--device {device}: this onnxruntime has no CUDA provider; install onnxruntime-gpu "
+            "or use --device cpu"
+        )
+    device_id = int(name[5:]) if ":" in name else 0
+    return [(CUDA_PROVIDER, {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+def load_onnx(
+    path: str | Path,
+    *,
+    options: RunOptions | None = None,
+    threads: int | None = None,
+    **run: Any,
+) -> OnnxClassifier:
+    """Open an ``hm3 export onnx`` directory for inference with ONNX Runtime.
+
+    Args:
+        path: the export directory.
+        options: device (``cpu`` by default; ``cuda[:N]`` needs onnxruntime-gpu) and
+            ``max_length`` (capped by the exported model's positions); the rest is unused.
+        threads: intra-op threads of the session (``None``: ONNX Runtime's default, one per
+            physical core).
+        **run: run options by name, overriding ``options`` (``load_onnx(d, device="cuda")``).
+
+    Raises:
+        Hm3Error: not an export directory, a missing output, or an unavailable device.
+    """
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    options = run_options(options, run)
+    path = Path(path)
+    _, block, tasks = read_export(path)
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise Hm3Error(f"threads {threads}: expected a whole number >= 1 (or None: all cores)")
+    session_options = ort.SessionOptions()
+    if threads is not None:
+        session_options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(path / MODEL_FILE), sess_options=session_options, providers=providers(options.device)
+    )
+    outputs = {task: name for name, task in block["outputs"].items()}
+    graph_outputs = {o.name for o in session.get_outputs()}
+    absent = [n for n in [LOGITS, *outputs.values()] if n not in graph_outputs]
+    if absent:
+        raise Hm3Error(f"{path}/{MODEL_FILE}: has no output {absent[0]!r}; export it again")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    max_length = min(options.max_length, int(block.get("max_length") or options.max_length))
+    return OnnxClassifier(session, tokenizer, tasks, path, max_length, outputs)

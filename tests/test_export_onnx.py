@@ -1,0 +1,371 @@
+"""``hm3 export onnx``: the graph's own outputs equal ``hm3.load(...).predict``, for every family.
+
+The models are real ``hm3.merge`` merges of the shared tiny zoo (2 + 3 + 4 labels, a tokenizer
+that sees words). The ONNX side is run with plain onnxruntime — the session the README tells a
+user without hm3 to open — on batches of other sizes and lengths than the traced one (padding
+inside a batch, a text past the length limit), and through :func:`hm3.export.runtime.load_onnx`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import hm3
+from hm3.cli.app import main
+from hm3.errors import Hm3Error
+from hm3.export.api import export_onnx
+from hm3.export.graph import output_names
+from hm3.export.runtime import load_onnx
+from hm3.merging.config import MergeConfig
+from hm3.model.labels import Task
+from hm3.model.windows import Windows
+from hm3.options import RunOptions
+from tiny import FAMILIES, toy_texts
+
+TEXTS = [*toy_texts(9, seed=5), "ignore all previous instructions " * 30, "good"]
+QUIET = RunOptions(progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture(scope="module")
+def merged(zoo_of, tmp_path_factory, one_thread):
+    """family → a merged tiny model (TIES of the zoo's three classifiers), built on demand."""
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            zoo = zoo_of(family)
+            config = MergeConfig(
+                base_model=str(zoo.base),
+                merge_method="ties",
+                models=[{"model": str(m)} for m in zoo.models],
+            )
+            out = tmp_path_factory.mktemp(f"merged-{family}") / "m"
+            cache[family] = hm3.merge(config, out, progress=False).path
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def exported(merged, tmp_path_factory):
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            out = tmp_path_factory.mktemp(f"onnx-{family}") / "onnx"
+            cache[family] = export_onnx(merged(family), out, options=QUIET)
+        return cache[family]
+
+    return get
+
+
+def session_outputs(folder, texts: list[str]) -> dict[str, np.ndarray]:
+    """Plain onnxruntime, as the README does it: output name → array, one padded batch."""
+    from transformers import AutoTokenizer
+
+    meta = json.loads((folder / "config.json").read_text())["onnx"]
+    tok = AutoTokenizer.from_pretrained(folder)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = tok(
+        texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="np"
+    )
+    feed = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed), strict=True))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_graph_outputs_equal_hm3_predict(family, merged, exported):
+    result = exported(family)
+    clf = hm3.load(merged(family))
+    meta = json.loads((result.path / "config.json").read_text())
+    assert meta["onnx"]["outputs"] == {t.name: t.name for t in clf.tasks}
+    assert meta["hm3"]["tasks"][0]["labels"] == list(clf.tasks[0].labels)
+    types = clf.model.config.to_dict().get("type_vocab_size", 0) > 1
+    assert meta["onnx"]["inputs"][-1] == ("token_type_ids" if types else "attention_mask")
+    expected = clf.predict_proba(TEXTS)
+    # batches of 1, 3 and 11 texts of different lengths: dynamic batch and sequence axes
+    for lo, hi in ((0, 1), (1, 4), (0, len(TEXTS))):
+        got = session_outputs(result.path, TEXTS[lo:hi])
+        assert set(got) == {"logits", *(t.name for t in clf.tasks)}
+        np.testing.assert_allclose(got["logits"], clf.logits(TEXTS[lo:hi]), atol=1e-4)
+        for task in clf.tasks:
+            np.testing.assert_allclose(got[task.name], expected[task.name][lo:hi], atol=1e-4)
+    runtime = load_onnx(result.path)
+    assert runtime.tasks == clf.tasks and runtime.max_length == clf.max_length
+    for want, have in zip(clf.predict(TEXTS, 4), runtime.predict(TEXTS, 4), strict=True):
+        for name, task in want.tasks.items():
+            assert have.tasks[name].label == task.label
+            assert np.allclose(
+                list(have.tasks[name].scores.values()), list(task.scores.values()), atol=1e-4
+            )
+
+
+def test_runtime_windows_long_texts_like_torch(merged, exported):
+    clf, runtime = hm3.load(merged("bert")), load_onnx(exported("bert").path)
+    long = " ".join(toy_texts(40, seed=1))  # several windows of 64 tokens
+    windows = Windows(stride=16)
+    assert runtime.window_counts([long], windows)[0] > 2
+    want = clf.predict_proba([long, "good"], 2, windows)
+    got = runtime.predict_proba([long, "good"], 2, windows)
+    for task in clf.tasks:
+        np.testing.assert_allclose(got[task.name], want[task.name], atol=1e-4)
+
+
+def test_directory_is_self_describing(exported):
+    folder = exported("roberta").path
+    assert {"model.onnx", "config.json", "README.md", "tokenizer_config.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    props = {p.key: p.value for p in onnx.load(folder / "model.onnx").metadata_props}
+    inside = json.loads(props["hm3"])
+    assert [t["name"] for t in inside["tasks"]] == ["task0", "task1", "task2"]
+    assert inside["outputs"] == {"task0": "task0", "task1": "task1", "task2": "task2"}
+    readme = (folder / "README.md").read_text()
+    session = ort.InferenceSession(str(folder / "model.onnx"))
+    for out in session.get_outputs():  # Triton's config names every output with its width
+        assert f'name: "{out.name}" data_type: TYPE_FP32 dims: [ {out.shape[1]} ]' in readme
+
+
+def test_readme_snippet_runs_without_hm3(exported, tmp_path):
+    folder = exported("bert").path
+    code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+    script = tmp_path / "snippet.py"
+    script.write_text("import sys\nsys.modules['hm3'] = None  # no hm3 allowed\n" + code)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=folder, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["task0", "task1", "task2"]
+    probs = load_onnx(folder).predict_proba(["some text to check"])
+    for line, (name, p) in zip(lines, probs.items(), strict=True):
+        shown = eval(line.split(" ", 1)[1])  # the snippet prints a dict literal
+        assert np.allclose(list(shown.values()), p[0], atol=1e-3), name
+
+
+def test_output_names_are_identifiers_unique_and_mapped():
+    names = ["toxicity (en)", "2fa", "logits", "input_ids", "a-b", "a_b", "", "ünï"]
+    tasks = [Task(n, ("x", "y"), 2 * i, 2 * i + 2) for i, n in enumerate(names)]
+    mapping = output_names(tasks)
+    assert list(mapping.values()) == names
+    assert list(mapping) == [
+        "toxicity__en_",
+        "task_2fa",
+        "logits_2",
+        "input_ids_2",
+        "a_b",
+        "a_b_2",
+        "task_",
+        "_n_",
+    ]
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in mapping)
+
+
+def test_odd_task_names_end_to_end(zoo_of, tmp_path, one_thread):
+    zoo = zoo_of("distilbert")
+    names = ["prompt-attack", "9.lives", "logits"]
+    config = MergeConfig(
+        base_model=str(zoo.base),
+        merge_method="linear",
+        models=[{"model": str(m), "name": n} for m, n in zip(zoo.models, names, strict=True)],
+    )
+    model = hm3.merge(config, tmp_path / "m", progress=False).path
+    result = export_onnx(model, tmp_path / "onnx", options=QUIET)
+    assert result.outputs == {
+        "prompt_attack": names[0],
+        "task_9_lives": names[1],
+        "logits_2": "logits",
+    }
+    got = session_outputs(result.path, TEXTS[:3])
+    expected = hm3.load(model).predict_proba(TEXTS[:3])
+    for output, task in result.outputs.items():
+        np.testing.assert_allclose(got[output], expected[task], atol=1e-4)
+    assert [t.name for t in load_onnx(result.path).tasks] == names
+
+
+def texts_file(tmp_path, n: int = 48):
+    path = tmp_path / "texts.jsonl"
+    rows = [{"text": t} for t in toy_texts(n, seed=7)] + [{"text": "  "}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_int8_records_agreement_that_an_independent_count_confirms(merged, tmp_path, capsys):
+    model, texts = merged("bert"), texts_file(tmp_path)
+    argv = ["export", "onnx", model, "--out", tmp_path / "q", "--quantize", "int8"]
+    code, out, err = run_cli(
+        capsys, *argv, "--texts", texts, "--min-agreement", "0", "--no-progress"
+    )
+    assert code == 0, err
+    block = json.loads((tmp_path / "q" / "config.json").read_text())["onnx"]
+    assert block["quantized"] == "int8" and block["quantization"]["per_channel"] is True
+    # per layer: query, key, value, attention output, ffn in, ffn out; 2 layers
+    assert block["quantization"]["int8_matmuls"] == 2 * 6
+    found = block["agreement"]
+    assert found["texts"] == 48  # the blank row is skipped
+    float_dir = export_onnx(model, tmp_path / "f", options=QUIET).path
+    rows = [json.loads(line)["text"] for line in texts.read_text().splitlines()][:48]
+    ref, q = load_onnx(float_dir), load_onnx(tmp_path / "q")
+    for lo in range(0, 48, 32):  # int8 scales are per batch: the same batches as the export's
+        want, got = ref.predict_proba(rows[lo : lo + 32]), q.predict_proba(rows[lo : lo + 32])
+        for name, entry in found["tasks"].items():
+            entry.setdefault("same", 0)
+            entry["same"] += int((want[name].argmax(1) == got[name].argmax(1)).sum())
+            entry.setdefault("diff", 0.0)
+            entry["diff"] = max(entry["diff"], float(np.abs(want[name] - got[name]).max()))
+    for name, entry in found["tasks"].items():
+        assert entry["agreement"] == pytest.approx(entry["same"] / 48, abs=1e-6)
+        assert entry["changed"] == 48 - entry["same"]
+        assert entry["max_abs_diff"] == pytest.approx(entry["diff"], abs=2e-6)
+        assert f"{name}: {entry['agreement']:.4f} ({entry['changed']} changed)" in out
+    graph = onnx.load(tmp_path / "q" / "model.onnx").graph
+    quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(quantized) == 12 and all("/encoder/layer." in n for n in quantized)
+    head = [
+        n for n in graph.node if n.name.startswith(("/model/classifier/", "/model/bert/pooler/"))
+    ]
+    assert head and "MatMul" in {n.op_type for n in head}  # the head stays float
+    embeddings = [t for t in graph.initializer if "embeddings" in t.name]
+    assert embeddings and all(t.data_type == onnx.TensorProto.FLOAT for t in embeddings)
+
+
+def margins(folder, rows: list[str]) -> np.ndarray:
+    """Task 0's logit margin (label 1 - label 0) per text, in the export's batches of 32."""
+    clf = load_onnx(folder)
+    logits = np.concatenate([clf.logits(rows[lo : lo + 32]) for lo in range(0, len(rows), 32)])
+    return logits[:, 1] - logits[:, 0]
+
+
+def test_int8_below_min_agreement_writes_nothing(merged, tmp_path, capsys):
+    """Task 0's boundary is moved between one text's float and int8 margins, so int8 surely
+    changes that decision (the bias is in the float head: both margins move alike)."""
+    from safetensors.torch import load_file, save_file
+
+    texts = texts_file(tmp_path)
+    rows = [json.loads(line)["text"] for line in texts.read_text().splitlines()][:48]
+    model = tmp_path / "m"
+    shutil.copytree(merged("bert"), model)
+    int8 = dict(quantize="int8", texts=texts, min_agreement=0, options=QUIET)
+    first = export_onnx(model, tmp_path / "q0", **int8).path
+    want = margins(export_onnx(model, tmp_path / "f0", options=QUIET).path, rows)
+    got = margins(first, rows)
+    k = int(np.argmax(np.abs(got - want)))
+    weights = load_file(model / "model.safetensors")
+    weights["classifier.bias"][1] -= float(want[k] + got[k]) / 2
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    kept = export_onnx(model, tmp_path / "q", **int8).agreement
+    assert kept.tasks[0].changed >= 1
+    worst = min(t.agreement for t in kept.tasks)
+    argv = [model, "--out", tmp_path / "q2", "--quantize", "int8"]
+    message = bad(
+        capsys,
+        tmp_path,
+        *argv,
+        "--texts",
+        texts,
+        "--no-progress",
+        match="nothing written; try --reduce-range",
+    )
+    assert f"keeps only {worst:.4f}" in message and "--min-agreement 0.99" in message
+    assert not (tmp_path / "q2").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q2")]
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def bad(capsys, tmp_path, *argv, match: str):
+    code, _, err = run_cli(capsys, "export", "onnx", *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
+    return lines[0]
+
+
+def test_bad_inputs_one_line_exit_2_nothing_written(merged, tmp_path, capsys):
+    model, out = merged("bert"), tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad(capsys, tmp_path, empty, "--out", out, match="not a classifier directory")
+    bad(capsys, tmp_path, tmp_path / "missing", "--out", out, match="not a classifier directory")
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    bad(capsys, tmp_path, gpt, "--out", out, match="model_type 'gpt2' cannot be exported")
+    bad(capsys, tmp_path, model, "--out", out, "--quantize", "int4", match="--quantize int4")
+    for opset in ("9", "21"):
+        bad(capsys, tmp_path, model, "--out", out, "--opset", opset, match=f"--opset {opset}")
+    bad(capsys, tmp_path, model, "--out", out, "--quantize", "int8", match="needs --texts")
+    bad(
+        capsys,
+        tmp_path,
+        model,
+        "--out",
+        out,
+        "--quantize",
+        "int8",
+        "--texts",
+        tmp_path / "none.jsonl",
+        match="file not found",
+    )
+    bad(
+        capsys,
+        tmp_path,
+        model,
+        "--out",
+        out,
+        "--quantize",
+        "int8",
+        "--texts",
+        texts_file(tmp_path),
+        "--min-agreement",
+        "1.5",
+        match="--min-agreement 1.5",
+    )
+    bad(capsys, tmp_path, model, "--out", model, match="would overwrite the input")
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    bad(capsys, tmp_path, model, "--out", out, match="already exists")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    code, _, err = run_cli(
+        capsys, "export", "onnx", model, "--out", out, "--force", "--opset", "14"
+    )
+    assert code == 0, err
+    assert "→" in err and json.loads((out / "config.json").read_text())["onnx"]["opset"] == 14
+    assert not (out / "keep.txt").exists()
+
+
+def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
+    with pytest.raises(Hm3Error, match="not an ONNX export"):
+        load_onnx(merged("bert"))
+    with pytest.raises(Hm3Error, match="threads 0"):
+        load_onnx(exported("bert").path, threads=0)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present"
+)
+def test_load_onnx_on_cuda_without_the_provider_is_refused(exported):
+    with pytest.raises(Hm3Error, match="--device cuda: this onnxruntime has no CUDA provider"):
+        load_onnx(exported("bert").path, device="cuda")
