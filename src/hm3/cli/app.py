@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from hm3.cli import align, bench, demo, evaluate, expand, merge, predict, search, serve
+from hm3.cli import export as export_cli
 from hm3.cli.common import err_console, help_paragraphs
 from hm3.errors import Hm3Error
 
@@ -51,6 +52,7 @@ def _setup(
 
 for _verb in (merge, expand, predict, evaluate, align, demo, serve, search, bench):
     _command(getattr(_verb, _verb.__name__.rpartition(".")[2]))
+app.add_typer(export_cli.app, name="export")
 
 
 def main(argv: list[str] | None = None) -> None:
