@@ -54,10 +54,10 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
     assert code == 0, err
     result = json.loads(out)
     for system in ("originals", "merged"):
-        assert set(result[system]) == {"load_s", "infer_s", "peak_mb"}
+        assert set(result[system]) == {"load_s", "infer_s", "peak_mb", "infer_cpu_s"}
         assert result[system]["load_s"] > 0 and result[system]["infer_s"] > 0
         assert len(result["runs"][system]) == 1
-    assert set(result["ratio"]) == {"load", "infer", "total", "memory"}
+    assert set(result["ratio"]) == {"load", "infer", "total", "memory", "infer_cpu"}
     assert all(isinstance(v, float) for v in result["ratio"].values())
     ratio = result["merged"]["infer_s"] / result["originals"]["infer_s"]
     assert result["ratio"]["infer"] == pytest.approx(ratio)

@@ -42,15 +42,18 @@ class Measure(BaseModel):
     load_s: float
     infer_s: float
     peak_mb: float
+    infer_cpu_s: float  # CPU seconds of all threads during inference (less noisy when shared)
 
 
 class Ratio(BaseModel):
-    """A system over the originals: load, inference, load + inference, peak memory."""
+    """A system over the originals: load, inference, load + inference, peak memory, and
+    inference CPU time."""
 
     load: float
     infer: float
     total: float
     memory: float
+    infer_cpu: float
 
 
 class OnnxMeasure(Measure):
@@ -221,6 +224,7 @@ def _ratio(system: Measure, base: Measure) -> Ratio:
         infer=over(system.infer_s, base.infer_s),
         total=over(system.load_s + system.infer_s, base.load_s + base.infer_s),
         memory=over(system.peak_mb, base.peak_mb),
+        infer_cpu=over(system.infer_cpu_s, base.infer_cpu_s),
     )
 
 

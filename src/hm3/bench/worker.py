@@ -2,13 +2,15 @@
 
 ``python -m hm3.bench.worker`` reads a :class:`RunSpec` (JSON) on stdin: the model directories
 of one system (the N originals, or the merged model, torch or ONNX), the texts file and the run
-options. It imports its libraries first, then notes the process's resident memory (the
-baseline), loads every model (``load_s``: the wall time until all N are ready, as a deployment
-that serves them holds them all), runs one warm-up batch through each, then every text through
-each model in turn (``infer_s``), and prints one JSON line: ``load_s``, ``infer_s`` and
-``peak_mb``, the peak resident memory above the baseline (the process's high-water mark;
-on CUDA, ``torch.cuda.max_memory_allocated``). A fresh process per run is what makes the peak
-honest: nothing another run allocated is counted.
+options. It imports its libraries and the model code first, then notes the process's resident
+memory (the baseline), loads every model (``load_s``: the wall time until all N are ready, as
+a deployment that serves them holds them all), runs one warm-up batch through each, then every
+text through each model in turn (``infer_s``; ``infer_cpu_s``: the CPU time of all the
+process's threads meanwhile, less sensitive than wall time to other work on a shared machine),
+and prints one JSON line: ``load_s``, ``infer_s``, ``infer_cpu_s`` and ``peak_mb``, the peak
+resident memory above the baseline (the process's high-water mark; on CUDA,
+``torch.cuda.max_memory_allocated``). A fresh process per run is what makes the peak honest:
+nothing another run allocated is counted.
 
 A user error exits 2 with its one line on stderr; anything else is a traceback and exit 1.
 This module is started by :mod:`hm3.bench.api`; it parses no command line.
@@ -83,15 +85,16 @@ def run(spec: RunSpec) -> dict[str, float]:
     _sync(cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for model in models:
         model.predict_proba(texts, options.batch_size, **extra)
     _sync(cuda)
-    infer_s = time.perf_counter() - start
+    infer_s, infer_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb() - base
     return {
         "load_s": load_s,
         "infer_s": infer_s,
+        "infer_cpu_s": infer_cpu_s,
         "peak_mb": peak,
         "threads": torch.get_num_threads(),
         "texts": len(texts),

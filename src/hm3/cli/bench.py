@@ -112,8 +112,8 @@ def print_bench(result: BenchResult) -> None:
     """The medians and ratios as a table, with the setup under it."""
     s = result.setup
     table = Table(
-        "system", "load s", "infer s", "texts/s", "peak MB", "infer ratio", "total ratio",
-        "memory ratio",
+        "system", "load s", "infer s", "infer CPU s", "texts/s", "peak MB", "infer ratio",
+        "CPU ratio", "total ratio", "memory ratio",
         title=f"hm3 bench: {len(s.tasks)} tasks, {s.texts} texts (medians of {s.repeats})",
     )  # fmt: skip
     rows = [("originals", result.originals, None), ("merged", result.merged, result.ratio)]
@@ -123,12 +123,13 @@ def print_bench(result: BenchResult) -> None:
             name,
             f"{m.load_s:.2f}",
             f"{m.infer_s:.2f}",
+            f"{m.infer_cpu_s:.2f}",
             f"{s.texts / m.infer_s:.0f}" if m.infer_s > 0 else "-",
             f"{m.peak_mb:.0f}",
             *(
-                [f"{ratio.infer:.3f}", f"{ratio.total:.3f}", f"{ratio.memory:.3f}"]
+                [f"{r:.3f}" for r in (ratio.infer, ratio.infer_cpu, ratio.total, ratio.memory)]
                 if ratio
-                else ["1", "1", "1"]
+                else ["1"] * 4
             ),
         )
     out_console.print(table)
