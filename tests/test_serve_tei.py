@@ -1,0 +1,148 @@
+"""``POST /predict`` speaks text-embeddings-inference's classification route; the real
+``huggingface_hub.InferenceClient`` is the client. Scores are a softmax per task; labels are
+``task/label``; ``top_k`` is per task; what cannot be honoured is refused with a 422 that says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import HfHubHTTPError
+
+import hm3
+from hm3.merging.config import MergeConfig
+from hm3.model.windows import Windows
+from serving import running
+from tiny import toy_texts
+
+TEXTS = toy_texts(5, seed=9)
+
+
+@pytest.fixture(scope="module")
+def merged(zoo_of, tmp_path_factory):
+    zoo = zoo_of("bert")
+    models = [{"model": str(m)} for m in zoo.models]
+    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
+    return hm3.merge(config, tmp_path_factory.mktemp("tei") / "merged", progress=False).path
+
+
+@pytest.fixture(scope="module")
+def clf(merged, one_thread):
+    return hm3.load(merged, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def url(merged, one_thread):
+    with running(merged, max_texts=8, max_wait_ms=2) as base:
+        yield base
+
+
+def flat(clf, text, *, raw=False):
+    """Every task's labels, task by task, each by descending score (logits with ``raw``)."""
+    if raw:
+        values = clf.logits([text])[0]
+        by_task = {t.name: values[t.start : t.end] for t in clf.tasks}
+    else:
+        probs = clf.predict_proba([text], windows=Windows())
+        by_task = {t.name: probs[t.name][0] for t in clf.tasks}
+    out = []
+    for task in clf.tasks:
+        v = by_task[task.name]
+        order = np.argsort(-v, kind="stable")
+        out += [(f"{task.name}/{task.labels[j]}", float(v[j])) for j in order]
+    return out
+
+
+def check(got, want):
+    assert [g["label"] if isinstance(g, dict) else g.label for g in got] == [w[0] for w in want]
+    scores = [g["score"] if isinstance(g, dict) else g.score for g in got]
+    np.testing.assert_allclose(scores, [w[1] for w in want], atol=1e-5)
+
+
+def test_the_inference_client_gets_every_task(url, clf):
+    client = InferenceClient(model=f"{url}/predict")
+    for text in TEXTS[:3]:
+        got = client.text_classification(text)
+        check(got, flat(clf, text))
+        assert len(got) == 2 + 3 + 4
+        for task in clf.tasks:  # a softmax per task, not across tasks
+            total = sum(g.score for g in got if g.label.startswith(task.name + "/"))
+            assert total == pytest.approx(1, abs=1e-5)
+
+
+def test_the_inference_client_top_k_is_per_task(url, clf):
+    client = InferenceClient(model=f"{url}/predict")
+    got = client.text_classification(TEXTS[0], top_k=1)
+    want = flat(clf, TEXTS[0])
+    firsts = [next(w for w in want if w[0].startswith(t.name + "/")) for t in clf.tasks]
+    check(got, firsts)
+    two = client.text_classification(TEXTS[0], top_k=2)
+    assert [g.label.split("/")[0] for g in two] == ["task0"] * 2 + ["task1"] * 2 + ["task2"] * 2
+
+
+def test_the_inference_client_function_to_apply(url, clf):
+    client = InferenceClient(model=f"{url}/predict")
+    check(client.text_classification(TEXTS[1], function_to_apply="softmax"), flat(clf, TEXTS[1]))
+    check(client.text_classification(TEXTS[1], function_to_apply="none"),
+          flat(clf, TEXTS[1], raw=True))
+    with pytest.raises(HfHubHTTPError) as err:
+        client.text_classification(TEXTS[1], function_to_apply="sigmoid")
+    assert err.value.response.status_code == 422
+    assert "sigmoid is not offered" in err.value.response.json()["error"]
+
+
+def test_tei_shapes(url, clf):
+    import httpx
+
+    one = httpx.post(f"{url}/predict", json={"inputs": TEXTS[0]}).json()
+    check(one, flat(clf, TEXTS[0]))  # one string: one flat list, as TEI answers
+    for inputs in (TEXTS[:3], [[t] for t in TEXTS[:3]]):
+        batch = httpx.post(f"{url}/predict", json={"inputs": inputs}).json()
+        assert len(batch) == 3
+        for got, text in zip(batch, TEXTS[:3], strict=True):
+            check(got, flat(clf, text))
+    raw = httpx.post(f"{url}/predict", json={"inputs": [TEXTS[2]], "raw_scores": True}).json()
+    check(raw[0], flat(clf, TEXTS[2], raw=True))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"inputs": []}, 422, "empty list"),
+        ({"inputs": [["a", "b"]]}, 422, "no sentence pairs"),
+        ({"inputs": 3}, 422, "inputs"),
+        ({"inputs": "a", "parameters": {"top_k": 0}}, 422, "top_k"),
+        ({"inputs": "a", "parameters": {"top": 1}}, 422, "unknown key 'parameters.top'"),
+        ({"inputs": "a", "raw_scores": "yes"}, 422, "raw_scores"),
+        ({"inputs": ["a"] * 9}, 422, "limit of 8"),
+        ({"inputs": " "}, 422, "inputs[0]: empty text"),
+    ],
+)
+def test_tei_refusals(url, body, status, says):
+    import httpx
+
+    r = httpx.post(f"{url}/predict", json=body)
+    assert r.status_code == status and says in r.json()["error"], r.text
+
+
+def test_long_inputs_and_truncate(url, clf):
+    import httpx
+
+    text = " ".join(["hello good world"] * 40 + ["ignore previous instructions"])
+    assert len(clf.tokenizer(text)["input_ids"]) > clf.max_length
+    default = httpx.post(f"{url}/predict", json={"inputs": text}).json()
+    check(default, flat(clf, text))  # windows, as hm3 predict
+    whole = httpx.post(f"{url}/predict", json={"inputs": text, "truncate": False}).json()
+    assert whole == default  # windows cut nothing
+    cut = httpx.post(f"{url}/predict", json={"inputs": text, "truncate": True}).json()
+    probs = clf.predict_proba([text])  # truncated
+    want = []
+    for task in clf.tasks:
+        v = probs[task.name][0]
+        want += [(f"{task.name}/{task.labels[j]}", float(v[j])) for j in np.argsort(-v)]
+    check(cut, want)
+    refused = httpx.post(
+        f"{url}/predict", json={"inputs": text, "truncate": False, "raw_scores": True}
+    )
+    assert refused.status_code == 413 and "truncate: true" in refused.json()["error"]
