@@ -8,6 +8,7 @@ What it does not: handle requests (:mod:`hm3.serve.routes`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -23,7 +24,12 @@ log = logging.getLogger("hm3")
 
 def build(model: Path, settings: ServeSettings) -> Any:
     """The ASGI app serving ``model``; raises :class:`Hm3Error` for anything it cannot serve."""
-    from hm3.serve.app import create_app
+    try:
+        from hm3.serve.app import create_app
+    except ImportError as exc:  # fastapi, uvicorn or prometheus-client missing
+        raise Hm3Error(
+            f"hm3 serve needs the serve extra ({exc.name} is missing); pip install 'hm3[serve]'"
+        ) from None
     from hm3.serve.engine import load_engine
     from hm3.serve.policy import load_policy
 
@@ -59,7 +65,9 @@ def serve(
 ) -> None:
     """Build the app and serve it with uvicorn until SIGINT/SIGTERM (blocks).
 
-    ``announce`` receives one line with the address once the port is open.
+    ``announce`` receives one line with the address once the port is open. After a graceful
+    shutdown uvicorn re-raises the signal: SIGTERM ends the process with that signal's status
+    (as servers conventionally do), Ctrl-C returns normally.
     """
     import uvicorn
 
@@ -75,7 +83,8 @@ def serve(
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"serving {model} on http://{shown}:{port} (API docs: /docs)")
-    uvicorn.Server(config).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # raised again by uvicorn after shutdown
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -1,0 +1,90 @@
+"""``hm3 serve`` as a command: it serves until interrupted, and refuses what it cannot serve with
+one line and exit status 2 before opening a port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+import hm3
+from hm3.merging.config import MergeConfig
+from serving import wait_ready
+
+HM3 = [sys.executable, "-c", "from hm3.cli.app import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def merged(zoo_of, tmp_path_factory):
+    zoo = zoo_of("bert")
+    models = [{"model": str(m)} for m in zoo.models]
+    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
+    return hm3.merge(config, tmp_path_factory.mktemp("cli") / "merged", progress=False).path
+
+
+def test_hm3_serve_serves_until_interrupted(merged):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*HM3, "serve", str(merged), "--port", "0", "--max-wait-ms", "1"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        url = f"http://127.0.0.1:{found.group(1)}"
+        wait_ready(url)
+        r = httpx.post(f"{url}/v1/classify", json={"texts": ["hello world"]}, timeout=30)
+        assert r.status_code == 200 and set(r.json()["results"][0]["tasks"]) == {
+            "task0", "task1", "task2"
+        }
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0  # a graceful stop (SIGTERM ends it with -15)
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def one_line_exit_2(args, tmp_path) -> str:
+    done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    return lines[0]
+
+
+def test_bad_policy_unknown_task_exits_2(merged, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"task": "toxicity", "label": "toxic"}]}))
+    line = one_line_exit_2(["serve", str(merged), "--policy", str(policy), "--port", "0"], tmp_path)
+    assert "'toxicity' is not a task of the model" in line and "task0, task1, task2" in line
+
+
+def test_a_taken_port_and_bad_limits_exit_2(merged, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        line = one_line_exit_2(["serve", str(merged), "--port", port], tmp_path)
+    assert "cannot listen there" in line
+    line = one_line_exit_2(["serve", str(merged), "--max-batch-tokens", "100"], tmp_path)
+    assert "--max-batch-tokens 100" in line
+    line = one_line_exit_2(["serve", str(tmp_path / "nope")], tmp_path)
+    assert "nope" in line
+
+
+def test_help_does_not_import_the_server():
+    code = ("import sys; from hm3.cli import app; "
+            "assert not {'fastapi', 'uvicorn', 'prometheus_client'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
