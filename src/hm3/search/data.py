@@ -69,12 +69,15 @@ class Bank:
                     out[idx] = model(**enc).logits.float().cpu().numpy()
 
 
-def sample_suite(suite: Suite, tasks: Sequence[str], n: int, seed: int, skip: int = 0) -> list:
+def sample_suite(suite: Suite, tasks: Sequence[Task], n: int, seed: int, skip: int = 0) -> list:
     """``n`` rows per dataset (fewer where it has fewer), after ``skip`` rows of its seeded
-    order; datasets are restricted to ``tasks`` (each must be expected by some dataset)."""
-    restricted = suite.restricted(list(tasks))
+    order; datasets are restricted to ``tasks`` (each must be expected by some dataset), and
+    every expected label of every row is checked against the tasks' labels."""
+    restricted = suite.restricted([t.name for t in tasks])
+    datasets = load_datasets(restricted)
+    check_expectations(datasets, {t.name: t.labels for t in tasks})
     out = []
-    for i, data in enumerate(load_datasets(restricted)):
+    for i, data in enumerate(datasets):
         order = np.random.default_rng([seed, i]).permutation(len(data.texts))[skip : skip + n]
         if len(order) == 0:
             raise Hm3Error(

@@ -25,6 +25,7 @@ from hm3.evaluation.suite import load_suite
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
+from hm3.model.labels import Task
 from hm3.options import RunOptions
 from hm3.progress import progress_bar
 from hm3.search import outputs
@@ -96,7 +97,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     scored = engine.tasks[:1] if spec.self_model else engine.tasks
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
-    val, test = _samples(spec, [t.name for t in scored])
+    val, test = _samples(spec, scored)
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
     print_ = studies.fingerprint({
         "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
@@ -247,7 +248,7 @@ def _recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     return recipe, paper_space(), f"--self {spec.self_model}"
 
 
-def _samples(spec: SearchSpec, tasks: list[str]) -> tuple[list | None, list | None]:
+def _samples(spec: SearchSpec, tasks: list[Task]) -> tuple[list | None, list | None]:
     val = test = None
     if spec.suite is not None:
         suite = load_suite(spec.suite)

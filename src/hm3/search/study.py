@@ -90,9 +90,12 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
             f"--resume: no study {name!r} to resume in the storage; run without --resume to "
             "start it"
         )
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True
-    )
+    if exists:  # loading writes nothing: a refused resume leaves the storage as it was
+        study = optuna.load_study(study_name=name, storage=storage)
+    else:
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="maximize", load_if_exists=True
+        )
     recorded = study.user_attrs.get(FINGERPRINT)
     if recorded is None:
         study.set_user_attr(FINGERPRINT, print_)

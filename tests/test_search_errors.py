@@ -1,0 +1,112 @@
+"""hm3 search: every bad input exits 2 with one line and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hm3.cli.app import main
+from search_case import make_case, write_jsonl
+
+
+def _fails(capsys, argv, *needles):
+    capsys.readouterr()  # what building the tiny models printed
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exc.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in " ".join(lines), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("space", "needles"),
+    [
+        ({"densty": {"beta": [1.2, 2]}}, ["search.densty", "did you mean 'density'"]),
+        ({"weight": {"uniform": [2, 1]}}, ["search.weight", "empty range"]),
+        ({"density": {"uniform": [0.5, 1.5]}}, ["search.density", "(0, 1]"]),
+        ({"density": {"log_uniform": [0.0, 0.5]}}, ["search.density", "low > 0"]),
+        ({"density": [0.5, 1.2]}, ["search.density", "(0, 1]"]),
+        ({"density": {"beta": [0, 2]}}, ["search.density", "a and b must be > 0"]),
+        ({"lambda": {"uniform": [1, 2], "gauss": 3}}, ["gauss"]),
+        ({"merge_method": ["dare_ties", "regmean"]}, ["regmean cannot be searched"]),
+        ({"merge_method": ["dare_ties", "tiez"]}, ["did you mean 'ties'"]),
+        ({"epsilon": {"uniform": [0.1, 0.2]}}, ["search.epsilon", "not used by"]),
+        ({"lambda": {"uniform": [1, 2], "per_model": True}}, ["per_model"]),
+    ],
+)
+def test_bad_search_block(tmp_path, zoo_of, capsys, space, needles):
+    case = make_case(tmp_path / "case", zoo_of("bert"), search=space)
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--no-progress"], *needles)  # fmt: skip
+    assert not out.exists()
+
+
+def test_align_scale_range_needs_its_block_and_no_auto(tmp_path, zoo_of, capsys):
+    zoo = zoo_of("bert")
+    case = make_case(tmp_path / "a", zoo, search={"scale": {"uniform": [0.5, 2]}})
+    args = ["--suite", str(case.suite), "--out", str(tmp_path / "o"), "--no-progress"]
+    _fails(capsys, ["search", str(case.config), *args], "search.scale", "align")
+    case = make_case(tmp_path / "b", zoo, align={"texts": "texts.jsonl", "scale": "auto"})
+    _fails(capsys, ["search", str(case.config), *args], "align.scale", "uniform")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_run_options(tmp_path, zoo_of, capsys):
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    out = tmp_path / "out"
+    base = ["search", str(case.config), "--out", str(out), "--no-progress"]
+    _fails(capsys, base, "--suite")
+    _fails(capsys, [*base, "--objective", "agreement"], "--texts")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--sampler", "grid"], "--sampler grid")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--timeout", "soon"], "--timeout soon")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--resume"], "--resume")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--self", str(case.models[0])], "--self")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--device", "tpu"], "--device tpu")
+    assert not out.exists()
+    self_args = ["search", "--self", str(case.models[0]), "--suite", str(case.suite)]
+    _fails(capsys, [*self_args, "--out", str(out), "--no-progress"], "--base")
+    assert not out.exists()
+
+
+def test_suite_without_a_row_for_a_task(tmp_path, zoo_of, capsys):
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    full = case.suite.read_text()
+    suite = yaml.safe_load(full)
+    suite["datasets"] = suite["datasets"][:1]  # only task0 is expected anywhere
+    case.suite.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--no-progress"], "task2")  # fmt: skip
+    assert not out.exists()
+    case.suite.write_text(full)
+    rows = [{"text": f"good day {i}", "label": "benign"} for i in range(30)]
+    rows[17]["label"] = "maybe"
+    write_jsonl(case.root / "task0.jsonl", rows)  # a label task0 does not have
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--no-progress"], "maybe")  # fmt: skip
+    assert not out.exists()
+
+
+def test_resume_with_another_config_and_existing_out(tmp_path, zoo_of, capsys):
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    out = tmp_path / "out"
+    argv = ["search", str(case.config), "--suite", str(case.suite), "--out", str(out), "--trials",
+            "1", "--val-samples", "8", "--test-samples", "8", "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code in (0, None)
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    _fails(capsys, argv, "--resume", "--force")  # out holds a study
+    data = yaml.safe_load(case.config.read_text())
+    data["search"] = {"density": {"uniform": [0.2, 0.9]}}
+    case.config.write_text(yaml.safe_dump(data))
+    _fails(capsys, [*argv, "--resume", "--trials", "2"], "another config")
+    _fails(capsys, [*argv[:-1], "--seed", "9", "--resume"], "another config")
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
