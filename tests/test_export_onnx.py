@@ -199,6 +199,16 @@ def test_odd_task_names_end_to_end(zoo_of, tmp_path, one_thread):
     assert [t.name for t in load_onnx(result.path).tasks] == names
 
 
+def test_an_ordinary_classifier_keeps_its_task_name(zoo_of, tmp_path):
+    model = zoo_of("electra").models[1]  # directory task1: labels LABEL_0..2 → class_0..2
+    result = export_onnx(model, tmp_path / "out", options=QUIET)
+    runtime, clf = load_onnx(result.path), hm3.load(model)
+    assert [t.name for t in runtime.tasks] == ["task1"] and runtime.tasks == clf.tasks
+    assert runtime.tasks[0].labels == ("class_0", "class_1", "class_2")
+    got = session_outputs(result.path, TEXTS)
+    np.testing.assert_allclose(got["task1"], clf.predict_proba(TEXTS)["task1"], atol=1e-4)
+
+
 def texts_file(tmp_path, n: int = 48):
     path = tmp_path / "texts.jsonl"
     rows = [{"text": t} for t in toy_texts(n, seed=7)] + [{"text": "  "}]

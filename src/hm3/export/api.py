@@ -128,8 +128,10 @@ def export_onnx(
     with atomic_dir(out, options.force) as tmp:
         float_dir = tmp if spec is None else tmp / _FLOAT_DIR
         float_dir.mkdir(exist_ok=True)
+        log.info("tracing %s to ONNX (opset %d)", model, opset)
         block = _write_float(clf, model, float_dir, outputs, opset)
         diff = _check_float(clf, float_dir)
+        log.info("ONNX Runtime equals torch within %.2g on the probe texts", diff)
         block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
         result = None
         if spec is not None:

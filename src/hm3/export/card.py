@@ -47,7 +47,9 @@ def readme(tasks: list[Task], block: dict[str, Any]) -> str:
         f"| `{by_task[t.name]}` | {t.name} | {t.size} | {', '.join(t.labels)} |" for t in tasks
     )
     quant = block.get("quantized")
-    precision = "int8 weights (ONNX Runtime dynamic quantization)" if quant else "float32"
+    precision = (
+        "int8 encoder weights by ONNX Runtime's dynamic quantization" if quant else "float32"
+    )
     lines = [
         "# ONNX export of an hm3 classifier",
         "",
@@ -76,7 +78,8 @@ def readme(tasks: list[Task], block: dict[str, Any]) -> str:
         "## Triton Inference Server (onnxruntime backend)",
         "",
         "Model repository layout: `models/hm3/config.pbtxt` and `models/hm3/1/model.onnx`;",
-        "clients send token ids (tokenize with the files here):",
+        "clients send token ids (tokenize with the files here). Triton's dynamic batcher joins",
+        "requests of equal sequence length only: pad on the client to a few fixed lengths.",
         "",
         "```",
         triton_config(tasks, block).rstrip(),
