@@ -107,6 +107,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     })  # fmt: skip
     if spec.storage is None and spec.resume is False and options.force:
         _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
     storage = studies.open_storage(spec.storage, out)
     study = studies.load_study(
         storage, spec.study, print_, resume=spec.resume, shared=spec.storage is not None
@@ -114,14 +115,18 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     study.pruner = studies.make_pruner(spec.prune)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study)
-    mine = _loop(study, material, spec, out, options)
-    return _finish(study, material, spec, out, options, mine, started)
+    mine, timed_out = _loop(study, material, spec, out, options)
+    return _finish(study, material, spec, out, options, mine, timed_out, started)
 
 
 def _loop(
     study: Any, material: Material, spec: SearchSpec, out: Path, options: RunOptions
-) -> set[int]:
-    """Run trials until the study is full or the timeout passes; the numbers this worker ran."""
+) -> tuple[set[int], bool]:
+    """Run trials until the study is full or the timeout passes.
+
+    Returns:
+        The numbers of the trials this worker started, and whether the timeout stopped it.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -132,17 +137,16 @@ def _loop(
         done, _ = studies.counted(study)
         job = bar.add_task("search", total=spec.trials, completed=done, best=_best_text(study))
 
-        def objective(trial: Any) -> float:
-            mine.add(trial.number)
-            return material.objective(trial)
-
         while deadline is None or time.monotonic() < deadline:
-            if not studies.run_one(study, objective, spec.sampler, spec.seed, spec.trials):
-                break
+            ran = studies.run_one(
+                study, material.objective, spec.sampler, spec.seed, spec.trials, mine.add
+            )
+            if not ran:
+                return mine, False
             outputs.write_trials_csv(study, out)
             done, _ = studies.counted(study)
             bar.update(job, completed=done, best=_best_text(study))
-    return mine
+    return mine, True
 
 
 def _best_text(study: Any) -> str:
@@ -157,7 +161,7 @@ def _best_text(study: Any) -> str:
 
 def _finish(
     study: Any, material: Material, spec: SearchSpec, out: Path, options: RunOptions,
-    mine: set[int], started: float,
+    mine: set[int], timed_out: bool, started: float,
 ) -> SearchResult:  # fmt: skip
     from optuna.trial import TrialState
 
@@ -166,11 +170,14 @@ def _finish(
     done, running = studies.counted(study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_trial = max(complete, key=lambda t: (t.value, -t.number), default=None)
-    last = max(trials, key=lambda t: (t.datetime_complete, t.number), default=None)
-    finisher = done >= spec.trials and running == 0 and last is not None and last.number in mine
-    timed_out = done < spec.trials and bool(mine)
+    # the worker whose trial ended last (a surplus one included) writes best/, once
+    ended = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
+    full = done >= spec.trials and running == 0
+    finisher = full and last is not None and last.number in mine
+    missing = full and spec.storage is None and not (out / "best").is_dir()  # killed before it
     wrote = False
-    if best_trial is not None and (finisher or timed_out):
+    if best_trial is not None and (finisher or missing or (timed_out and bool(mine))):
         names = [t.name for t in material.engine.tasks]
         values = best_trial.user_attrs["values"]
         config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],

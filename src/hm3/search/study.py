@@ -175,12 +175,18 @@ class Surplus(Exception):
 
 
 def run_one(
-    study: Any, objective: Callable[[Any], float], kind: str, seed: int, total: int
+    study: Any,
+    objective: Callable[[Any], float],
+    kind: str,
+    seed: int,
+    total: int,
+    started: Callable[[int], None] = lambda number: None,
 ) -> bool:
     """Run one trial through ``study.optimize``; ``False`` when the study has ``total`` trials.
 
     The sampler is reseeded from ``seed`` and the number of trials stored; a trial numbered
     past ``total`` counted ones (another worker raced it in) is failed as surplus, unrun.
+    ``started`` is told each trial's number as it starts (surplus ones included).
     """
     import optuna
     from optuna.trial import TrialState
@@ -192,6 +198,8 @@ def run_one(
     study.sampler = make_sampler(kind, (seed * 1_000_003 + stored) % (2**32))
 
     def guarded(trial: optuna.Trial) -> float:
+        started(trial.number)
+        trial.set_user_attr(WORKER, worker_id())
         before = [
             t for t in study.get_trials(deepcopy=False)
             if t.number < trial.number and t.state != TrialState.FAIL
@@ -199,7 +207,6 @@ def run_one(
         if len(before) >= total:
             trial.set_user_attr("surplus", True)
             raise Surplus
-        trial.set_user_attr(WORKER, worker_id())
         return objective(trial)
 
     try:
