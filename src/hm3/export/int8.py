@@ -110,8 +110,8 @@ def write_int8(
         shares = ", ".join(f"{t.task} {t.agreement:.4f}" for t in result.tasks)
         hint = "--reduce-range" if spec.per_channel else "--per-channel"
         raise Hm3Error(
-            f"--quantize int8: keeps only {low[0].agreement:.4f} of task {low[0].task!r}'s "
-            f"decisions on {spec.texts.path} (all: {shares}; --min-agreement "
-            f"{spec.min_agreement}); nothing written; try {hint}, or export float32"
+            f"--quantize int8: keeps only {low[0].agreement:.4f} of {low[0].task}'s decisions on "
+            f"{spec.texts.path} (all: {shares}; --min-agreement {spec.min_agreement}); nothing "
+            f"written; try {hint}, accept it with a lower --min-agreement, or export float32"
         )
     return result
