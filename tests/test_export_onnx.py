@@ -298,6 +298,7 @@ def test_int8_below_min_agreement_writes_nothing(merged, tmp_path, capsys):
 
 
 def run_cli(capsys, *argv):
+    capsys.readouterr()  # drop what building the fixtures printed
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in argv])
     captured = capsys.readouterr()
