@@ -380,3 +380,16 @@ def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
 def test_load_onnx_on_cuda_without_the_provider_is_refused(exported):
     with pytest.raises(Hm3Error, match="--device cuda: this onnxruntime has no CUDA provider"):
         load_onnx(exported("bert").path, device="cuda")
+
+
+def test_without_the_export_extra_one_line_says_how_to_install(
+    exported, merged, tmp_path, capsys, monkeypatch
+):
+    folder = exported("bert").path
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(Hm3Error, match=r"onnxruntime is not installed; .*hm3\[export\]"):
+        load_onnx(folder)
+    bad(
+        capsys, tmp_path, merged("bert"), "--out", tmp_path / "o", match="pip install 'hm3[export]'"
+    )
+    assert not (tmp_path / "o").exists()

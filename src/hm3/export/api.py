@@ -38,7 +38,7 @@ from hm3.export.graph import (
 )
 from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, write_int8
 from hm3.export.quantize import Agreement, check_quantize
-from hm3.export.runtime import MODEL_FILE, load_onnx
+from hm3.export.runtime import MODEL_FILE, load_onnx, require
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
@@ -152,6 +152,8 @@ def _check_inputs(
     options: RunOptions,
 ) -> None:
     """Every check that needs no model, in the order a user would fix them."""
+    for module in ("onnx", "onnxruntime"):
+        require(module)
     check_quantize(quantize)
     check_opset(opset)
     if quantize is not None and texts is None:

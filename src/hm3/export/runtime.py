@@ -82,6 +82,18 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[Task]]
     return config, block, tasks
 
 
+def require(module: str) -> Any:
+    """Import one of the ``export`` extra's packages, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise Hm3Error(
+            f"{module} is not installed; install the export extra: pip install 'hm3[export]'"
+        ) from None
+
+
 def providers(device: str) -> list[Any]:
     """ONNX Runtime execution providers for a device under the device rule."""
     import onnxruntime as ort
@@ -123,7 +135,7 @@ def load_onnx(
     Raises:
         Hm3Error: not an export directory, a missing output, or an unavailable device.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime")
     from transformers import AutoTokenizer
 
     options = run_options(options, run)
