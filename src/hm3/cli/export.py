@@ -67,7 +67,7 @@ def onnx(
     min_agreement: Annotated[
         float,
         typer.Option(
-            help="Refuse (write nothing) if int8 changes more than this share of any task's "
+            help="Refuse (write nothing) if int8 keeps less than this share of any task's "
             "decisions on --texts; 0 only reports."
         ),
     ] = 0.99,
