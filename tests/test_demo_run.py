@@ -7,12 +7,14 @@ run reuses the zoo. This is the README's run command on CI-sized data.
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
+import yaml
 
 from hm3.cli.app import main
-from hm3.demo.cases import CASES, METHODS
+from hm3.demo.cases import CASES, METHODS, SEARCH_TRIALS
 from hm3.demo.data.spec import QUICK
 
 pytestmark = pytest.mark.slow
@@ -78,6 +80,19 @@ def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_c
     texts = (case1 / "unlabeled.jsonl").read_text().splitlines()
     aligned = json.loads((case1 / "ties+align" / "config.json").read_text())["hm3"]["align"]
     assert aligned["n_texts"] == len(texts) == 2 * QUICK.unlabeled
+    # the searched column: the best of SEARCH_TRIALS trials, a normal checkpoint whose recipe is
+    # a plain DARE-TIES merge with the density the search chose (on the validation suite)
+    recipe = yaml.safe_load((case1 / "dare_ties_search" / "recipe.yaml").read_text())
+    assert recipe["merge_method"] == "dare_ties" and 0 < recipe["parameters"]["density"] <= 1
+    with open(case1 / "dare_ties_search-search" / "run" / "trials.csv") as fh:
+        trials = list(csv.DictReader(fh))
+    assert len(trials) == SEARCH_TRIALS
+    chosen = recipe["parameters"]["density"]
+    assert any(abs(chosen - float(t["density"])) < 1e-3 for t in trials)  # the CSV rounds
+    suite = yaml.safe_load(
+        (case1 / "dare_ties_search-search" / "inputs" / "val_suite.yaml").read_text()
+    )
+    assert all(d["path"].startswith("val/") for d in suite["datasets"])  # not the test rows
     plain = [*args[:3], first_run.parent / "plain", *args[4:], "--no-align"]
     code, stdout, err = _run(capsys, *plain, "--methods", "soup,regmean,tsv")
     assert code == 0, err

@@ -40,8 +40,9 @@ EvalLimitOpt = Annotated[
 MethodsOpt = Annotated[
     str,
     typer.Option(
-        help="Table 1's merges, a comma list of soup, ties, dare_ties, and hm3's regmean "
-        "and tsv (not in the paper; each adds about a minute)."
+        help="Table 1's merges, a comma list of soup, ties, dare_ties, dare_ties_search (the "
+        "paper's search, --search-trials trials), and hm3's regmean and tsv (not in the "
+        "paper; each adds about a minute)."
     ),
 ]
 
@@ -62,7 +63,10 @@ def demo(
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep the merged models in the report.")
     ] = False,
-    methods: MethodsOpt = "soup,ties,dare_ties",
+    methods: MethodsOpt = "soup,ties,dare_ties,dare_ties_search",
+    search_trials: Annotated[
+        int, typer.Option(min=1, help="Trials of the dare_ties_search column (paper: 500).")
+    ] = 3,
     force: ForceOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -86,6 +90,7 @@ def demo(
         eval_limit=eval_limit or None,
         keep_models=keep_models,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        search_trials=search_trials,
         run=run,
     )
     result = run_demo(out, cache_dir=cache, options=options, console=err_console)

@@ -53,7 +53,13 @@ METHODS = (
     MethodSpec("soup", "linear"),
     MethodSpec("ties", "ties", {"density": 0.5}),
     MethodSpec("dare_ties", "dare_ties", {"density": 0.3}),
+    MethodSpec("dare_ties_search", "dare_ties", {"density": 0.3}),
 )
+# The paper's fourth column: DARE-TIES whose density a search (Algorithm 3) chose on the
+# validation splits (:mod:`hm3.demo.searched`), with few trials so that a cached run stays
+# within 4 minutes on 2 CPU cores; `DemoOptions.search_trials` sets how many.
+SEARCH = METHODS[-1]
+SEARCH_TRIALS = 3
 # Not in the paper, so not in the default table (which must also fit the cached run's
 # 3 minutes): `hm3 demo --methods soup,ties,dare_ties,regmean,tsv` adds them. RegMean's Gram
 # matrices are computed on each task's share of the alignment texts (100 per task); TSV-Merge
@@ -76,7 +82,8 @@ class DemoOptions:
     ``quick`` uses the small data sizes (same code path, for CI); ``align`` adds an aligned
     column per method, fitted with ``ridge``; ``eval_limit`` evaluates a seeded sample of at
     most that many rows per dataset (``None``: every row); ``methods`` names the merges of
-    Table 1 (:data:`METHODS`, and :data:`EXTRA_METHODS`); ``keep_models`` keeps the merged and
+    Table 1 (:data:`METHODS`, and :data:`EXTRA_METHODS`); ``search_trials`` is the number of
+    trials of ``dare_ties_search``; ``keep_models`` keeps the merged and
     aligned models in the report. ``run`` is how models run and the report is written: its
     ``max_length`` truncates texts when aligning and evaluating (the originals were fine-tuned
     on :attr:`TrainSettings.max_length` tokens, the default here: :data:`DEMO_RUN`).
@@ -89,6 +96,7 @@ class DemoOptions:
     eval_limit: int | None = None
     keep_models: bool = False
     methods: tuple[str, ...] = tuple(m.name for m in METHODS)  # Table 1's columns, in order
+    search_trials: int = SEARCH_TRIALS  # trials of the dare_ties_search column
     run: RunOptions = DEMO_RUN
 
 

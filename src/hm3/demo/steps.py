@@ -20,10 +20,11 @@ from pathlib import Path
 from rich.console import Console
 
 from hm3.alignment.api import align
-from hm3.demo.cases import CaseStudy, DemoOptions, MethodSpec, merge_config
+from hm3.demo.cases import SEARCH, CaseStudy, DemoOptions, MethodSpec, merge_config
 from hm3.demo.data.prepare import DemoData
 from hm3.demo.data.suite import write_jsonl
 from hm3.demo.memo import MemoLogits, SharedBody, fit_alignment
+from hm3.demo.searched import searched_merge
 from hm3.demo.summary import CaseResult, OriginalInfo
 from hm3.demo.train.classifier import TrainedClassifier
 from hm3.errors import Hm3Error
@@ -140,7 +141,14 @@ def _merge_case(ctx: Context, case: CaseStudy, folder: Path) -> dict[str, Path]:
     options = ctx.run.with_(batch_size=RunOptions().batch_size)
     for spec in ctx.specs:
         config = merge_config(case, spec, ctx.base, ctx.zoo, ctx.options.seed, texts)
-        merge(config, folder / spec.name, options=options)
+        if spec == SEARCH:
+            trials, seed = ctx.options.search_trials, ctx.options.seed
+            searched_merge(
+                config, case.tasks, ctx.data, folder / spec.name, trials=trials, seed=seed,
+                options=ctx.run,
+            )  # fmt: skip
+        else:
+            merge(config, folder / spec.name, options=options)
     return {spec.name: folder / spec.name for spec in ctx.specs}
 
 
