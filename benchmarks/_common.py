@@ -122,3 +122,60 @@ def task_rows(cache: Path | None, seed: int) -> dict[str, list]:
     needed = sorted({source for task in TASKS.values() for source in task.sources})
     pools = build_pools(fetch_sources(needed, cache_root(cache)), seed)
     return {name: dedupe(pools.tasks[name].rows)[0] for name in TASKS}
+
+
+def search_inputs(
+    cache: Path | None,
+    work: Path,
+    case_name: str,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """``hm3 search``'s inputs on one demo case, written under ``work`` (for the search scripts).
+
+    Returns paths by name: ``config`` (the demo's DARE-TIES recipe of the case as a merge YAML,
+    with the keys of ``extra`` added, e.g. a ``search:`` or ``align:`` block), ``val_suite``
+    (the demo's validation suite for the case's tasks: :mod:`hm3.demo.data.validation`),
+    ``test_suite`` (the demo's ``suite.yaml``, which Table 1 reports, restricted to the case's
+    tasks), ``texts`` (the case's tasks' unlabeled texts, as ``hm3 demo`` aligns on them) and
+    ``base`` (the base encoder).
+    """
+    import json
+
+    import yaml
+
+    from hm3.demo.cases import CASES, METHODS, merge_config, train_zoo
+    from hm3.demo.data.prepare import prepare_data
+    from hm3.demo.data.validation import demo_lexicon, write_validation_suite
+    from hm3.demo.sources.fetch import base_model_dir
+    from hm3.evaluation.suite import load_suite
+
+    case = next((c for c in CASES if c.name == case_name), None)
+    if case is None:
+        sys.exit(f"case {case_name}: expected one of {', '.join(c.name for c in CASES)}")
+    base = base_model_dir(cache)
+    data = prepare_data(cache, seed=seed)
+    zoo = train_zoo(base, data, cache, seed=seed, progress=False)
+    work.mkdir(parents=True, exist_ok=True)
+    spec = next(m for m in METHODS if m.method == "dare_ties")
+    doc = yaml.safe_load(merge_config(case, spec, base, zoo, seed).to_yaml())
+    config = work / f"{case.name}.yaml"
+    config.write_text(yaml.safe_dump({**doc, **(extra or {})}, sort_keys=False), "utf-8")
+    val = write_validation_suite(data, work / "val", demo_lexicon(cache), case.tasks)
+    suite = load_suite(data.suite).restricted(case.tasks)
+    test = suite.model_dump(mode="json", exclude_none=True)
+    for entry, spec_ in zip(test["datasets"], suite.datasets, strict=True):
+        entry["path"] = str(suite.resolve(spec_))
+    test_path = work / f"{case.name}-test_suite.yaml"
+    test_path.write_text(yaml.safe_dump(test, sort_keys=False), "utf-8")
+    own = set()
+    for task in case.tasks:
+        with open(data.tasks[task].train, encoding="utf-8") as fh:
+            own |= {json.loads(line)["text"] for line in fh if line.strip()}
+    texts = work / f"{case.name}-unlabeled.jsonl"
+    with open(data.unlabeled, encoding="utf-8") as src, open(texts, "w", encoding="utf-8") as dst:
+        for line in src:
+            if line.strip() and json.loads(line)["text"] in own:
+                dst.write(line)
+    return {"config": config, "val_suite": val, "test_suite": test_path, "texts": texts,
+            "base": base}
