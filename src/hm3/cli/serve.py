@@ -98,4 +98,6 @@ def serve(
             progress=False,
         ),
     )
-    run_server(model, settings, announce=lambda line: err_console.print(line, highlight=False))
+    # one line, never wrapped: scripts read the address from it
+    announce = lambda line: err_console.print(line, highlight=False, soft_wrap=True)  # noqa: E731
+    run_server(model, settings, announce=announce)
