@@ -1,0 +1,53 @@
+"""``hm3 serve --onnx``: the directory written by ``hm3 export onnx`` served through ONNX Runtime
+(:func:`hm3.export.runtime.load_onnx`) answers as the torch model does."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+import hm3
+from hm3.merging.config import MergeConfig
+from hm3.options import RunOptions
+from serving import running
+from tiny import toy_texts
+
+pytest.importorskip("onnxruntime")
+TEXTS = toy_texts(6, seed=4)
+
+
+@pytest.fixture(scope="module")
+def dirs(zoo_of, tmp_path_factory):
+    from hm3.export.api import export_onnx
+
+    zoo = zoo_of("bert")
+    models = [{"model": str(m)} for m in zoo.models]
+    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
+    root = tmp_path_factory.mktemp("serve-onnx")
+    merged = hm3.merge(config, root / "merged", progress=False).path
+    exported = export_onnx(merged, root / "onnx", options=RunOptions(progress=False)).path
+    return merged, exported
+
+
+def test_serve_onnx_answers_as_torch(dirs, one_thread):
+    merged, exported = dirs
+    want = hm3.load(merged, device="cpu").predict_proba(TEXTS)
+    with running(exported, onnx=True) as url:
+        assert httpx.get(f"{url}/v1/tasks").json()["runtime"] == "onnxruntime"
+        got = httpx.post(f"{url}/v1/classify", json={"texts": TEXTS}, timeout=60).json()
+        raw = httpx.post(f"{url}/predict", json={"inputs": TEXTS[0], "raw_scores": True})
+    for row, result in enumerate(got["results"]):
+        for task, probs in want.items():
+            scores = list(result["tasks"][task]["scores"].values())
+            np.testing.assert_allclose(scores, probs[row], atol=1e-4)
+    assert raw.status_code == 200 and len(raw.json()) == 2 + 3 + 4
+
+
+def test_serve_onnx_refuses_a_torch_directory(dirs):
+    from hm3.errors import Hm3Error
+    from hm3.serve.server import build
+    from hm3.serve.settings import ServeSettings
+
+    with pytest.raises(Hm3Error, match="export"):
+        build(dirs[0], ServeSettings(onnx=True))
