@@ -210,16 +210,30 @@ def fault_cases(url: str, texts: list[str]) -> dict[str, str]:
             sock.sendall(payload)  # and leave without reading the answer
     time.sleep(1)
     after = httpx.post(f"{url}/v1/classify", json=body, timeout=60)
-    same = after.status_code == 200 and after.json() == before
+    # a forward batch of another shape moves float32 scores by ~1e-7: compare labels and 1e-5
+    diff = max_difference(before, after.json()) if after.status_code == 200 else None
+    same = diff is not None and diff[0] and diff[1] <= 1e-5
     big = b'{"texts": ["' + b"x" * 10_000_000 + b'"]}'
     r = httpx.post(f"{url}/v1/classify", content=big, timeout=60,
                    headers={"content-type": "application/json"})
     alive = httpx.get(f"{url}/healthz").status_code == 200
     return {
         "100 clients leave mid-request (50 after the body, 50 mid-body)":
-            f"later answer {'identical' if same else 'CHANGED'} (status {after.status_code})",
+            f"later answer {'unchanged' if same else 'CHANGED'} (status {after.status_code}; "
+            + (f"same labels: {diff[0]}, largest score change {diff[1]:.1e})" if diff else ")"),
         "10 MB body": f"{r.status_code} {r.json().get('error', '')[:60]}...; server up: {alive}",
     }
+
+
+def max_difference(a: dict, b: dict) -> tuple[bool, float]:
+    """Whether two /v1/classify answers have the same labels, and their largest score change."""
+    labels, largest = True, 0.0
+    for x, y in zip(a["results"], b["results"], strict=True):
+        for task, pred in x["tasks"].items():
+            labels &= pred["label"] == y["tasks"][task]["label"]
+            for label, score in pred["scores"].items():
+                largest = max(largest, abs(score - y["tasks"][task]["scores"][label]))
+    return labels, largest
 
 
 def burst(url: str, texts: list[str], clients: int) -> dict[str, str]:
