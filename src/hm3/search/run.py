@@ -114,7 +114,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     )
     study.pruner = studies.make_pruner(spec.prune)
     study.set_user_attr("originals", material.originals)
-    studies.reap_dead_trials(study)
+    studies.reap_dead_trials(study, own=spec.storage is None)
     mine, timed_out = _loop(study, material, spec, out, options)
     return _finish(study, material, spec, out, options, mine, timed_out, started)
 

@@ -110,8 +110,12 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
     return study
 
 
-def reap_dead_trials(study: Any) -> int:
-    """Fail the RUNNING trials whose worker was a process of this machine that is gone."""
+def reap_dead_trials(study: Any, *, own: bool = False) -> int:
+    """Fail the RUNNING trials whose worker was a process of this machine that is gone.
+
+    With ``own`` (the study is ``--out``'s own, which one worker runs) a RUNNING trial that
+    names no worker (killed between its creation and its first write) is failed too.
+    """
     from optuna.trial import TrialState
 
     host = socket.gethostname()
@@ -119,7 +123,8 @@ def reap_dead_trials(study: Any) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(trial.user_attrs.get(WORKER, ""))
         worker_host, _, pid = who.rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+        orphan = own and not who
+        if orphan or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             reaped += 1
     return reaped
