@@ -55,7 +55,7 @@ def named(item: str, flag: str) -> tuple[str, Path]:
 
 def demo_max_length() -> int:
     """Tokens per text in the demo (training, alignment, evaluation): what the benchmarks read."""
-    from hm3.demo.train.classifier import TrainSettings
+    from hm3.demo.train.loop import TrainSettings
 
     return TrainSettings.max_length
 
@@ -115,7 +115,7 @@ def markdown_table(
 def task_rows(cache: Path | None, seed: int) -> dict[str, list]:
     """Every demo task's labelled rows (cleaned, deduplicated), as ``hm3 demo`` pools them."""
     from hm3.demo.data.pools import build_pools
-    from hm3.demo.data.prepare import TASKS
+    from hm3.demo.data.spec import TASKS
     from hm3.demo.data.split import dedupe
     from hm3.demo.sources.fetch import cache_root, fetch_sources
 
