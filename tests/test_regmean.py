@@ -306,7 +306,8 @@ def test_demo_methods_are_checked_before_any_work(tmp_path, capsys):
               "--methods", "ties,regmen"])  # fmt: skip
     assert done.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown or repeated: regmen" in err and "soup, ties, dare_ties, regmean" in err
+    assert "unknown or repeated: regmen" in err
+    assert "soup, ties, dare_ties, dare_ties_search, regmean" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
