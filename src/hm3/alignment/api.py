@@ -120,6 +120,19 @@ def align(
     record = stats.record(solution, ridge, digest, max_texts)
     with atomic_dir(out, opts.force) as tmp:
         _write(stats, solution, tmp, record)
+    return _result(out, ridge, stats, solution, record, digest, time.perf_counter() - started)
+
+
+def _result(
+    out: Path,
+    ridge: float | str,
+    stats: AlignStats,
+    solution: RidgeSolution,
+    record: dict[str, Any],
+    digest: str,
+    seconds: float,
+) -> AlignResult:
+    """The :class:`AlignResult` of a finished fit written to ``out``."""
     return AlignResult(
         out,
         stats.n_texts,
@@ -127,7 +140,7 @@ def align(
         record["lambda"],  # None with "auto": each task's is in its TaskAlignment
         digest,
         stats.residuals(solution),
-        time.perf_counter() - started,
+        seconds,
         stats.count.skipped,
         stats.scale,
         stats.scores,

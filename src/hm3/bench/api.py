@@ -121,7 +121,6 @@ def bench(
         MERGED: ("torch", [str(merged)]),
         **{_name(p, i): ("onnx", [str(p)]) for i, p in enumerate(onnx)},
     }
-    runs: dict[str, list[dict]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory(prefix="hm3-bench-") as tmp:
         file = Path(tmp) / "texts.json"
         file.write_text(json.dumps(list(texts)), encoding="utf-8")
@@ -136,18 +135,28 @@ def bench(
             )
             for name, (runtime, paths) in systems.items()
         }
-        names = list(systems)
-        with progress_bar(options.progress, label="bench: {task.description}") as bar:
-            job = bar.add_task("warm-up", total=len(names) * (repeats + 1))
-            for round_ in range(repeats + 1):
-                shift = round_ % len(names)
-                for name in names[shift:] + names[:shift]:
-                    bar.update(job, description=f"{name} (round {round_}/{repeats})")
-                    measured = _spawn(specs[name], threads)
-                    if round_:  # round 0 is the warm-up
-                        runs[name].append(measured)
-                    bar.advance(job)
+        runs = _rounds(specs, repeats, threads, options.progress)
     return _result(runs, tasks, len(texts), options, repeats, windows is not None)
+
+
+def _rounds(
+    specs: Mapping[str, RunSpec], repeats: int, threads: int | None, progress: bool
+) -> dict[str, list[dict]]:
+    """A warm-up round, then ``repeats`` measured ones: each system once a round, each in a fresh
+    process, the order rotated every round; the measurements of each system, in order."""
+    names = list(specs)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    with progress_bar(progress, label="bench: {task.description}") as bar:
+        job = bar.add_task("warm-up", total=len(names) * (repeats + 1))
+        for round_ in range(repeats + 1):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                bar.update(job, description=f"{name} (round {round_}/{repeats})")
+                measured = _spawn(specs[name], threads)
+                if round_:  # round 0 is the warm-up
+                    runs[name].append(measured)
+                bar.advance(job)
+    return runs
 
 
 def _check_tasks(merged: Path, originals: Mapping[str, Path], onnx: Sequence[Path]) -> list[str]:

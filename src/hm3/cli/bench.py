@@ -12,28 +12,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hm3.cli.common import (
-    BatchOpt,
-    DeviceOpt,
-    MaxLengthOpt,
-    PickleOpt,
-    ProgressOpt,
-    out_console,
-    parse_named_paths,
-    run_options,
-)
-from hm3.cli.long_texts import (
-    CombineOpt,
-    DefaultLabelOpt,
-    StrideOpt,
-    parse_windows,
-    windows_option,
-)
+from hm3.cli.common import out_console, parse_named_paths, with_run_options
+from hm3.cli.long_texts import with_windows
+from hm3.options import RunOptions
 
 if TYPE_CHECKING:
     from hm3.bench.api import BenchResult
+    from hm3.model.windows import Windows
 
 
+@with_run_options(batch_size=32, max_length=512, device="cpu", allow_pickle=False, progress=True)
+@with_windows(False)
 def bench(
     merged: Annotated[Path, typer.Option("--merged", help="The merged model directory.")],
     originals: Annotated[
@@ -65,15 +54,9 @@ def bench(
         typer.Option("--onnx", help="An `hm3 export onnx` directory of the merged model (repeat)."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    batch_size: BatchOpt = 32,
-    max_length: MaxLengthOpt = 512,
-    device: DeviceOpt = "cpu",
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
-    windows: Annotated[bool, windows_option(False)] = False,
-    stride: StrideOpt = None,
-    combine: CombineOpt = "max",
-    default_label: DefaultLabelOpt = None,
+    *,
+    options: RunOptions,
+    windows: Windows | None,
 ) -> None:
     """Measure load time, inference time and peak memory of the --originals (run one after
     another, as a deployment without hm3 does) and of the --merged model on the same texts,
@@ -82,14 +65,6 @@ def bench(
     from hm3.bench.api import bench as run_bench
     from hm3.bench.texts import bench_texts
 
-    options = run_options(
-        device=device,
-        batch_size=batch_size,
-        max_length=max_length,
-        allow_pickle=allow_pickle,
-        progress=progress,
-    )
-    how = parse_windows(windows, stride, combine, default_label)
     by_task = parse_named_paths(originals, "--originals", need_name=True)
     chosen = bench_texts(texts, suite, column=text_column, limit=limit)
     result = run_bench(
@@ -99,7 +74,7 @@ def bench(
         options=options,
         repeats=repeats,
         threads=threads,
-        windows=how,
+        windows=windows,
         onnx=onnx or (),
     )
     if json_out:

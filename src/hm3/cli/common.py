@@ -1,4 +1,5 @@
-"""What the ``hm3`` commands share: consoles, the run options, ``NAME=DIR`` pairs, printing a fit.
+"""What the ``hm3`` commands share: consoles, the run options (declared once and added to a
+command by :func:`with_run_options`), ``NAME=DIR`` pairs, printing a fit.
 
 Only argument declarations, parsing of command-line values and output formatting live here;
 see :mod:`hm3.cli.app`.
@@ -6,8 +7,9 @@ see :mod:`hm3.cli.app`.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,6 +28,7 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (must not exist).")]
+ConfigArg = Annotated[Path, typer.Argument(help="Merge config (YAML).")]
 
 # The run options (hm3.options.RunOptions), declared once; each verb gives its own defaults.
 DeviceOpt = Annotated[
@@ -55,6 +58,68 @@ def run_options(params: Mapping[str, Any] | None = None, /, **given: Any) -> Run
     options it does not declare (and a ``--dtype`` not given) keep the library's defaults."""
     values = {k: v for k, v in (params or {}).items() if k in RUN_FIELDS} | given
     return make_run_options(None, {k: v for k, v in values.items() if v is not None})
+
+
+_RUN_OPTS = {
+    "device": DeviceOpt,
+    "dtype": DtypeOpt,
+    "batch_size": BatchOpt,
+    "max_length": MaxLengthOpt,
+    "force": ForceOpt,
+    "allow_pickle": PickleOpt,
+    "progress": ProgressOpt,
+}
+
+
+def _evaluated(param: inspect.Parameter, namespace: Mapping[str, Any]) -> inspect.Parameter:
+    """``param`` with its annotation evaluated, as ``inspect.signature(eval_str=True)`` does (the
+    commands use ``from __future__ import annotations``)."""
+    if not isinstance(param.annotation, str):
+        return param
+    return param.replace(annotation=eval(param.annotation, dict(namespace)))
+
+
+def with_options(
+    added: Mapping[str, tuple[Any, Any]], replaced: Sequence[str], build: Callable[..., dict]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a typer command with the options ``added`` (name → (Annotated type, default))
+    at the end of its parameters in place of its own ``replaced`` ones, which it receives as
+    ``build(**values of added)`` computes them. Stacks: the outer one sees the inner's options."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(command)
+        ns = getattr(inspect.unwrap(command), "__globals__", {})
+        own = [_evaluated(p, ns) for p in sig.parameters.values() if p.name not in replaced]
+        new = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
+            for name, (kind, value) in added.items()
+        ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in added if name in kwargs}
+            return command(*args, **kwargs, **build(**values))
+
+        # before the options of an inner decorator, so that --help lists them in stacking order
+        kw = inspect.Parameter.KEYWORD_ONLY
+        params = [p for p in own if p.kind != kw] + new + [p for p in own if p.kind == kw]
+        wrapper.__signature__ = sig.replace(parameters=params, return_annotation=None)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        return wrapper
+
+    return decorate
+
+
+def with_run_options(
+    fixed: Mapping[str, Any] | None = None, /, **defaults: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the run options named in ``defaults`` (``device="cpu"``, ``batch_size=32``,
+    ...) as options of the command, with those defaults, and the
+    :class:`~hm3.options.RunOptions` they make (plus ``fixed`` values) as its ``options``."""
+    added = {name: (_RUN_OPTS[name], value) for name, value in defaults.items()}
+    return with_options(
+        added, ("options",), lambda **given: {"options": run_options(given, **(fixed or {}))}
+    )
 
 
 RidgeOpt = Annotated[

@@ -6,31 +6,27 @@ Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hm3.cli.common import (
-    BatchOpt,
-    DeviceOpt,
-    ForceOpt,
-    MaxLengthOpt,
-    PickleOpt,
-    ProgressOpt,
     err_console,
     out_console,
     parse_named_paths,
-    run_options,
+    with_run_options,
 )
-from hm3.cli.long_texts import (
-    CombineOpt,
-    DefaultLabelOpt,
-    StrideOpt,
-    parse_windows,
-    windows_option,
-)
+from hm3.cli.long_texts import with_windows
+from hm3.options import RunOptions
+
+if TYPE_CHECKING:
+    from hm3.model.windows import Windows
 
 
+@with_run_options(
+    force=False, batch_size=32, max_length=512, device="cpu", allow_pickle=False, progress=True
+)
+@with_windows(False)
 def evaluate(
     suite: Annotated[Path, typer.Argument(help="Evaluation suite (YAML).")],
     models: Annotated[
@@ -44,7 +40,6 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results.json, report.md, plots here.")
     ] = None,
-    force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     tasks: Annotated[
         list[str] | None,
@@ -63,24 +58,16 @@ def evaluate(
             "F1 minus the originals' with a 95 % interval (paired bootstrap); needs --originals.",
         ),
     ] = 0,
-    batch_size: BatchOpt = 32,
-    max_length: MaxLengthOpt = 512,
-    device: DeviceOpt = "cpu",
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
-    windows: Annotated[bool, windows_option(False)] = False,
-    stride: StrideOpt = None,
-    combine: CombineOpt = "max",
-    default_label: DefaultLabelOpt = None,
+    *,
+    options: RunOptions,
+    windows: Windows | None,
 ) -> None:
     """Evaluate MODELS (merged or single-task) and --originals on the datasets of SUITE."""
-    options = run_options(locals())
     from hm3.evaluation.report import print_tables, write_report
     from hm3.evaluation.run import evaluate as run_evaluation
     from hm3.evaluation.suite import load_suite
     from hm3.io.atomic import check_output
 
-    how = parse_windows(windows, stride, combine, default_label)
     named = parse_named_paths(models or [], "MODEL", need_name=False)
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     if out is not None:
@@ -89,7 +76,7 @@ def evaluate(
     if tasks:
         loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
     result = run_evaluation(
-        loaded, named, originals=by_task, bootstrap=bootstrap, windows=how, options=options
+        loaded, named, originals=by_task, bootstrap=bootstrap, windows=windows, options=options
     )
     if json_out:
         typer.echo(result.to_json())

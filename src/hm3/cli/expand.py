@@ -5,30 +5,13 @@ Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printi
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
-from hm3.cli.common import (
-    ForceOpt,
-    OutOpt,
-    PickleOpt,
-    ProgressOpt,
-    err_console,
-    run_options,
-)
+from hm3.cli.common import ConfigArg, OutOpt, err_console, with_run_options
+from hm3.options import RunOptions
 
 
-def expand(
-    config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
-    out: OutOpt,
-    force: ForceOpt = False,
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
-) -> None:
+@with_run_options(force=False, allow_pickle=False, progress=True)
+def expand(config: ConfigArg, out: OutOpt, *, options: RunOptions) -> None:
     """Write HM3-expanded models, a zero-head base and a mergekit.yaml to --out."""
-    options = run_options(locals())
     from hm3.merging.config import MergeConfig
     from hm3.merging.expanded import expand as do_expand
 

@@ -11,17 +11,8 @@ from typing import Annotated
 
 import typer
 
-from hm3.cli.common import (
-    BatchOpt,
-    ForceOpt,
-    MaxLengthOpt,
-    OutOpt,
-    PickleOpt,
-    ProgressOpt,
-    err_console,
-    help_paragraphs,
-    out_console,
-)
+from hm3.cli.common import OutOpt, err_console, help_paragraphs, out_console, with_run_options
+from hm3.options import RunOptions
 
 app = typer.Typer(
     name="export",
@@ -29,53 +20,56 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def onnx(
-    model: Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")],
-    out: OutOpt,
-    quantize: Annotated[
-        str | None,
-        typer.Option(help="int8: ONNX Runtime dynamic quantization (needs --texts)."),
-    ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset, 14 to 20.")] = 17,
-    texts: Annotated[
-        Path | None,
-        typer.Option(
-            help="Texts (.jsonl, .csv, .parquet) on which int8 must keep the float decisions."
-        ),
-    ] = None,
-    text_column: Annotated[str, typer.Option(help="Column of --texts that holds the texts.")] = (
-        "text"
+ModelArg = Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")]
+QuantizeOpt = Annotated[
+    str | None, typer.Option(help="int8: ONNX Runtime dynamic quantization (needs --texts).")
+]
+OpsetOpt = Annotated[int, typer.Option(help="ONNX opset, 14 to 20.")]
+TextsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Texts (.jsonl, .csv, .parquet) on which int8 must keep the float decisions."
     ),
-    max_texts: Annotated[
-        int | None, typer.Option(min=1, help="Compare on the first N texts only.")
-    ] = None,
-    per_channel: Annotated[
-        bool,
-        typer.Option(
-            "--per-channel/--per-tensor",
-            help="int8 weight scales per output channel (default) or one per tensor.",
-        ),
-    ] = True,
-    reduce_range: Annotated[
-        bool,
-        typer.Option(
-            "--reduce-range/--full-range",
-            help="int8 weights in 7 bits (more decisions kept on some models) or the full 8.",
-        ),
-    ] = False,
-    min_agreement: Annotated[
-        float,
-        typer.Option(
-            help="Refuse (write nothing) if int8 keeps less than this share of any task's "
-            "decisions on --texts; 0 only reports."
-        ),
-    ] = 0.99,
-    batch_size: BatchOpt = 32,
-    max_length: MaxLengthOpt = 512,
-    force: ForceOpt = False,
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
+]
+TextColumnOpt = Annotated[str, typer.Option(help="Column of --texts that holds the texts.")]
+MaxTextsOpt = Annotated[int | None, typer.Option(min=1, help="Compare on the first N texts only.")]
+PerChannelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--per-channel/--per-tensor",
+        help="int8 weight scales per output channel (default) or one per tensor.",
+    ),
+]
+ReduceRangeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reduce-range/--full-range",
+        help="int8 weights in 7 bits (more decisions kept on some models) or the full 8.",
+    ),
+]
+MinAgreementOpt = Annotated[
+    float,
+    typer.Option(
+        help="Refuse (write nothing) if int8 keeps less than this share of any task's "
+        "decisions on --texts; 0 only reports."
+    ),
+]
+
+
+@with_run_options(batch_size=32, max_length=512, force=False, allow_pickle=False, progress=True)
+def onnx(
+    model: ModelArg,
+    out: OutOpt,
+    quantize: QuantizeOpt = None,
+    opset: OpsetOpt = 17,
+    texts: TextsOpt = None,
+    text_column: TextColumnOpt = "text",
+    max_texts: MaxTextsOpt = None,
+    per_channel: PerChannelOpt = True,
+    reduce_range: ReduceRangeOpt = False,
+    min_agreement: MinAgreementOpt = 0.99,
+    *,
+    options: RunOptions,
 ) -> None:
     """Export MODEL to --out as an ONNX graph that returns each task's probabilities.
 
@@ -87,15 +81,7 @@ def onnx(
     graph's on --texts, task by task, and printed; below --min-agreement nothing is written.
     """
     from hm3.export.api import export_onnx
-    from hm3.options import RunOptions
 
-    options = RunOptions(
-        batch_size=batch_size,
-        max_length=max_length,
-        progress=progress,
-        force=force,
-        allow_pickle=allow_pickle,
-    )
     result = export_onnx(
         model,
         out,

@@ -4,16 +4,18 @@ how long texts were scored.
 
 Commands choose their own default for ``--windows``: ``hm3 predict`` and ``hm3 serve`` score
 the whole text (on), ``hm3 evaluate`` and ``hm3 bench`` keep truncation (off) so results stay
-comparable with earlier runs and the paper. Only declarations, parsing and messages live here.
+comparable with earlier runs and the paper. :func:`with_windows` adds the four options to a
+command. Only declarations, parsing and messages live here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hm3.cli.common import with_options
 from hm3.errors import Hm3Error
 
 if TYPE_CHECKING:
@@ -58,6 +60,22 @@ def windows_option(help_on: bool) -> object:
         help="Score texts longer than --max-length tokens in overlapping windows instead of "
         f"truncating them (default here: {state}).",
     )
+
+
+def with_windows(on: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the four long-text options on a command (``--windows`` on by default if
+    ``on``), which receives the :class:`Windows` they describe (or ``None``) as ``windows``."""
+    added = {
+        "windows": (Annotated[bool, windows_option(on)], on),
+        "stride": (StrideOpt, None),
+        "combine": (CombineOpt, "max"),
+        "default_label": (DefaultLabelOpt, None),
+    }
+
+    def build(windows: bool, stride: int | None, combine: str, default_label: list[str] | None):
+        return {"windows": parse_windows(windows, stride, combine, default_label)}
+
+    return with_options(added, ("windows",), build)
 
 
 def parse_windows(

@@ -5,39 +5,17 @@ Registered on the ``hm3`` app by :mod:`hm3.cli.app`; exit codes and error printi
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
-from hm3.cli.common import (
-    DeviceOpt,
-    DtypeOpt,
-    ForceOpt,
-    OutOpt,
-    PickleOpt,
-    ProgressOpt,
-    err_console,
-    print_alignment,
-    run_options,
-)
+from hm3.cli.common import ConfigArg, OutOpt, err_console, print_alignment, with_run_options
+from hm3.options import RunOptions
 
 
-def merge(
-    config: Annotated[Path, typer.Argument(help="Merge config (YAML).")],
-    out: OutOpt,
-    force: ForceOpt = False,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = None,
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
-) -> None:
+@with_run_options(force=False, device="cpu", dtype=None, allow_pickle=False, progress=True)
+def merge(config: ConfigArg, out: OutOpt, *, options: RunOptions) -> None:
     """Merge the classifiers of CONFIG into one checkpoint at --out (aligned if CONFIG says so).
 
     With an `align: {texts: FILE}` block in CONFIG, the merged heads are then re-fitted to the
     originals on those unlabeled texts, as `hm3 align` does.
     """
-    options = run_options(locals())
     from hm3.merging.config import MergeConfig
     from hm3.recipe import merge as run_recipe
 

@@ -13,17 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hm3.cli.common import (
-    BatchOpt,
-    DeviceOpt,
-    ForceOpt,
-    MaxLengthOpt,
-    PickleOpt,
-    ProgressOpt,
-    err_console,
-)
+from hm3.cli.common import err_console, with_run_options
 from hm3.cli.common import out_console as console
 from hm3.errors import Hm3Error
+from hm3.options import RunOptions
 
 if TYPE_CHECKING:
     from hm3.search.run import SearchResult
@@ -44,6 +37,9 @@ def parse_duration(value: str | None) -> float | None:
     return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
 
 
+@with_run_options(
+    device="cpu", batch_size=32, max_length=512, force=False, allow_pickle=False, progress=True
+)
 def search(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (holds the study).")],
     config: Annotated[
@@ -80,12 +76,8 @@ def search(
         str | None, typer.Option("--self", help="Merge this model with itself (paper §5.4).")
     ] = None,
     base: Annotated[str | None, typer.Option(help="Base model for --self.")] = None,
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 32,
-    max_length: MaxLengthOpt = 512,
-    force: ForceOpt = False,
-    allow_pickle: PickleOpt = False,
-    progress: ProgressOpt = True,
+    *,
+    options: RunOptions,
 ) -> None:
     """Search merge parameters: merge in memory, score on a validation sample, test each new best.
 
@@ -94,12 +86,9 @@ def search(
     where any number of workers can run it. Writes trials.csv, search.png, importance.png and
     best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml).
     """
-    from hm3.options import RunOptions
     from hm3.search.run import SearchSpec
     from hm3.search.run import search as run_search
 
-    options = RunOptions(device=device, batch_size=batch_size, max_length=max_length,
-                         progress=progress, force=force, allow_pickle=allow_pickle)  # fmt: skip
     spec = SearchSpec(
         config=config, self_model=self_model, base=base, suite=suite, test_suite=test_suite,
         trials=trials, val_samples=val_samples, test_samples=test_samples, sampler=sampler,

@@ -7,64 +7,69 @@ Registered on the ``hm3`` app by :mod:`hm3.cli.app`; the server lives in :mod:`h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hm3.cli.common import BatchOpt, DeviceOpt, MaxLengthOpt, PickleOpt, err_console, run_options
-from hm3.cli.long_texts import (
-    CombineOpt,
-    DefaultLabelOpt,
-    StrideOpt,
-    parse_windows,
-    windows_option,
+from hm3.cli.common import err_console, with_run_options
+from hm3.cli.long_texts import with_windows
+from hm3.options import RunOptions
+
+if TYPE_CHECKING:
+    from hm3.model.windows import Windows
+
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Merged or ordinary classifier directory (or, with --onnx, "
+        "the directory written by hm3 export onnx)."
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(help="YAML flagging rules per task: adds flagged/reasons to each result."),
+]
+BatchTokensOpt = Annotated[
+    int, typer.Option(help="Token budget of one forward pass (texts x longest text).")
+]
+WaitOpt = Annotated[
+    float, typer.Option(help="Longest wait for other requests to share a forward pass.")
+]
+ConcurrentOpt = Annotated[
+    int, typer.Option(help="Requests in progress at once; more are answered 429 at once.")
+]
+BodyBytesOpt = Annotated[
+    int, typer.Option(help="Request body size; larger bodies are answered 413.")
+]
+ApiKeyEnvOpt = Annotated[
+    str,
+    typer.Option(
+        help="Environment variable holding the API key; when set, requests need "
+        "'Authorization: Bearer KEY'."
+    ),
+]
+
+
+@with_run_options(
+    {"progress": False}, device="cpu", batch_size=64, max_length=512, allow_pickle=False
 )
-
-
+@with_windows(True)
 def serve(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="Merged or ordinary classifier directory (or, with --onnx, "
-            "the directory written by hm3 export onnx)."
-        ),
-    ],
+    model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
     onnx: Annotated[bool, typer.Option("--onnx", help="Run MODEL with ONNX Runtime.")] = False,
-    policy: Annotated[
-        Path | None,
-        typer.Option(help="YAML flagging rules per task: adds flagged/reasons to each result."),
-    ] = None,
-    max_batch_tokens: Annotated[
-        int, typer.Option(help="Token budget of one forward pass (texts x longest text).")
-    ] = 16384,
-    max_wait_ms: Annotated[
-        float, typer.Option(help="Longest wait for other requests to share a forward pass.")
-    ] = 5.0,
-    max_concurrent: Annotated[
-        int, typer.Option(help="Requests in progress at once; more are answered 429 at once.")
-    ] = 512,
+    policy: PolicyOpt = None,
+    max_batch_tokens: BatchTokensOpt = 16384,
+    max_wait_ms: WaitOpt = 5.0,
+    max_concurrent: ConcurrentOpt = 512,
     max_texts: Annotated[int, typer.Option(help="Texts per request.")] = 64,
     max_chars: Annotated[int, typer.Option(help="Characters per text.")] = 200_000,
-    max_body_bytes: Annotated[
-        int, typer.Option(help="Request body size; larger bodies are answered 413.")
-    ] = 4 * 2**20,
-    api_key_env: Annotated[
-        str,
-        typer.Option(
-            help="Environment variable holding the API key; when set, requests need "
-            "'Authorization: Bearer KEY'."
-        ),
-    ] = "HM3_API_KEY",
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 64,
-    max_length: MaxLengthOpt = 512,
-    allow_pickle: PickleOpt = False,
-    windows: Annotated[bool, windows_option(True)] = True,
-    stride: StrideOpt = None,
-    combine: CombineOpt = "max",
-    default_label: DefaultLabelOpt = None,
+    max_body_bytes: BodyBytesOpt = 4 * 2**20,
+    api_key_env: ApiKeyEnvOpt = "HM3_API_KEY",
+    *,
+    options: RunOptions,
+    windows: Windows | None,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/classify, POST /predict (text-embeddings-inference
     compatible), GET /v1/tasks, /healthz, /readyz, /metrics and /docs.
@@ -89,14 +94,8 @@ def serve(
         max_chars=max_chars,
         max_body_bytes=max_body_bytes,
         api_key_env=api_key_env,
-        windows=parse_windows(windows, stride, combine, default_label),
-        options=run_options(
-            device=device,
-            batch_size=batch_size,
-            max_length=max_length,
-            allow_pickle=allow_pickle,
-            progress=False,
-        ),
+        windows=windows,
+        options=options,
     )
     # one line, never wrapped: scripts read the address from it
     announce = lambda line: err_console.print(line, highlight=False, soft_wrap=True)  # noqa: E731

@@ -106,19 +106,17 @@ def evaluate(
         suite=suite.source,
         seed=suite.seed,
         limit=suite.limit,
-        datasets=tuple(
-            DatasetInfo(
-                name=d.name,
-                path=str(d.path),
-                rows=d.rows,
-                evaluated=len(d.texts),
-                expect=dict(d.expect),
-            )
-            for d in datasets
-        ),
+        datasets=tuple(_dataset_info(d) for d in datasets),
         tasks=tuple(TaskInfo(name=name, labels=tasks[name]) for name in suite_tasks(datasets)),
         models=tuple(results),
         seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def _dataset_info(d: Dataset) -> DatasetInfo:
+    """What the result records of one dataset."""
+    return DatasetInfo(
+        name=d.name, path=str(d.path), rows=d.rows, evaluated=len(d.texts), expect=dict(d.expect)
     )
 
 

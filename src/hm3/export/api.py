@@ -126,19 +126,7 @@ def export_onnx(
     clf = load(model, options=options.with_(device="cpu", dtype=None))
     outputs = output_names(clf.tasks)
     with atomic_dir(out, options.force) as tmp:
-        float_dir = tmp if spec is None else tmp / _FLOAT_DIR
-        float_dir.mkdir(exist_ok=True)
-        log.info("tracing %s to ONNX (opset %d)", model, opset)
-        block = _write_float(clf, model, float_dir, outputs, opset)
-        diff = _check_float(clf, float_dir)
-        log.info("ONNX Runtime equals torch within %.2g on the probe texts", diff)
-        block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
-        result = None
-        if spec is not None:
-            result = write_int8(model, clf.tasks, float_dir, tmp, block, spec, options)
-            shutil.rmtree(float_dir)
-        card.write_config(model, clf.tasks, tmp, block)
-        (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
+        diff, result = _write_export(clf, model, tmp, outputs, opset, spec, options)
     seconds = time.perf_counter() - started
     return ExportResult(out, outputs, opset, quantize, diff, result, seconds)
 
@@ -171,6 +159,34 @@ def _check_inputs(
             f"{', '.join(sorted(SUPPORTED))})"
         )
     check_output(out, options.force, inputs=[model])
+
+
+def _write_export(
+    clf: Classifier,
+    model: Path,
+    tmp: Path,
+    outputs: dict[str, str],
+    opset: int,
+    spec: Int8Spec | None,
+    options: RunOptions,
+) -> tuple[float, Agreement | None]:
+    """The export's files in ``tmp``: the float graph, checked against torch (and with ``spec``
+    the int8 graph in its place), config.json and the README; the check's max |onnx - torch|
+    and the int8 agreement."""
+    float_dir = tmp if spec is None else tmp / _FLOAT_DIR
+    float_dir.mkdir(exist_ok=True)
+    log.info("tracing %s to ONNX (opset %d)", model, opset)
+    block = _write_float(clf, model, float_dir, outputs, opset)
+    diff = _check_float(clf, float_dir)
+    log.info("ONNX Runtime equals torch within %.2g on the probe texts", diff)
+    block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
+    result = None
+    if spec is not None:
+        result = write_int8(model, clf.tasks, float_dir, tmp, block, spec, options)
+        shutil.rmtree(float_dir)
+    card.write_config(model, clf.tasks, tmp, block)
+    (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
+    return diff, result
 
 
 def _write_float(

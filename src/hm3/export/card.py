@@ -18,6 +18,7 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.export.runtime import MODEL_FILE
+from hm3.io import checkpoint
 from hm3.model.labels import Task, metadata_block
 
 _SNIPPET = """\
@@ -138,20 +139,14 @@ def stamp(file: Path, tasks: list[Task], block: dict[str, Any]) -> None:
 
 
 def read_config(model: Path) -> dict[str, Any]:
-    """A classifier directory's ``config.json`` as a dict."""
-    file = model / "config.json"
-    if not file.is_file():
+    """A classifier directory's ``config.json`` as a dict (read by
+    :func:`hm3.io.checkpoint.read_config`), with the export's message where there is none."""
+    if not (model / "config.json").is_file():
         raise Hm3Error(
             f"{model}: not a classifier directory (no config.json); give a merged or fine-tuned "
             "classifier directory"
         )
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise Hm3Error(f"{file}: not readable JSON ({exc}); fix or re-create it") from None
-    if not isinstance(config, dict):
-        raise Hm3Error(f"{file}: expected a JSON object; fix or re-create it")
-    return config
+    return checkpoint.read_config(model, str(model))
 
 
 def write_config(model: Path, tasks: list[Task], folder: Path, block: dict[str, Any]) -> None:
