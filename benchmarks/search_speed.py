@@ -143,6 +143,11 @@ def hm3_search(
         "--test-samples",
         str(TEST_SAMPLES),
         "--prune" if prune else "--no-prune",
+        # the same tokens and batches as the paper way's evaluate
+        "--max-length",
+        str(demo_max_length()),
+        "--batch-size",
+        str(BATCH_SIZE),
         "--no-progress",
     ]
     t0 = time.perf_counter()
