@@ -71,6 +71,8 @@ def run_search(args, inputs: dict[str, Path]) -> None:
         cmd += ["--suite", str(inputs["val_suite"]), "--val-samples", str(args.val_samples)]
     cmd += ["--test-suite", str(inputs["test_suite"]), "--test-samples", str(args.test_samples)]
     cmd += ["--sampler", args.sampler, "--seed", str(args.seed), "--out", str(args.out)]
+    # the tokens the zoo was trained with and the table below is scored with
+    cmd += ["--max-length", str(demo_max_length()), "--batch-size", "16"]
     if args.timeout:
         cmd += ["--timeout", args.timeout]
     if args.prune:
