@@ -93,6 +93,18 @@ def zoo_of(zoo_factory, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bert_ties_merged(zoo_of, tmp_path_factory) -> Path:
+    """A TIES merge of the tiny BERT zoo's classifiers, built once for the serving tests."""
+    import hm3
+    from hm3.merging.config import MergeConfig
+
+    zoo = zoo_of("bert")
+    models = [{"model": str(m)} for m in zoo.models]
+    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
+    return hm3.merge(config, tmp_path_factory.mktemp("ties") / "merged", progress=False).path
+
+
+@pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """HM3_CACHE for the session, with every pinned source fetched once (the real downloads)."""
     from hm3.demo.sources.fetch import fetch_sources

@@ -13,19 +13,14 @@ import httpx
 import pytest
 import yaml
 
-import hm3
-from hm3.merging.config import MergeConfig
 from serving import wait_ready
 
 HM3 = [sys.executable, "-c", "from hm3.cli.app import main; main()"]
 
 
 @pytest.fixture(scope="module")
-def merged(zoo_of, tmp_path_factory):
-    zoo = zoo_of("bert")
-    models = [{"model": str(m)} for m in zoo.models]
-    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
-    return hm3.merge(config, tmp_path_factory.mktemp("cli") / "merged", progress=False).path
+def merged(bert_ties_merged):
+    return bert_ties_merged
 
 
 def test_hm3_serve_serves_until_interrupted(merged):

@@ -11,7 +11,6 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
 import hm3
-from hm3.merging.config import MergeConfig
 from hm3.model.windows import Windows
 from serving import running
 from tiny import toy_texts
@@ -20,11 +19,8 @@ TEXTS = toy_texts(5, seed=9)
 
 
 @pytest.fixture(scope="module")
-def merged(zoo_of, tmp_path_factory):
-    zoo = zoo_of("bert")
-    models = [{"model": str(m)} for m in zoo.models]
-    config = MergeConfig(base_model=str(zoo.base), merge_method="ties", models=models)
-    return hm3.merge(config, tmp_path_factory.mktemp("tei") / "merged", progress=False).path
+def merged(bert_ties_merged):
+    return bert_ties_merged
 
 
 @pytest.fixture(scope="module")
