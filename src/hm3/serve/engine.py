@@ -14,8 +14,6 @@ probabilities, not logits). What it does not: batch requests, validate them or f
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from hm3.errors import Hm3Error
+from hm3.io.checkpoint import read_config
 from hm3.model.labels import Task
-from hm3.model.predictor import segment_softmax
+from hm3.model.predictor import BasePredictor, segment_softmax
 from hm3.model.windows import Windows, content_step, default_labels, spans
 from hm3.options import RunOptions
 
@@ -72,7 +71,7 @@ class Engine:
     """A predictor with what the server needs of it. Build it with :func:`load_engine`."""
 
     def __init__(
-        self, predictor: Any, path: Path, *, kind: str, options: RunOptions, budget: int,
+        self, predictor: BasePredictor, path: Path, *, kind: str, options: RunOptions, budget: int,
         windows: Windows | None,
     ) -> None:
         self.predictor = predictor
@@ -81,17 +80,11 @@ class Engine:
         self.options = options
         self.budget = budget
         self.tasks: list[Task] = list(predictor.tasks)
-        self.tokenizer = getattr(predictor, "tokenizer", None) or _tokenizer(path)
-        self.max_length = int(getattr(predictor, "max_length", None) or options.max_length)
-        self.has_logits = callable(getattr(predictor, "logits", None))
-        takes_windows = "windows" in inspect.signature(predictor.predict_proba).parameters
-        if windows is not None and not takes_windows:
-            log.warning(
-                "the %s runtime scores no windows: texts over %d tokens are truncated",
-                kind, self.max_length,
-            )
-            windows = None
+        self.tokenizer = predictor.tokenizer
+        self.max_length = int(predictor.max_length)
         self.windows = windows
+        # the recipe and alignment record, read once for GET /v1/tasks
+        self._hm3 = read_config(path, "model").get("hm3") or {}
         self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
         if windows is not None:
             self._content, self._step = content_step(self.max_length, self._special, windows.stride)
@@ -135,7 +128,7 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """Tasks, labels, how long texts are scored, and the recipe (``config.json``'s hm3)."""
-        block = _hm3_block(self.path)
+        block = self._hm3
         if self.windows is None:
             long_texts: dict[str, Any] = {"mode": "truncate"}
         else:
@@ -183,17 +176,3 @@ def load_engine(
         predictor, Path(path), kind=kind, options=options, budget=budget, windows=windows
     )
 
-
-def _tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-
-
-def _hm3_block(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    block = config.get("hm3") if isinstance(config, dict) else None
-    return block if isinstance(block, dict) else {}

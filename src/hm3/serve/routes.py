@@ -132,7 +132,7 @@ async def predict(request: Request) -> JSONResponse:
     body = await _read(request, tei.TeiRequest)
     texts, batch = tei.texts_of(body)
     server.check(texts, "inputs")
-    tei.check_parameters(body, server.engine.has_logits)
+    tei.check_parameters(body)
     scores = await server.score(texts, tei.mode_of(body), whole=body.truncate is False)
     answers = tei.answer(body, scores, server.engine.tasks)
     return JSONResponse(answers if batch else answers[0])

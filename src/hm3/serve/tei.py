@@ -84,18 +84,13 @@ def mode_of(request: TeiRequest) -> Mode:
     return Mode(raw=request.raw_scores or function == "none", windows=request.truncate is not True)
 
 
-def check_parameters(request: TeiRequest, has_logits: bool) -> None:
+def check_parameters(request: TeiRequest) -> None:
     """Refuse (422) what this server cannot honour."""
     function = request.parameters.function_to_apply if request.parameters else None
     if function == "sigmoid":
         raise BadRequest(
             422, "parameters.function_to_apply: sigmoid is not offered; every task is a "
             "single-label softmax: use softmax (per task) or none (logits)"
-        )
-    if (request.raw_scores or function == "none") and not has_logits:
-        raise BadRequest(
-            422, "raw scores: this model's runtime returns probabilities only; drop "
-            "raw_scores/function_to_apply none"
         )
 
 
