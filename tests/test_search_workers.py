@@ -118,3 +118,47 @@ def test_two_workers_share_one_postgresql_study(tmp_path, zoo_of):
     name = f"hm3-test-{uuid.uuid4().hex[:8]}"
     outs = _two_workers(case, tmp_path, url, name, 10)
     _check_shared(outs, url, name, 10)
+
+
+def test_workers_opening_a_fresh_postgresql_database_at_once_all_get_it(tmp_path):
+    """Optuna creates its tables when a storage is first opened; workers started together on an
+    empty database race to create them (CI hit PostgreSQL's duplicate-type error this way)."""
+    url = os.environ.get("HM3_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HM3_TEST_POSTGRES_URL is unset: no PostgreSQL server (.ci/run starts one)")
+    import threading
+
+    import sqlalchemy
+
+    from hm3.search.study import open_storage
+
+    db = f"hm3_race_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
+    fresh = url.rsplit("/", 1)[0] + "/" + db
+    workers = 6
+    barrier, errors, storages = threading.Barrier(workers), [], []
+
+    def open_one():
+        barrier.wait()
+        try:
+            storages.append(open_storage(fresh, tmp_path))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=open_one) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors
+        assert len(storages) == workers
+        for storage in storages:
+            assert storage.get_all_studies() == []
+            storage.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        admin.dispose()

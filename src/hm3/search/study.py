@@ -26,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,13 +53,12 @@ def worker_id() -> str:
 
 def open_storage(url: str | None, out: Path) -> Any:
     """The study's storage: a database URL, a journal file path, or ``out/study.journal``."""
-    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if url is not None and "://" in url:
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+            return _open_rdb(url)
         except Exception as exc:  # SQLAlchemy: no server, bad credentials, no driver
             detail = " ".join(str(exc).split())[:200]
             raise Hm3Error(
@@ -69,6 +70,33 @@ def open_storage(url: str | None, out: Path) -> Any:
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     return JournalStorage(backend)
+
+
+def _open_rdb(url: str, attempts: int = 8) -> Any:
+    """Optuna's RDB storage, with heartbeats so a dead worker's trial is failed by the others.
+
+    Opening creates Optuna's tables when the database has none. Workers started together on an
+    empty database race to create them, and the losers get a duplicate-object error from the
+    server (PostgreSQL: ``pg_type_typname_nsp_index``); they retry after a short random wait, by
+    when the winner's tables exist and opening only checks them.
+    """
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are deliberate; the notice is noise
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        except (IntegrityError, ProgrammingError):
+            attempt += 1
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.05, 0.1) * 2**attempt)
 
 
 def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bool) -> Any:
