@@ -47,6 +47,14 @@ ReduceRangeOpt = Annotated[
         help="int8 weights in 7 bits (more decisions kept on some models) or the full 8.",
     ),
 ]
+SmoothOpt = Annotated[
+    bool,
+    typer.Option(
+        "--smooth/--no-smooth",
+        help="int8: first smooth a copy of the model on --texts (SmoothQuant: input ranges "
+        "moved into the weights, same float function; keeps more decisions).",
+    ),
+]
 MinAgreementOpt = Annotated[
     float,
     typer.Option(
@@ -67,6 +75,7 @@ def onnx(
     max_texts: MaxTextsOpt = None,
     per_channel: PerChannelOpt = True,
     reduce_range: ReduceRangeOpt = False,
+    smooth: SmoothOpt = True,
     min_agreement: MinAgreementOpt = 0.99,
     *,
     options: RunOptions,
@@ -93,6 +102,7 @@ def onnx(
         per_channel=per_channel,
         reduce_range=reduce_range,
         min_agreement=min_agreement,
+        smooth=smooth,
         options=options,
     )
     if result.agreement is not None:

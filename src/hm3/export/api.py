@@ -7,8 +7,9 @@ temporary sibling renamed into place only when complete (:func:`hm3.io.atomic.at
 1. the float graph (:mod:`hm3.export.graph`), the tokenizer files and ``config.json`` (the
    model's, with its ``hm3`` block and an ``onnx`` block), then a check that ONNX Runtime's
    probabilities on probe texts of other batch sizes and lengths equal torch's;
-2. with ``quantize="int8"``, the int8 graph (:mod:`hm3.export.quantize`) replaces the float
-   one, after its decisions were compared with the float graph's on the user's texts: a task
+2. with ``quantize="int8"``, the int8 graph (:mod:`hm3.export.quantize`; by default of a
+   copy of the model smoothed on the texts, :mod:`hm3.export.smooth`) replaces the float one,
+   after its decisions were compared with the float graph's on the user's texts: a task
    below ``min_agreement`` stops the export and nothing is written;
 3. a README on running the directory without hm3 (:mod:`hm3.export.card`).
 
@@ -17,6 +18,7 @@ It loads the model on the CPU (tracing is device independent) and runs no server
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -39,7 +41,9 @@ from hm3.export.graph import (
 from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, write_int8
 from hm3.export.quantize import Agreement, check_quantize
 from hm3.export.runtime import MODEL_FILE, load_onnx, require
+from hm3.export.smooth import smooth_classifier
 from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.texts import iter_text_batches
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
@@ -50,6 +54,7 @@ log = logging.getLogger("hm3")
 
 CHECK_TOLERANCE = 1e-4  # |ONNX Runtime - torch| on any probability of the probe texts
 _FLOAT_DIR = ".float"
+_SMOOTH_DIR = ".smoothed"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ def export_onnx(
     per_channel: bool = True,
     reduce_range: bool = False,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    smooth: bool = True,
     options: RunOptions | None = None,
 ) -> ExportResult:
     """Export a merged (or ordinary) classifier directory to ONNX at ``out``.
@@ -102,6 +108,8 @@ def export_onnx(
         per_channel: int8 weight scales per output channel (default) instead of per tensor.
         reduce_range: 7-bit int8 weights (see :func:`hm3.export.quantize.quantize_int8`).
         min_agreement: each task's share of unchanged decisions the int8 graph must reach.
+        smooth: quantize a copy smoothed on ``texts`` (the first ``max_texts``), which has the
+            same float function and keeps more decisions (:mod:`hm3.export.smooth`).
         options: ``max_length`` (recorded; capped by the model's positions), ``batch_size``,
             ``progress``, ``force``, ``allow_pickle``. Export runs on the CPU.
 
@@ -122,6 +130,7 @@ def export_onnx(
             reduce_range=reduce_range,
             min_agreement=min_agreement,
             max_texts=max_texts,
+            smooth=smooth,
         )
     clf = load(model, options=options.with_(device="cpu", dtype=None))
     outputs = output_names(clf.tasks)
@@ -182,8 +191,12 @@ def _write_export(
     block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
     result = None
     if spec is not None:
-        result = write_int8(model, clf.tasks, float_dir, tmp, block, spec, options)
+        graph, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, outputs, opset, spec, options)
+        result = write_int8(
+            model, clf.tasks, float_dir, tmp, block, spec, options, graph=graph, smoothing=smoothing
+        )
         shutil.rmtree(float_dir)
+        shutil.rmtree(tmp / _SMOOTH_DIR, ignore_errors=True)
     card.write_config(model, clf.tasks, tmp, block)
     (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
     return diff, result
@@ -208,6 +221,30 @@ def _write_float(
     }
     card.write_config(model, clf.tasks, folder, block)
     return block
+
+
+def _smoothed_graph(
+    clf: Classifier,
+    folder: Path,
+    outputs: dict[str, str],
+    opset: int,
+    spec: Int8Spec,
+    options: RunOptions,
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """With ``spec.smooth``, the float graph of a copy of ``clf`` smoothed on the int8 texts
+    (``None`` where smoothing was skipped) and the smoothing's record."""
+    if not spec.smooth:
+        return None, None
+    batches = iter_text_batches(spec.texts, options.batch_size, spec.max_texts)
+    model, done = smooth_classifier(clf, batches, batch_size=options.batch_size)
+    if model is None:
+        return None, done.record()
+    folder.mkdir()
+    twin = copy.copy(clf)
+    twin.model = model
+    inputs = graph_inputs(clf.model.config.to_dict())
+    export_graph(twin, folder / MODEL_FILE, inputs=inputs, outputs=list(outputs), opset=opset)
+    return folder / MODEL_FILE, done.record()
 
 
 def _probes(max_length: int) -> list[str]:

@@ -1,8 +1,9 @@
 """The int8 step of ``hm3 export onnx``: quantize the float export, compare, record or refuse.
 
 :class:`Int8Spec` holds the user's choices, checked before any work (the texts, per-channel
-scales, reduced range, the agreement each task must keep). :func:`write_int8` quantizes
-the float export's graph into the output directory, runs both graphs on the texts
+scales, reduced range, smoothing, the agreement each task must keep). :func:`write_int8`
+quantizes the float export's graph (or its smoothed twin, :mod:`hm3.export.smooth`) into the
+output directory, runs both graphs on the texts
 (:func:`hm3.export.quantize.agreement`), records the agreement in the ``onnx`` block and
 refuses, with nothing written, when a task keeps fewer decisions than asked. Node names of the
 parts that can stay in float come from the architecture table. It traces nothing.
@@ -36,6 +37,7 @@ class Int8Spec:
     reduce_range: bool = False
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     max_texts: int | None = None
+    smooth: bool = True
 
     @classmethod
     def checked(
@@ -47,6 +49,7 @@ class Int8Spec:
         reduce_range: bool,
         min_agreement: float,
         max_texts: int | None,
+        smooth: bool = True,
     ) -> Int8Spec:
         """The spec, every value checked (the texts file is opened, not read)."""
         if not 0 <= min_agreement <= 1:
@@ -59,6 +62,7 @@ class Int8Spec:
             bool(reduce_range),
             float(min_agreement),
             max_texts,
+            bool(smooth),
         )
 
 
@@ -70,14 +74,20 @@ def write_int8(
     block: dict[str, Any],
     spec: Int8Spec,
     options: RunOptions,
+    *,
+    graph: Path | None = None,
+    smoothing: dict[str, Any] | None = None,
 ) -> Agreement:
     """The int8 export in ``folder`` from the float one in ``float_dir``; ``block`` updated.
+
+    ``graph`` is the float graph to quantize (default: ``float_dir``'s; a smoothed one has the
+    same function) and ``smoothing`` its record; the decisions are compared with ``float_dir``'s.
 
     Raises:
         Hm3Error: a task's agreement below ``spec.min_agreement`` (the caller writes nothing).
     """
     products = quantize_int8(
-        float_dir / MODEL_FILE,
+        graph or float_dir / MODEL_FILE,
         folder / MODEL_FILE,
         per_channel=spec.per_channel,
         reduce_range=spec.reduce_range,
@@ -92,6 +102,7 @@ def write_int8(
             "per_channel": spec.per_channel,
             "reduce_range": spec.reduce_range,
             "int8_matmuls": products,
+            "smoothing": smoothing,
         },
     }
     card.write_config(model, tasks, folder, block)

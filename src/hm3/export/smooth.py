@@ -1,0 +1,225 @@
+"""SmoothQuant-style smoothing of a classifier before dynamic int8 (an exact re-parametrisation).
+
+Dynamic quantization gives each matrix product's input one scale per batch, so a few hidden
+channels with a large range set a coarse int8 step for all of them. Smoothing (Xiao et al.
+2022, SmoothQuant) moves that range into the weights: for a linear layer ``y = x Wᵀ`` it
+picks per input channel ``j`` a factor ``s_j = max|x_j|^α / max|W_:,j|^(1-α)`` (``max|x_j|``
+over calibration texts), multiplies the weight's columns by ``s`` and divides the input by
+``s`` just before the product. The float function is unchanged (up to rounding).
+
+SmoothQuant folds ``1/s`` into a preceding LayerNorm. In the post-LayerNorm encoders hm3
+exports (BERT and its family) that LayerNorm's output is also the residual, so folding would
+change the model; here the division is an explicit element-wise product in front of the layer
+(a forward pre-hook, traced into one ``Mul`` per input), which needs no knowledge of the
+wiring and works for every layer, the FFN output projection included. Layers that read the
+same input tensor (query, key and value) share one factor and one ``Mul``. Only layers that see
+token vectors (``[batch, sequence, hidden]``, the ones :func:`hm3.export.quantize.quantize_int8`
+quantizes) are smoothed; the head stays as it is.
+
+:func:`smooth_classifier` calibrates on the user's texts, smooths a copy of the model and
+checks that the copy's logits equal the original's on the first batch; where they do not (or
+nothing can be smoothed) it returns no model and the reason, and the export quantizes the
+unsmoothed graph. It writes no files.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from hm3.model.classifier import Classifier
+
+log = logging.getLogger("hm3")
+
+# migration strength: 0.8 kept the most decisions on the demo (docs/results/export-onnx.md)
+DEFAULT_ALPHA = 0.8
+EXACT_TOLERANCE = 1e-4  # |smoothed - original| on any logit of the check batch
+_FLOOR = 1e-5  # no factor, channel range or weight range below this (dead channels)
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """What :func:`smooth_classifier` did.
+
+    Attributes:
+        alpha: the migration strength (0: nothing moves into the weights, 1: all of it).
+        texts: calibration texts.
+        layers: linear layers smoothed (0 when skipped).
+        inputs: distinct scaled inputs (one ``Mul`` each in the graph).
+        max_logit_diff: largest |smoothed − original| logit on the check batch.
+        skipped: why the model was left unsmoothed (``None``: it was smoothed).
+    """
+
+    alpha: float
+    texts: int
+    layers: int
+    inputs: int
+    max_logit_diff: float | None
+    skipped: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The ``onnx.quantization.smoothing`` block of ``config.json``."""
+        out: dict[str, Any] = {
+            "method": "smoothquant, explicit input scale",
+            "alpha": self.alpha,
+            "calibration_texts": self.texts,
+            "layers": self.layers,
+            "scaled_inputs": self.inputs,
+        }
+        if self.max_logit_diff is not None:
+            out["max_logit_diff_vs_unsmoothed"] = float(f"{self.max_logit_diff:.3g}")
+        if self.skipped is not None:
+            out["skipped"] = self.skipped
+        return out
+
+
+class _Ranges:
+    """Per linear layer, the largest |input| per channel, and which layers share an input."""
+
+    def __init__(self, layers: dict[str, torch.nn.Linear]) -> None:
+        self.amax: dict[str, torch.Tensor] = {}
+        self.parent = {name: name for name in layers}
+        self._seen: dict[int, tuple[Any, str]] = {}
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            name = self.parent[name]
+        return name
+
+    def hook(self, name: str):
+        def record(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0]
+            if x.dim() < 3:
+                return
+            seen = self._seen.get(id(x))
+            if seen is not None and seen[0]() is x:  # same tensor object: query, key, value
+                self.parent[self.find(name)] = self.find(seen[1])
+            self._seen[id(x)] = (weakref.ref(x), name)
+            peak = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float()
+            old = self.amax.get(name)
+            self.amax[name] = peak if old is None else torch.maximum(old, peak)
+
+        return record
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group root → the layers that read the same input (calibrated layers only)."""
+        out: dict[str, list[str]] = {}
+        for name in self.amax:
+            out.setdefault(self.find(name), []).append(name)
+        return out
+
+
+class _Scale:
+    """``x / s`` for one group, computed once per input tensor (one ``Mul`` in a trace)."""
+
+    def __init__(self, inverse: torch.Tensor) -> None:
+        self.inverse = inverse
+        self._last: tuple[Any, torch.Tensor] | None = None
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        if self._last is not None and self._last[0]() is x:
+            return (self._last[1], *args[1:])
+        y = x * self.inverse.to(x.dtype)
+        self._last = (weakref.ref(x), y)
+        return (y, *args[1:])
+
+
+def _linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def calibrate(clf: Classifier, batches: Iterable[Sequence[str]], batch_size: int) -> _Ranges:
+    """Run ``clf`` on ``batches`` and record each linear layer's input range per channel."""
+    layers = _linears(clf.model)
+    ranges = _Ranges(layers)
+    handles = [m.register_forward_pre_hook(ranges.hook(n)) for n, m in layers.items()]
+    try:
+        for batch in batches:
+            clf.logits(list(batch), batch_size)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ranges
+
+
+def factors(amax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
+    """``s_j = max|x_j|^α / max|W_:,j|^(1-α)`` with ``W`` the group's weights stacked by rows."""
+    wmax = torch.cat([w.detach().abs().float() for w in weights], 0).amax(0)
+    s = amax.clamp(min=_FLOOR).pow(alpha) / wmax.clamp(min=_FLOOR).pow(1 - alpha)
+    return s.clamp(min=_FLOOR)
+
+
+def smoothed_copy(model: torch.nn.Module, ranges: _Ranges, alpha: float) -> tuple[Any, int, int]:
+    """A copy of ``model`` with every calibrated group smoothed; the copy, layers and groups."""
+    model = copy.deepcopy(model)
+    layers = _linears(model)
+    count = 0
+    groups = ranges.groups()
+    with torch.no_grad():
+        for names in groups.values():
+            amax = torch.stack([ranges.amax[n] for n in names]).amax(0)
+            s = factors(amax, [layers[n].weight for n in names], alpha)
+            scale = _Scale(1 / s)
+            for name in names:
+                weight = layers[name].weight
+                weight.mul_(s.to(weight.dtype))
+                layers[name].register_forward_pre_hook(scale)
+                count += 1
+    return model, count, len(groups)
+
+
+def smooth_classifier(
+    clf: Classifier,
+    batches: Iterable[Sequence[str]],
+    *,
+    batch_size: int,
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[Any | None, Smoothing]:
+    """A smoothed copy of ``clf.model`` (``None`` when skipped) and what was done.
+
+    Args:
+        clf: the loaded float32 classifier (left unchanged).
+        batches: the calibration texts, in batches (the first one is also the check batch).
+        batch_size: texts per forward pass.
+        alpha: the migration strength, from 0 to 1.
+    """
+    batches = [list(b) for b in batches]
+    texts = sum(len(b) for b in batches)
+    ranges = calibrate(clf, batches, batch_size)
+    if not batches:
+        return None, Smoothing(alpha, 0, 0, 0, None, "no calibration texts")
+    if not ranges.amax:
+        reason = "no linear layer reads token vectors ([batch, sequence, hidden])"
+        return None, Smoothing(alpha, texts, 0, 0, None, reason)
+    model, layers, inputs = smoothed_copy(clf.model, ranges, alpha)
+    diff = _logit_diff(clf, model, batches[0], batch_size)
+    if not diff <= EXACT_TOLERANCE:
+        reason = (
+            f"smoothing changed the float logits by {diff:.3g} (> {EXACT_TOLERANCE}): "
+            f"{clf.model.config.model_type} uses a layer's weight outside its forward"
+        )
+        log.warning("int8 smoothing skipped: %s", reason)
+        return None, Smoothing(alpha, texts, 0, 0, diff, reason)
+    log.info("smoothed %d linear layers (%d inputs, alpha %.2g)", layers, inputs, alpha)
+    return model, Smoothing(alpha, texts, layers, inputs, diff)
+
+
+def _logit_diff(clf: Classifier, model: Any, texts: Sequence[str], batch_size: int) -> float:
+    """Largest |logit| difference between ``clf``'s model and ``model`` on ``texts``."""
+    original = clf.model
+    want = clf.logits(texts, batch_size)
+    clf.model = model
+    try:
+        got = clf.logits(texts, batch_size)
+    finally:
+        clf.model = original
+    return float(np.abs(want - got).max())
