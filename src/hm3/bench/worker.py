@@ -6,8 +6,9 @@ options. It imports its libraries and the model code first, then notes the proce
 memory (the baseline), loads every model (``load_s``: the wall time until all N are ready, as
 a deployment that serves them holds them all), runs every text through each once unmeasured
 (the warm-up: each padded batch shape meets its kernels and buffers once, as in a server that
-has been up a while), then every text through each model in turn (``infer_s``; ``infer_cpu_s``: the CPU time of all the
-process's threads meanwhile, less sensitive than wall time to other work on a shared machine),
+has been up a while), then every text through each model in turn (``infer_s``;
+``infer_cpu_s``: the CPU time of all the process's threads meanwhile, less sensitive than wall
+time to other work on a shared machine),
 and prints one JSON line: ``load_s``, ``infer_s``, ``infer_cpu_s`` and ``peak_mb``, the peak
 resident memory above the baseline (the process's high-water mark; on CUDA,
 ``torch.cuda.max_memory_allocated``). A fresh process per run is what makes the peak honest:
