@@ -169,3 +169,22 @@ def test_self_merge_scores_the_original_and_its_self_merges(tmp_path, case, one_
     assert set(result.originals["val"]["tasks"]) == {case.models[0].name}
     recipe = yaml.safe_load((tmp_path / "self" / "best" / "recipe.yaml").read_text())
     assert [m["model"] for m in recipe["models"]] == [str(case.models[0].resolve())] * 2
+
+
+def test_timeout_counts_from_the_command_start(tmp_path, case, one_thread):
+    """A start-up longer than --timeout leaves no time for a trial: nothing is written as best,
+    and the summary says so instead of failing."""
+    import time
+
+    from hm3.search.run import _loop
+
+    result = _run(case, tmp_path / "out", trials=50, timeout=1e-3)
+    assert result.finished == 0 and not result.wrote_best and result.best_number is None
+    assert not (tmp_path / "out" / "best").exists()
+    # the deadline is the start plus the timeout, not the loop's own start
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    spec = SearchSpec(config=case.config, suite=case.suite, trials=5, timeout=60.0)
+    mine, timed_out = _loop(study, None, spec, tmp_path, QUIET, time.perf_counter() - 61)
+    assert mine == set() and timed_out and study.trials == []

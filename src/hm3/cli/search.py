@@ -71,7 +71,10 @@ def search(
     ] = None,
     study: Annotated[str, typer.Option(help="Study name in --storage.")] = "hm3-search",
     resume: Annotated[bool, typer.Option(help="Continue the study in --out.")] = False,
-    timeout: Annotated[str | None, typer.Option(help="Start no trial after, e.g. 2h.")] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(help="Start no trial once this long has passed since the start, e.g. 2h."),
+    ] = None,
     self_model: Annotated[
         str | None, typer.Option("--self", help="Merge this model with itself (paper §5.4).")
     ] = None,
@@ -128,6 +131,11 @@ def print_summary(result: SearchResult) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.best_values.items())  # fmt: skip
         console.print(f"best parameters: {shown}", highlight=False, soft_wrap=True)
-    where = f"{result.out}/best" if result.wrote_best else "not written by this worker"
+    if result.wrote_best:
+        where = f"{result.out}/best"
+    elif result.best_number is None:
+        where = "none, no trial finished (a larger --timeout, or --resume to go on)"
+    else:
+        where = "not written by this worker"
     err_console.print(f"best model: {where}; trials: {result.out}/trials.csv "
                       f"({result.seconds:.1f} s)", highlight=False)  # fmt: skip
