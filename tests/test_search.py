@@ -188,3 +188,39 @@ def test_timeout_counts_from_the_command_start(tmp_path, case, one_thread):
     spec = SearchSpec(config=case.config, suite=case.suite, trials=5, timeout=60.0)
     mine, timed_out = _loop(study, None, spec, tmp_path, QUIET, time.perf_counter() - 61)
     assert mine == set() and timed_out and study.trials == []
+
+
+def test_cli_summary_names_each_models_parameters(tmp_path, zoo_of, capsys, one_thread):
+    """Per-model parameters print as `weight[task]` (not eaten as console markup)."""
+    from hm3.cli.app import main
+
+    space = {"weight": {"log_uniform": [0.5, 2], "per_model": True}}
+    case = make_case(tmp_path / "case", zoo_of("bert"), search=space)
+    argv = ["search", str(case.config), "--suite", str(case.suite), "--out", str(tmp_path / "o"),
+            "--trials", "2", "--val-samples", "8", "--no-progress"]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    names = [t["name"] for t in yaml.safe_load(case.config.read_text())["models"]]
+    for name in names:
+        assert f"weight[{name}]=" in out, out
+
+
+def test_importances_are_fanova_and_repeatable():
+    """The plot's axis says fANOVA: the numbers are fANOVA's (seeded: the same every time)."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+
+    from hm3.search.outputs import importances
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(1))
+    study.optimize(lambda t: 3 * t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1),
+                   n_trials=20)  # fmt: skip
+    got = importances(study)
+    want = optuna.importance.get_param_importances(
+        study, evaluator=FanovaImportanceEvaluator(seed=0)
+    )
+    assert got == pytest.approx(dict(want)) and got == importances(study)
+    assert got["a"] > got["b"]

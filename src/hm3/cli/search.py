@@ -130,7 +130,7 @@ def print_summary(result: SearchResult) -> None:
     if result.best_values:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.best_values.items())  # fmt: skip
-        console.print(f"best parameters: {shown}", highlight=False, soft_wrap=True)
+        console.print(f"best parameters: {shown}", highlight=False, soft_wrap=True, markup=False)
     if result.wrote_best:
         where = f"{result.out}/best"
     elif result.best_number is None:
