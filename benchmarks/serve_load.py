@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def main() -> None:
     ratio_p50 = rows["merged"]["p50"] / rows["single"]["p50"]
     print(f"\nmerged / chain throughput: {ratio_rps:.2f}x (goal >= 3)")
     print(f"merged / single p50: {ratio_p50:.2f}x (goal <= 1.1)")
-    print(f"errors: {sum(r['errors'] for r in rows.values())} (goal 0)\n")
+    print(f"errors: {sum(r['errors'] for r in rows.values())} (goal 0)")
+    for name, r in rows.items():
+        for kind, count in r.get("kinds", {}).items():
+            print(f"  {name}: {count} x {kind}")
+    print()
     print(markdown_table(["fault case", "result"], [[k, v] for k, v in faults.items()]))
 
 
@@ -168,6 +173,7 @@ async def _load(routes: list[str], texts: list[str], clients: int, requests: int
     limits = httpx.Limits(max_connections=clients * len(routes), max_keepalive_connections=None)
     latencies: list[float] = []
     errors = 0
+    kinds: Counter[str] = Counter()  # what each error was: an HTTP status or an exception
     next_request = iter(range(requests))
     async with httpx.AsyncClient(limits=limits, timeout=120) as http:
         for route in routes:  # warm: one request each, not counted
@@ -183,18 +189,20 @@ async def _load(routes: list[str], texts: list[str], clients: int, requests: int
                         r = await http.post(route, json=body)
                         if r.status_code != 200:
                             errors += 1
+                            kinds[f"HTTP {r.status_code}: {r.text[:80]}"] += 1
                             break
                     else:
                         latencies.append(time.perf_counter() - started)
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
                     errors += 1
+                    kinds[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - started
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {"rps": len(latencies) / wall, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "errors": errors}
+            "p99": float(np.percentile(lat, 99)), "errors": errors, "kinds": dict(kinds)}
 
 
 def fault_cases(url: str, texts: list[str]) -> dict[str, str]:

@@ -48,6 +48,44 @@ def test_hm3_serve_serves_until_interrupted(merged):
             proc.wait()
 
 
+def _idle_then_reuse(url: str, idle_s: float) -> bytes:
+    """One request on a raw keep-alive connection, ``idle_s`` of silence, then a second
+    request on the same connection; what the server answers to the second (b"": closed)."""
+    import socket
+    import time
+
+    host, port = url.removeprefix("http://").split(":")
+    request = (f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        assert b"200" in conn.recv(4096).split(b"\r\n")[0]
+        time.sleep(idle_s)
+        try:
+            conn.sendall(request)
+            return conn.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+
+@pytest.mark.parametrize(("flags", "kept"), [([], True), (["--keep-alive", "1"], False)])
+def test_idle_connections_stay_open_for_keep_alive(merged, flags, kept):
+    """Uvicorn's own default closes an idle connection after 5 s, which races with pooled
+    clients reusing it (a reset, seen in benchmarks/serve_load.py's chain); hm3 keeps it 75 s."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*HM3, "serve", str(merged), "--port", "0", *flags],
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stderr.readline())
+        assert found
+        url = f"http://127.0.0.1:{found.group(1)}"
+        wait_ready(url)
+        answer = _idle_then_reuse(url, 6.0 if kept else 2.5)
+        assert (b"200" in answer) is kept, answer
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def one_line_exit_2(args, tmp_path) -> str:
     done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
@@ -75,6 +113,8 @@ def test_a_taken_port_and_bad_limits_exit_2(merged, tmp_path):
     assert "cannot listen there" in line
     line = one_line_exit_2(["serve", str(merged), "--max-batch-tokens", "100"], tmp_path)
     assert "--max-batch-tokens 100" in line
+    line = one_line_exit_2(["serve", str(merged), "--keep-alive", "0"], tmp_path)
+    assert "--keep-alive 0" in line
     line = one_line_exit_2(["serve", str(tmp_path / "nope")], tmp_path)
     assert "nope" in line
 

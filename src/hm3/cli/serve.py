@@ -41,6 +41,13 @@ ConcurrentOpt = Annotated[
 BodyBytesOpt = Annotated[
     int, typer.Option(help="Request body size; larger bodies are answered 413.")
 ]
+KeepAliveOpt = Annotated[
+    int,
+    typer.Option(
+        "--keep-alive",
+        help="Seconds an idle connection stays open; keep it above your proxy's idle timeout.",
+    ),
+]
 ApiKeyEnvOpt = Annotated[
     str,
     typer.Option(
@@ -67,6 +74,7 @@ def serve(
     max_chars: Annotated[int, typer.Option(help="Characters per text.")] = 200_000,
     max_body_bytes: BodyBytesOpt = 4 * 2**20,
     api_key_env: ApiKeyEnvOpt = "HM3_API_KEY",
+    keep_alive: KeepAliveOpt = 75,
     *,
     options: RunOptions,
     windows: Windows | None,
@@ -94,6 +102,7 @@ def serve(
         max_chars=max_chars,
         max_body_bytes=max_body_bytes,
         api_key_env=api_key_env,
+        keep_alive_s=keep_alive,
         windows=windows,
         options=options,
     )

@@ -78,6 +78,7 @@ def serve(
         log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
         access_log=log.isEnabledFor(logging.INFO),
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     host, port = sock.getsockname()[:2]
     if announce is not None:

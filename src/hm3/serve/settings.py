@@ -31,6 +31,9 @@ class ServeSettings:
         max_chars: characters per text.
         max_body_bytes: request body size; more gets 413 before the body is read.
         api_key_env: the environment variable holding the API key; unset or empty: no key.
+        keep_alive_s: how long an idle connection stays open. Longer than the idle timeout of
+            the client's pool or proxy (nginx, load balancers: 60 s), so the server never
+            closes a connection just as a client reuses it (the client then sees a reset).
         windows: how texts longer than ``max_length`` tokens are scored (overlapping windows,
             combined per task); ``None``: truncated.
         options: device, dtype, batch size (rows per forward pass at most), max length.
@@ -47,6 +50,7 @@ class ServeSettings:
     max_chars: int = 200_000
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key_env: str = "HM3_API_KEY"
+    keep_alive_s: int = 75
     windows: Windows | None = field(default_factory=Windows)
     options: RunOptions = field(default_factory=lambda: RunOptions(batch_size=64))
 
@@ -57,6 +61,7 @@ class ServeSettings:
             "--max-texts": self.max_texts,
             "--max-chars": self.max_chars,
             "--max-body-bytes": self.max_body_bytes,
+            "--keep-alive": self.keep_alive_s,
         }
         for flag, value in whole.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
