@@ -15,7 +15,8 @@ from hm3.model.classifier import load
 from hm3.options import RunOptions
 from hm3.recipe import merge
 from hm3.search.engine import Engine
-from hm3.search.run import SearchSpec, search
+from hm3.search.inputs import SearchSpec
+from hm3.search.run import search
 from search_case import make_case
 from tiny import toy_texts
 

@@ -89,7 +89,7 @@ def search(
     where any number of workers can run it. Writes trials.csv, search.png, importance.png and
     best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml).
     """
-    from hm3.search.run import SearchSpec
+    from hm3.search.inputs import SearchSpec
     from hm3.search.run import search as run_search
 
     spec = SearchSpec(

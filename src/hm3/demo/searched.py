@@ -39,7 +39,8 @@ def searched_merge(
     """Search the DARE-TIES density of ``config`` with ``trials`` trials; the best goes to
     ``out`` (a normal hm3 checkpoint with its ``recipe.yaml``), the search's files to
     ``out`` + ``-search/`` (``trials.csv``, ``search.png``)."""
-    from hm3.search.run import SearchSpec, search
+    from hm3.search.inputs import SearchSpec
+    from hm3.search.run import search
 
     work = out.with_name(f"{out.name}-search")
     inputs = work / "inputs"

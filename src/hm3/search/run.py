@@ -7,11 +7,11 @@ runs trials until the study holds ``trials`` finished ones (or ``timeout`` passe
 ``trials.csv`` after each. The worker that finishes the study (or stops at its timeout) writes
 ``best/``; every worker draws the plots of what the study holds. ``self_model`` merges one
 model with itself (two independent DARE draws per trial, paper §5.4) and scores its first copy.
+The options, their checks, the recipe and the samples are :mod:`hm3.search.inputs`'.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,48 +20,15 @@ from typing import Any
 
 from rich.progress import TextColumn
 
-from hm3.errors import Hm3Error
-from hm3.evaluation.suite import load_suite
-from hm3.io.checkpoint import locate, read_config
-from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
-from hm3.model.labels import Task
 from hm3.options import RunOptions
 from hm3.progress import progress_bar
 from hm3.search import outputs
 from hm3.search import study as studies
-from hm3.search.data import sample_suite
 from hm3.search.engine import Engine
+from hm3.search.inputs import SearchSpec, check_out, check_spec, read_recipe, read_samples
 from hm3.search.objective import Material
-from hm3.search.space import check_space, paper_space, split_search
-from hm3.search.trial import absolute_recipe, trial_config
-
-log = logging.getLogger("hm3")
-OBJECTIVES = ("f1", "agreement")
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """What to search and how (the ``hm3 search`` options)."""
-
-    config: Path | None = None  # merge YAML (with an optional search: block)
-    self_model: str | None = None  # --self MODEL
-    base: str | None = None  # --base, for --self
-    suite: Path | None = None
-    test_suite: Path | None = None
-    trials: int = 100
-    val_samples: int = 600
-    test_samples: int = 1000
-    sampler: str = "paper"
-    seed: int = 0
-    objective: str = "f1"
-    texts: Path | None = None
-    text_column: str = "text"
-    prune: bool = False
-    storage: str | None = None
-    study: str = "hm3-search"
-    resume: bool = False
-    timeout: float | None = None  # seconds
+from hm3.search.trial import trial_config
 
 
 @dataclass
@@ -84,10 +51,10 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     started = time.perf_counter()
     options = (options or RunOptions()).resolved()
     out = Path(out)
-    _check_spec(spec)
-    recipe, space, source = _recipe(spec)
+    check_spec(spec)
+    recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
-    _check_out(spec, out, options.force)
+    check_out(spec, out, options.force)
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
     for method in space.methods(config.merge_method):  # every method's config, before any trial
@@ -97,7 +64,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     scored = engine.tasks[:1] if spec.self_model else engine.tasks
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
-    val, test = _samples(spec, scored)
+    val, test = read_samples(spec, scored)
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
     print_ = studies.fingerprint({
         "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
@@ -206,89 +173,6 @@ def _finish(
     )
 
 
-def _check_spec(spec: SearchSpec) -> None:
-    if (spec.config is None) == (spec.self_model is None):
-        raise Hm3Error("give a merge config (CONFIG) or --self MODEL, not both and not neither")
-    for name, value in (("--trials", spec.trials), ("--val-samples", spec.val_samples),
-                        ("--test-samples", spec.test_samples)):  # fmt: skip
-        if value < 1:
-            raise Hm3Error(f"{name} {value}: expected a whole number >= 1")
-    if spec.sampler not in studies.SAMPLERS:
-        raise Hm3Error(f"--sampler {spec.sampler}: expected one of {', '.join(studies.SAMPLERS)}")
-    if spec.objective not in OBJECTIVES:
-        raise Hm3Error(f"--objective {spec.objective}: expected f1 or agreement")
-    if spec.objective == "f1" and spec.suite is None:
-        raise Hm3Error("--suite: the f1 objective scores on a labelled suite; give --suite FILE "
-                       "or use --objective agreement --texts FILE")  # fmt: skip
-    if spec.objective == "agreement" and spec.texts is None:
-        raise Hm3Error("--objective agreement: give --texts FILE (unlabeled texts to compare the "
-                       "merge with the originals on)")  # fmt: skip
-    if spec.texts is not None and not spec.texts.is_file():
-        raise Hm3Error(f"--texts {spec.texts}: file not found; check the path")
-    if spec.timeout is not None and spec.timeout <= 0:
-        raise Hm3Error(f"--timeout {spec.timeout}: expected a positive duration, e.g. 30m or 2h")
-
-
-def _recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
-    """The recipe mapping (paths absolute), its search space, and its name for messages."""
-    if spec.config is not None:
-        source = str(spec.config)
-        data = load_yaml_mapping(spec.config, "merge config")
-        plain, space, declared = split_search(data, source)
-        config = MergeConfig.from_dict(plain, source=source, root=spec.config.parent)
-        space = space if declared else paper_space()
-        check_space(space, config.merge_method, source)
-        return absolute_recipe(plain, config), space, source
-    model = str(locate(spec.self_model or "", "--self"))
-    base = spec.base
-    if base is None:
-        cfg = read_config(Path(model), model)
-        base = ((cfg.get("hm3") or {}).get("merge") or {}).get("base_model") or cfg.get(
-            "_name_or_path")  # fmt: skip
-    if not base:
-        raise Hm3Error(f"--self {spec.self_model}: its config.json names no base model; pass "
-                       "--base DIR with the model it was fine-tuned from")  # fmt: skip
-    name = Path(model).resolve().name
-    recipe = {
-        "base_model": str(locate(base, "--base").resolve()),
-        "merge_method": "dare_ties",
-        "models": [{"model": str(Path(model).resolve()), "name": name},
-                   {"model": str(Path(model).resolve()), "name": f"{name}_copy"}],
-        "seed": spec.seed,
-    }  # fmt: skip
-    return recipe, paper_space(), f"--self {spec.self_model}"
-
-
-def _samples(spec: SearchSpec, tasks: list[Task]) -> tuple[list | None, list | None]:
-    val = test = None
-    if spec.suite is not None:
-        suite = load_suite(spec.suite)
-        val = sample_suite(suite, tasks, spec.val_samples, spec.seed)
-        if spec.test_suite is None:
-            test = sample_suite(suite, tasks, spec.test_samples, spec.seed, skip=spec.val_samples)
-    if spec.test_suite is not None:
-        test = sample_suite(load_suite(spec.test_suite), tasks, spec.test_samples, spec.seed)
-    return val, test
-
-
-def _check_out(spec: SearchSpec, out: Path, force: bool) -> None:
-    """The default storage lives in --out: resume it, replace it (--force), or start fresh."""
-    if spec.storage is not None:
-        if out.exists() and not out.is_dir():
-            raise Hm3Error(f"--out {out}: exists and is not a directory; choose another path")
-        return
-    journal = out / studies.JOURNAL
-    if spec.resume:
-        if not journal.is_file():
-            raise Hm3Error(f"--resume: {out} holds no study ({studies.JOURNAL}); run without "
-                           "--resume to start one")  # fmt: skip
-        return
-    if out.exists() and not force:
-        what = "holds a search; pass --resume to continue it, or" if journal.is_file() else \
-            "already exists; choose another path or pass"  # fmt: skip
-        raise Hm3Error(f"--out {out}: {what} --force to start over")
-
-
 def _clear(out: Path) -> None:
     """--force: the old study and its outputs go (the new ones are written as trials finish)."""
     if out.is_dir():
@@ -299,4 +183,4 @@ def _abs(path: Path | None) -> str | None:
     return str(path.resolve()) if path is not None else None
 
 
-__all__ = ["SearchResult", "SearchSpec", "search"]
+__all__ = ["SearchResult", "search"]
