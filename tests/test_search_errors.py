@@ -56,6 +56,18 @@ def test_align_scale_range_needs_its_block_and_no_auto(tmp_path, zoo_of, capsys)
     assert not (tmp_path / "o").exists()
 
 
+def test_a_suite_too_small_fails_before_the_alignment_start_up(tmp_path, zoo_of, capsys):
+    # the originals' logits on the alignment texts take minutes on real models: a bad suite
+    # must be refused first (here the texts are empty, so reaching them would fail differently)
+    (tmp_path / "case").mkdir()
+    write_jsonl(tmp_path / "case" / "empty.jsonl", [])
+    case = make_case(tmp_path / "case", zoo_of("bert"), align={"texts": "empty.jsonl"})
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--no-progress"], "all in the validation sample", "--test-suite")  # fmt: skip
+    assert not out.exists()
+
+
 def test_bad_run_options(tmp_path, zoo_of, capsys):
     case = make_case(tmp_path / "case", zoo_of("bert"))
     out = tmp_path / "out"

@@ -118,12 +118,7 @@ class Alignment:
 
     def __init__(self, engine: Engine, config: MergeConfig, path: Path) -> None:
         spec = config.align
-        assert spec is not None
-        if spec.scale == "auto":
-            raise Hm3Error(
-                "align.scale: auto is not searched trial by trial; search the scale instead "
-                "(`scale: {uniform: [0.5, 2]}`) so validation F1 chooses it"
-            )
+        assert spec is not None and spec.scale != "auto"  # refused by inputs.check_recipe
         texts = open_texts(path, spec.text_column, options=("align.texts", "align.text_column"))
         originals = resolve_originals(engine.tasks, None, path)
         opts = engine.options

@@ -104,6 +104,15 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     return recipe, paper_space(), f"--self {spec.self_model}"
 
 
+def check_recipe(config: MergeConfig) -> None:
+    """What a valid merge recipe may hold but a search cannot run (checked before any model)."""
+    if config.align is not None and config.align.scale == "auto":
+        raise Hm3Error(
+            "align.scale: auto is not searched trial by trial; search the scale instead "
+            "(`scale: {uniform: [0.5, 2]}`) so validation F1 chooses it"
+        )
+
+
 def read_samples(spec: SearchSpec, tasks: list[Task]) -> tuple[list | None, list | None]:
     val = test = None
     if spec.suite is not None:

@@ -26,7 +26,14 @@ from hm3.progress import progress_bar
 from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.engine import Engine
-from hm3.search.inputs import SearchSpec, check_out, check_spec, read_recipe, read_samples
+from hm3.search.inputs import (
+    SearchSpec,
+    check_out,
+    check_recipe,
+    check_spec,
+    read_recipe,
+    read_samples,
+)
 from hm3.search.objective import Material
 from hm3.search.trial import trial_config
 
@@ -54,17 +61,18 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     check_spec(spec)
     recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
+    check_recipe(config)
     check_out(spec, out, options.force)
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
     for method in space.methods(config.merge_method):  # every method's config, before any trial
         trial_config(recipe, {"merge_method": method}, names, config.seed, source)
+    scored = engine.tasks[:1] if spec.self_model else engine.tasks
+    val, test = read_samples(spec, scored)  # a bad suite fails before the alignment's start-up
     if config.align is not None:
         engine.prepare_alignment(config, Path(config.align.texts))
-    scored = engine.tasks[:1] if spec.self_model else engine.tasks
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
-    val, test = read_samples(spec, scored)
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
     print_ = studies.fingerprint({
         "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
