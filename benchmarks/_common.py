@@ -11,6 +11,9 @@ every result, markdown tables and the demo's task pools.
 - :func:`demo_max_length`: the token length the demo trains, aligns and evaluates with.
 - :func:`task_rows`: a demo task's labelled rows, rebuilt from the cached sources exactly as
   ``hm3 demo`` builds its pools (for ``heldout_suite.py`` and ``source_breakdown.py``).
+- :func:`shuffled_pools`, :func:`draw_texts`, :func:`read_texts`, :func:`write_texts`: seeded
+  unlabeled text sets from the demo's train splits (``align_ablation.py``'s ``all N`` sets,
+  ``search_quality.py --align-texts N``).
 
 It measures nothing and runs no model; each script imports only this module from
 ``benchmarks/`` (a script's own helpers stay in it).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -104,9 +108,7 @@ def markdown_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool] = ()
 ) -> str:
     """A markdown table; columns flagged in ``numeric`` are right-aligned."""
-    marks = [
-        "---:" if i < len(numeric) and numeric[i] else "---" for i in range(len(header))
-    ]
+    marks = ["---:" if i < len(numeric) and numeric[i] else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -177,5 +179,54 @@ def search_inputs(
         for line in src:
             if line.strip() and json.loads(line)["text"] in own:
                 dst.write(line)
-    return {"config": config, "val_suite": val, "test_suite": test_path, "texts": texts,
-            "base": base}
+    return {
+        "config": config,
+        "val_suite": val,
+        "test_suite": test_path,
+        "texts": texts,
+        "base": base,
+    }
+
+
+def read_texts(path: Path) -> list[str]:
+    """The non-empty ``text`` of every row of a JSON-lines file."""
+    with path.open(encoding="utf-8") as f:
+        return [t for t in (json.loads(line).get("text") for line in f if line.strip()) if t]
+
+
+def write_texts(path: Path, texts: Sequence[str]) -> Path:
+    """``texts`` as JSON-lines rows ``{"text": ...}`` at ``path`` (its folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+    return path
+
+
+def shuffled_pools(data: Any, seed: int) -> dict[str, list[str]]:
+    """Every demo task's train texts and the benign control (``ood``), each in one seeded order.
+
+    ``data`` is a :class:`hm3.demo.data.prepare.DemoData`.
+    """
+    import numpy as np
+
+    from hm3.demo.data.spec import TASKS
+
+    files = {name: data.tasks[name].train for name in TASKS} | {"ood": data.benign_control}
+    pools = {}
+    for i, (name, path) in enumerate(files.items()):
+        texts = read_texts(path)
+        order = np.random.default_rng([seed, i]).permutation(len(texts))
+        pools[name] = [texts[j] for j in order]
+    return pools
+
+
+def draw_texts(pools: dict[str, list[str]], sources: Sequence[str], n: int) -> list[str]:
+    """``n`` texts evenly from ``sources`` (the first ``n % len`` give one more): pool prefixes,
+    so a smaller set is part of a larger one."""
+    out = []
+    for i, name in enumerate(sources):
+        k = n // len(sources) + (i < n % len(sources))
+        if k > len(pools[name]):
+            print(f"  note: {name} has {len(pools[name])} texts, {k} asked; taking all")
+        out += pools[name][:k]
+    return out

@@ -61,7 +61,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import add_cache, comma_list, demo_max_length, markdown_table, new_parser, run_record
+from _common import (
+    add_cache,
+    comma_list,
+    demo_max_length,
+    draw_texts,
+    markdown_table,
+    new_parser,
+    read_texts,
+    run_record,
+    shuffled_pools,
+    write_texts,
+)
 from sklearn.metrics import f1_score
 
 from hm3.alignment.api import collect
@@ -192,39 +203,9 @@ def _method_specs(names: str) -> list[MethodSpec]:
 # ---------------------------------------------------------------- unlabeled text sets
 
 
-def _read_texts(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [t for t in (json.loads(line).get("text") for line in f if line.strip()) if t]
-
-
-def shuffled_pools(data: DemoData, seed: int) -> dict[str, list[str]]:
-    """Every task's train texts and the benign control, each in one seeded random order."""
-    files = {name: data.tasks[name].train for name in TASKS} | {"ood": data.benign_control}
-    pools = {}
-    for i, (name, path) in enumerate(files.items()):
-        texts = _read_texts(path)
-        order = np.random.default_rng([seed, i]).permutation(len(texts))
-        pools[name] = [texts[j] for j in order]
-    return pools
-
-
-def draw(pools: dict[str, list[str]], sources: Sequence[str], n: int) -> list[str]:
-    """``n`` texts evenly from ``sources`` (the first ``n % len`` give one more): pool prefixes."""
-    out = []
-    for i, name in enumerate(sources):
-        k = n // len(sources) + (i < n % len(sources))
-        if k > len(pools[name]):
-            print(f"  note: {name} has {len(pools[name])} texts, {k} asked; taking all")
-        out += pools[name][:k]
-    return out
-
-
 def write_set(folder: Path, name: str, texts: list[str], label: str, source: str) -> TextSet:
     """Write ``texts`` as ``<folder>/<name>.jsonl`` rows ``{"text": ...}``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.jsonl"
-    with path.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+    path = write_texts(folder / f"{name}.jsonl", texts)
     return TextSet(label, path, len(texts), source)
 
 
@@ -246,12 +227,12 @@ def text_sets(
     specs.append(("one", f"one-{first}-{cov}", f"one:{first} {cov}", [first], cov))
     specs.append(("ood", f"ood-{cov}", f"ood {cov}", ["ood"], cov))
     sets = [
-        write_set(folder, name, draw(pools, sources, n), label, "+".join(sources))
+        write_set(folder, name, draw_texts(pools, sources, n), label, "+".join(sources))
         for kind, name, label, sources, n in specs
         if kind in kinds
     ]
     if "demo" in kinds:
-        demo = _read_texts(data.unlabeled)
+        demo = read_texts(data.unlabeled)
         sets.append(TextSet(f"demo {len(demo)}", data.unlabeled, len(demo), "demo unlabeled.jsonl"))
     return sets
 
@@ -363,7 +344,8 @@ def check_fast_path(
 def regmean_texts(case: CaseStudy, pools: dict, folder: Path, n: int) -> dict[str, Path]:
     """Each task's first ``n`` pool texts (its own train split): what regmean's Grams see."""
     return {
-        t: write_set(folder, f"regmean-{t}-{n}", draw(pools, [t], n), t, t).path for t in case.tasks
+        t: write_set(folder, f"regmean-{t}-{n}", draw_texts(pools, [t], n), t, t).path
+        for t in case.tasks
     }
 
 

@@ -14,7 +14,12 @@ Spaces (``--space``):
 * ``paper``: no ``search:`` block, so ``hm3 search``'s default, the paper's Algorithm 3 (one
   DARE-TIES density for all models from Beta(1.2, 2), nothing else searched, no alignment);
 * ``wide``: the method (dare_ties, ties, tsv), a density and a weight per model, TSV's λ,
-  head alignment on the case's unlabeled texts, and the body scale.
+  head alignment on the case's unlabeled texts, and the body scale;
+* ``tsv``: aligned TSV-Merge only (the method most ``wide`` trials chose at four tasks): a
+  weight per model, λ and the body scale.
+
+``--align-texts N`` aligns on N texts drawn evenly from the train splits of the case's tasks
+(seeded, as ``align_ablation.py``'s ``all N`` sets) instead of the demo's 100 per task.
 
 It asserts nothing; the trial counts and the numbers are printed with the command.
 
@@ -39,11 +44,14 @@ import yaml
 from _common import (
     add_cache,
     demo_max_length,
+    draw_texts,
     markdown_table,
     new_parser,
     print_record,
     run_record,
     search_inputs,
+    shuffled_pools,
+    write_texts,
 )
 
 
@@ -51,6 +59,15 @@ def space(name: str, texts: Path) -> dict:
     """The YAML blocks that make a search space (``paper``: none, the CLI's default)."""
     if name == "paper":
         return {}
+    if name == "tsv":
+        return {
+            "merge_method": "tsv",
+            "search": {
+                "weight": {"log_uniform": [0.5, 2], "per_model": True},
+                "lambda": {"uniform": [0.8, 1.8]},
+            },
+            "align": {"texts": str(texts), "scale": {"uniform": [0.75, 2]}},
+        }
     return {
         "search": {
             "merge_method": ["dare_ties", "ties", "tsv"],
@@ -60,6 +77,17 @@ def space(name: str, texts: Path) -> dict:
         },
         "align": {"texts": str(texts), "scale": {"uniform": [0.5, 2]}},
     }
+
+
+def align_texts(args, work: Path) -> Path:
+    """``--align-texts`` texts drawn evenly from the case's tasks' train splits."""
+    from hm3.demo.cases import CASES
+    from hm3.demo.data.prepare import prepare_data
+
+    case = next(c for c in CASES if c.name == args.case)
+    pools = shuffled_pools(prepare_data(args.cache, seed=args.seed), args.seed)
+    texts = draw_texts(pools, case.tasks, args.align_texts)
+    return write_texts(work / f"{args.case}-align-{args.align_texts}.jsonl", texts)
 
 
 def run_search(args, inputs: dict[str, Path]) -> None:
@@ -140,7 +168,12 @@ def parse_args(argv: list[str] | None = None):
     parser = new_parser(__doc__)
     add_cache(parser)
     parser.add_argument("--case", default="case1", help="demo case: case1, case2, all4")
-    parser.add_argument("--space", choices=("paper", "wide"), default="paper")
+    parser.add_argument("--space", choices=("paper", "wide", "tsv"), default="paper")
+    parser.add_argument(
+        "--align-texts",
+        type=int,
+        help="align on N texts from the case's train splits (default: the demo's unlabeled texts)",
+    )
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--timeout", help="hm3 search --timeout (e.g. 14m)")
     parser.add_argument("--objective", choices=("f1", "agreement"), default="f1")
@@ -175,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out.with_name(f"{args.out.name}-inputs")
     inputs = search_inputs(args.cache, work, args.case, args.seed)
     doc = yaml.safe_load(inputs["config"].read_text(encoding="utf-8"))
-    doc.update(space(args.space, inputs["texts"]))
+    texts = align_texts(args, work) if args.align_texts else inputs["texts"]
+    doc.update(space(args.space, texts))
+    if args.space == "tsv":  # the demo recipe's DARE-TIES density is not a TSV-Merge parameter
+        doc.pop("parameters", None)
     inputs["config"].write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     if not args.score_only:
         run_search(args, inputs)
