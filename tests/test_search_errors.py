@@ -68,6 +68,22 @@ def test_a_suite_too_small_fails_before_the_alignment_start_up(tmp_path, zoo_of,
     assert not out.exists()
 
 
+def test_alignment_longer_than_scoring_warns(tmp_path, zoo_of, capsys):
+    # align.max_length defaults to 512: with --max-length 16 every trial would align on texts
+    # 32x longer than it scores (the --out check then stops the run before any model work)
+    case = make_case(tmp_path / "case", zoo_of("bert"), align={"texts": "texts.jsonl"})
+    (tmp_path / "out").mkdir()
+    argv = ["search", str(case.config), "--suite", str(case.suite), "--out", str(tmp_path / "out"),
+            "--no-progress"]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--max-length", "16"])
+    err = " ".join(capsys.readouterr().err.split())  # the log handler wraps long lines
+    assert exc.value.code == 2 and "--force" in err
+    assert "align.max_length is 512 tokens, --max-length 16" in err, err
+    _fails(capsys, argv, "--force")  # both 512: nothing to say, the error is the only line
+
+
 def test_bad_run_options(tmp_path, zoo_of, capsys):
     case = make_case(tmp_path / "case", zoo_of("bert"))
     out = tmp_path / "out"

@@ -9,6 +9,7 @@ new). :mod:`hm3.search.run` runs the search on them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from hm3.search import study as studies
 from hm3.search.data import sample_suite
 from hm3.search.space import check_space, paper_space, split_search
 from hm3.search.trial import absolute_recipe
+
+log = logging.getLogger("hm3")
 
 OBJECTIVES = ("f1", "agreement")
 
@@ -104,13 +107,22 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     return recipe, paper_space(), f"--self {spec.self_model}"
 
 
-def check_recipe(config: MergeConfig) -> None:
-    """What a valid merge recipe may hold but a search cannot run (checked before any model)."""
-    if config.align is not None and config.align.scale == "auto":
+def check_recipe(config: MergeConfig, max_length: int) -> None:
+    """What a valid merge recipe may hold but a search cannot run (checked before any model),
+    and a warning when every trial's alignment reads longer texts than the scoring does."""
+    if config.align is None:
+        return
+    if config.align.scale == "auto":
         raise Hm3Error(
             "align.scale: auto is not searched trial by trial; search the scale instead "
             "(`scale: {uniform: [0.5, 2]}`) so validation F1 chooses it"
         )
+    if config.align.max_length > max_length:
+        log.warning(
+            "align.max_length is %d tokens, --max-length %d: every trial aligns on longer "
+            "texts than it is scored on, which costs time; set align.max_length: %d to match",
+            config.align.max_length, max_length, max_length,
+        )  # fmt: skip
 
 
 def read_samples(spec: SearchSpec, tasks: list[Task]) -> tuple[list | None, list | None]:

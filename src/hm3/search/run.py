@@ -61,7 +61,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     check_spec(spec)
     recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
-    check_recipe(config)
+    check_recipe(config, options.max_length)
     check_out(spec, out, options.force)
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
