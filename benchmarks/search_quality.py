@@ -56,9 +56,14 @@ from _common import (
 
 
 def space(name: str, texts: Path) -> dict:
-    """The YAML blocks that make a search space (``paper``: none, the CLI's default)."""
+    """The YAML blocks that make a search space (``paper``: none, the CLI's default).
+
+    Alignment reads ``demo_max_length()`` tokens per text, as ``hm3 demo`` aligns and the
+    search scores (``align.max_length`` would otherwise default to 512).
+    """
     if name == "paper":
         return {}
+    align = {"texts": str(texts), "max_length": demo_max_length()}
     if name == "tsv":
         return {
             "merge_method": "tsv",
@@ -66,7 +71,7 @@ def space(name: str, texts: Path) -> dict:
                 "weight": {"log_uniform": [0.5, 2], "per_model": True},
                 "lambda": {"uniform": [0.8, 1.8]},
             },
-            "align": {"texts": str(texts), "scale": {"uniform": [0.75, 2]}},
+            "align": {**align, "scale": {"uniform": [0.75, 2]}},
         }
     return {
         "search": {
@@ -75,7 +80,7 @@ def space(name: str, texts: Path) -> dict:
             "weight": {"log_uniform": [0.5, 2], "per_model": True},
             "lambda": {"uniform": [0.8, 1.6]},
         },
-        "align": {"texts": str(texts), "scale": {"uniform": [0.5, 2]}},
+        "align": {**align, "scale": {"uniform": [0.5, 2]}},
     }
 
 
