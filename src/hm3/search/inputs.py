@@ -2,9 +2,10 @@
 
 :class:`SearchSpec` holds the ``hm3 search`` options. :func:`check_spec` refuses inconsistent
 ones; :func:`read_recipe` reads the merge YAML and its ``search:`` space (or builds the
-``--self`` recipe); :func:`read_samples` draws the seeded validation and test samples;
-:func:`check_out` decides whether ``--out`` may be used (resume, replace with ``--force``, or
-new). :mod:`hm3.search.run` runs the search on them.
+``--self`` recipe); :func:`check_recipe` refuses what a merge may hold but a search cannot run
+and warns when alignment reads longer texts than scoring; :func:`read_samples` draws the
+seeded validation and test samples; :func:`check_out` decides whether ``--out`` may be used
+(resume, replace with ``--force``, or new). :mod:`hm3.search.run` runs the search on them.
 """
 
 from __future__ import annotations
