@@ -4,10 +4,13 @@ For one demo case it writes the search's inputs (:func:`_common.search_inputs`: 
 DARE-TIES recipe, the validation suite cut from the validation splits, the demo's
 ``suite.yaml`` as the test suite, the case's unlabeled texts), adds a search space, runs
 ``hm3 search`` (a subprocess, its output shown as it goes), then scores on every row of the
-test suite, side by side: the originals, the demo's unsearched DARE-TIES (density 0.3, the
-demo's column), the search's ``best/`` and any other search's ``best/`` given with
-``--compare`` (e.g. a labelled search against a label-free one). The originals' logits come
-from the zoo's memo (:class:`hm3.demo.memo.MemoLogits`), as in ``hm3 demo``.
+test suite (``--on val``: of the validation suite), side by side: the originals, the demo's
+unsearched DARE-TIES (density 0.3, the demo's column), the search's ``best/`` and any other
+search's ``best/`` given with ``--compare`` (e.g. a labelled search against a label-free one).
+The originals' logits come from the zoo's memo (:class:`hm3.demo.memo.MemoLogits`), as in
+``hm3 demo``. Each model's difference from the originals comes with its 95 % paired bootstrap
+interval (``--bootstrap N`` redraws of every dataset's rows, :mod:`hm3.evaluation.bootstrap`):
+how far apart the suite can tell two models.
 
 Spaces (``--space``):
 
@@ -133,7 +136,8 @@ def unsearched(config: Path, out: Path) -> Path:
 
 
 def score(args, inputs: dict[str, Path], models: dict[str, Path]) -> None:
-    """Every model and the originals on every row of the test suite; prints the table."""
+    """Every model and the originals on every row of the test (or validation) suite; prints the
+    table and each model's difference from the originals with its paired bootstrap interval."""
     from hm3.demo.memo import MemoLogits
     from hm3.evaluation.run import evaluate
     from hm3.evaluation.scoring import ORIGINAL
@@ -151,8 +155,11 @@ def score(args, inputs: dict[str, Path], models: dict[str, Path]) -> None:
     for name in missing:
         print(f"{name}: {models[name]} has no model (the search wrote no best/); left out")
     loaded = {n: load(p, max_length=length) for n, p in models.items() if n not in missing}
-    suite = load_suite(inputs["test_suite"]).model_copy(update={"limit": args.test_samples})
-    result = evaluate(suite, loaded, originals=originals, batch_size=16, progress=False)
+    limit = args.test_samples if args.on == "test" else args.val_samples
+    suite = load_suite(inputs[f"{args.on}_suite"]).model_copy(update={"limit": limit})
+    result = evaluate(
+        suite, loaded, originals=originals, batch_size=16, progress=False, bootstrap=args.bootstrap
+    )
     for memo in originals.values():
         with contextlib.suppress(OSError):
             memo.save()
@@ -162,11 +169,18 @@ def score(args, inputs: dict[str, Path], models: dict[str, Path]) -> None:
         f1 = {t.task: t.f1 for t in m.tasks}
         rows.append([m.name, f"{m.average_f1:.4f}", *(f"{f1[t]:.4f}" for t in tasks)])
     base = result.model(ORIGINAL).average_f1
-    print(f"\n{args.case}: test suite, every row (≤ {args.test_samples} per dataset)\n")
+    print(f"\n{args.case}: {args.on} suite, every row (≤ {limit} per dataset)\n")
     print(markdown_table(["model", "average F1", *tasks], rows, (False, *[True] * len(rows[0]))))
     for m in result.models:
-        if m.name != ORIGINAL:
-            print(f"{m.name}: {m.average_f1 - base:+.4f} against the originals' {base:.4f}")
+        if m.name == ORIGINAL:
+            continue
+        line = f"{m.name}: {m.average_f1 - base:+.4f} against the originals' {base:.4f}"
+        if (vs := m.vs_original) is not None:
+            line += (
+                f" (95% paired bootstrap interval [{vs.low:+.4f}, {vs.high:+.4f}] over "
+                f"{vs.draws} redraws; above 0 in {vs.above:.0%} of them)"
+            )
+        print(line)
 
 
 def parse_args(argv: list[str] | None = None):
@@ -192,6 +206,18 @@ def parse_args(argv: list[str] | None = None):
         "0: none); the final table always uses --test-samples",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--on",
+        choices=("test", "val"),
+        default="test",
+        help="the suite the final table scores (val: every validation row, ≤ --val-samples)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="paired bootstrap redraws for each model's difference from the originals (0: none)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the search's --out")
     parser.add_argument("--prune", action="store_true", help="pass --prune to hm3 search")
     parser.add_argument(
