@@ -9,8 +9,8 @@ task's rows), and the same toxicity cross-checks (lexicon-free validation rows o
 tasks, jailbreaks left out), and a benign control of its own: the DoNotAnswer candidates that
 ``benign_control.jsonl`` (the test suite's control) did not take, as many as a label's
 validation split, so that validation weighs a guard that flags plain questions as the test
-suite does. No sample is taken (the splits are small: 100 rows per
-label in the full data); a search's ``--val-samples`` caps the rows per dataset.
+suite does. No sample is taken (the splits are small: 100 rows per label in the full data);
+a search's ``--val-samples`` caps the rows per dataset.
 
 It reads the prepared splits and writes files; it runs no model.
 """
