@@ -98,7 +98,7 @@ def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_c
     assert control["expect"] == {"prompt_attack": "benign", "toxicity": "non_toxic"}
     inputs = case1 / "dare_ties_search-search" / "inputs"
     val_control = set((inputs / control["path"]).read_text().splitlines())
-    (test_control,) = demo_cache.glob("data/v*/*/benign_control.jsonl")
+    (test_control,) = demo_cache.glob("data/v*/seed0-quick/benign_control.jsonl")
     assert 0 < len(val_control) <= QUICK.validation
     assert not val_control & set(test_control.read_text().splitlines())
     plain = [*args[:3], first_run.parent / "plain", *args[4:], "--no-align"]
