@@ -63,7 +63,12 @@ def search(
     ] = None,
     text_column: Annotated[str, typer.Option(help="Column of --texts.")] = "text",
     prune: Annotated[
-        bool, typer.Option("--prune/--no-prune", help="Successive halving on validation slices.")
+        bool,
+        typer.Option(
+            "--prune/--no-prune",
+            help="Stop a trial after a quarter, half or three quarters of its rows when it is "
+            "clearly behind the best trial on the same rows (a paired comparison).",
+        ),
     ] = False,
     storage: Annotated[
         str | None,

@@ -84,11 +84,12 @@ def sample_suite(suite: Suite, tasks: Sequence[Task], n: int, seed: int, skip: i
                 f"dataset {data.name!r} ({data.path}): its {len(data.texts)} rows are all in the "
                 "validation sample; give --test-suite, or a smaller --val-samples"
             )
-        out.append(_rows(data, order))
+        out.append(row_subset(data, order))
     return out
 
 
-def _rows(data: Dataset, order: np.ndarray) -> Dataset:
+def row_subset(data: Dataset, order: np.ndarray) -> Dataset:
+    """The rows ``order`` of a dataset (texts, expected labels and row ids)."""
     return dataclasses.replace(
         data,
         texts=tuple(data.texts[i] for i in order),
@@ -138,7 +139,7 @@ def f1_scores(
         keep = np.flatnonzero(st <= stage)
         if len(keep) == 0:
             continue
-        part = _rows(data, keep)
+        part = row_subset(data, keep)
         cut.append(part)
         for task in tasks:
             if task.name in data.expected:

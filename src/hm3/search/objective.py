@@ -4,8 +4,9 @@
 validation and test samples (:mod:`hm3.search.data`), the unlabeled texts of the label-free
 objective, and the originals' logits on all of them (the originals are then released).
 :meth:`Material.objective` is Optuna's objective: draw the trial's values, merge them into the
-live model, score slice by slice (reporting each slice to the pruner when pruning), and, when
-the trial beats every finished one, score it on the test sample. The scores are stored as the
+live model, score slice by slice (with ``--prune``, each slice is reported to Optuna and
+:class:`hm3.search.pruning.Pruner` may stop the trial), and, when the trial beats every
+finished one, score it on the test sample. The scores are stored as the
 trial's user attributes, which :mod:`hm3.search.outputs` reads back.
 """
 
@@ -25,6 +26,7 @@ from hm3.model.features import load_originals, original_logits
 from hm3.model.labels import Task
 from hm3.search.data import SLICES, Bank, Labelled, Unlabelled, agreement_scores, f1_scores
 from hm3.search.engine import Engine
+from hm3.search.pruning import ATTR, Pruner, decisions, encode
 from hm3.search.space import SearchSpace
 from hm3.search.trial import suggest, trial_config
 
@@ -45,6 +47,7 @@ class Material:
     val: Labelled | None = None
     test: Labelled | None = None
     unlabelled: Unlabelled | None = None
+    pruner: Pruner | None = None
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # sample → scores
 
     def prepare(
@@ -80,6 +83,10 @@ class Material:
             stage = (np.arange(len(found)) * SLICES) // max(len(found), 1)
             bank = Bank.build(eng.clf, found, stage, bs)
             self.unlabelled = Unlabelled(bank, logits_of(bank))
+        if self.prune:
+            sample = self.val if self.objective_kind == "f1" else self.unlabelled
+            assert sample is not None
+            self.pruner = Pruner(sample, self.scored, self.seed)
 
     def objective(self, trial: Any) -> float:
         """Optuna's objective: merge the trial's config, score it, test a new best."""
@@ -102,9 +109,9 @@ class Material:
         for stage in stages:
             bank.run(model, logits, range(stage + 1) if not self.prune else [stage])
             value, attrs = self._score(logits, stage)
-            if self.prune:
+            if self.pruner is not None:
                 trial.report(value, stage)
-                if stage < SLICES - 1 and trial.should_prune():
+                if stage < SLICES - 1 and self.pruner.should_stop(trial.study, logits, stage):
                     self._store(trial, attrs, started)
                     raise optuna.TrialPruned
         if self.objective_kind == "agreement" and self.val is not None:  # labels, to compare
@@ -112,7 +119,10 @@ class Material:
             self.val.bank.run(model, val_logits, range(SLICES))
             per_task, avg = f1_scores(self.val, val_logits, self.scored)
             attrs.update({"val": per_task, "val_average": avg})
-        if self.test is not None and value > _best_so_far(trial):
+        ahead = value > _best_so_far(trial)
+        if self.pruner is not None and ahead:  # the decisions later trials are pruned against
+            trial.set_user_attr(ATTR, encode(decisions(logits, self.scored)))
+        if self.test is not None and ahead:
             test_logits = np.zeros((len(self.test.bank.texts), logits.shape[1]), np.float32)
             self.test.bank.run(model, test_logits, range(SLICES))
             per_task, avg = f1_scores(self.test, test_logits, self.scored)

@@ -87,7 +87,6 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     study = studies.load_study(
         storage, spec.study, print_, resume=spec.resume, shared=spec.storage is not None
     )
-    study.pruner = studies.make_pruner(spec.prune)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
     mine, timed_out = _loop(study, material, spec, out, options, started)

@@ -15,8 +15,9 @@
   ``cmaes``. The sampler is rebuilt before each trial with a seed derived from ``--seed`` and
   the number of trials stored, so a resumed study continues the sequence instead of replaying
   its first draws.
-- **Pruner**: successive halving over the :data:`hm3.search.data.SLICES` slices of the
-  validation sample (``--prune``), else none.
+- **Pruner**: none of Optuna's. With ``--prune`` the objective reports each slice and stops a
+  trial by :mod:`hm3.search.pruning`'s paired rule, which needs the trials' decisions, not
+  only their intermediate values.
 
 It runs no model; :mod:`hm3.search.run` drives trials through :func:`run_one`.
 """
@@ -183,14 +184,6 @@ def make_sampler(kind: str, seed: int) -> Any:
             seed=seed, independent_sampler=independent, warn_independent_sampling=False
         )
     raise Hm3Error(f"--sampler {kind}: expected one of {', '.join(SAMPLERS)}")
-
-
-def make_pruner(prune: bool) -> Any:
-    import optuna
-
-    if not prune:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
 
 
 def counted(study: Any) -> tuple[int, int]:
