@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from hm3.search.pruning import ATTR, decode
 from search_case import make_case
 
 ARGS = ["--val-samples", "12", "--test-samples", "8", "--no-progress", "--sampler", "random"]
@@ -70,9 +71,9 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path, zoo_of):
     assert (out / "best" / "recipe.yaml").is_file()
 
 
-def _two_workers(case, tmp_path, storage, study, trials):
+def _two_workers(case, tmp_path, storage, study, trials, *more):
     outs = [tmp_path / f"w{i}" for i in range(2)]
-    extra = ["--trials", str(trials), "--storage", storage, "--study", study]
+    extra = ["--trials", str(trials), "--storage", storage, "--study", study, *more]
     procs = [
         subprocess.Popen(
             _cmd(case, out, *extra),
@@ -116,8 +117,11 @@ def test_two_workers_share_one_postgresql_study(tmp_path, zoo_of):
         pytest.skip("HM3_TEST_POSTGRES_URL is unset: no PostgreSQL server (.ci/run starts one)")
     case = make_case(tmp_path / "case", zoo_of("bert"))
     name = f"hm3-test-{uuid.uuid4().hex[:8]}"
-    outs = _two_workers(case, tmp_path, url, name, 10)
+    outs = _two_workers(case, tmp_path, url, name, 10, "--prune")
     _check_shared(outs, url, name, 10)
+    study, _ = _finished(url, name)  # --prune: the best's decisions are in the database
+    attr = study.best_trial.user_attrs[ATTR]
+    assert decode(attr, tuple(attr["shape"])).shape[1] == 2
 
 
 def test_workers_opening_a_fresh_postgresql_database_at_once_all_get_it(tmp_path):
