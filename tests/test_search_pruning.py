@@ -94,11 +94,15 @@ def test_scores_on_the_rows_seen_equal_the_searchs_own(stage):
     sample = _sample(rng)
     logits = _logits(rng, len(sample.bank.texts))
     pruner = Pruner(sample, TASKS, seed=0)
-    got = scores(pruner.stage(stage), decisions(logits, TASKS))
+    got = scores(pruner.stage(stage), decisions(logits, TASKS))[0]
     assert got.shape == (DRAWS + 1,)
     assert got[0] == pytest.approx(f1_scores(sample, logits, TASKS, stage)[1], abs=1e-12)
     assert pruner.stage(stage).fraction == pytest.approx((stage + 1) / SLICES)
     assert got[1:].std() > 0  # the redraws move the score
+    other = decisions(_logits(rng, len(sample.bank.texts)), TASKS)
+    both = scores(pruner.stage(stage), decisions(logits, TASKS), other)
+    assert np.array_equal(both[0], got)  # paired: the same redraws for every trial scored
+    assert np.array_equal(both[1], scores(pruner.stage(stage), other)[0])
 
 
 def test_agreement_scores_on_the_rows_seen_equal_the_searchs_own():
@@ -108,7 +112,7 @@ def test_agreement_scores_on_the_rows_seen_equal_the_searchs_own():
                         _logits(rng, n))  # fmt: skip
     logits = sample.originals + rng.normal(scale=0.7, size=(n, 5)).astype(np.float32)
     for stage in range(SLICES):
-        got = scores(Pruner(sample, TASKS, 0).stage(stage), decisions(logits, TASKS))
+        got = scores(Pruner(sample, TASKS, 0).stage(stage), decisions(logits, TASKS))[0]
         agree, _ = agreement_scores(sample, logits, TASKS, stage)
         assert got[0] == pytest.approx(np.mean(list(agree.values())), abs=1e-12)
 

@@ -84,12 +84,11 @@ def sample_suite(suite: Suite, tasks: Sequence[Task], n: int, seed: int, skip: i
                 f"dataset {data.name!r} ({data.path}): its {len(data.texts)} rows are all in the "
                 "validation sample; give --test-suite, or a smaller --val-samples"
             )
-        out.append(row_subset(data, order))
+        out.append(_rows(data, order))
     return out
 
 
-def row_subset(data: Dataset, order: np.ndarray) -> Dataset:
-    """The rows ``order`` of a dataset (texts, expected labels and row ids)."""
+def _rows(data: Dataset, order: np.ndarray) -> Dataset:
     return dataclasses.replace(
         data,
         texts=tuple(data.texts[i] for i in order),
@@ -139,7 +138,7 @@ def f1_scores(
         keep = np.flatnonzero(st <= stage)
         if len(keep) == 0:
             continue
-        part = row_subset(data, keep)
+        part = _rows(data, keep)
         cut.append(part)
         for task in tasks:
             if task.name in data.expected:

@@ -8,7 +8,7 @@ per-task macro-F1 pooled over datasets, or agreement with the originals, average
 
 1. ``d``, the trial's score minus the best's on the rows seen, and ``d_i`` on each of
    :data:`DRAWS` paired redraws of those rows (each dataset's rows redrawn with replacement,
-   the same rows for both trials and every task, as :mod:`hm3.evaluation.bootstrap` does);
+   the same rows for both trials and every task, as in :mod:`hm3.evaluation.bootstrap`);
 2. the difference on the whole sample is predicted as ``d + sqrt(1 - f) · (d_i - d)``, ``f``
    the share of the sample seen: the seen rows say where the difference lies, the unseen
    ``1 - f`` can still move it, by less the more has been seen;
@@ -16,10 +16,10 @@ per-task macro-F1 pooled over datasets, or agreement with the originals, average
    the two disagree on at least :data:`MIN_DISAGREEMENTS` of the rows seen (a redraw of a few
    disagreements, all in the best's favour, would rule out what the unseen rows can still do).
 
-Two close merges are never told apart on a slice (their paired redraws straddle 0), so a trial
+Two close merges are rarely told apart on a slice (their paired redraws straddle 0), so a trial
 that could still win runs to the end; one clearly behind the best stops after a quarter of the
 rows. The rule needs the best trial's decisions: a trial that completes ahead of every complete
-trial stores its own (one small integer per text and task, base64) as the user attribute
+trial stores its own (a byte per text and task, base64) as the user attribute
 :data:`ATTR`, so every worker of a shared study prunes against the same best. Without them
 (no complete trial yet, or the best's were not stored) nothing is pruned.
 
@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from hm3.evaluation.bootstrap import redraws
 from hm3.model.labels import Task
-from hm3.search.data import Labelled, Unlabelled, row_subset
+from hm3.search.data import Labelled, Unlabelled
 
 #: paired redraws of the rows seen
 DRAWS = 400
+#: redraws made at once (memory: CHUNK × rows seen)
+CHUNK = 50
 #: stop a trial when its chance to finish at least level with the best is below this
 LEVEL = 0.01
 #: rows seen (counted per task) on which the two must decide differently before a trial is stopped
@@ -81,66 +82,85 @@ def macro_f1_batch(confusion: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Part:
+    """One task's rows seen: each row's text, its truth and the datasets it is drawn from."""
+
+    column: int  # the task's column in the decisions
+    texts: np.ndarray  # per row: its text in the bank
+    truth: np.ndarray  # per row: the expected label's index (agreement: the original's decision)
+    groups: list[int]  # the stage's groups these rows come from, in order
+    k: int  # labels (0: agreement, a share of equal decisions instead of macro-F1)
+
+
+@dataclass
 class _Stage:
-    """The rows seen after one stage, with the paired redraws of them (row 0: no redraw)."""
+    """The rows seen after one stage; redraws pick rows within each group (a dataset, or all the
+    unlabeled texts), the same rows for every task and both trials."""
 
     fraction: float  # share of the sample seen
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]  # per task: texts, truth, draws, k
-    # (for agreement, truth is the originals' decisions and k is 0)
+    sizes: list[int]  # rows per group
+    parts: list[_Part]
+    seed: int
 
 
 def _labelled_stage(sample: Labelled, tasks: Sequence[Task], stage: int, seed: int) -> _Stage:
     kept = [(d, r, np.flatnonzero(st <= stage)) for d, r, st in
             zip(sample.datasets, sample.rows, sample.stages, strict=True)]  # fmt: skip
     kept = [(d, r, k) for d, r, k in kept if len(k)]
-    cut = [row_subset(d, k) for d, _, k in kept]
-    draws = list(redraws(cut, DRAWS, seed))
     parts = []
-    for task in tasks:
-        pairs = zip(cut, kept, strict=True)
-        mine = [(c, r[k]) for c, (_, r, k) in pairs if task.name in c.expected]
+    for column, task in enumerate(tasks):
+        mine = [g for g, (d, _, _) in enumerate(kept) if task.name in d.expected]
         if not mine:
             continue
         index = {label: i for i, label in enumerate(task.labels)}
-        texts = np.concatenate([rows for _, rows in mine])
-        truth = np.concatenate([[index[y] for y in c.expected[task.name]] for c, _ in mine])
-        starts = np.cumsum([0] + [len(rows) for _, rows in mine])[:-1]
-        drawn = [np.concatenate([s + draw[c.name] for s, (c, _) in zip(starts, mine, strict=True)])
-                 for draw in draws]  # fmt: skip
-        picks = np.stack([np.arange(len(texts)), *drawn])
-        parts.append((texts, truth.astype(np.int64), picks, len(task.labels)))
+        texts = np.concatenate([kept[g][1][kept[g][2]] for g in mine])
+        truth = [index[kept[g][0].expected[task.name][i]] for g in mine for i in kept[g][2]]
+        parts.append(_Part(column, texts, np.asarray(truth, np.int64), mine, len(task.labels)))
     seen = sum(len(k) for _, _, k in kept)
-    total = sum(len(r) for r in sample.rows)
-    return _Stage(seen / total, parts)
+    return _Stage(seen / sum(len(r) for r in sample.rows), [len(k) for *_, k in kept], parts, seed)
 
 
 def _unlabelled_stage(sample: Unlabelled, tasks: Sequence[Task], stage: int, seed: int) -> _Stage:
     texts = np.flatnonzero(sample.bank.stage <= stage)
-    rng = np.random.default_rng(seed)
-    n = len(texts)
-    picks = np.concatenate([np.arange(n)[None], rng.integers(0, n, (DRAWS, n))])
     theirs = decisions(sample.originals, tasks)
-    parts = [(texts, theirs[texts, j].astype(np.int64), picks, 0) for j in range(len(tasks))]
-    return _Stage(n / len(sample.bank.texts), parts)
+    parts = [_Part(j, texts, theirs[texts, j].astype(np.int64), [0], 0) for j in range(len(tasks))]
+    return _Stage(len(texts) / len(sample.bank.texts), [len(texts)], parts, seed)
 
 
-def scores(stage: _Stage, dec: np.ndarray) -> np.ndarray:
-    """The objective on the rows seen (index 0) and on each redraw of them (1…)."""
-    out = []
-    for j, (texts, truth, picks, k) in enumerate(stage.parts):
-        said = dec[texts, j].astype(np.int64)
-        if k == 0:  # agreement with the originals
-            out.append((said == truth)[picks].mean(axis=1))
-            continue
-        cells = (truth * k + said)[picks] + (np.arange(len(picks)) * k * k)[:, None]
-        counts = np.bincount(cells.ravel(), minlength=len(picks) * k * k)
-        out.append(macro_f1_batch(counts.reshape(len(picks), k, k)))
-    return np.mean(out, axis=0)
+def scores(stage: _Stage, *decs: np.ndarray) -> np.ndarray:
+    """Each trial's objective on the rows seen (column 0) and on each of :data:`DRAWS` paired
+    redraws of them (columns 1…): ``[trials, DRAWS + 1]``. Redraws are made :data:`CHUNK` at a
+    time from ``stage.seed``, so memory stays small for any sample."""
+    rng = np.random.default_rng(stage.seed)
+    out = np.zeros((len(decs), DRAWS + 1))
+    for lo in range(0, DRAWS + 1, CHUNK):
+        n = min(CHUNK, DRAWS + 1 - lo)
+        picks = [rng.integers(0, size, (n, size)) for size in stage.sizes]
+        if lo == 0:  # column 0: the rows as they are
+            for p, size in zip(picks, stage.sizes, strict=True):
+                p[0] = np.arange(size)
+        for part in stage.parts:
+            starts = np.cumsum([0] + [stage.sizes[g] for g in part.groups])[:-1]
+            rows = np.concatenate([s + picks[g] for s, g in zip(starts, part.groups, strict=True)],
+                                  axis=1)  # fmt: skip
+            for t, dec in enumerate(decs):
+                said = dec[part.texts, part.column].astype(np.int64)
+                out[t, lo : lo + n] += _score(part, said, rows) / len(stage.parts)
+    return out
+
+
+def _score(part: _Part, said: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    if part.k == 0:  # agreement with the originals
+        return (said == part.truth)[rows].mean(axis=1)
+    k = part.k
+    cells = (part.truth * k + said)[rows] + (np.arange(len(rows)) * k * k)[:, None]
+    counts = np.bincount(cells.ravel(), minlength=len(rows) * k * k)
+    return macro_f1_batch(counts.reshape(len(rows), k, k))
 
 
 def disagreements(stage: _Stage, one: np.ndarray, other: np.ndarray) -> int:
     """Rows seen (per task) on which two trials' decisions differ."""
-    return sum(int((one[t, j] != other[t, j]).sum()) for j, (t, *_) in enumerate(stage.parts))
+    return sum(int((one[p.texts, p.column] != other[p.texts, p.column]).sum()) for p in stage.parts)
 
 
 def chance_level(diff: np.ndarray, fraction: float) -> float:
@@ -191,5 +211,6 @@ class Pruner:
         stage, mine = self.stage(s), decisions(logits, self.tasks)
         if disagreements(stage, mine, best) < MIN_DISAGREEMENTS:
             return False
-        diff = scores(stage, mine) - scores(stage, best)
+        ours, theirs = scores(stage, mine, best)
+        diff = ours - theirs
         return chance_level(diff, stage.fraction) < LEVEL
