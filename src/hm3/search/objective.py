@@ -119,7 +119,7 @@ class Material:
             self.val.bank.run(model, val_logits, range(SLICES))
             per_task, avg = f1_scores(self.val, val_logits, self.scored)
             attrs.update({"val": per_task, "val_average": avg})
-        ahead = value > _best_so_far(trial)
+        ahead = (self.pruner is not None or self.test is not None) and value > _best_so_far(trial)
         if self.pruner is not None and ahead:  # the decisions later trials are pruned against
             trial.set_user_attr(ATTR, encode(decisions(logits, self.scored)))
         if self.test is not None and ahead:
