@@ -133,19 +133,19 @@ def scores(stage: _Stage, *decs: np.ndarray) -> np.ndarray:
     time from ``stage.seed``, so memory stays small for any sample."""
     rng = np.random.default_rng(stage.seed)
     out = np.zeros((len(decs), DRAWS + 1))
+    starts = [np.cumsum([0] + [stage.sizes[g] for g in p.groups])[:-1] for p in stage.parts]
+    said = [[d[p.texts, p.column].astype(np.int64) for d in decs] for p in stage.parts]
     for lo in range(0, DRAWS + 1, CHUNK):
         n = min(CHUNK, DRAWS + 1 - lo)
         picks = [rng.integers(0, size, (n, size)) for size in stage.sizes]
         if lo == 0:  # column 0: the rows as they are
             for p, size in zip(picks, stage.sizes, strict=True):
                 p[0] = np.arange(size)
-        for part in stage.parts:
-            starts = np.cumsum([0] + [stage.sizes[g] for g in part.groups])[:-1]
-            rows = np.concatenate([s + picks[g] for s, g in zip(starts, part.groups, strict=True)],
+        for part, first, theirs in zip(stage.parts, starts, said, strict=True):
+            rows = np.concatenate([s + picks[g] for s, g in zip(first, part.groups, strict=True)],
                                   axis=1)  # fmt: skip
-            for t, dec in enumerate(decs):
-                said = dec[part.texts, part.column].astype(np.int64)
-                out[t, lo : lo + n] += _score(part, said, rows) / len(stage.parts)
+            for t, one in enumerate(theirs):
+                out[t, lo : lo + n] += _score(part, one, rows) / len(stage.parts)
     return out
 
 
