@@ -66,8 +66,8 @@ def search(
         bool,
         typer.Option(
             "--prune/--no-prune",
-            help="Stop a trial after a quarter, half or three quarters of its rows when it is "
-            "clearly behind the best trial on the same rows (a paired comparison).",
+            help="Score each trial an eighth of its rows at a time and stop it once it is clearly "
+            "behind the best trial on the same rows (a paired comparison).",
         ),
     ] = False,
     storage: Annotated[

@@ -17,7 +17,7 @@ per-task macro-F1 pooled over datasets, or agreement with the originals, average
    disagreements, all in the best's favour, would rule out what the unseen rows can still do).
 
 Two close merges are rarely told apart on a slice (their paired redraws straddle 0), so a trial
-that could still win runs to the end; one clearly behind the best stops after a quarter of the
+that could still win runs to the end; one clearly behind the best stops after an eighth of the
 rows. The rule needs the best trial's decisions: a trial that completes ahead of every complete
 trial stores its own (a byte per text and task, base64) as the user attribute
 :data:`ATTR`, so every worker of a shared study prunes against the same best. Without them
