@@ -34,7 +34,7 @@ from hm3.model.labels import Task
 from hm3.model.predictor import segment_softmax
 
 #: slices of the validation sample a pruned search scores one after another (8: a trial far
-#: behind stops after an eighth; 4 cost 11 % more seconds per trial, docs/results/search.md)
+#: behind stops after an eighth; 11 % fewer seconds per trial than 4, docs/results/search.md)
 SLICES = 8
 
 
