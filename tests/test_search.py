@@ -50,6 +50,35 @@ def test_trial_tensors_equal_hm3_merge(tmp_path, case, method, one_thread):
         torch.testing.assert_close(engine.params[name].detach(), value, atol=1e-6, rtol=0)
 
 
+def test_unstaged_bank_batches_across_stages_and_scores_the_same(case, one_thread):
+    """A bank no pruner reads is batched by length alone (less padding than one batched within
+    each slice); run over every stage it gives the staged bank's logits."""
+    import numpy as np
+
+    from hm3.search.data import SLICES, Bank
+
+    config = MergeConfig.from_dict(yaml.safe_load(case.config.read_text()))
+    engine = Engine(config, QUIET)
+    engine.apply(config)
+    texts = toy_texts(40, seed=3)
+    stage = (np.arange(len(texts)) * SLICES) // len(texts)
+    staged = Bank.build(engine.clf, texts, stage, 4)
+    plain = Bank.build(engine.clf, texts, stage, 4, staged=False)
+    assert all(len(set(stage[idx])) == 1 for _, idx, _ in staged.batches)
+    assert any(len(set(stage[idx])) > 1 for _, idx, _ in plain.batches)
+    assert all(s == stage[idx].max() for s, idx, _ in plain.batches)
+
+    def padded(bank: Bank) -> int:
+        return sum(int(enc["input_ids"].numel()) for _, _, enc in bank.batches)
+
+    assert padded(plain) <= padded(staged)
+    width = engine.tasks[-1].end
+    a, b = np.zeros((len(texts), width), np.float32), np.zeros((len(texts), width), np.float32)
+    staged.run(engine.clf.model, a, range(SLICES))
+    plain.run(engine.clf.model, b, range(SLICES))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_aligned_trial_gives_hm3_align_logits(tmp_path, case, one_thread):
     """A trial with `align:` (scaled body, ridge fit) predicts as `hm3 merge` + `hm3 align`."""
     data = yaml.safe_load(case.config.read_text())

@@ -40,24 +40,30 @@ SLICES = 8
 
 @dataclass
 class Bank:
-    """Distinct texts, tokenised once, in length-sorted batches that each lie in one stage."""
+    """Distinct texts, tokenised once, in length-sorted batches: each lies in one stage when
+    the bank is ``staged`` (a pruned search scores it stage by stage); otherwise batches are
+    sorted by length across stages (less padding) and labelled with their last stage, so only
+    a run of every stage reads them all."""
 
     texts: list[str]
     stage: np.ndarray  # per text: the earliest stage that needs it
     batches: list[tuple[int, np.ndarray, Any]]  # (stage, text indices, encoding on device)
 
     @classmethod
-    def build(cls, clf: Classifier, texts: list[str], stage: np.ndarray, batch_size: int) -> Bank:
-        order = sorted(range(len(texts)), key=lambda i: (int(stage[i]), len(texts[i])))
+    def build(
+        cls, clf: Classifier, texts: list[str], stage: np.ndarray, batch_size: int,
+        staged: bool = True,
+    ) -> Bank:  # fmt: skip
+        cut = stage if staged else np.zeros_like(stage)
+        order = sorted(range(len(texts)), key=lambda i: (int(cut[i]), len(texts[i])))
         batches = []
         lo = 0
         while lo < len(order):
-            s = int(stage[order[lo]])
             hi = lo
-            while hi < len(order) and hi - lo < batch_size and int(stage[order[hi]]) == s:
+            while hi < len(order) and hi - lo < batch_size and cut[order[hi]] == cut[order[lo]]:
                 hi += 1
             idx = np.asarray(order[lo:hi], dtype=np.int64)
-            batches.append((s, idx, clf.encode([texts[i] for i in idx])))
+            batches.append((int(stage[idx].max()), idx, clf.encode([texts[i] for i in idx])))
             lo = hi
         return cls(texts, stage, batches)
 
@@ -109,8 +115,9 @@ class Labelled:
 
     @classmethod
     def build(
-        cls, clf: Classifier, datasets: list[Dataset], tasks: Sequence[Task], batch_size: int
-    ) -> Labelled:
+        cls, clf: Classifier, datasets: list[Dataset], tasks: Sequence[Task], batch_size: int,
+        staged: bool = True,
+    ) -> Labelled:  # fmt: skip
         check_expectations(datasets, {t.name: t.labels for t in tasks})
         index: dict[str, int] = {}
         first: dict[str, int] = {}
@@ -127,7 +134,7 @@ class Labelled:
             stages.append(st)
         texts = list(index)
         stage = np.asarray([first[t] for t in texts], dtype=np.int64)
-        return cls(datasets, Bank.build(clf, texts, stage, batch_size), rows, stages)
+        return cls(datasets, Bank.build(clf, texts, stage, batch_size, staged), rows, stages)
 
 
 def f1_scores(

@@ -73,7 +73,8 @@ class Material:
         for name, datasets in (("val", val), ("test", test)):
             if datasets is None:
                 continue
-            sample = Labelled.build(eng.clf, datasets, self.scored, bs)
+            staged = self.prune and name == "val" and self.objective_kind == "f1"
+            sample = Labelled.build(eng.clf, datasets, self.scored, bs, staged)
             setattr(self, name, sample)
             per_task, avg = f1_scores(sample, logits_of(sample.bank), self.scored)
             self.originals[name] = {"tasks": per_task, "average": avg}
@@ -81,7 +82,7 @@ class Material:
             lines = open_texts(texts, text_column, options=("--texts", "--text-column"))
             found = [t for b in iter_text_batches(lines, 256, max_texts, TextCount()) for t in b]
             stage = (np.arange(len(found)) * SLICES) // max(len(found), 1)
-            bank = Bank.build(eng.clf, found, stage, bs)
+            bank = Bank.build(eng.clf, found, stage, bs, self.prune)
             self.unlabelled = Unlabelled(bank, logits_of(bank))
         if self.prune:
             sample = self.val if self.objective_kind == "f1" else self.unlabelled
