@@ -70,11 +70,12 @@ class Material:
                 out[idx] = original_logits(eng.tasks, originals, runners, texts).numpy()
             return out
 
+        # the one sample a pruner reads slice by slice (the objective's)
+        pruned = None if not self.prune else "val" if self.objective_kind == "f1" else "texts"
         for name, datasets in (("val", val), ("test", test)):
             if datasets is None:
                 continue
-            staged = self.prune and name == "val" and self.objective_kind == "f1"
-            sample = Labelled.build(eng.clf, datasets, self.scored, bs, staged)
+            sample = Labelled.build(eng.clf, datasets, self.scored, bs, name == pruned)
             setattr(self, name, sample)
             per_task, avg = f1_scores(sample, logits_of(sample.bank), self.scored)
             self.originals[name] = {"tasks": per_task, "average": avg}
@@ -82,7 +83,7 @@ class Material:
             lines = open_texts(texts, text_column, options=("--texts", "--text-column"))
             found = [t for b in iter_text_batches(lines, 256, max_texts, TextCount()) for t in b]
             stage = (np.arange(len(found)) * SLICES) // max(len(found), 1)
-            bank = Bank.build(eng.clf, found, stage, bs, self.prune)
+            bank = Bank.build(eng.clf, found, stage, bs, pruned == "texts")
             self.unlabelled = Unlabelled(bank, logits_of(bank))
         if self.prune:
             sample = self.val if self.objective_kind == "f1" else self.unlabelled
