@@ -84,6 +84,27 @@ def test_bernoulli_density_half_keeps_about_half():
     assert set(kept.unique().tolist()) == {0.0, 1.0}
 
 
+@pytest.mark.parametrize("density", [1e-7, 0.1, 1 / 3, 0.5, 0.9999999])
+@pytest.mark.parametrize("shape", [(1,), (7, 5), (3, 100_003)])
+def test_random_on_cpu_draws_the_mask_bernoulli_draws(shape, density):
+    # the float32 CPU path draws with torch.rand; it must be torch.bernoulli's mask, bit for bit,
+    # and leave the generator where torch.bernoulli leaves it (the next model's draw follows)
+    delta = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    ours, theirs = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    scratch = torch.empty(delta.numel())
+    kept = random_(delta.clone(), density, ours, scratch=scratch)
+    mask = torch.bernoulli(torch.full_like(delta, density), generator=theirs)
+    assert torch.equal(kept, delta * mask)
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+def test_random_in_float64_keeps_the_bernoulli_draw():
+    delta = torch.randn(5_000, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    kept = random_(delta.clone(), 0.3, torch.Generator().manual_seed(3))
+    mask = torch.bernoulli(torch.full_like(delta, 0.3), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(kept, delta * mask)
+
+
 @pytest.mark.parametrize("name", RANDOM)
 def test_same_seed_gives_the_same_bytes(name):
     base, models = body(2)

@@ -33,8 +33,9 @@ merging.
 ``METHODS`` maps every name to its method.
 
 Randomness contract: model i's mask is one ``torch.bernoulli(probs, generator=generators[i])``
-draw per call, models in order, and only for models whose density is below 1. Listing a model
-twice with two differently seeded generators gives two independent masks (paper 5.4).
+draw per call (on CPU in float32, DARE draws the same mask faster with ``torch.rand``), models
+in order, and only for models whose density is below 1. Listing a model twice with two
+differently seeded generators gives two independent masks (paper 5.4).
 
 Building blocks (for tests and the search engine): :func:`magnitude_mask`,
 :func:`outlier_mask`, :func:`top_k_count`, :func:`outlier_window`, :func:`rank_window_mask`,
