@@ -12,8 +12,10 @@ sample: 5 rows per test dataset, scored on each new best, a cost counted against
 
 The two run interleaved (A B, B A, ...) over ``--rounds`` on the demo zoo's two MiniLM
 classifiers of ``--case``. Then the pruning check: the same seeded search with ``--prune`` and
-``--no-prune``, and how many pruned trials would have beaten the best before them. It asserts
-nothing; the numbers depend on the machine and on what else runs on it.
+``--no-prune``, how many pruned trials would have beaten the best before them, and their
+seconds per trial; then ``--paper-trials`` more trials the paper's way, so that the paper way's
+mean (every paper trial) spans the minutes of both. The table has every way's ratio to it. It
+asserts nothing; the numbers depend on the machine and on what else runs on it.
 
 Usage::
 
@@ -207,29 +209,28 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args(argv)
 
 
-def speed_rounds(args, inputs: dict[str, Path], work: Path) -> tuple[list[dict], list[dict]]:
-    """The interleaved rounds: every paper-way trial, every ``hm3 search`` process."""
-    from hm3.evaluation.suite import load_suite
+def paper_trials(recipe: dict, n: int, rng, work: Path, val_suite) -> list[dict]:
+    """``n`` trials the paper's way, each with a fresh density from the paper's prior."""
+    out = []
+    for _ in range(n):
+        density = float(rng.beta(*PAPER_PRIOR))
+        p = {"density": density, **paper_trial(recipe, density, work, val_suite)}
+        out.append(p)
+        print(
+            f"  paper trial: density {density:.3f} merge {p['merge']:.1f} s, reload "
+            f"{p['reload']:.1f} s, evaluate {p['evaluate']:.1f} s, val F1 {p['f1']:.4f}",
+            flush=True,
+        )
+    return out
 
-    recipe = expanded_inputs(inputs["config"], work / "expanded")
-    val_suite = load_suite(inputs["val_suite"])
-    rng = np.random.default_rng(args.seed)
+
+def speed_rounds(args, inputs: dict[str, Path], work: Path, recipe: dict, val_suite, rng):
+    """The interleaved rounds: every paper-way trial, every ``hm3 search`` process."""
     paper, hm3 = [], []
     for r in range(args.rounds):
         for side in ("paper", "hm3") if r % 2 == 0 else ("hm3", "paper"):
             if side == "paper":
-                for _ in range(args.paper_trials):
-                    density = float(rng.beta(*PAPER_PRIOR))
-                    paper.append(
-                        {"density": density, **paper_trial(recipe, density, work, val_suite)}
-                    )
-                    p = paper[-1]
-                    print(
-                        f"  paper trial: density {density:.3f} merge {p['merge']:.1f} s, "
-                        f"reload {p['reload']:.1f} s, evaluate {p['evaluate']:.1f} s, "
-                        f"val F1 {p['f1']:.4f}",
-                        flush=True,
-                    )
+                paper += paper_trials(recipe, args.paper_trials, rng, work, val_suite)
             else:
                 run = hm3_search(
                     inputs, work / f"hm3-{r}", args.hm3_trials, args, True, args.seed + r
@@ -239,15 +240,23 @@ def speed_rounds(args, inputs: dict[str, Path], work: Path) -> tuple[list[dict],
     return paper, hm3
 
 
-def report(args, paper: list[dict], hm3: list[dict], rows_per_trial: int) -> None:
+def per_trial(runs: list[dict]) -> tuple[str, float, float]:
+    """Trials, whole processes' seconds per trial, and the mean of trials.csv's seconds."""
+    rows = [r for h in runs for r in h["rows"]]
+    wall = sum(h["wall"] for h in runs) / len(rows)
+    return str(len(rows)), wall, statistics.mean(float(r["seconds"]) for r in rows)
+
+
+def report(args, paper: list[dict], hm3: list[dict], check: dict, rows_per_trial: int) -> None:
+    """The table of seconds per trial; the paper way's mean is over every paper trial, those
+    of the rounds and those run after the pruning check."""
     paper_s = statistics.mean(p["total"] for p in paper)
-    hm3_wall = sum(h["wall"] for h in hm3) / sum(len(h["rows"]) for h in hm3)
-    hm3_csv = statistics.mean(float(r["seconds"]) for h in hm3 for r in h["rows"])
     parts = {k: statistics.mean(p[k] for p in paper) for k in ("merge", "reload", "evaluate")}
-    n = str(sum(len(h["rows"]) for h in hm3))
-    ways = [("paper way (mergekit-yaml + reload + evaluate)", str(len(paper)), paper_s),
-            ("hm3 search, whole process / trials", n, hm3_wall),
-            ("hm3 search, trials.csv seconds", n, hm3_csv)]  # fmt: skip
+    ways = [("paper way (mergekit-yaml + reload + evaluate)", str(len(paper)), paper_s)]
+    for label, runs in [("hm3 search --prune", hm3), *check.items()]:
+        n, wall, csv_s = per_trial(runs)
+        ways += [(f"{label}, whole process / trials", n, wall),
+                 (f"{label}, trials.csv seconds", n, csv_s)]  # fmt: skip
     rows = [[way, k, f"{s:.2f}", f"{paper_s / s:.2f}×"] for way, k, s in ways]
     print(
         f"\n{args.case}, {rows_per_trial} validation rows a trial ({args.val_samples} per "
@@ -258,9 +267,11 @@ def report(args, paper: list[dict], hm3: list[dict], rows_per_trial: int) -> Non
     )
     print(
         f"\npaper way, mean seconds: mergekit-yaml {parts['merge']:.2f}, reload "
-        f"{parts['reload']:.2f}, evaluate {parts['evaluate']:.2f}"
+        f"{parts['reload']:.2f}, evaluate {parts['evaluate']:.2f}; per trial, in order: "
+        + ", ".join(f"{p['total']:.2f}" for p in paper)
     )
-    print(f"hm3 search command: {hm3[0]['command']}")
+    if hm3:
+        print(f"hm3 search command: {hm3[0]['command']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,24 +279,32 @@ def main(argv: list[str] | None = None) -> int:
     print_record(run_record("search_speed.py", argv))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hm3-search-speed-"))
     try:
-        inputs = search_inputs(args.cache, work / "inputs", args.case, args.seed)
-        inputs["val_suite"] = sampled_suite(inputs["val_suite"], args.val_samples, work / "val")
         from hm3.evaluation.suite import load_datasets, load_suite
 
-        n_rows = sum(len(d.texts) for d in load_datasets(load_suite(inputs["val_suite"])))
-        paper, hm3 = speed_rounds(args, inputs, work)
-        report(args, paper, hm3, n_rows)
+        inputs = search_inputs(args.cache, work / "inputs", args.case, args.seed)
+        inputs["val_suite"] = sampled_suite(inputs["val_suite"], args.val_samples, work / "val")
+        val_suite = load_suite(inputs["val_suite"])
+        n_rows = sum(len(d.texts) for d in load_datasets(val_suite))
+        recipe = expanded_inputs(inputs["config"], work / "expanded")
+        rng = np.random.default_rng(args.seed)
+        paper, hm3 = speed_rounds(args, inputs, work, recipe, val_suite, rng)
+        check = {}
         if args.prune_trials:
             runs = {
                 p: hm3_search(inputs, work / f"prune-{p}", args.prune_trials, args, p, args.seed)
                 for p in (True, False)
             }
-            check = pruning_check(runs[True]["rows"], runs[False]["rows"])
             print(
                 f"\npruning check ({args.prune_trials} trials, seed {args.seed}): "
                 f"--prune {runs[True]['wall']:.1f} s, --no-prune {runs[False]['wall']:.1f} s "
-                f"({runs[False]['wall'] / runs[True]['wall']:.2f}×); {check}"
+                f"({runs[False]['wall'] / runs[True]['wall']:.2f}×); "
+                f"{pruning_check(runs[True]['rows'], runs[False]['rows'])}"
             )
+            check = {f"pruning check, {flag}": [runs[p]]
+                     for p, flag in ((False, "--no-prune"), (True, "--prune"))}  # fmt: skip
+            # the paper way again, so that its mean spans the pruning check's minutes too
+            paper += paper_trials(recipe, args.paper_trials, rng, work, val_suite)
+        report(args, paper, hm3, check, n_rows)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
