@@ -254,6 +254,8 @@ def report(args, paper: list[dict], hm3: list[dict], check: dict, rows_per_trial
     parts = {k: statistics.mean(p[k] for p in paper) for k in ("merge", "reload", "evaluate")}
     ways = [("paper way (mergekit-yaml + reload + evaluate)", str(len(paper)), paper_s)]
     for label, runs in [("hm3 search --prune", hm3), *check.items()]:
+        if not runs:  # --rounds 0
+            continue
         n, wall, csv_s = per_trial(runs)
         ways += [(f"{label}, whole process / trials", n, wall),
                  (f"{label}, trials.csv seconds", n, csv_s)]  # fmt: skip
