@@ -14,13 +14,17 @@ The two run interleaved (A B, B A, ...) over ``--rounds`` on the demo zoo's two 
 classifiers of ``--case``. Then the pruning check: the same seeded search with ``--prune`` and
 ``--no-prune``, how many pruned trials would have beaten the best before them, and their
 seconds per trial; then ``--paper-trials`` more trials the paper's way, so that the paper way's
-mean (every paper trial) spans the minutes of both. The table has every way's ratio to it. It
-asserts nothing; the numbers depend on the machine and on what else runs on it.
+mean (every paper trial) spans the minutes of both. The table has every way's ratio to it.
+``--dtype bfloat16`` runs every ``hm3 search`` process in that dtype (the paper way stays
+float32, as ``mergekit-yaml`` writes it) and adds a float32 ``--no-prune`` run of the pruning
+check's trials, to compare each trial's validation score in both dtypes. It asserts nothing;
+the numbers depend on the machine and on what else runs on it.
 
 Usage::
 
     python benchmarks/search_speed.py                       # case1, ~1,000 validation rows
     python benchmarks/search_speed.py --rounds 1 --paper-trials 2 --hm3-trials 10
+    python benchmarks/search_speed.py --rounds 0 --paper-trials 2 --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -122,9 +126,11 @@ def sampled_suite(val_suite: Path, n: int, out: Path) -> Path:
 
 # -- hm3 search ----------------------------------------------------------------------------
 def hm3_search(
-    inputs: dict[str, Path], out: Path, trials: int, args, prune: bool, seed: int
-) -> dict:
-    """One ``hm3 search`` process; its wall time and its trials.csv rows."""
+    inputs: dict[str, Path], out: Path, trials: int, args, prune: bool, seed: int,
+    dtype: str | None = None,
+) -> dict:  # fmt: skip
+    """One ``hm3 search`` process (in ``dtype``, default ``--dtype``'s); its wall time and its
+    trials.csv rows."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         "hm3",
@@ -150,6 +156,8 @@ def hm3_search(
         str(demo_max_length()),
         "--batch-size",
         str(BATCH_SIZE),
+        "--dtype",
+        dtype or args.dtype,
         "--no-progress",
     ]
     t0 = time.perf_counter()
@@ -187,6 +195,20 @@ def pruning_check(pruned: list[dict], full: list[dict]) -> dict:
     }
 
 
+def dtype_check(fast: dict, exact: dict) -> dict:
+    """The same unpruned trials scored in two dtypes: how far their validation scores move, and
+    whether the best trial is the same."""
+    a = {r["number"]: float(r["val_average"]) for r in fast["rows"]}
+    b = {r["number"]: float(r["val_average"]) for r in exact["rows"]}
+    diff = [abs(a[k] - b[k]) for k in b]
+    return {
+        "trials": len(diff),
+        "max_abs_diff_val": round(max(diff), 5),
+        "mean_abs_diff_val": round(statistics.mean(diff), 5),
+        "same_best": max(a, key=lambda k: (a[k], -int(k))) == max(b, key=lambda k: (b[k], -int(k))),
+    }
+
+
 # -- the run -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None):
     parser = new_parser(__doc__)
@@ -205,6 +227,10 @@ def parse_args(argv: list[str] | None = None):
         "--prune-trials", type=int, default=40, help="trials of the pruning check (0: skip it)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        help="the dtype hm3 search scores in (float32: as the paper way)",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="where to work (default: a temp dir)")
     return parser.parse_args(argv)
 
@@ -262,7 +288,8 @@ def report(args, paper: list[dict], hm3: list[dict], check: dict, rows_per_trial
     rows = [[way, k, f"{s:.2f}", f"{paper_s / s:.2f}×"] for way, k, s in ways]
     print(
         f"\n{args.case}, {rows_per_trial} validation rows a trial ({args.val_samples} per "
-        f"dataset), {args.rounds} interleaved rounds, {os.cpu_count()} cores\n"
+        f"dataset), {args.rounds} interleaved rounds, {os.cpu_count()} cores, hm3 search in "
+        f"{args.dtype}\n"
     )
     print(
         markdown_table(["way", "trials", "s / trial", "speed-up"], rows, (False, True, True, True))
@@ -304,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             check = {f"pruning check, {flag}": [runs[p]]
                      for p, flag in ((False, "--no-prune"), (True, "--prune"))}  # fmt: skip
+            if args.dtype != "float32":
+                exact = hm3_search(inputs, work / "prune-f32", args.prune_trials, args, False,
+                                   args.seed, dtype="float32")  # fmt: skip
+                check["pruning check, --no-prune in float32"] = [exact]
+                print(f"{args.dtype} against float32: {dtype_check(runs[False], exact)}")
             # the paper way again, so that its mean spans the pruning check's minutes too
             paper += paper_trials(recipe, args.paper_trials, rng, work, val_suite)
         report(args, paper, hm3, check, n_rows)

@@ -49,7 +49,7 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
     code, out, err = run(
         capsys, monkeypatch, "bench", "--merged", merged, *originals, "--texts", texts,
         "--repeats", "1", "--threads", "1", "--batch-size", "8", "--limit", "30", "--json",
-        "--no-progress", "--windows", "--max-length", "32",
+        "--no-progress", "--windows", "--max-length", "32", "--dtype", "bfloat16",
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
@@ -66,10 +66,12 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
     assert setup_["limit"] == pytest.approx(1 / 3)
     assert setup_["texts"] == 30 and setup_["threads"] == 1 and setup_["windows"] is True
     assert setup_["max_length"] == 32 and result["onnx"] == {}
+    assert setup_["dtype"] == "bfloat16"
     print_bench(BenchResult.model_validate(result))
     table = capsys.readouterr().out
     assert "originals" in table and "merged" in table and "1/N = 0.333" in table
     assert "30 texts" in table and "long texts in windows" in table
+    assert "torch in bfloat16" in table
 
 
 @pytest.mark.parametrize(

@@ -372,6 +372,9 @@ def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
         load_onnx(merged("bert"))
     with pytest.raises(Hm3Error, match="threads 0"):
         load_onnx(exported("bert").path, threads=0)
+    with pytest.raises(Hm3Error, match="--dtype bfloat16: an ONNX export runs in the precision"):
+        load_onnx(exported("bert").path, dtype="bfloat16")
+    assert load_onnx(exported("bert").path, dtype="float32").tasks  # the default, said aloud
 
 
 @pytest.mark.skipif(

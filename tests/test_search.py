@@ -131,6 +131,33 @@ def test_search_writes_outputs_and_best_rebuilds_byte_for_byte(tmp_path, zoo_of,
     assert not mismatch and not errors
 
 
+def test_search_scores_in_the_dtype_asked_and_writes_the_recipes(tmp_path, case, one_thread):
+    """--dtype bfloat16: the live model computes in bfloat16, the originals' reference stays
+    float32, the same trials are drawn, and best/ is the recipe's float32 checkpoint."""
+    config = MergeConfig.from_dict(yaml.safe_load(case.config.read_text()))
+    fast = Engine(config, QUIET.with_(dtype="bfloat16"))
+    fast.apply(config)
+    assert {p.dtype for p in fast.clf.model.parameters()} == {torch.bfloat16}
+    exact = Engine(config, QUIET)
+    exact.apply(config)
+    texts = toy_texts(12, seed=2)
+    close = abs(fast.clf.logits(texts) - exact.clf.logits(texts)).max()
+    assert 0 < close < 0.1
+    a = _run(case, tmp_path / "a", trials=3)
+    spec = SearchSpec(config=case.config, suite=case.suite, trials=3, val_samples=16,
+                      test_samples=16)  # fmt: skip
+    b = search(spec, tmp_path / "b", QUIET.with_(dtype="bfloat16"))
+    assert b.originals == a.originals
+    rows = [list(csv.DictReader((tmp_path / d / "trials.csv").open())) for d in "ab"]
+    assert [r["density"] for r in rows[0]] == [r["density"] for r in rows[1]]
+    recipe = MergeConfig.from_yaml(tmp_path / "b" / "best" / "recipe.yaml")
+    merge(recipe, tmp_path / "again", progress=False)
+    assert filecmp.cmp(tmp_path / "b" / "best" / "model.safetensors",
+                       tmp_path / "again" / "model.safetensors", shallow=False)  # fmt: skip
+    stored = load_file(tmp_path / "b" / "best" / "model.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float32}
+
+
 def test_same_seed_same_trials(tmp_path, case, one_thread):
     a = _run(case, tmp_path / "a", trials=3, seed=4)
     b = _run(case, tmp_path / "b", trials=3, seed=4)

@@ -66,6 +66,7 @@ class Setup(BaseModel):
     batch_size: int
     max_length: int
     device: str
+    dtype: str = "float32"  # the torch runs' (ONNX exports run in their own precision)
     threads: int
     repeats: int
     windows: bool
@@ -98,7 +99,8 @@ def bench(
         merged: the merged model directory.
         originals: task → its original single-task classifier; one per task of ``merged``.
         texts: the texts every system classifies.
-        options: device, batch size, max length, allow-pickle, progress (:class:`RunOptions`).
+        options: device, dtype (of the torch runs), batch size, max length, allow-pickle,
+            progress (:class:`RunOptions`).
         repeats: measured rounds (medians are reported).
         threads: CPU threads of every run (``None``: the runtimes' default).
         windows: score long texts in windows (default: truncate).
@@ -129,7 +131,7 @@ def bench(
                 models=paths,
                 runtime=runtime,
                 texts=str(file),
-                options=asdict(options),
+                options=asdict(options if runtime == "torch" else options.with_(dtype=None)),
                 threads=threads,
                 windows=None if windows is None else asdict(windows),
             )
@@ -253,6 +255,7 @@ def _result(
         batch_size=options.batch_size,
         max_length=options.max_length,
         device=resolve_device(options.device),
+        dtype=options.dtype or "float32",
         threads=runs[MERGED][0]["threads"],
         repeats=repeats,
         windows=windows,

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from hm3.model.windows import Windows
 
 
-@with_run_options(batch_size=32, max_length=512, device="cpu", allow_pickle=False, progress=True)
+@with_run_options(
+    batch_size=32, max_length=512, device="cpu", dtype="float32", allow_pickle=False, progress=True
+)
 @with_windows(False)
 def bench(
     merged: Annotated[Path, typer.Option("--merged", help="The merged model directory.")],
@@ -109,7 +111,8 @@ def print_bench(result: BenchResult) -> None:
         )
     out_console.print(table)
     out_console.print(
-        f"limit of the inference ratio: 1/N = {s.limit:.3f}; device {s.device}, {s.threads} "
+        f"limit of the inference ratio: 1/N = {s.limit:.3f}; device {s.device}, torch in "
+        f"{s.dtype}, {s.threads} "
         f"threads, batch size {s.batch_size}, max length {s.max_length}, long texts "
         f"{'in windows' if s.windows else 'truncated'}; peak MB is resident memory above each "
         "process's baseline (GPU: allocated)"

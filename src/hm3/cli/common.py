@@ -38,6 +38,15 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option("--dtype", help=f"Weight dtype: {', '.join(DTYPES)} (default: the config's)."),
 ]
+# the same run option where a model is only run: the dtype it computes in
+ComputeDtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help=f"Run the models in this dtype: {', '.join(DTYPES)}. bfloat16 is faster on GPUs and "
+        "on CPUs with AVX-512 BF16 or AMX, float16 on GPUs; either can change a few decisions.",
+    ),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
 MaxLengthOpt = Annotated[
     int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
@@ -115,8 +124,13 @@ def with_run_options(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: the run options named in ``defaults`` (``device="cpu"``, ``batch_size=32``,
     ...) as options of the command, with those defaults, and the
-    :class:`~hm3.options.RunOptions` they make (plus ``fixed`` values) as its ``options``."""
+    :class:`~hm3.options.RunOptions` they make (plus ``fixed`` values) as its ``options``.
+
+    ``dtype=None`` is a merge's output dtype (default: the config's); ``dtype="float32"`` is the
+    dtype a command that only runs models computes in."""
     added = {name: (_RUN_OPTS[name], value) for name, value in defaults.items()}
+    if defaults.get("dtype") is not None:  # a dtype to compute in, not a checkpoint's to write
+        added["dtype"] = (ComputeDtypeOpt, defaults["dtype"])
     return with_options(
         added, ("options",), lambda **given: {"options": run_options(given, **(fixed or {}))}
     )

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hm3.model.windows import Windows
 
 
-@with_run_options(batch_size=32, max_length=512, device="cpu", allow_pickle=False)
+@with_run_options(batch_size=32, max_length=512, device="cpu", dtype="float32", allow_pickle=False)
 @with_windows(True)
 def predict(
     model: Annotated[Path, typer.Argument(help="Merged or ordinary classifier directory.")],

@@ -38,7 +38,8 @@ def parse_duration(value: str | None) -> float | None:
 
 
 @with_run_options(
-    device="cpu", batch_size=32, max_length=512, force=False, allow_pickle=False, progress=True
+    device="cpu", dtype="float32", batch_size=32, max_length=512, force=False, allow_pickle=False,
+    progress=True,
 )
 def search(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (holds the study).")],

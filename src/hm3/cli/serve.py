@@ -58,7 +58,8 @@ ApiKeyEnvOpt = Annotated[
 
 
 @with_run_options(
-    {"progress": False}, device="cpu", batch_size=64, max_length=512, allow_pickle=False
+    {"progress": False}, device="cpu", dtype="float32", batch_size=64, max_length=512,
+    allow_pickle=False,
 )
 @with_windows(True)
 def serve(

@@ -127,18 +127,27 @@ def load_onnx(
     Args:
         path: the export directory.
         options: device (``cpu`` by default; ``cuda[:N]`` needs onnxruntime-gpu) and
-            ``max_length`` (capped by the exported model's positions); the rest is unused.
+            ``max_length`` (capped by the exported model's positions); ``dtype`` must be
+            ``None`` or float32 (an export runs in the precision it was written in); the rest
+            is unused.
         threads: intra-op threads of the session (``None``: ONNX Runtime's default, one per
             physical core).
         **run: run options by name, overriding ``options`` (``load_onnx(d, device="cuda")``).
 
     Raises:
-        Hm3Error: not an export directory, a missing output, or an unavailable device.
+        Hm3Error: not an export directory, a missing output, an unavailable device, or a
+            dtype other than float32.
     """
     ort = require("onnxruntime")
     from transformers import AutoTokenizer
 
     options = run_options(options, run)
+    if options.dtype not in (None, "float32"):
+        raise Hm3Error(
+            f"--dtype {options.dtype}: an ONNX export runs in the precision it was written in "
+            "(float32, or int8 with hm3 export onnx --quantize int8); drop --dtype or run the "
+            "torch model"
+        )
     path = Path(path)
     _, block, tasks = read_export(path)
     if threads is not None and (type(threads) is not int or threads < 1):

@@ -6,7 +6,8 @@ the device (:class:`MemoryPlan`), and builds one live ``transformers`` classifie
 layout (config and tokenizer only; no weights written). :meth:`Engine.apply` merges a trial's
 config tensor by tensor with :func:`hm3.merging.stream.merge_tensor` — the very function
 ``hm3 merge`` streams to disk, so the methods of :mod:`hm3.methods` run on the same inputs with
-the same seeds — casts each to the recipe's dtype and copies it into the live model's parameter.
+the same seeds — casts each to the recipe's dtype and copies it into the live model's parameter
+(which is float32 unless the search scores in another dtype: ``--dtype``).
 With an ``align:`` block the body is then scaled (:class:`hm3.alignment.scale.BodyScale`) and the
 heads are re-fitted to the originals' logits (computed once) by
 :class:`hm3.alignment.fit.RidgeStats`, as ``hm3 align`` does. It scores nothing
@@ -72,7 +73,7 @@ class Engine:
         plan = build_plan(config, allow_pickle=options.allow_pickle)
         try:
             self.plan = memory_plan(plan, self.device)
-            self.clf, self.positions = _live_model(plan, self.device, options.max_length)
+            self.clf, self.positions = _live_model(plan, self.device, options)
         finally:
             plan.close()
         self.tasks = plan.tasks
@@ -122,7 +123,8 @@ class Alignment:
         texts = open_texts(path, spec.text_column, options=("align.texts", "align.text_column"))
         originals = resolve_originals(engine.tasks, None, path)
         opts = engine.options
-        runners = load_originals(originals, opts.with_(max_length=spec.max_length))
+        # the fitting targets in float32, whatever dtype the trials are scored in
+        runners = load_originals(originals, opts.with_(max_length=spec.max_length, dtype=None))
         clf = engine.clf
         self.batches: list[tuple[Any, torch.Tensor]] = []
         with torch.inference_mode():
@@ -167,9 +169,11 @@ class Alignment:
                 module.bias.copy_(solution.bias.to(module.bias.dtype))
 
 
-def _live_model(plan: MergePlan, device: torch.device, max_length: int) -> tuple[Classifier, int]:
-    """A classifier of the merged layout, built from its config (weights come from trials),
-    and the most tokens it reads."""
+def _live_model(
+    plan: MergePlan, device: torch.device, options: RunOptions
+) -> tuple[Classifier, int]:
+    """A classifier of the merged layout in the scoring dtype (``options.dtype``), built from
+    its config (weights come from trials), and the most tokens it reads."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = next((c.path for c in (plan.base, *plan.models) if has_tokenizer(c.path)), None)
@@ -183,9 +187,10 @@ def _live_model(plan: MergePlan, device: torch.device, max_length: int) -> tuple
         copy_tokenizer(source, Path(tmp))
         model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tmp))
         tokenizer = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False)
+    max_length = options.max_length
     positions = int(config.get("max_position_embeddings") or max_length)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
-    model = model.eval().to(device)
+    model = model.eval().to(device=device, dtype=torch_dtype(options.dtype))
     clf = Classifier(model, tokenizer, plan.tasks, plan.model_dirs[0], min(max_length, positions))
     return clf, positions

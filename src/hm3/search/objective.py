@@ -61,7 +61,9 @@ class Material:
         """Tokenise the samples once; run the originals on them once."""
         eng, bs = self.engine, self.engine.options.batch_size
         originals = resolve_originals(eng.tasks, None, eng.clf.path)
-        runners = load_originals(originals, eng.options.with_(max_length=eng.clf.max_length))
+        # the originals' reference scores in float32, whatever dtype the trials are scored in
+        opts = eng.options.with_(max_length=eng.clf.max_length, dtype=None)
+        runners = load_originals(originals, opts)
 
         def logits_of(bank: Bank) -> np.ndarray:
             out = np.zeros((len(bank.texts), eng.tasks[-1].end), dtype=np.float32)

@@ -79,6 +79,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
         "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
         "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
         "sampler": spec.sampler, "seed": spec.seed, "prune": spec.prune,
+        **({"dtype": options.dtype} if options.dtype not in (None, "float32") else {}),
     })  # fmt: skip
     if spec.storage is None and spec.resume is False and options.force:
         _clear(out)
