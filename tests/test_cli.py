@@ -509,12 +509,8 @@ def test_predict_and_evaluate_run_in_the_dtype_asked(bert_zoo, tmp_path, capsys)
     suite = tmp_path / "suite.yaml"
     rows = [{"text": t, "label": "benign"} for t in texts]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    suite.write_text(
-        yaml.safe_dump(
-            {"datasets": [{"name": "d", "path": "d.jsonl",
-                           "expect": {model.name: {"column": "label"}}}]}  # fmt: skip
-        )
-    )
+    dataset = {"name": "d", "path": "d.jsonl", "expect": {model.name: {"column": "label"}}}
+    suite.write_text(yaml.safe_dump({"datasets": [dataset]}))
     code, out, err = run(capsys, "evaluate", suite, model, "--json", "--dtype", "bfloat16",
                          "--no-progress")  # fmt: skip
     assert code == 0, err
