@@ -56,3 +56,21 @@ def make_case(root: Path, zoo, *, rows: int = 40, search: dict | None = None, **
     config = root / "merge.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return Case(root, config, suite, texts, models, zoo.base)
+
+
+def fails(capsys, argv, *needles) -> str:
+    """Run ``hm3 ARGV``; it must exit 2 with one ``error:`` line holding every needle."""
+    import pytest
+
+    from hm3.cli.app import main
+
+    capsys.readouterr()  # what building the tiny models printed
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exc.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for needle in needles:
+        assert needle in " ".join(lines), err
+    return lines[0]

@@ -207,6 +207,16 @@ def test_label_free_objective_records_agreement_and_similarity(tmp_path, case, o
     assert all(0 <= float(r["agreement_average"]) <= 1 for r in rows)
     assert float(rows[0]["objective"]) == pytest.approx(float(rows[0]["agreement_average"]))
     assert result.best.get("test_average") is not None
+    from hm3.cli.search import console, print_summary
+
+    with console.capture() as shown:
+        print_summary(result)
+    text = " ".join(shown.get().split())  # the sentence may wrap
+    table, _, line = text.partition("on --texts:")
+    assert "validation" in table and "test" in table and "agreement" not in table
+    agree, similar = result.best["agreement_average"], result.best["similarity_average"]
+    assert f"agree with the originals' on {agree:.4f} of texts" in line
+    assert f"(1 - total variation) {similar:.4f}" in line
 
 
 def test_self_merge_scores_the_original_and_its_self_merges(tmp_path, case, one_thread):

@@ -6,20 +6,8 @@ import pytest
 import yaml
 
 from hm3.cli.app import main
+from search_case import fails as _fails
 from search_case import make_case, write_jsonl
-
-
-def _fails(capsys, argv, *needles):
-    capsys.readouterr()  # what building the tiny models printed
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert exc.value.code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    for needle in needles:
-        assert needle in " ".join(lines), err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +83,12 @@ def test_bad_run_options(tmp_path, zoo_of, capsys):
     _fails(capsys, [*base, "--suite", str(case.suite), "--resume"], "--resume")
     _fails(capsys, [*base, "--suite", str(case.suite), "--self", str(case.models[0])], "--self")
     _fails(capsys, [*base, "--suite", str(case.suite), "--device", "tpu"], "--device tpu")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--timeout", "0"], "--timeout 0:")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--texts", str(case.texts)],
+           "read only by --objective agreement")  # fmt: skip
+    _fails(capsys, [*base, "--objective", "agreement", "--texts", str(case.root)], "a directory")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--base", str(case.base)],
+           "read only with --self")  # fmt: skip
     assert not out.exists()
     self_args = ["search", "--self", str(case.models[0]), "--suite", str(case.suite)]
     _fails(capsys, [*self_args, "--out", str(out), "--no-progress"], "--base")

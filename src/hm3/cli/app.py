@@ -1,7 +1,7 @@
 """The ``hm3`` command line: parse arguments, call one library function, print the result.
 
 Exit codes: 0 success, 2 a user error (bad input, printed as one line without a traceback),
-1 a bug. No merge logic lives here.
+1 a bug, 130 interrupted (Ctrl-C, one line). No merge logic lives here.
 """
 
 from __future__ import annotations
@@ -59,10 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hm3`` console script; exits with 0, 1 or 2.
 
     An :class:`Hm3Error` is the user's to fix: its one line, no traceback, status 2. Any other
-    exception is a bug: the plain traceback (to report), one line saying so, status 1.
+    exception is a bug: the plain traceback (to report), one line saying so, status 1. Ctrl-C
+    (``KeyboardInterrupt``) prints one line, ``interrupted`` and what the command kept if it
+    says (the exception's message), status 130.
     """
     try:
         app(args=argv, prog_name="hm3")
+    except KeyboardInterrupt as exc:  # raised outside the command (Typer catches the rest)
+        _interrupted(exc)
+    except SystemExit as exc:  # Typer turns a KeyboardInterrupt into an exit with status 130
+        cause = getattr(exc.__context__, "__cause__", None)
+        if exc.code == 130 and isinstance(cause, KeyboardInterrupt):
+            _interrupted(cause)
+        raise
     except Hm3Error as exc:
         _error_line(str(exc))
         sys.exit(2)
@@ -74,6 +83,13 @@ def main(argv: list[str] | None = None) -> None:
             "fault of the system it runs on); please report it with the traceback above"
         )
         sys.exit(1)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    detail = str(exc)
+    err_console.print(f"[bold]interrupted[/]{escape(': ' + detail) if detail else ''}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    sys.exit(130)
 
 
 def _error_line(message: str) -> None:

@@ -52,9 +52,22 @@ def search(
         typer.Option(help="Test suite; default: other rows of --suite (never the validation's)."),
     ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials in the study, all workers.")] = 100,
-    val_samples: Annotated[int, typer.Option(min=1, help="Validation rows per dataset.")] = 600,
+    val_samples: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Validation rows per dataset (with --objective agreement: texts read from "
+            "--texts).",
+        ),
+    ] = 600,
     test_samples: Annotated[int, typer.Option(min=1, help="Test rows per dataset.")] = 1000,
-    sampler: Annotated[str, typer.Option(help="paper, random, tpe or cmaes.")] = "paper",
+    sampler: Annotated[
+        str,
+        typer.Option(
+            help="paper: independent draws from each range's prior (random is another name for "
+            "it); tpe or cmaes: each draw guided by the trials so far."
+        ),
+    ] = "paper",
     seed: Annotated[int, typer.Option(help="Seeds the sampler and the samples.")] = 0,
     objective: Annotated[
         str, typer.Option(help="f1 (labelled suite) or agreement (with the originals, --texts).")
@@ -126,13 +139,14 @@ def print_summary(result: SearchResult) -> None:
     if result.best_number is not None:
         label += f" (#{result.best_number})"
     table.add_row(label, cell(best.get("val_average")), cell(best.get("test_average")))
-    if "agreement_average" in best:
-        table.add_row(
-            "  agreement / similarity with originals",
-            cell(best.get("agreement_average")),
-            cell(best.get("similarity_average")),
-        )
     console.print(table)
+    if "agreement_average" in best:
+        console.print(
+            f"{label} on --texts: decisions agree with the originals' on "
+            f"{best['agreement_average']:.4f} of texts; probability similarity (1 - total "
+            f"variation) {best['similarity_average']:.4f}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     if result.best_values:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.best_values.items())  # fmt: skip
@@ -141,6 +155,8 @@ def print_summary(result: SearchResult) -> None:
         where = f"{result.out}/best"
     elif result.best_number is None:
         where = "none, no trial finished (a larger --timeout, or --resume to go on)"
+    elif result.best_current:
+        where = f"{result.out}/best (already trial #{result.best_number})"
     else:
         where = "not written by this worker"
     err_console.print(f"best model: {where}; trials: {result.out}/trials.csv "

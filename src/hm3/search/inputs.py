@@ -5,7 +5,8 @@ ones; :func:`read_recipe` reads the merge YAML and its ``search:`` space (or bui
 ``--self`` recipe); :func:`check_recipe` refuses what a merge may hold but a search cannot run
 and warns when alignment reads longer texts than scoring; :func:`read_samples` draws the
 seeded validation and test samples; :func:`check_out` decides whether ``--out`` may be used
-(resume, replace with ``--force``, or new). :mod:`hm3.search.run` runs the search on them.
+(resume, join, replace with ``--force``, or new; never an input, the current directory or a
+file), against :func:`search_inputs`. :mod:`hm3.search.run` runs the search on them.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.evaluation.suite import load_suite
+from hm3.io.atomic import check_output
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
 from hm3.model.labels import Task
+from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.data import sample_suite
+from hm3.search.feasible import check_extremes
 from hm3.search.space import check_space, paper_space, split_search
 from hm3.search.trial import absolute_recipe
 
@@ -72,10 +76,18 @@ def check_spec(spec: SearchSpec) -> None:
     if spec.objective == "agreement" and spec.texts is None:
         raise Hm3Error("--objective agreement: give --texts FILE (unlabeled texts to compare the "
                        "merge with the originals on)")  # fmt: skip
+    if spec.texts is not None and spec.objective != "agreement":
+        raise Hm3Error(f"--texts {spec.texts}: read only by --objective agreement; drop --texts "
+                       "or add --objective agreement")  # fmt: skip
     if spec.texts is not None and not spec.texts.is_file():
-        raise Hm3Error(f"--texts {spec.texts}: file not found; check the path")
+        what = "is a directory" if spec.texts.is_dir() else "file not found"
+        raise Hm3Error(f"--texts {spec.texts}: {what}; give a file of texts")
+    if spec.base is not None and spec.self_model is None:
+        raise Hm3Error(f"--base {spec.base}: read only with --self (a merge config names its "
+                       "base_model); drop --base")  # fmt: skip
     if spec.timeout is not None and spec.timeout <= 0:
-        raise Hm3Error(f"--timeout {spec.timeout}: expected a positive duration, e.g. 30m or 2h")
+        raise Hm3Error(f"--timeout {spec.timeout:g}: expected a positive duration, e.g. 30m "
+                       "or 2h")  # fmt: skip
 
 
 def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
@@ -85,8 +97,9 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
         data = load_yaml_mapping(spec.config, "merge config")
         plain, space, declared = split_search(data, source)
         config = MergeConfig.from_dict(plain, source=source, root=spec.config.parent)
-        space = space if declared else paper_space()
-        check_space(space, config.merge_method, source)
+        space = space if declared else paper_space()  # a block replaces the paper's space
+        check_space(space, config, source, declared)
+        check_extremes(space, config, source, declared)
         return absolute_recipe(plain, config), space, source
     model = str(locate(spec.self_model or "", "--self"))
     base = spec.base
@@ -127,30 +140,71 @@ def check_recipe(config: MergeConfig, max_length: int) -> None:
 
 
 def read_samples(spec: SearchSpec, tasks: list[Task]) -> tuple[list | None, list | None]:
+    """The seeded validation and test samples; the test rows are never the validation's (the
+    other rows of ``--suite`` when no ``--test-suite`` is given, or when it is the same file)."""
     val = test = None
+    same = spec.test_suite is not None and spec.suite is not None and (
+        spec.test_suite.resolve() == spec.suite.resolve())  # fmt: skip
     if spec.suite is not None:
         suite = load_suite(spec.suite)
         val = sample_suite(suite, tasks, spec.val_samples, spec.seed)
-        if spec.test_suite is None:
+        if spec.test_suite is None or same:
             test = sample_suite(suite, tasks, spec.test_samples, spec.seed, skip=spec.val_samples)
-    if spec.test_suite is not None:
+    if spec.test_suite is not None and not same:
         test = sample_suite(load_suite(spec.test_suite), tasks, spec.test_samples, spec.seed)
     return val, test
 
 
-def check_out(spec: SearchSpec, out: Path, force: bool) -> None:
-    """The default storage lives in --out: resume it, replace it (--force), or start fresh."""
-    if spec.storage is not None:
-        if out.exists() and not out.is_dir():
-            raise Hm3Error(f"--out {out}: exists and is not a directory; choose another path")
-        return
+def search_inputs(spec: SearchSpec, config: MergeConfig) -> list[Path]:
+    """Every file or directory the search reads, which ``--out`` must neither be nor hold."""
+    paths = [spec.config, spec.test_suite, spec.texts, Path(config.base_model),
+             *(Path(m.model) for m in config.models)]  # fmt: skip
+    if config.align is not None:
+        paths.append(Path(config.align.texts))
+    for file in (spec.suite, spec.test_suite):
+        if file is not None:
+            suite = load_suite(file)
+            paths += [file, *(suite.resolve(d) for d in suite.datasets)]
+    if spec.storage is not None and "://" not in spec.storage:
+        paths.append(Path(spec.storage))  # a shared journal
+    return [p for p in paths if p is not None]
+
+
+def check_out(spec: SearchSpec, out: Path, force: bool, inputs: list[Path]) -> bool:
+    """Whether ``--out`` may be used: resumed, joined, made, or replaced with ``--force``.
+
+    Refuses a file, an ``--out`` that is or holds an input, and an existing one without
+    ``--force`` unless it is the study's own (``--resume``, or a shared study's worker coming
+    back); with ``--force``, refuses the current directory and those above it.
+
+    Returns:
+        Whether ``--out`` is to be deleted before the run writes (only once every check passed).
+    """
+    if out.exists() and not out.is_dir():
+        raise Hm3Error(f"--out {out}: exists and is not a directory; remove it or choose "
+                       "another path")  # fmt: skip
+    check_output(out, True, inputs=inputs)
     journal = out / studies.JOURNAL
-    if spec.resume:
+    if spec.storage is not None:
+        other = outputs.foreign(out, spec.storage, spec.study)
+        if other is None:
+            return False
+        if not force:
+            raise Hm3Error(f"--out {out}: holds {other}; choose another path or pass --force "
+                           "to replace it")  # fmt: skip
+    elif spec.resume:
         if not journal.is_file():
             raise Hm3Error(f"--resume: {out} holds no study ({studies.JOURNAL}); run without "
                            "--resume to start one")  # fmt: skip
-        return
-    if out.exists() and not force:
+        return False
+    elif not out.exists():
+        return False
+    elif not force:
         what = "holds a search; pass --resume to continue it, or" if journal.is_file() else \
             "already exists; choose another path or pass"  # fmt: skip
         raise Hm3Error(f"--out {out}: {what} --force to start over")
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise Hm3Error(f"--out {out}: holds the current directory, which --force would delete; "
+                       "choose another path")  # fmt: skip
+    return True

@@ -7,11 +7,15 @@ objective, and the originals' logits on all of them (the originals are then rele
 live model, score slice by slice (with ``--prune``, each slice is reported to Optuna and
 :class:`hm3.search.pruning.Pruner` may stop the trial), and, when the trial beats every
 finished one, score it on the test sample. The scores are stored as the
-trial's user attributes, which :mod:`hm3.search.outputs` reads back.
+trial's user attributes, which :mod:`hm3.search.outputs` reads back. A trial whose values
+cannot merge is skipped with one warning line and fails in Optuna (not counted toward
+``--trials``); :data:`MAX_INVALID` of them in a row stop the search.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from hm3.alignment.originals import resolve_originals
+from hm3.errors import Hm3Error
 from hm3.evaluation.suite import Dataset
 from hm3.io.texts import TextCount, iter_text_batches, open_texts
 from hm3.model.features import load_originals, original_logits
@@ -29,6 +34,11 @@ from hm3.search.engine import Engine
 from hm3.search.pruning import ATTR, Pruner, decisions, encode
 from hm3.search.space import SearchSpace
 from hm3.search.trial import suggest, trial_config
+
+log = logging.getLogger("hm3")
+
+#: trials in a row whose values cannot merge before the search stops
+MAX_INVALID = 10
 
 
 @dataclass
@@ -49,6 +59,7 @@ class Material:
     unlabelled: Unlabelled | None = None
     pruner: Pruner | None = None
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # sample → scores
+    invalid_in_a_row: int = 0  # trials skipped since the last that merged
 
     def prepare(
         self,
@@ -97,13 +108,9 @@ class Material:
         import optuna
 
         started = time.perf_counter()
-        names = [t.name for t in self.engine.tasks]
-        values = suggest(trial, self.space, self.method, names)
-        seed = self.seed + trial.number
-        config = trial_config(self.recipe, values, names, seed, self.source)
-        trial.set_user_attr("values", values)
-        trial.set_user_attr("seed", seed)
-        self.engine.apply(config)
+        _SKIPPED.number = None
+        if not self._merge(trial):
+            return math.nan  # Optuna fails the trial: not counted, not in trials.csv
         model = self.engine.clf.model
         stages = range(SLICES) if self.prune else [SLICES - 1]
         sample = self.val if self.objective_kind == "f1" else self.unlabelled
@@ -134,6 +141,43 @@ class Material:
         self._store(trial, attrs, started)
         return value
 
+    def _merge(self, trial: Any) -> bool:
+        """Draw the trial's values and merge them into the live model.
+
+        Returns:
+            ``False`` when they cannot merge (a value its method refuses, a merge that
+            overflows): the trial is skipped with one warning line and its reason in the user
+            attribute ``invalid``; the objective then returns NaN, which Optuna stores as a
+            failed trial (not counted, not repeated), and its own lines about it are dropped.
+
+        Raises:
+            Hm3Error: when :data:`MAX_INVALID` trials in a row could not merge.
+        """
+        names = [t.name for t in self.engine.tasks]
+        values = suggest(trial, self.space, self.method, names)
+        seed = self.seed + trial.number
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("seed", seed)
+        try:
+            self.engine.apply(trial_config(self.recipe, values, names, seed, self.source))
+        except Hm3Error as exc:  # the next trial's merge rewrites every tensor
+            reason = str(exc)
+        else:
+            self.invalid_in_a_row = 0
+            return True
+        trial.set_user_attr("invalid", reason)
+        _quiet_optuna().number = trial.number
+        self.invalid_in_a_row += 1
+        if self.invalid_in_a_row >= MAX_INVALID:
+            raise Hm3Error(
+                f"{MAX_INVALID} trials in a row drew values that cannot merge (the last, trial "
+                f"{trial.number}: {reason}); narrow the search: ranges so that every value merges"
+            )
+        drawn = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())  # fmt: skip
+        log.warning("trial %d (%s) skipped, not counted: %s", trial.number, drawn, reason)
+        return False
+
     def _score(self, logits: np.ndarray, stage: int) -> tuple[float, dict[str, Any]]:
         if self.objective_kind == "f1":
             assert self.val is not None
@@ -155,6 +199,28 @@ class Material:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+
+
+class _SkippedTrial(logging.Filter):
+    """Drops Optuna's "Trial N failed …" lines (a traceback among them) about the trial the
+    objective skipped: its one warning line has said why."""
+
+    number: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        skipped = self.number is not None
+        return not (skipped and record.getMessage().startswith(f"Trial {self.number} failed"))
+
+
+_SKIPPED = _SkippedTrial()
+
+
+def _quiet_optuna() -> _SkippedTrial:
+    """The filter on the logger of Optuna's trial loop, added once."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if _SKIPPED not in logger.filters:
+        logger.addFilter(_SKIPPED)
+    return _SKIPPED
 
 
 def _best_so_far(trial: Any) -> float:

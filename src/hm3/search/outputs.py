@@ -9,7 +9,11 @@
   lines (the paper's Figure 3). ``importance.png``: Optuna's parameter importances, when more
   than one parameter was searched.
 - ``best/``: the best trial rebuilt by :func:`hm3.recipe.merge` (what ``hm3 merge`` runs) from
-  its recipe, which is saved beside it as ``best/recipe.yaml``.
+  its recipe, which is saved beside it as ``best/recipe.yaml``; the recipe's first line, a
+  comment, names the trial and the study's fingerprint, so a ``best/`` that is no longer the
+  study's best is known and rewritten.
+- ``study.json``: with ``--storage``, which storage and study the ``--out`` is a worker's, so
+  that a worker coming back to it joins, and another search does not overwrite it.
 
 Everything is written to a temporary name and renamed into place. It runs no trial.
 """
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,15 +113,16 @@ def importances(study: Any) -> dict[str, float]:
     return {name.removesuffix("~q"): float(v) for name, v in raw.items()}
 
 
-def write_plots(study: Any, out: Path, originals: dict[str, float | None]) -> list[Path]:
+def write_plots(study: Any, out: Path, originals: dict[str, dict[str, Any]]) -> list[Path]:
     """``search.png`` always (with at least one finished trial), ``importance.png`` when more
-    than one parameter was searched."""
+    than one parameter was searched. ``originals``: the originals' scores per sample."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = [r for r in trial_rows(study) if r["objective"] is not None]
     if not rows:
         return []
+    originals = reference_lines(originals)
     ranks = importances(study)
     keys = [k for k in rows[0] if k not in _NOT_PARAMS and not k.startswith(_SCORES)]
     keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
@@ -132,9 +139,9 @@ def write_plots(study: Any, out: Path, originals: dict[str, float | None]) -> li
                    color="black", label="validation (new best)")  # fmt: skip
         ax.scatter([x for x, _ in tested], [r["test_average"] for _, r in tested], marker="*",
                    s=120, color="tab:red", label="test (new best)")  # fmt: skip
-    for (name, value), style in zip(originals.items(), ("-", "--"), strict=False):
+    for (label, value), style in zip(originals.items(), ("-", "--"), strict=False):
         if value is not None:
-            ax.axhline(value, color="tab:blue", linestyle=style, label=f"originals ({name})")
+            ax.axhline(value, color="tab:blue", linestyle=style, label=label)
     if labels:
         ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(x_key)
@@ -153,6 +160,11 @@ def write_plots(study: Any, out: Path, originals: dict[str, float | None]) -> li
         fig.tight_layout()
         written.append(_save(fig, out / "importance.png"))
     return written
+
+
+def reference_lines(originals: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The originals' average per sample (``val``, ``test``) by its legend label."""
+    return {f"originals ({name})": scores.get("average") for name, scores in originals.items()}
 
 
 _NOT_PARAMS = ("number", "seed", "objective", "pruned", "seconds")
@@ -174,8 +186,9 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_best(config: MergeConfig, out: Path, options: RunOptions) -> Path:
-    """``out/best``: the trial's recipe run by the normal merge path, with its ``recipe.yaml``."""
+def write_best(config: MergeConfig, out: Path, options: RunOptions, trial: str) -> Path:
+    """``out/best``: the trial's recipe run by the normal merge path, with its ``recipe.yaml``
+    (``trial``, from :func:`best_label`, is its first line's comment)."""
     from hm3.recipe import merge
 
     best = out / "best"
@@ -188,7 +201,59 @@ def write_best(config: MergeConfig, out: Path, options: RunOptions) -> Path:
         for item in built.iterdir():
             shutil.move(str(item), tmp / item.name)
         built.rmdir()
-        text = config.to_yaml()
+        text = f"# {trial}\n{config.to_yaml().rstrip()}\n"
         yaml.safe_load(text)  # a recipe that cannot be read back would be a bug
         (tmp / "recipe.yaml").write_text(text, encoding="utf-8")
     return best
+
+
+def best_label(number: int, fingerprint: str) -> str:
+    return f"hm3 search: trial {number} of the study with fingerprint {fingerprint}"
+
+
+def written_best(out: Path) -> str | None:
+    """The :func:`best_label` of ``out/best``, if a search wrote it."""
+    try:
+        with (out / "best" / "recipe.yaml").open(encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return first[2:].strip() if re.match(r"# hm3 search: trial \d+ ", first) else None
+
+
+STUDY_FILE = "study.json"
+_OURS = ("trials.csv", "search.png", "importance.png", "best", STUDY_FILE)
+
+
+def storage_label(url: str) -> str:
+    """A shared storage as ``study.json`` names it: a journal's absolute path, or a URL
+    without its credentials."""
+    if "://" not in url:
+        return str(Path(url).resolve())
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def write_study_file(out: Path, url: str, study: str) -> None:
+    data = {"storage": storage_label(url), "study": study}
+    atomic_write(out / STUDY_FILE, (json.dumps(data, indent=1) + "\n").encode())
+
+
+def foreign(out: Path, url: str, study: str) -> str | None:
+    """What in ``out`` is not the outputs of ``study`` in the shared storage ``url``, or
+    ``None`` (``out`` is absent, empty, or that study's worker's). An ``--out`` written before
+    ``study.json`` existed counts as the study's when it holds only search outputs."""
+    if not out.is_dir():
+        return None
+    names = sorted(p.name for p in out.iterdir())
+    if (out / STUDY_FILE).is_file():
+        try:
+            data = json.loads((out / STUDY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if data != {"storage": storage_label(url), "study": study}:
+            return f"the outputs of another study ({STUDY_FILE})"
+    if "study.journal" in names:
+        return "another search's own study (study.journal)"
+    others = [n for n in names if n not in _OURS and not re.match(r"\..*\.(tmp|old)-", n)]
+    return f"other files ({', '.join(others[:3])})" if others else None

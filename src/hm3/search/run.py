@@ -5,8 +5,12 @@ space (:mod:`hm3.search.space`), the models (:class:`~hm3.search.engine.Engine`)
 samples (:mod:`hm3.search.data`), the study's fingerprint (:mod:`hm3.search.study`) — then
 runs trials until the study holds ``trials`` finished ones (or ``timeout`` passes), writing
 ``trials.csv`` after each. The worker that finishes the study (or stops at its timeout) writes
-``best/``; every worker draws the plots of what the study holds. ``self_model`` merges one
-model with itself (two independent DARE draws per trial, paper §5.4) and scores its first copy.
+``best/``, or rewrites it when it no longer holds the study's best (a run stopped before it
+wrote it); every worker draws the plots of what the study holds. ``--out`` is made, or
+replaced with ``--force``, only once every input, the storage and the study have passed their
+checks. Ctrl-C stops with one line (the trial it cut short is failed, never counted).
+``self_model`` merges one model with itself (two independent DARE draws per trial, paper §5.4)
+and scores its first copy.
 The options, their checks, the recipe and the samples are :mod:`hm3.search.inputs`'.
 """
 
@@ -20,6 +24,7 @@ from typing import Any
 
 from rich.progress import TextColumn
 
+from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
 from hm3.progress import progress_bar
@@ -33,6 +38,7 @@ from hm3.search.inputs import (
     check_spec,
     read_recipe,
     read_samples,
+    search_inputs,
 )
 from hm3.search.objective import Material
 from hm3.search.trial import trial_config
@@ -47,7 +53,8 @@ class SearchResult:
     best_values: dict[str, Any]
     best: dict[str, Any]  # the best trial's scores (val/test/agreement...)
     originals: dict[str, Any]  # sample → {tasks, average}
-    wrote_best: bool
+    wrote_best: bool  # this run wrote best/
+    best_current: bool  # best/ holds the study's best trial (written by this run or before)
     seconds: float
     self_merge: bool
     files: list[Path] = field(default_factory=list)
@@ -62,7 +69,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
     check_recipe(config, options.max_length)
-    check_out(spec, out, options.force)
+    replace = check_out(spec, out, options.force, search_inputs(spec, config))
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
     for method in space.methods(config.merge_method):  # every method's config, before any trial
@@ -79,19 +86,60 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
         "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
         "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
         "sampler": spec.sampler, "seed": spec.seed, "prune": spec.prune,
+        # options added later count only when not their default: older studies still resume
         **({"dtype": options.dtype} if options.dtype not in (None, "float32") else {}),
+        **({"max_length": options.max_length} if options.max_length != 512 else {}),
+        **({"text_column": spec.text_column} if spec.text_column != "text" else {}),
     })  # fmt: skip
-    if spec.storage is None and spec.resume is False and options.force:
-        _clear(out)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = studies.open_storage(spec.storage, out)
-    study = studies.load_study(
-        storage, spec.study, print_, resume=spec.resume, shared=spec.storage is not None
-    )
+    study = _open_study(spec, out, print_, replace)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
-    mine, timed_out = _loop(study, material, spec, out, options, started)
+    try:
+        mine, timed_out = _loop(study, material, spec, out, options, started)
+    except KeyboardInterrupt:
+        outputs.write_trials_csv(study, out)  # it may have stopped between a trial and its row
+        done, _ = studies.counted(study)
+        where = f"{out}; rerun with --resume" if spec.storage is None else \
+            f"study {spec.study!r}; rerun the command"  # fmt: skip
+        raise KeyboardInterrupt(f"{done} trials finished are kept in {where} to go on") from None
     return _finish(study, material, spec, out, options, mine, timed_out, started)
+
+
+def _open_study(spec: SearchSpec, out: Path, print_: str, replace: bool) -> Any:
+    """Open the storage and the study, and make ``--out``: a storage or study refused leaves
+    no ``--out`` behind, and ``replace`` (``--force``) deletes the old one only past them."""
+    shared = spec.storage is not None
+    if shared:  # checked before --out is touched
+        journal = None if "://" in spec.storage else Path(spec.storage)
+        fresh = journal is not None and not journal.exists()
+        try:
+            storage = studies.open_storage(spec.storage, out)
+            study = studies.load_study(storage, spec.study, print_, resume=spec.resume,
+                                       shared=True)  # fmt: skip
+        except BaseException:
+            if fresh and journal.is_file():  # e.g. --resume of a study it does not hold
+                journal.unlink()
+            raise
+    if replace:
+        _clear(out)
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Hm3Error(f"--out {out}: cannot make it ({exc.strerror or exc}); check the path "
+                       "and that you may write there") from None  # fmt: skip
+    try:
+        if shared:
+            outputs.write_study_file(out, spec.storage, spec.study)
+        else:
+            storage = studies.open_storage(None, out)
+            study = studies.load_study(storage, spec.study, print_, resume=spec.resume,
+                                       shared=False)  # fmt: skip
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return study
 
 
 def _loop(
@@ -146,25 +194,21 @@ def _finish(
 
     files = [outputs.write_trials_csv(study, out)]
     trials = outputs.finished(study)
-    done, running = studies.counted(study)
+    done, _ = studies.counted(study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_trial = max(complete, key=lambda t: (t.value, -t.number), default=None)
-    # the worker whose trial ended last (a surplus one included) writes best/, once
-    ended = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
-    last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
-    full = done >= spec.trials and running == 0
-    finisher = full and last is not None and last.number in mine
-    missing = full and spec.storage is None and not (out / "best").is_dir()  # killed before it
-    wrote = False
-    if best_trial is not None and (finisher or missing or (timed_out and bool(mine))):
-        names = [t.name for t in material.engine.tasks]
-        values = best_trial.user_attrs["values"]
-        config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],
-                              material.source)  # fmt: skip
-        files.append(outputs.write_best(config, out, options))
-        wrote = True
-    lines = {f"originals, {k}": v["average"] for k, v in material.originals.items()}
-    files += outputs.write_plots(study, out, lines)
+    wrote = current = False
+    if best_trial is not None:
+        label = outputs.best_label(best_trial.number, study.user_attrs[studies.FINGERPRINT])
+        current = outputs.written_best(out) == label
+        if not current and _best_due(study, spec, out, mine, timed_out):
+            names = [t.name for t in material.engine.tasks]
+            values = best_trial.user_attrs["values"]
+            config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],
+                                  material.source)  # fmt: skip
+            files.append(outputs.write_best(config, out, options, label))
+            wrote = current = True
+    files += outputs.write_plots(study, out, material.originals)
     attrs = best_trial.user_attrs if best_trial is not None else {}
     return SearchResult(
         out=out,
@@ -175,10 +219,33 @@ def _finish(
         best={k: v for k, v in attrs.items() if k not in ("values", "worker")},
         originals=material.originals,
         wrote_best=wrote,
+        best_current=current,
         seconds=time.perf_counter() - started,
         self_merge=spec.self_model is not None,
         files=files,
     )
+
+
+def _best_due(
+    study: Any, spec: SearchSpec, out: Path, mine: set[int], timed_out: bool
+) -> bool:  # fmt: skip
+    """Whether this worker is to write ``best/`` (when it does not hold the study's best).
+
+    ``--out``'s own study: once it is full (whatever stopped an earlier run first), or when the
+    timeout stopped this run. A shared study: written once, by the worker whose trial ended last
+    (a surplus one included), or by one whose timeout stopped it; a worker that finds the study
+    full rewrites a ``best/`` of its ``--out`` that is no longer the best.
+    """
+    done, running = studies.counted(study)
+    full = done >= spec.trials and running == 0
+    if timed_out and mine:
+        return True
+    if spec.storage is None:
+        return full
+    ended = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
+    finisher = full and last is not None and last.number in mine
+    return finisher or (full and (out / "best").is_dir())
 
 
 def _clear(out: Path) -> None:

@@ -15,8 +15,10 @@ range instead of a number)::
 Parameters: ``density``, ``weight``, ``gamma``, ``epsilon`` (per model with ``per_model: true``,
 else one value for all), ``lambda``, ``merge_method`` (a list of methods) and ``scale``. A
 range is ``{beta: [a, b]}``, ``{uniform: [lo, hi]}``, ``{log_uniform: [lo, hi]}`` or a list of
-values. Without a ``search:`` block the space is the paper's (Algorithm 3): one density for all
-models from Beta(1.2, 2), everything else as the YAML says.
+values (each once). Without a ``search:`` block the space is the paper's (Algorithm 3): one
+density for all models from Beta(1.2, 2), everything else as the YAML says; a block replaces
+it (a parameter it does not name keeps the YAML's value). :func:`check_space` refuses a space
+that searches nothing (:mod:`hm3.search.feasible` then refuses ranges whose ends cannot merge).
 
 The ``search:`` block is parsed beside :class:`~hm3.merging.config.MergeConfig` (which stays the
 plain, re-runnable recipe: a trial's config is a MergeConfig without any range). Errors are
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hm3.errors import Hm3Error
 from hm3.io.yaml_input import did_you_mean, format_validation_error
+from hm3.merging.config import MergeConfig
 from hm3.methods import METHODS
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -48,6 +51,8 @@ BOUNDS = {
 PER_MODEL = ("density", "weight", "gamma", "epsilon")
 #: the paper's prior of the DARE-TIES density (Algorithm 3)
 PAPER_DENSITY = (1.2, 2.0)
+#: a block to suggest when none searches anything (every method reads weight)
+_EXAMPLE = "{weight: {log_uniform: [0.25, 4], per_model: true}}"
 
 
 class Range(BaseModel):
@@ -83,6 +88,9 @@ class Range(BaseModel):
                 )
             if kind == "log_uniform" and lo <= 0:
                 raise ValueError(f"log_uniform: [{lo:g}, {hi:g}]: expected low > 0")
+        twice = _repeated(self.choices or ())
+        if twice is not None:
+            raise ValueError(f"{twice:g} is listed twice; list each value once")
         return self
 
     @property
@@ -103,6 +111,16 @@ class Range(BaseModel):
         a, b = getattr(self, self.kind)
         name = {"beta": "Beta", "uniform": "Uniform", "log_uniform": "LogUniform"}[self.kind]
         return f"{name}({a:g}, {b:g})"
+
+
+def _repeated(values: Any) -> Any:
+    """The first value that occurs twice in ``values`` (``None`` when all differ)."""
+    seen: list[Any] = []
+    for value in values:
+        if value in seen:
+            return value
+        seen.append(value)
+    return None
 
 
 def _as_range(value: Any) -> Any:
@@ -141,6 +159,9 @@ class SearchSpace(BaseModel):
                     "regmean cannot be searched (it needs each model's Gram statistics); "
                     "remove it from the list"
                 )
+        twice = _repeated(names) if isinstance(names, list | tuple) else None
+        if twice is not None:
+            raise ValueError(f"{twice} is listed twice; list each method once")
         return names
 
     @model_validator(mode="after")
@@ -218,13 +239,36 @@ def paper_space() -> SearchSpace:
     return SearchSpace(density=Range(beta=PAPER_DENSITY))
 
 
-def check_space(space: SearchSpace, method: str, source: str) -> None:
-    """Every searched parameter must be read by at least one of the methods searched."""
+def check_space(space: SearchSpace, config: MergeConfig, source: str, declared: bool) -> None:
+    """Refuse a space that searches nothing, or what no method searched reads or can merge.
+
+    Args:
+        space: the ``search:`` block's space, or :func:`paper_space` when none was ``declared``.
+        config: the recipe the trials start from (its method, each model's parameters).
+        source: the file's name for messages.
+        declared: whether the YAML has a ``search:`` block (or a ranged ``align.scale``).
+
+    Raises:
+        Hm3Error: one line naming the key and the fix. (The ranges' extremes are checked
+        next, by :func:`hm3.search.feasible.check_extremes`.)
+    """
+    method = config.merge_method
     methods = [METHODS[m] for m in space.methods(method)]
     if any(m.kernel == "regmean" for m in methods):
         raise Hm3Error(
             f"{source}: merge_method regmean cannot be searched (it needs each model's Gram "
             "statistics); search another method"
+        )
+    if not declared and "density" not in METHODS[method].per_model_parameters:
+        raise Hm3Error(
+            f"{source}: merge_method {method}: the default search space is DARE-TIES's density, "
+            f"which {method} does not use; add a search: block, e.g. `search: {_EXAMPLE}`"
+        )
+    if not space.ranges() and space.merge_method is None:
+        paper = "density" in METHODS[method].per_model_parameters
+        raise Hm3Error(
+            f"{source}: search: is empty; name at least one parameter to search, e.g. "
+            f"`search: {_EXAMPLE}`" + (", or remove it to search the paper's density" * paper)
         )
     for name in space.ranges():
         if name == "scale":
@@ -235,8 +279,12 @@ def check_space(space: SearchSpace, method: str, source: str) -> None:
                 f"{source}: search.{name}: not used by merge_method "
                 f"{', '.join(m.name for m in methods)}; remove it or search a method that uses it"
             )
-    if not space.ranges() and len(space.methods(method)) < 2:
+    ranges = space.ranges().items()
+    fixed = [f"{k}: [{r.choices[0]:g}]" for k, r in ranges if r.choices and len(r.choices) == 1]
+    if len(methods) < 2 and len(fixed) == len(space.ranges()):
+        items = [f"merge_method: {methods[0].name}"] * bool(space.merge_method) + fixed
+        what = " and ".join(items) + (" has one value" if len(items) == 1 else " have one each")
         raise Hm3Error(
-            f"{source}: nothing to search (merge_method {method} has no density); add a "
-            "`search:` block, e.g. `search: {weight: {log_uniform: [0.5, 2]}}`"
+            f"{source}: search: nothing to search ({what}); list two methods or more, or give "
+            f"a range, e.g. `search: {_EXAMPLE}`"
         )

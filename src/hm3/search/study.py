@@ -8,8 +8,12 @@
 - **Fingerprint.** The study records a hash of everything that decides its trials (recipe and
   space, samples, objective, sampler, seed); joining or resuming a study with another
   fingerprint is refused, so two configs never mix in one study.
+- **Journal files** are checked before anything is appended: a directory, a file that is not
+  an Optuna journal, or one whose last record was cut short is refused with one line.
 - **Dead trials.** A trial left ``RUNNING`` by a process of this machine that no longer exists
-  (SIGKILL) is marked failed before new trials start; it is not counted and not repeated.
+  (SIGKILL) is marked failed before new trials start; it is not counted and not repeated. In
+  ``--out``'s own journal (one worker) every ``RUNNING`` trial is. A trial stopped by Ctrl-C
+  is failed by Optuna, without its log lines: the command says it stopped in one line.
 - **Samplers** (all seeded): ``paper`` and ``random`` draw every parameter independently
   (``paper`` = the declared priors, Beta included, :mod:`hm3.search.trial`), ``tpe`` and
   ``cmaes``. The sampler is rebuilt before each trial with a seed derived from ``--seed`` and
@@ -68,9 +72,50 @@ def open_storage(url: str | None, out: Path) -> Any:
                 "installed"
             ) from None
     path = Path(url) if url is not None else out / JOURNAL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-    return JournalStorage(backend)
+    what = f"--storage {url}" if url is not None else str(path)
+    lock = JournalFileOpenLock(str(path))
+    try:
+        if path.is_dir():
+            raise Hm3Error(f"{what}: is a directory; give a journal file path (e.g. "
+                           f"{path / 'study.journal'}) or a database URL")  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size:
+            lock.acquire()  # a worker appending now must not look like a cut-short record
+            try:
+                _check_journal(path.read_bytes(), what)
+            finally:
+                lock.release()
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except Hm3Error:
+        raise
+    except OSError as exc:
+        raise Hm3Error(f"{what}: cannot use it ({exc.strerror or exc}); check the path and "
+                       "that you may write there") from None  # fmt: skip
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise Hm3Error(f"{what}: not an Optuna journal hm3 can read ({type(exc).__name__}); "
+                       "give a journal file a search wrote, or a new path") from None  # fmt: skip
+
+
+def _check_journal(data: bytes, what: str) -> None:
+    """Refuse a file that is not a whole Optuna journal before anything is appended to it.
+
+    Optuna skips a last line without its newline (and, alone, a line that is not JSON), so the
+    next record appended would be glued to it and the journal unreadable from then on.
+    """
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise Hm3Error(f"{what}: line {number} is not an Optuna journal record; give a "
+                           "journal file a search wrote, or a new path")  # fmt: skip
+    if lines[-1]:
+        raise Hm3Error(
+            f"{what}: its last record is cut short (the file was truncated); remove that "
+            "incomplete last line to go on from the record before it"
+        )
 
 
 def _open_rdb(url: str, attempts: int = 8) -> Any:
@@ -133,8 +178,8 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
         how = "--resume" if resume else ("--storage/--study" if shared else "the study")
         raise Hm3Error(
             f"{how}: study {name!r} was started with another config, samples, objective, "
-            "sampler or seed; run it with the same ones, or start a new study (--study NAME "
-            "or a new --out)"
+            "sampler or seed; run it with the same ones, or start a new study ("
+            + ("--study NAME)" if shared else "--study NAME or a new --out)")
         )
     return study
 
@@ -142,17 +187,19 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
 def reap_dead_trials(study: Any, *, own: bool = False) -> int:
     """Fail the RUNNING trials whose worker was a process of this machine that is gone.
 
-    With ``own`` (the study is ``--out``'s own, which one worker runs) a RUNNING trial that
-    names no worker (killed between its creation and its first write) is failed too.
+    With ``own`` (the study is ``--out``'s own, which one worker runs) every RUNNING trial not
+    of this process is failed: its worker is gone, whatever it was (killed between the trial's
+    creation and its first write, or on a host whose name has changed since, as a restarted
+    container's does).
     """
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
+    host, me = socket.gethostname(), worker_id()
     reaped = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(trial.user_attrs.get(WORKER, ""))
         worker_host, _, pid = who.rpartition(":")
-        orphan = own and not who
+        orphan = own and who != me
         if orphan or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             reaped += 1
@@ -224,19 +271,26 @@ def run_one(
     study.sampler = make_sampler(kind, (seed * 1_000_003 + stored) % (2**32))
 
     def guarded(trial: optuna.Trial) -> float:
-        started(trial.number)
-        trial.set_user_attr(WORKER, worker_id())
-        before = [
-            t for t in study.get_trials(deepcopy=False)
-            if t.number < trial.number and t.state != TrialState.FAIL
-        ]  # fmt: skip
-        if len(before) >= total:
-            trial.set_user_attr("surplus", True)
-            raise Surplus
-        return objective(trial)
+        try:
+            started(trial.number)
+            trial.set_user_attr(WORKER, worker_id())
+            before = [
+                t for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and t.state != TrialState.FAIL
+            ]  # fmt: skip
+            if len(before) >= total:
+                trial.set_user_attr("surplus", True)
+                raise Surplus
+            return objective(trial)
+        except KeyboardInterrupt:  # Optuna fails the trial, then would log it with a traceback
+            optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+            raise
 
+    verbosity = optuna.logging.get_verbosity()
     try:
         study.optimize(guarded, n_trials=1)
     except Surplus:
         return False
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return True
