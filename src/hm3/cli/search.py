@@ -106,7 +106,8 @@ def search(
     Without a search: block in CONFIG the space is the paper's: one DARE-TIES density for all
     models from Beta(1.2, 2). The study lives in --out (resume with --resume) or in --storage,
     where any number of workers can run it. Writes trials.csv, search.png, importance.png and
-    best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml).
+    best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml). --dtype is the dtype
+    trials are scored in; the originals are scored in float32 and best/ in the recipe's dtype.
     """
     from hm3.search.inputs import SearchSpec
     from hm3.search.run import search as run_search
