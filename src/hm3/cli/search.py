@@ -37,6 +37,31 @@ def parse_duration(value: str | None) -> float | None:
     return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
 
 
+# the options whose help takes more than a line
+ValSamplesOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Validation rows per dataset (with --objective agreement: texts read from --texts).",
+    ),
+]
+SamplerOpt = Annotated[
+    str,
+    typer.Option(
+        help="paper: independent draws from each range's prior (random is another name for it); "
+        "tpe or cmaes: each draw guided by the trials so far."
+    ),
+]
+PruneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--prune/--no-prune",
+        help="Score each trial an eighth of its rows at a time and stop it once it is clearly "
+        "behind the best trial on the same rows (a paired comparison).",
+    ),
+]
+
+
 @with_run_options(
     device="cpu", dtype="float32", batch_size=32, max_length=512, force=False, allow_pickle=False,
     progress=True,
@@ -52,22 +77,9 @@ def search(
         typer.Option(help="Test suite; default: other rows of --suite (never the validation's)."),
     ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials in the study, all workers.")] = 100,
-    val_samples: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Validation rows per dataset (with --objective agreement: texts read from "
-            "--texts).",
-        ),
-    ] = 600,
+    val_samples: ValSamplesOpt = 600,
     test_samples: Annotated[int, typer.Option(min=1, help="Test rows per dataset.")] = 1000,
-    sampler: Annotated[
-        str,
-        typer.Option(
-            help="paper: independent draws from each range's prior (random is another name for "
-            "it); tpe or cmaes: each draw guided by the trials so far."
-        ),
-    ] = "paper",
+    sampler: SamplerOpt = "paper",
     seed: Annotated[int, typer.Option(help="Seeds the sampler and the samples.")] = 0,
     objective: Annotated[
         str, typer.Option(help="f1 (labelled suite) or agreement (with the originals, --texts).")
@@ -76,14 +88,7 @@ def search(
         Path | None, typer.Option(help="Unlabeled texts for --objective agreement.")
     ] = None,
     text_column: Annotated[str, typer.Option(help="Column of --texts.")] = "text",
-    prune: Annotated[
-        bool,
-        typer.Option(
-            "--prune/--no-prune",
-            help="Score each trial an eighth of its rows at a time and stop it once it is clearly "
-            "behind the best trial on the same rows (a paired comparison).",
-        ),
-    ] = False,
+    prune: PruneOpt = False,
     storage: Annotated[
         str | None,
         typer.Option(help="postgresql://… or sqlite:///… URL, or a shared journal file path."),
