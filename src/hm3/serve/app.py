@@ -2,7 +2,8 @@
 
 :func:`create_app` builds the batcher and the metrics around a loaded engine, mounts
 :mod:`hm3.serve.routes`, answers every refusal as ``{"error": "<one line>"}`` with its status
-(400, 401, 404, 405, 413, 422, 429, 503; 500 for a bug, logged), and wraps everything in
+(400, 401, 404, 405, 413, 422, 429, 503; 499 to a client that went away, logged nowhere; 500
+for non-finite scores or a bug, logged), and wraps everything in
 :class:`~hm3.serve.guard.Guard` (API key, body size, request metrics). A refused or failed
 request changes nothing for the others. The request bodies, which the routes read themselves,
 are added to FastAPI's OpenAPI document. What it does not: load the model or listen on a port
@@ -23,11 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hm3.serve import tei
 from hm3.serve.batcher import Batcher, Overloaded, ShuttingDown
-from hm3.serve.engine import Engine
+from hm3.serve.engine import Engine, NonFiniteScores
 from hm3.serve.guard import Guard
 from hm3.serve.metrics import Metrics
 from hm3.serve.policy import Policy
-from hm3.serve.routes import Server, router
+from hm3.serve.routes import ClientGone, Server, router
 from hm3.serve.schemas import BadRequest, ClassifyRequest
 from hm3.serve.settings import ServeSettings
 from hm3.version import __version__
@@ -80,8 +81,18 @@ def _answer_errors(app: FastAPI, server: Server) -> None:
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
-        server.metrics.rejected.labels(reason="bad_request").inc()
+        if exc.reason is not None:
+            server.metrics.rejected.labels(reason=exc.reason).inc()
         return error(exc.status, exc.message)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_request: Request, _exc: ClientGone) -> JSONResponse:
+        return error(499, "client closed the request before its answer")  # nginx's 499
+
+    @app.exception_handler(NonFiniteScores)
+    async def non_finite(_request: Request, exc: NonFiniteScores) -> JSONResponse:
+        log.error("request failed: %s", exc)
+        return error(500, str(exc))
 
     @app.exception_handler(Overloaded)
     async def overloaded(_request: Request, _exc: Overloaded) -> JSONResponse:

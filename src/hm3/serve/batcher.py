@@ -9,9 +9,10 @@ to join (a job of another mode closes the batch, so the order stays first come, 
 served). The batch then runs on the single model thread (never on the event loop); while it
 runs, new jobs queue up and form the next batch. Admission is bounded: with
 ``max_concurrent`` requests already admitted, the next is refused at once (:class:`Overloaded`,
-answered 429). A job whose client went away is skipped before it runs, and its answer dropped
-after. A batch that fails is retried one job at a time so one bad request cannot fail its
-neighbours.
+answered 429). A job whose client went away (the route cancels its future) is dropped from the
+queue and from a batch still being collected, so it never runs; one already running has its
+answer dropped. A batch that fails is retried one job at a time (the warning says why it
+failed) so one bad request cannot fail its neighbours.
 
 What it does not: validate texts, count tokens (the caller does) or format answers.
 """
@@ -143,8 +144,8 @@ class Batcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            if not batch:
+            batch = [job for job in await self._next_batch() if not job.future.done()]
+            if not batch:  # every client went away while the batch was collected
                 continue
             texts = [t for job in batch for t in job.texts]
             rows, longest = _size(batch)
@@ -155,8 +156,11 @@ class Batcher:
                 scores = await loop.run_in_executor(
                     self._model, self.engine.infer, texts, mode, longest
                 )
-            except Exception:  # one request's fault must not fail the others: run them alone
-                log.warning("a batch of %d requests failed; retrying them one by one", len(batch))
+            except Exception as exc:  # one request's fault must not fail the others: run alone
+                log.warning(
+                    "a batch of %d requests failed (%s); retrying them one by one",
+                    len(batch), _one_line(exc),
+                )
                 for job in batch:
                     await self._run_alone(job)
                 continue
@@ -218,3 +222,9 @@ def _size(jobs: Sequence[_Job]) -> tuple[int, int]:
     """Rows and the longest row's tokens of a batch of jobs."""
     costs = [c for job in jobs for c in job.costs]
     return sum(c.rows for c in costs), max(c.longest for c in costs)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 300 characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:299] + "…"

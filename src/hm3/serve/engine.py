@@ -2,19 +2,25 @@
 
 :class:`Engine` wraps a loaded predictor — a torch :class:`~hm3.model.classifier.Classifier` or
 the ONNX Runtime predictor of :mod:`hm3.export.runtime` — and runs it from one thread only (the
-batcher's), so the model never runs twice at once. :meth:`Engine.cost` tokenizes with the
-model's own tokenizer (thread-safe; called from other threads too) and says how many rows a text
-takes and how long the longest is: one row truncated to ``max_length`` tokens, or, with windows
-(:mod:`hm3.model.windows`), one row per overlapping window of a long text.
+batcher's), so the model never runs twice at once. :meth:`Engine.cost` (called from the event
+loop and the tokenizing threads) says how many rows a text takes and how long the longest is:
+one row truncated to ``max_length`` tokens, or, with windows (:mod:`hm3.model.windows`), one row
+per overlapping window of a long text. It tokenizes with copies of the model's tokenizer, one
+per thread: a Hugging Face fast tokenizer keeps its truncation settings between calls, so two
+threads sharing one would truncate each other's texts (or fail).
 
 A job is scored in one :class:`Mode`: probabilities (windows or truncation, as the server and
 the request say) or raw logits (always the first ``max_length`` tokens: windows combine
-probabilities, not logits). What it does not: batch requests, validate them or format answers.
+probabilities, not logits). Scores that are not finite (NaN or infinite: a float16 overflow)
+are refused (:class:`NonFiniteScores`), never answered. What it does not: batch requests,
+validate them or format answers.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,10 @@ from hm3.options import RunOptions
 log = logging.getLogger("hm3")
 
 WARM_UP_TEXTS = ("warm up", "a longer text that warms up the model before the first request")
+
+
+class NonFiniteScores(Exception):
+    """The model gave NaN or infinite scores (in float16 or bfloat16: an overflow)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,12 @@ class Engine:
         self.tokenizer = predictor.tokenizer
         self.max_length = int(predictor.max_length)
         self.windows = windows
+        if windows is not None:  # a --default-label the model lacks: refused before serving
+            default_labels(self.tasks, windows.default_labels)
+        # cost's tokenizers: copies of this spare, which never tokenizes (see _cost_tokenizer)
+        self._spare = copy.deepcopy(self.tokenizer)
+        self._spare_lock = threading.Lock()
+        self._local = threading.local()
         # the recipe and alignment record, read once for GET /v1/tasks
         self._hm3 = read_config(path, "model").get("hm3") or {}
         self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
@@ -91,7 +107,7 @@ class Engine:
 
     def cost(self, texts: Sequence[str], mode: Mode) -> list[Cost]:
         """Rows and tokens of each text as ``mode`` scores it (special tokens included)."""
-        enc = self.tokenizer(
+        enc = self._cost_tokenizer()(
             list(texts), return_attention_mask=False, return_token_type_ids=False, verbose=False
         )
         out = []
@@ -106,23 +122,50 @@ class Engine:
                 out.append(Cost(1, self.max_length, n))
         return out
 
+    def _cost_tokenizer(self) -> Any:
+        """This thread's own copy of the tokenizer (the model thread's is never shared)."""
+        tokenizer = getattr(self._local, "tokenizer", None)
+        if tokenizer is None:
+            with self._spare_lock:
+                tokenizer = self._local.tokenizer = copy.deepcopy(self._spare)
+        return tokenizer
+
     def windowed(self, mode: Mode) -> bool:
         return self.windows is not None and mode.windows and not mode.raw
 
     def infer(self, texts: Sequence[str], mode: Mode, longest: int) -> Scores:
-        """Scores of ``texts`` in input order; each forward pass within the token budget."""
+        """Scores of ``texts`` in input order; each forward pass within the token budget.
+
+        Raises:
+            NonFiniteScores: a score is NaN or infinite.
+        """
         per_pass = max(1, min(self.options.batch_size, self.budget // max(1, longest)))
         if mode.raw:
             logits = self.predictor.logits(texts, batch_size=per_pass)
-            return Scores(segment_softmax(logits, self.tasks), logits)
-        if self.windowed(mode):
-            probs = self.predictor.predict_proba(texts, batch_size=per_pass, windows=self.windows)
+            scores = Scores(segment_softmax(logits, self.tasks), logits)
         else:
-            probs = self.predictor.predict_proba(texts, batch_size=per_pass)
-        return Scores({t.name: np.asarray(probs[t.name]) for t in self.tasks}, None)
+            windows = self.windows if self.windowed(mode) else None
+            probs = self.predictor.predict_proba(texts, batch_size=per_pass, windows=windows)
+            scores = Scores({t.name: np.asarray(probs[t.name]) for t in self.tasks}, None)
+        arrays = [*scores.probs.values(), *([] if scores.logits is None else [scores.logits])]
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise NonFiniteScores(self._non_finite())
+        return scores
+
+    def _non_finite(self) -> str:
+        dtype = self.options.dtype or "float32"
+        if self.kind == "torch" and dtype != "float32":
+            why = f"an overflow in {dtype}; serve it with --dtype float32"
+        else:
+            why = "an overflow (a float16 export?) or broken weights; check it with hm3 predict"
+        return f"the model gave non-finite scores (NaN or infinite): {why}"
 
     def warm_up(self) -> None:
-        """Run the model once so the first request does not pay for lazy initialisation."""
+        """Run the model once so the first request does not pay for lazy initialisation.
+
+        Raises:
+            NonFiniteScores: the model overflows even on the warm-up texts.
+        """
         texts = list(WARM_UP_TEXTS)
         self.infer(texts, Mode(), max(c.longest for c in self.cost(texts, Mode())))
 

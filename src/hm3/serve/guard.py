@@ -23,7 +23,15 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
 
 
 class BodyTooLarge(Exception):
-    """The streamed body passed the limit."""
+    """The streamed body passed the limit (already counted in ``hm3_rejected_total``)."""
+
+
+def too_large(limit: int) -> str:
+    """The error of a body over ``limit`` bytes."""
+    return (
+        f"request body over {limit} bytes (--max-body-bytes); send fewer or shorter texts per "
+        "request"
+    )
 
 
 async def send_error(send: Any, status: int, message: str, headers: dict | None = None) -> None:
@@ -62,7 +70,7 @@ class Guard:
             await self._guarded(scope, receive, send_tracked)
         except BodyTooLarge:
             if not state["sent"]:
-                await send_error(send_tracked, 413, self._too_large())
+                await send_error(send_tracked, 413, too_large(self.max_body_bytes))
         finally:
             seconds = time.perf_counter() - started
             self.metrics.observe_request(scope.get("path", ""), state["status"], seconds)
@@ -80,7 +88,7 @@ class Guard:
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
             self.metrics.rejected.labels(reason="body_too_large").inc()
-            await send_error(send, 413, self._too_large())
+            await send_error(send, 413, too_large(self.max_body_bytes))
             return
         seen = 0
 
@@ -103,9 +111,3 @@ class Guard:
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             given = token.strip() if scheme.lower() == b"bearer" else b""
         return hmac.compare_digest(given, self.api_key)
-
-    def _too_large(self) -> str:
-        return (
-            f"request body over {self.max_body_bytes} bytes (--max-body-bytes); send fewer or "
-            "shorter texts per request"
-        )

@@ -3,17 +3,22 @@
 ``POST /v1/classify`` (the ``hm3 predict --json`` schema, plus ``flagged``/``reasons`` with a
 policy), ``POST /predict`` (TEI's classification route, :mod:`hm3.serve.tei`),
 ``GET /v1/tasks``, ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded
-and warmed up), ``GET /metrics`` (Prometheus). Bodies are read and checked here
-(:mod:`hm3.serve.schemas`); a refusal raises :class:`~hm3.serve.schemas.BadRequest`, which the
-app answers. What it does not: build the app, answer errors, or run the model itself.
+and warmed up; both probes answer ``HEAD`` too), ``GET /metrics`` (Prometheus). Bodies are read
+and checked here (:mod:`hm3.serve.schemas`); a refusal raises
+:class:`~hm3.serve.schemas.BadRequest`, which the app answers. A client that disconnects while
+its texts wait or run frees its ``--max-concurrent`` place at once: its job is cancelled (the
+batcher skips it) and the request ends with :class:`ClientGone`. What it does not: build the
+app, answer errors, or run the model itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,7 +27,7 @@ from pydantic import BaseModel
 from hm3.serve import tei
 from hm3.serve.batcher import Batcher
 from hm3.serve.engine import Cost, Engine, Mode, Scores
-from hm3.serve.guard import BodyTooLarge
+from hm3.serve.guard import BodyTooLarge, too_large
 from hm3.serve.metrics import Metrics
 from hm3.serve.policy import Policy
 from hm3.serve.schemas import (
@@ -42,6 +47,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
 }
 router = APIRouter()
+T = TypeVar("T")
+CostCheck = Callable[[list[Cost]], None]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (its job is cancelled)."""
 
 
 @dataclass
@@ -55,35 +66,56 @@ class Server:
     metrics: Metrics
     tokens_pool: ThreadPoolExecutor
 
-    async def score(self, texts: list[str], mode: Mode, *, whole: bool = False) -> Scores:
-        """Admit (or 429), tokenize (off the loop when long), queue; the texts' scores.
+    async def score(
+        self, request: Request, texts: list[str], mode: Mode, vet: CostCheck | None = None
+    ) -> Scores:
+        """Admit (or 429), tokenize (off the loop when long), ``vet`` the costs (it raises
+        :class:`BadRequest` to refuse), queue; the texts' scores.
 
-        ``whole``: refuse (413) a text that ``mode`` would truncate (TEI's ``truncate: false``).
+        Raises:
+            ClientGone: the client disconnected first; its place is free again at once.
         """
         with self.batcher.admission():
-            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-                costs = self.engine.cost(texts, mode)
-            else:
-                loop = asyncio.get_running_loop()
-                costs = await loop.run_in_executor(self.tokens_pool, self.engine.cost, texts, mode)
-            if whole and not self.engine.windowed(mode):
-                self._refuse_truncation(costs)
-            return await self.batcher.submit(texts, costs, mode)
+            return await unless_gone(self._score(texts, mode, vet), request.receive)
+
+    async def _score(self, texts: list[str], mode: Mode, vet: CostCheck | None) -> Scores:
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            costs = self.engine.cost(texts, mode)
+        else:
+            loop = asyncio.get_running_loop()
+            costs = await loop.run_in_executor(self.tokens_pool, self.engine.cost, texts, mode)
+        if vet is not None:
+            vet(costs)
+        return await self.batcher.submit(texts, costs, mode)
 
     def check(self, texts: list[str], where: str) -> None:
         limits = self.settings
         check_texts(texts, max_texts=limits.max_texts, max_chars=limits.max_chars, where=where)
 
-    def _refuse_truncation(self, costs: list[Cost]) -> None:
-        """``truncate: false`` (TEI): a text the model would cut is refused, not silently cut."""
-        limit = self.engine.max_length
-        for i, cost in enumerate(costs):
-            if cost.tokens > limit:
-                raise BadRequest(
-                    413, f"inputs[{i}]: {cost.tokens} tokens, over the model's {limit} and "
-                    "not scored in windows here; send truncate: true to score its first "
-                    f"{limit} tokens, or split it"
-                )
+
+async def unless_gone(work: Coroutine[Any, Any, T], receive: Callable) -> T:
+    """``work``'s result, unless the client disconnects first: then ``work`` is cancelled (a
+    queued job with it) and :class:`ClientGone` raised. ``receive``: the request's ASGI channel,
+    its body already read, so its next message is the disconnect."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        task.cancel()  # nothing when it is done
+    if not task.done() or task.cancelled():
+        raise ClientGone()
+    return task.result()
+
+
+async def _disconnected(receive: Callable) -> None:
+    """Return once the client has gone (or its channel broke)."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a broken channel: the client is gone all the same
+        return
 
 
 def body_doc(model: type[BaseModel]) -> dict:
@@ -99,12 +131,9 @@ def _server(request: Request) -> Server:
 async def _read(request: Request, model: type[BaseModel]) -> Any:
     try:
         raw = await request.body()
-    except BodyTooLarge:
+    except BodyTooLarge:  # counted (body_too_large) by the guard, which found it
         limit = _server(request).settings.max_body_bytes
-        raise BadRequest(
-            413, f"request body over {limit} bytes (--max-body-bytes); send fewer or shorter "
-            "texts per request"
-        ) from None
+        raise BadRequest(413, too_large(limit), reason=None) from None
     except Exception as exc:  # the client went away or sent a broken stream
         raise BadRequest(400, f"could not read the body ({type(exc).__name__})") from None
     return parse_body(raw, model)
@@ -118,7 +147,7 @@ async def classify(request: Request) -> JSONResponse:
     server = _server(request)
     body = await _read(request, ClassifyRequest)
     server.check(body.texts, "texts")
-    scores = await server.score(body.texts, Mode())
+    scores = await server.score(request, body.texts, Mode())
     return JSONResponse({"results": _results(server, scores, len(body.texts))})
 
 
@@ -133,7 +162,12 @@ async def predict(request: Request) -> JSONResponse:
     texts, batch = tei.texts_of(body)
     server.check(texts, "inputs")
     tei.check_parameters(body)
-    scores = await server.score(texts, tei.mode_of(body), whole=body.truncate is False)
+    mode = tei.mode_of(body)
+    vet = partial(
+        tei.check_lengths, body, max_length=server.engine.max_length,
+        cut=not server.engine.windowed(mode),
+    )
+    scores = await server.score(request, texts, mode, vet)
     answers = tei.answer(body, scores, server.engine.tasks)
     return JSONResponse(answers if batch else answers[0])
 
@@ -144,11 +178,13 @@ async def tasks(request: Request) -> JSONResponse:
 
 
 @router.get("/healthz", summary="The process answers")
+@router.head("/healthz", include_in_schema=False)  # probes often send HEAD
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="Model warmed up")
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     batcher = _server(request).batcher
     if batcher.ready:

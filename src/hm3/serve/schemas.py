@@ -17,14 +17,18 @@ from hm3.io.yaml_input import format_validation_error
 from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
 
+SHOWN_CHARS = 80  # an offending value is echoed in an error up to this many characters
+
 
 class BadRequest(Exception):
-    """A request the server refuses: ``status`` and a one-line ``message``."""
+    """A request the server refuses: ``status``, a one-line ``message``, and the ``reason`` it
+    is counted under in ``hm3_rejected_total`` (``None``: already counted where it was found)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = "bad_request") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 class ClassifyRequest(BaseModel):
@@ -84,12 +88,27 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         ) from None
     except RecursionError:
         raise BadRequest(400, "body is not valid JSON (nested too deeply)") from None
+    except ValueError:  # Python's limit on integer digits (sys.get_int_max_str_digits)
+        raise BadRequest(
+            400, "body is not valid JSON (an integer with too many digits); send numbers of "
+            "ordinary size"
+        ) from None
     if not isinstance(data, dict):
         raise BadRequest(422, f"body: expected a JSON object, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(422, "body: " + format_validation_error(exc, model)) from None
+        raise BadRequest(422, "body: " + _short_validation_error(exc, model)) from None
+
+
+def _short_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """:func:`format_validation_error`, each echoed value cut to :data:`SHOWN_CHARS`."""
+    message = format_validation_error(exc, model)
+    for err in exc.errors(include_url=False):
+        given = repr(err.get("input"))
+        if len(given) > SHOWN_CHARS:
+            message = message.replace(given, given[:SHOWN_CHARS] + "…")
+    return message
 
 
 def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str) -> None:

@@ -1,8 +1,9 @@
 """``POST /predict``: the classification route of Hugging Face text-embeddings-inference (TEI).
 
 Request: ``{"inputs": str | [str, ...] | [[str], ...], "raw_scores": bool, "truncate": bool,
-"parameters": {"top_k": int, "function_to_apply": "softmax" | "none"}}``; ``parameters`` is
-what ``huggingface_hub.InferenceClient.text_classification`` sends (possibly empty).
+"truncation_direction": "right" | "left", "parameters": {"top_k": int, "function_to_apply":
+"softmax" | "none"}}``; ``parameters`` is what ``huggingface_hub.InferenceClient.
+text_classification`` sends (possibly empty).
 
 Answer: per input, a list of ``{"label": "task/label", "score": float}`` holding every task's
 labels — task by task in the model's order, each task's labels by descending score. Scores are
@@ -14,12 +15,15 @@ API form) one string answers ``[[...]]``, as that client expects.
 
 Long texts: by default as the server scores them (windows, unless ``--no-windows``);
 ``truncate: true`` scores the first ``max_length`` tokens; ``truncate: false`` refuses (413) a
-text that would be cut (raw scores, or windows off), as TEI does.
+text that would be cut (raw scores, or windows off), as TEI does. ``truncation_direction``
+(TEI's, also ``Right``/``Left``): ``right`` is what this server does; ``left`` (keep the last
+tokens) is refused with 422 when a text would be cut, and changes nothing otherwise.
 
 Differences from TEI: a flat list of strings is a batch here (TEI reads a two-string list as
-a sentence pair, which a guard does not take; a pair ``[[a, b]]`` is refused with 422), and
-``function_to_apply: sigmoid`` is refused with 422 (every task is a single-label softmax).
-What it does not: run the model or check text limits (the routes do).
+a sentence pair, which a guard does not take; a pair ``[[a, b]]`` is refused with 422),
+``function_to_apply: sigmoid`` is refused with 422 (every task is a single-label softmax), and
+so is ``truncation_direction: left`` for a text that would be cut. What it does not: run the
+model or check text limits (the routes do).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hm3.model.labels import Task
-from hm3.serve.engine import Mode, Scores
+from hm3.serve.engine import Cost, Mode, Scores
 from hm3.serve.schemas import BadRequest
 
 
@@ -51,6 +55,7 @@ class TeiRequest(BaseModel):
     inputs: str | list[str | list[str]] = Field(description="A text, or a batch of texts.")
     raw_scores: bool = False
     truncate: bool | None = None
+    truncation_direction: Literal["right", "left", "Right", "Left"] | None = None
     parameters: TeiParameters | None = None
 
 
@@ -92,6 +97,30 @@ def check_parameters(request: TeiRequest) -> None:
             422, "parameters.function_to_apply: sigmoid is not offered; every task is a "
             "single-label softmax: use softmax (per task) or none (logits)"
         )
+
+
+def check_lengths(request: TeiRequest, costs: list[Cost], max_length: int, cut: bool) -> None:
+    """Refuse a text the model would cut (``cut``: its mode truncates long texts) when the
+    request forbids it: ``truncate: false`` (413, as TEI) or ``truncation_direction: left``
+    (422: this server keeps the first tokens)."""
+    if not cut:
+        return
+    left = (request.truncation_direction or "right").lower() == "left"
+    for i, cost in enumerate(costs):
+        if cost.tokens <= max_length:
+            continue
+        if request.truncate is False:
+            raise BadRequest(
+                413, f"inputs[{i}]: {cost.tokens} tokens, over the model's {max_length} and "
+                "not scored in windows here; send truncate: true to score its first "
+                f"{max_length} tokens, or split it"
+            )
+        if left:
+            raise BadRequest(
+                422, f"truncation_direction: left is not offered, and inputs[{i}] has "
+                f"{cost.tokens} tokens, over the model's {max_length}; send right (or omit it) "
+                "to score its first tokens, or send the end of the text yourself"
+            )
 
 
 def answer(request: TeiRequest, scores: Scores, tasks: list[Task]) -> list[list[dict]]:

@@ -1,0 +1,293 @@
+"""``hm3 serve`` against what broke it once: a bad ``--default-label``, huge JSON integers,
+cost counting racing the model thread for the tokenizer, clients that go away, a streamed body
+over the limit, TEI's ``truncation_direction``, huge echoed values, non-finite scores and
+``HEAD`` probes. Real HTTP (uvicorn on loopback, tests/serving.py) and the tiny merged model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from hm3.errors import Hm3Error
+from hm3.model.windows import Windows
+from hm3.options import RunOptions
+from hm3.serve.batcher import Batcher
+from hm3.serve.engine import Mode, load_engine
+from hm3.serve.server import bind, build
+from hm3.serve.settings import ServeSettings
+from serving import metric, running
+
+HM3 = [sys.executable, "-c", "from hm3.cli.app import main; main()"]
+LONG = " ".join(["the good world"] * 300)  # about 900 tokens: windows of the 64-token model
+
+
+@pytest.fixture(scope="module")
+def merged(bert_ties_merged):
+    return bert_ties_merged
+
+
+@pytest.fixture(scope="module")
+def url(merged, one_thread):
+    with running(merged, max_body_bytes=5000, max_wait_ms=1) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def engine(merged, one_thread):
+    return load_engine(merged, onnx=False, options=RunOptions(batch_size=64).resolved(),
+                       budget=16384, windows=Windows())
+
+
+def one_line(r: httpx.Response) -> str:
+    message = r.json()["error"]
+    assert "\n" not in message
+    return message
+
+
+def test_a_bad_default_label_is_a_one_line_startup_error(merged, tmp_path):
+    done = subprocess.run(
+        [*HM3, "serve", str(merged), "--port", "0", "--default-label", "task0=nope"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert "task 'task0' has no label 'nope'" in lines[0] and "serving" not in done.stderr
+    windows = Windows(default_labels={"nope": "x"})
+    with pytest.raises(Hm3Error, match="the model has no task 'nope'"):
+        build(merged, ServeSettings(port=0, windows=windows))
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/predict", '{"inputs": "hi", "parameters": {"top_k": %s}}' % ("9" * 4400)),
+        ("/v1/classify", '{"texts": [%s]}' % ("1" * 4400)),
+    ],
+)
+def test_a_json_integer_over_4300_digits_is_a_400(url, route, body):
+    r = httpx.post(url + route, content=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert one_line(r).startswith("body is not valid JSON (an integer with too many digits)")
+
+
+def test_cost_and_the_model_thread_do_not_share_tokenizer_state(engine):
+    """The model thread tokenizes with truncation and windows while two others count costs."""
+    texts = [LONG, " ".join(["hello world"] * 400), "short"]
+    want_costs = engine.cost(texts, Mode())
+    assert want_costs[0].tokens > engine.max_length
+    want = engine.infer(texts, Mode(), engine.max_length)
+    errors: list[str] = []
+    counts = {"infer": 0, "cost": 0}
+    stop = time.monotonic() + 1.5
+
+    def model() -> None:
+        while time.monotonic() < stop:
+            try:
+                got = engine.infer(texts, Mode(), engine.max_length)
+                for name, probs in want.probs.items():
+                    np.testing.assert_allclose(got.probs[name], probs, atol=1e-5)
+            except Exception as exc:  # an untruncated row reaches the model, or wrong scores
+                errors.append(f"infer: {type(exc).__name__}: {str(exc)[:100]}")
+            counts["infer"] += 1
+
+    def coster() -> None:
+        while time.monotonic() < stop:
+            try:
+                if engine.cost(texts[:2], Mode()) != want_costs[:2]:
+                    errors.append("cost: counted a truncated text")
+            except Exception as exc:
+                errors.append(f"cost: {type(exc).__name__}: {str(exc)[:100]}")
+            counts["cost"] += 1
+
+    threads = [threading.Thread(target=model)] + [threading.Thread(target=coster) for _ in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, f"{len(errors)} failures, e.g. {errors[:3]}"
+    assert counts["infer"] >= 3 and counts["cost"] >= 20, counts
+
+
+def test_a_job_cancelled_while_its_batch_is_collected_never_runs(engine):
+    batches: list[int] = []
+
+    async def main():
+        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=400, max_concurrent=10,
+                          on_batch=lambda n, _t: batches.append(n))
+        await batcher.start()
+        try:
+            gone = asyncio.create_task(batcher.submit(["a"], engine.cost(["a"], Mode()), Mode()))
+            await asyncio.sleep(0.1)  # the collector holds it, waiting for others to join
+            gone.cancel()
+            await asyncio.sleep(0.6)  # past the wait: the batch would have run by now
+            ran_before = list(batches)
+            texts = ["b", "c"]
+            scores = await batcher.submit(texts, engine.cost(texts, Mode()), Mode())
+            return ran_before, scores
+        finally:
+            await batcher.stop()
+
+    ran_before, scores = asyncio.run(main())
+    assert ran_before == []
+    assert batches == [2] and len(scores.probs["task0"]) == 2
+
+
+def test_a_client_that_goes_away_frees_its_place_at_once(merged, one_thread):
+    """Two slow requests take both places; their clients leave; the places free up at once."""
+    body = json.dumps({"texts": [" ".join(["hello world good"] * 11000)] * 8}).encode()
+    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with running(merged, max_concurrent=2, max_texts=8) as url:
+        before = httpx.get(url + "/metrics").text
+        port = int(url.rsplit(":", 1)[1])
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        for sock in clients:
+            sock.sendall(head + body)
+        wait_for(url, lambda page: metric(page, "hm3_admitted") == 2, 10)
+        for sock in clients:
+            sock.close()  # without reading the answers
+        # both places free at once: each job (1.5 s of windows on one thread) was dropped
+        wait_for(url, lambda page: metric(page, "hm3_admitted") == 0, 1)
+        r = httpx.post(url + "/v1/classify", json={"texts": ["still here"]}, timeout=60)
+        assert r.status_code == 200
+        page = httpx.get(url + "/metrics").text
+        batches = metric(page, "hm3_batch_texts_count") - metric(before, "hm3_batch_texts_count")
+        assert batches <= 2  # the short one, and a long job only if it ran before its client left
+        assert metric(page, "hm3_requests_total", route="/v1/classify", status="499") == 2
+
+
+def wait_for(url: str, ok, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not ok(httpx.get(url + "/metrics").text):
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.01)
+
+
+def test_a_streamed_body_over_the_limit_is_counted_once(url):
+    before = httpx.get(url + "/metrics").text
+    chunks = (b'{"texts": ["' + b"x" * 1000 for _ in range(10))  # no content-length
+    r = httpx.post(url + "/v1/classify", content=chunks, timeout=30)
+    assert r.status_code == 413 and "--max-body-bytes" in one_line(r)
+    after = httpx.get(url + "/metrics").text
+    for reason, moved in (("body_too_large", 1), ("bad_request", 0)):
+        change = (metric(after, "hm3_rejected_total", reason=reason)
+                  - metric(before, "hm3_rejected_total", reason=reason))
+        assert change == moved, reason
+
+
+def test_tei_truncation_direction(url):
+    def predict(**body):
+        return httpx.post(url + "/predict", json={"inputs": LONG, **body}, timeout=60)
+
+    windows = predict().json()
+    cut = predict(truncate=True).json()
+    assert windows != cut
+    for direction in ("right", "Right", "left", "Left"):  # windows cut nothing
+        assert predict(truncation_direction=direction).json() == windows
+    assert predict(truncation_direction="right", truncate=True).json() == cut
+    short = httpx.post(url + "/predict", timeout=60, json={
+        "inputs": "hi", "truncation_direction": "left", "truncate": True})
+    assert short.status_code == 200
+    for body in ({"truncate": True}, {"raw_scores": True}):
+        r = predict(truncation_direction="left", **body)
+        assert r.status_code == 422, r.text
+        assert one_line(r).startswith("truncation_direction: left is not offered, and inputs[0]")
+    r = predict(truncation_direction="up")
+    assert r.status_code == 422 and "truncation_direction" in one_line(r)
+
+
+def test_a_huge_value_is_not_echoed_whole(merged, one_thread):
+    with running(merged) as base:
+        r = httpx.post(base + "/v1/classify", json={"texts": "x" * 1_000_000}, timeout=60)
+    assert r.status_code == 422 and len(r.content) < 300
+    assert one_line(r).startswith("body: texts: Input should be a valid list (got 'xxx")
+
+
+def test_probes_answer_head(url):
+    for path in ("/healthz", "/readyz"):
+        r = httpx.head(url + path)
+        assert r.status_code == 200 and r.content == b""
+        assert r.headers["content-length"] == str(len(httpx.get(url + path).content))
+
+
+@pytest.fixture(scope="module")
+def overflowing(merged, tmp_path_factory):
+    """The merged model with a bias that overflows float16 (70000 > 65504) for every text."""
+    path = tmp_path_factory.mktemp("overflow") / "model"
+    shutil.copytree(merged, path)
+    weights = load_file(path / "model.safetensors")
+    weights["classifier.bias"][0] = 7e4
+    save_file(weights, path / "model.safetensors")
+    return path
+
+
+@contextmanager
+def started(model: Path, **settings) -> Iterator[str]:
+    """A server that may never become ready (tests/serving.py's ``running`` waits for it)."""
+    import uvicorn
+
+    app = build(model, ServeSettings(port=0, **settings))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_non_finite_scores_are_never_answered(overflowing, caplog, one_thread):
+    options = RunOptions(batch_size=64, dtype="float16")
+    with caplog.at_level(logging.WARNING, logger="hm3"), started(
+        overflowing, options=options, max_wait_ms=500
+    ) as url:
+        deadline = time.monotonic() + 60
+        while (r := _get(url + "/readyz")) is None or "warming up" in r.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert r.status_code == 503
+        assert "non-finite scores" in one_line(r) and "--dtype float32" in one_line(r)
+        answers: list[httpx.Response] = []
+
+        def classify() -> None:
+            answers.append(httpx.post(url + "/v1/classify", json={"texts": ["hi"]}, timeout=60))
+
+        pair = [threading.Thread(target=classify) for _ in "ab"]  # one batch: it fails, then each
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+    assert [a.status_code for a in answers] == [500, 500]
+    assert "non-finite scores" in one_line(answers[0])
+    said = [rec.getMessage() for rec in caplog.records]
+    assert any(m.startswith("warm-up failed: NonFiniteScores: the model gave") for m in said)
+    assert any("a batch of 2 requests failed (NonFiniteScores: " in m for m in said), said
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+
