@@ -26,6 +26,7 @@ from hm3.io.atomic import check_output
 from hm3.io.checkpoint import locate
 from hm3.io.texts import open_texts
 from hm3.merging.config import MergeConfig, RegMeanConfig
+from hm3.merging.inputs import config_inputs
 from hm3.merging.plan import build_plan
 from hm3.merging.regmean_stats import ModelTexts
 from hm3.merging.regmean_stats import collect as collect_grams
@@ -75,7 +76,7 @@ def merge(
             config.align.text_column,
             options=("align.texts", "align.text_column"),
         )
-    check_output(out, opts.force)
+    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
     spec = config.align
     if spec is None or texts is None:
         result, record = _merge(config, out, opts, gram_texts)

@@ -113,7 +113,9 @@ def align(
     out = Path(out)
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
-    check_output(out, opts.force, inputs=inputs)
+    check_output(
+        out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)], allow_inside=False
+    )
     stats = _accumulate(plan, opts, max_texts, scale, base_model).at_scale(scale, ridge)
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)
@@ -196,6 +198,15 @@ def _prepare(
     texts = texts_file if isinstance(texts_file, TextFile) else open_texts(texts_file, text_column)
     found = resolve_originals(tasks, originals, merged)
     return AlignPlan(merged, config, tasks, texts, found)
+
+
+def _base_input(plan: AlignPlan, scale: float | str, base_model: str | Path | None) -> list[Path]:
+    """The local base directory that a ``scale`` other than 1 reads (given or recorded)."""
+    if scales_for(scale) == (1.0,):
+        return []
+    recorded = ((plan.config.get("hm3") or {}).get("merge") or {}).get("base_model")
+    ref = base_model if base_model is not None else recorded
+    return [Path(ref).expanduser()] if ref and Path(ref).expanduser().exists() else []
 
 
 def _accumulate(

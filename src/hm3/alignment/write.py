@@ -1,11 +1,12 @@
 """Write an aligned copy of a model directory: same files, new label projection rows.
 
-Every file of the source directory is copied byte for byte (in chunks, never held in memory),
-then the label projection tensors are overwritten *in place* inside the copied safetensors
-file: tensor order, header, metadata and every other tensor keep their exact bytes. Only
-``config.json`` (the ``hm3.align`` record) and ``README.md`` (a "Head alignment" section,
-replaced on re-alignment) are rewritten. The caller writes into a temporary directory
-(:func:`hm3.io.atomic.atomic_dir`); this module computes nothing.
+Every top-level file of the source directory is copied byte for byte (in chunks, never held
+in memory), except weights in other formats and subdirectories (an ``onnx/`` export), which
+would keep the old heads; then the label projection tensors are overwritten *in place* inside
+the copied safetensors file: tensor order, header, metadata and every other tensor keep their
+exact bytes. Only ``config.json`` (the ``hm3.align`` record) and ``README.md`` (a "Head
+alignment" section, replaced on re-alignment) are rewritten. The caller writes into a
+temporary directory (:func:`hm3.io.atomic.atomic_dir`); this module computes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CARD_BEGIN = "<!-- hm3:align -->"
 CARD_END = "<!-- /hm3:align -->"
 # weights in other formats would keep the old head next to the patched safetensors: not copied
 STALE_WEIGHTS = re.compile(
-    r"^(pytorch_model.*\.bin(\.index\.json)?|tf_model\.h5|flax_model\.msgpack)$"
+    r"^(pytorch_model.*\.bin(\.index\.json)?|tf_model\.h5|flax_model\.msgpack|.*\.onnx(_data)?)$"
 )
 
 
@@ -51,17 +52,18 @@ def write_aligned(
 
 
 def copy_model_dir(src: Path, dest: Path) -> list[str]:
-    """Copy every file and folder of ``src`` into the existing directory ``dest``.
+    """Copy the top-level files of ``src`` into the existing directory ``dest``.
 
     Returns:
-        The names left out: weights in formats other than safetensors, which would be stale.
+        The names left out, which would be stale: weights in formats other than safetensors
+        (``.onnx`` included) and subdirectories (an ``onnx/`` export, say).
     """
     left_out = []
     for item in sorted(src.iterdir()):
-        if STALE_WEIGHTS.match(item.name):
+        if item.is_dir():
+            left_out.append(item.name + "/")
+        elif STALE_WEIGHTS.match(item.name):
             left_out.append(item.name)
-        elif item.is_dir():
-            shutil.copytree(item, dest / item.name, symlinks=True)
         else:
             shutil.copy2(item, dest / item.name)
     return left_out

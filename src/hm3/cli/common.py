@@ -24,8 +24,9 @@ from hm3.options import run_options as make_run_options
 if TYPE_CHECKING:
     from hm3.alignment.result import AlignResult
 
-out_console = Console()
-err_console = Console(stderr=True)
+# no emoji: ":smile:" in a text or a name is printed as typed
+out_console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (must not exist).")]
 ConfigArg = Annotated[Path, typer.Argument(help="Merge config (YAML).")]

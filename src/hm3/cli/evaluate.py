@@ -71,9 +71,11 @@ def evaluate(
 
     named = parse_named_paths(models or [], "MODEL", need_name=False)
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
-    if out is not None:
-        check_output(out, options.force, inputs=[suite, *named.values(), *by_task.values()])
     loaded = load_suite(suite)
+    if out is not None:
+        data = [loaded.resolve(d) for d in loaded.datasets]
+        inputs = [suite, *data, *named.values(), *by_task.values()]
+        check_output(out, options.force, inputs=inputs, allow_inside=False)
     if tasks:
         loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
     result = run_evaluation(

@@ -101,14 +101,19 @@ def parse_windows(
 
 
 def windows_note(tasks: Sequence[Task], counts: Sequence[int], windows: Windows) -> str | None:
-    """One line on the texts that were scored in windows, with each task's default label."""
+    """One line on the texts that were scored in windows, with each task's default label.
+
+    It is Rich markup, with the task and label names escaped.
+    """
+    from rich.markup import escape
+
     from hm3.model.windows import default_labels
 
     long = [c for c in counts if c > 1]
     if not long:
         return None
     defaults = default_labels(tasks, windows.default_labels)
-    shown = ", ".join(f"{task}={label}" for task, label in defaults.items())
+    shown = escape(", ".join(f"{task}={label}" for task, label in defaults.items()))
     return (
         f"{len(long)} of {len(counts)} texts were longer than one window: scored in "
         f"{sum(long)} windows, combined by {windows.combine}"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from hm3.cli.common import err_console, out_console, with_run_options
 from hm3.cli.long_texts import windows_note, with_windows
@@ -44,11 +45,14 @@ def predict(
     if json_out:
         out_console.print_json(PredictResponse(results=results).model_dump_json())
         return
-    table = Table("text", *[t.name for t in clf.tasks])
+    # Text, not markup: texts, task and label names are the user's ("[/]" would not parse)
+    table = Table()
+    for header in ("text", *(t.name for t in clf.tasks)):
+        table.add_column(Text(header))
     for text, result in zip(texts, results, strict=True):
         cells = [
-            f"{p.label} ({p.scores[p.label]:.2f})"
+            Text(f"{p.label} ({p.scores[p.label]:.2f})")
             for p in (result.tasks[t.name] for t in clf.tasks)
         ]
-        table.add_row(text if len(text) <= 60 else text[:57] + "...", *cells)
+        table.add_row(Text(text if len(text) <= 60 else text[:57] + "..."), *cells)
     out_console.print(table)

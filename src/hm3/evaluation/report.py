@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hm3.evaluation.results import EvaluationResult, TaskResult, VsOriginal
 from hm3.io.atomic import atomic_dir
@@ -102,12 +103,15 @@ def print_tables(result: EvaluationResult, console: Console | None = None) -> No
     """Print the tables with rich (to stdout unless ``console`` says otherwise)."""
     console = console or Console()
     for title, header, rows in tables(result):
-        table = Table(*header, title=title, title_justify="left")
+        # Text, not markup: model, task and dataset names are the user's
+        table = Table(title=Text(title), title_justify="left")
+        for name in header:
+            table.add_column(Text(name))
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))
         console.print(table)
         if note := caption(title, result):
-            console.print(f"  {note}", style="dim", highlight=False)
+            console.print(Text(f"  {note}", style="dim"), highlight=False)
 
 
 def markdown(result: EvaluationResult, images: dict[str, list[tuple[str, str]]]) -> str:

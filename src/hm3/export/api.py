@@ -167,7 +167,8 @@ def _check_inputs(
             f"{model}: model_type {model_type!r} cannot be exported to ONNX by hm3 (supported: "
             f"{', '.join(sorted(SUPPORTED))})"
         )
-    check_output(out, options.force, inputs=[model])
+    inputs = [model, *([Path(texts)] if texts else [])]
+    check_output(out, options.force, inputs=inputs, allow_inside=False)
 
 
 def _write_export(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +17,45 @@ from pathlib import Path
 from hm3.errors import Hm3Error
 
 
-def check_output(out: Path, force: bool, *, inputs: Sequence[Path] = ()) -> None:
-    """Fail early if ``out`` exists without ``force``, or would overwrite one of ``inputs``."""
+def check_output(
+    out: Path, force: bool, *, inputs: Sequence[Path] = (), allow_inside: bool = True
+) -> None:
+    """Fail early if ``out`` cannot be the output: it is or holds one of ``inputs`` (or, unless
+    ``allow_inside``, lies inside an input directory, which copies of it would then carry), it
+    is a file, or it exists without ``force``.
+
+    Without ``force`` an ``out`` that is the current directory or one above it is refused too;
+    with ``force`` that is left to the writer (:func:`atomic_dir` refuses to replace it), since
+    a caller may keep an existing ``out`` (``hm3 search --resume``).
+    """
     out = Path(out)
     resolved = out.resolve()
     for path in inputs:
         p = Path(path).resolve()
         if resolved == p or resolved in p.parents:
             raise Hm3Error(f"--out {out}: would overwrite the input {path}; choose another path")
-    if out.exists() and not force:
-        raise Hm3Error(f"--out {out}: already exists; choose another path or pass --force")
+        if not allow_inside and p in resolved.parents and p.is_dir():
+            raise Hm3Error(
+                f"--out {out}: lies inside the input {path}, which would then hold it; choose a "
+                "path outside it"
+            )
     if out.exists() and not out.is_dir():
         raise Hm3Error(
             f"--out {out}: exists and is not a directory; remove it or choose another path"
+        )
+    if not force:
+        check_not_cwd(out)
+    if out.exists() and not force:
+        raise Hm3Error(f"--out {out}: already exists; choose another path or pass --force")
+
+
+def check_not_cwd(out: Path) -> None:
+    """Refuse an ``out`` that is the current directory or one above it (it cannot be replaced)."""
+    here = Path.cwd().resolve()
+    if Path(out).resolve() in (here, *here.parents):
+        raise Hm3Error(
+            f"--out {out}: is the current directory or holds it, which cannot be "
+            "replaced; choose another path"
         )
 
 
@@ -39,33 +64,53 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` when the block finishes without error.
 
     Args:
-        out: the final directory.
+        out: the final directory; never the current directory or one above it.
         force: replace ``out`` if it exists (only after the new content is complete).
 
     Yields:
         The temporary directory to write into (same filesystem as ``out``). It has the mode a
         plain ``mkdir`` gives (``0o777 & ~umask``), which the rename keeps: others can read the
         output as they could any directory the user makes.
+
+    Raises:
+        Hm3Error: ``out`` is refused by :func:`check_output`, is the current directory, or
+            cannot be created. On any failure the temporary directories are removed and an
+            existing ``out`` is left as it was.
     """
     out = Path(out)
     check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
+    check_not_cwd(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
+    except OSError as exc:
+        raise Hm3Error(
+            f"--out {out}: cannot create it ({exc.strerror or type(exc).__name__}); check the path"
+        ) from None
     try:
         yield tmp
-    except BaseException:
+        _swap(tmp, out, force)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        if not force:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise Hm3Error(f"--out {out}: appeared while writing; pass --force to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+
+
+def _swap(tmp: Path, out: Path, force: bool) -> None:
+    """Rename ``tmp`` to ``out``, replacing an existing ``out`` only when ``force``."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if not force:
+        raise Hm3Error(f"--out {out}: appeared while writing; pass --force to replace it")
+    old = _fresh_dir(out.parent, f".{out.name}.old-")
+    try:
         out.rename(old / out.name)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            (old / out.name).rename(out)  # put the old output back
+            raise
+    finally:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def _fresh_dir(parent: Path, prefix: str) -> Path:

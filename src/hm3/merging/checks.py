@@ -1,7 +1,7 @@
 """Check that the checkpoints of a merge fit together, before anything is merged.
 
-One architecture and hidden size for every model and the base (:func:`check_family`), the same
-tensors in every fine-tuned model (:func:`same_tensors`), a base that has most body tensors
+One architecture, hidden size and depth for every model and the base (:func:`check_family`), the
+same tensors in every fine-tuned model (:func:`same_tensors`), a base that has most body tensors
 (:func:`check_counterparts`) and one tokenizer vocabulary (:func:`check_vocab`). Each raises
 :class:`~hm3.errors.Hm3Error` naming the checkpoint and the fix; none reads a weight.
 """
@@ -13,8 +13,12 @@ from hm3.io.checkpoint import Checkpoint
 from hm3.io.tokenizer import vocab_fingerprint
 from hm3.model.architectures import Architecture
 
+# config.json keys that give a model's depth, by family (BERT and most; GPT-2; DistilBERT; T5)
+DEPTH_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+
 
 def check_family(arch: Architecture, base: Checkpoint, models: list[Checkpoint]) -> None:
+    """One architecture, hidden size and number of layers for every model and the base."""
     first = models[0]
     size = arch.hidden_size(first.config)
     for ckpt in [*models[1:], base]:
@@ -29,6 +33,17 @@ def check_family(arch: Architecture, base: Checkpoint, models: list[Checkpoint])
             raise Hm3Error(
                 f"{ckpt.label}: hidden size {other} differs from {first.label} ({size}); "
                 "hm3 merges models fine-tuned from one base"
+            )
+        _check_depth(first, ckpt)
+
+
+def _check_depth(first: Checkpoint, other: Checkpoint) -> None:
+    for key in DEPTH_KEYS:
+        ours, theirs = first.config.get(key), other.config.get(key)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise Hm3Error(
+                f"{other.label}: {theirs} layers ({key}) but {first.label} has {ours}; hm3 "
+                "merges models fine-tuned from one base, so give the base they all started from"
             )
 
 

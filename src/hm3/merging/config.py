@@ -153,6 +153,7 @@ class MergeConfig(BaseModel):
     #: (what mergekit does on ``hm3 expand`` output). ``linear`` reads no base: unaffected.
     no_base: Literal["mean", "method"] = "mean"
     _root: Path | None = PrivateAttr(default=None)
+    _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("merge_method")
     @classmethod
@@ -264,7 +265,9 @@ class MergeConfig(BaseModel):
         """Load and validate a merge config file."""
         path = Path(path)
         data = load_yaml_mapping(path, "merge config")
-        return cls.from_dict(data, source=str(path), root=path.parent)
+        config = cls.from_dict(data, source=str(path), root=path.parent)
+        config._path = path
+        return config
 
     @classmethod
     def from_dict(
@@ -281,6 +284,11 @@ class MergeConfig(BaseModel):
     def root(self) -> Path | None:
         """Directory that relative model paths are resolved against (the YAML file's)."""
         return self._root
+
+    @property
+    def path(self) -> Path | None:
+        """The YAML file this config was read from (``None`` when built from a dict)."""
+        return self._path
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -25,6 +25,7 @@ from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.safetensors_writer import SafetensorsWriter
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.merging.config import MergeConfig
+from hm3.merging.inputs import config_inputs
 from hm3.merging.plan import MergePlan, build_plan
 from hm3.merging.stream import constant_value, tokenizer_source, write_config
 from hm3.methods import METHODS, ModelParams
@@ -52,10 +53,15 @@ def expand(
             "expand with another method"
         )
     dtype = opts.dtype or config.dtype
-    check_output(out, opts.force)
+    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
     plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
-        check_output(out, opts.force, inputs=[plan.base.path, *plan.model_dirs])
+        check_output(
+            out,
+            opts.force,
+            inputs=[*config_inputs(config), plan.base.path, *plan.model_dirs],
+            allow_inside=False,
+        )
         tokenizer = tokenizer_source(plan)
         with atomic_dir(out, opts.force) as tmp:
             dirs = [tmp / "base"] + [tmp / "models" / t.name for t in plan.tasks]

@@ -166,19 +166,33 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
 def _tasks(
     config: MergeConfig, arch: Architecture, models: list[Checkpoint], dirs: list[Path]
 ) -> list[Task]:
-    entries, used = [], set()
-    for entry, ckpt, path in zip(config.models, models, dirs, strict=True):
+    entries: list = []
+    used: set[str] = set()
+    named = {m.name: i for i, m in enumerate(config.models) if m.name}  # distinct (MergeConfig)
+    for j, (entry, ckpt, path) in enumerate(zip(config.models, models, dirs, strict=True)):
         own = own_labels(ckpt.config, ckpt.label)
         shapes = {name: info.shape for name, info in ckpt.tensors.items()}
         arch.check_head(shapes, len(own), ckpt.label, _NO_HEAD_FIX)
         if ckpt.config.get("problem_type") == "multi_label_classification":
             log.warning("%s is a multi-label classifier; hm3 applies softmax per task", ckpt.label)
         name = entry.name or _default_name(entry.model, path, used)
+        if not entry.name and name in named:
+            _name_taken(config, j, named[name], name)
         used.add(name)
         local = Path(config.resolve(entry.model)).is_dir()
         source = str(path.resolve()) if local else entry.model
         entries.append((name, resolve_labels(name, own, entry.labels), source))
     return layout(entries)
+
+
+def _name_taken(config: MergeConfig, j: int, i: int, name: str) -> None:
+    """Refuse model ``j``'s default task name, given to model ``i`` (one task would hide the
+    other's predictions)."""
+    raise Hm3Error(
+        f"models[{j}] ({config.models[j].model}): its task name {name!r} (from its directory) is "
+        f"also the name given to models[{i}] ({config.models[i].model}); give models[{j}] "
+        "another `name:`"
+    )
 
 
 _NO_HEAD_FIX = (

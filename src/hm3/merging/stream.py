@@ -29,6 +29,7 @@ from hm3.io.safetensors_writer import SafetensorsWriter
 from hm3.io.tokenizer import copy_tokenizer, has_tokenizer
 from hm3.merging.card import render_card
 from hm3.merging.config import MergeConfig
+from hm3.merging.inputs import config_inputs
 from hm3.merging.plan import MergePlan, TensorPlan, all_finite, build_plan
 from hm3.merging.regmean_stats import RegMeanStats
 from hm3.methods import METHODS, MergeOptions
@@ -75,14 +76,19 @@ def merge(
     started = time.perf_counter()
     opts = run_options(options, run)
     out = Path(out)
-    check_output(out, opts.force)
+    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
     dtype = opts.dtype or config.dtype
     out_dtype = torch_dtype(dtype)
     device = torch.device(resolve_device(opts.device))
     plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
         _check_regmean(plan, regmean)
-        check_output(out, opts.force, inputs=[plan.base.path, *plan.model_dirs])
+        check_output(
+            out,
+            opts.force,
+            inputs=[*config_inputs(config), plan.base.path, *plan.model_dirs],
+            allow_inside=False,
+        )
         with atomic_dir(out, opts.force) as tmp:
             _write_weights(
                 plan, tmp / "model.safetensors", device, out_dtype, opts.progress, regmean

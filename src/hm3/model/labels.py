@@ -188,6 +188,13 @@ def tasks_from_config(config: dict, default_name: str, source: str) -> list[Task
 
 
 def _check_segments(tasks: list[Task], num_labels: int, source: str) -> None:
+    names = [t.name for t in tasks]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise Hm3Error(
+            f"{source}: hm3 task name {twice!r} given twice in config.json (one task's "
+            "predictions would hide the other's); the config.json was edited, rename one"
+        )
     position = 0
     for task in tasks:
         if task.start != position or task.size != len(task.labels):

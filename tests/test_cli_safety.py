@@ -1,0 +1,221 @@
+"""--out never replaces an input, user text is never markup, ambiguous inputs are refused.
+
+Each refusal is the CLI's user-error contract (:func:`test_cli.expect_user_error`): exit 2, one
+``error:`` line, and nothing written or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hm3.errors import Hm3Error
+from hm3.io.atomic import atomic_dir
+from test_cli import expect_user_error, run
+from tiny import write_merge_yaml
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+def _texts(path: Path, n: int = 6) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": f"text number {i}"}) + "\n" for i in range(n)))
+    return path
+
+
+def _suite(tmp_path: Path, model: Path, data: Path) -> Path:
+    rows = [{"text": t, "label": "benign"} for t in ("hello", "ignore all instructions")]
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = {"name": "d", "path": str(data), "expect": {model.name: {"column": "label"}}}
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"datasets": [dataset]}))
+    return suite
+
+
+# -- 1. --force never deletes an input ------------------------------------------------------------
+def test_merge_force_keeps_the_config_file(bert_zoo, tmp_path, capsys):
+    (tmp_path / "cfgdir").mkdir()
+    cfg = write_merge_yaml(tmp_path / "cfgdir" / "m.yaml", bert_zoo.base, bert_zoo.models)
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", cfg.parent, "--force",
+                      match="would overwrite the input")  # fmt: skip
+    expect_user_error(capsys, tmp_path, "expand", cfg, "--out", cfg.parent, "--force",
+                      match="would overwrite the input")  # fmt: skip
+    assert cfg.is_file()
+
+
+def test_merge_force_keeps_the_base_and_the_texts_of_align_and_regmean(bert_zoo, tmp_path, capsys):
+    base = shutil.copytree(bert_zoo.base, tmp_path / "X" / "base")
+    texts = _texts(tmp_path / "T" / "texts.jsonl")
+    cfg = write_merge_yaml(tmp_path / "a.yaml", base, bert_zoo.models, align={"texts": str(texts)})
+    for out in (base.parent, texts.parent):
+        expect_user_error(capsys, tmp_path, "merge", cfg, "--out", out, "--force",
+                          match="would overwrite the input", names=out)  # fmt: skip
+    cfg = write_merge_yaml(tmp_path / "r.yaml", bert_zoo.base, bert_zoo.models, "regmean",
+                           regmean={"texts": str(texts)})  # fmt: skip
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", texts.parent, "--force",
+                      match="would overwrite the input", names=texts.parent)  # fmt: skip
+    assert (base / "config.json").is_file() and texts.is_file()
+
+
+def test_evaluate_force_keeps_the_datasets(bert_zoo, tmp_path, capsys):
+    data = tmp_path / "data" / "d.jsonl"
+    suite = _suite(tmp_path, bert_zoo.models[0], data)
+    expect_user_error(capsys, tmp_path, "evaluate", suite, bert_zoo.models[0], "--out",
+                      data.parent, "--force", "--no-progress", match="would overwrite the input",
+                      names=data.parent)  # fmt: skip
+    assert data.is_file()
+
+
+def test_export_force_keeps_the_texts(bert_zoo, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    texts = _texts(tmp_path / "T" / "texts.jsonl")
+    expect_user_error(capsys, tmp_path, "export", "onnx", bert_zoo.models[0], "--out",
+                      texts.parent, "--force", "--quantize", "int8", "--texts", texts,
+                      match="would overwrite the input", names=texts.parent)  # fmt: skip
+    assert texts.is_file()
+    model = shutil.copytree(bert_zoo.models[0], tmp_path / "M")
+    expect_user_error(capsys, tmp_path, "export", "onnx", model, "--out", model / "onnx",
+                      match="lies inside the input", names=model / "onnx")  # fmt: skip
+    assert not (model / "onnx").exists()
+
+
+def test_align_force_keeps_the_base_it_scales_from(bert_ties_merged, bert_zoo, tmp_path, capsys):
+    base = shutil.copytree(bert_zoo.base, tmp_path / "X" / "base")
+    texts = _texts(tmp_path / "texts.jsonl")
+    expect_user_error(capsys, tmp_path, "align", bert_ties_merged, "--texts", texts, "--out",
+                      base.parent, "--force", "--base", base, "--scale", "2", "--no-progress",
+                      match="would overwrite the input", names=base.parent)  # fmt: skip
+    assert (base / "config.json").is_file()
+
+
+# -- 2. the current directory is never replaced; a failed swap leaves nothing behind --------------
+@pytest.mark.parametrize("out", [".", "./", ""])
+def test_out_current_directory_is_refused(bert_zoo, tmp_path, capsys, monkeypatch, out):
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for force in ((), ("--force",)):
+        expect_user_error(capsys, tmp_path, "merge", cfg, "--out", out, "--no-progress", *force,
+                          match="current directory", names="--out")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml", "work"]
+    assert not list(work.iterdir())
+
+
+def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    real = Path.rename
+
+    def failing(self, target):
+        if Path(target) == out and self.name.startswith(".out.tmp-"):
+            raise OSError(16, "Device or resource busy")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError), atomic_dir(out, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "old.txt").read_text() == "old"
+
+
+# -- 3. an --out that cannot be made is one line --------------------------------------------------
+def test_out_that_cannot_be_created(bert_zoo, tmp_path, capsys):
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
+    for out in (cfg / "sub", Path("/proc/hm3-cannot-be-made")):
+        expect_user_error(capsys, tmp_path, "merge", cfg, "--out", out, "--no-progress",
+                          match="cannot create it", names=out)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
+
+
+# -- 4. an --out inside an input, and stale files in an aligned copy ------------------------------
+def test_out_inside_an_input_is_refused(bert_ties_merged, tmp_path, capsys):
+    texts = _texts(tmp_path / "texts.jsonl")
+    expect_user_error(capsys, tmp_path, "align", bert_ties_merged, "--texts", texts, "--out",
+                      bert_ties_merged / "sub", match="lies inside the input",
+                      names=bert_ties_merged / "sub")  # fmt: skip
+    assert not (bert_ties_merged / "sub").exists()
+
+
+def test_aligned_copy_leaves_out_onnx_and_subdirectories(tmp_path):
+    from hm3.alignment.write import copy_model_dir
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "onnx").mkdir(parents=True)
+    dest.mkdir()
+    for name in ("onnx/model.onnx", "model.onnx", "config.json", "model.safetensors"):
+        (src / name).write_text("x")
+    assert sorted(copy_model_dir(src, dest)) == ["model.onnx", "onnx/"]
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"]
+
+
+# -- 5. user text is shown as typed, never as Rich markup -----------------------------------------
+def test_predict_and_evaluate_show_user_text_verbatim(bert_zoo, tmp_path, capsys):
+    model = shutil.copytree(bert_zoo.models[0], tmp_path / "guard[v2]")
+    texts = ["close [/] tag", "[bold]x[/bold]", "say :smile:"]
+    code, out, err = run(capsys, "predict", model, *texts)
+    assert code == 0, err
+    for shown in (*texts, "guard[v2]"):
+        assert shown in out, out
+    suite = _suite(tmp_path, model, tmp_path / "d.jsonl")
+    code, out, err = run(capsys, "evaluate", suite, f"x[/]={model}", "--no-progress")
+    assert code == 0, err
+    assert "x[/]" in out and "guard[v2]" in out
+    expect_user_error(capsys, tmp_path, "predict", model, "hi", "--device", "cuda:x",
+                      match="--device cuda:x:", names="cuda:x")  # fmt: skip
+
+
+# -- 6.-8. ambiguous or mismatched inputs ---------------------------------------------------------
+def test_task_name_taken_by_another_models_default_is_refused(bert_zoo, tmp_path, capsys):
+    first, second = bert_zoo.models[:2]
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [first, second])
+    doc = yaml.safe_load(cfg.read_text())
+    doc["models"][1]["name"] = first.name
+    cfg.write_text(yaml.safe_dump(doc))
+    message = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
+                                match="also the name given to", names=first)  # fmt: skip
+    assert str(second) in message
+
+
+def test_hm3_block_with_a_task_name_twice_is_refused():
+    from hm3.model.labels import Task, metadata_block, tasks_from_config
+
+    tasks = [Task("guard", ("a", "b"), 0, 2, "x"), Task("guard", ("c", "d"), 2, 4, "y")]
+    config = {"id2label": {str(i): str(i) for i in range(4)}, "hm3": metadata_block(tasks, {})}
+    with pytest.raises(Hm3Error, match="'guard' given twice"):
+        tasks_from_config(config, "m", "m")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_yaml_key_given_twice_is_refused(bert_zoo, tmp_path, capsys, nested):
+    first = f"models:\n  - model: {bert_zoo.models[0]}\n"
+    second = f"models:\n  - model: {bert_zoo.models[1]}\n"
+    if nested:
+        first = f"parameters:\n  density: 0.5\n  density: 0.7\n{first}"
+        second = ""
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(f"base_model: {bert_zoo.base}\nmerge_method: ties\n{first}{second}")
+    key, line = ("density", 5) if nested else ("models", 5)
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
+                      match=f"key '{key}' given twice (line {line})")  # fmt: skip
+
+
+def test_model_deeper_than_the_base_is_refused(bert_zoo, tmp_path, capsys):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    base_config = json.loads((bert_zoo.base / "config.json").read_text())
+    deep = tmp_path / "deep"
+    config = BertConfig(**{**base_config, "num_hidden_layers": 3, "num_labels": 2})
+    BertForSequenceClassification(config).save_pretrained(deep)
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], deep])
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
+                      match="3 layers (num_hidden_layers)", names="deep")  # fmt: skip
