@@ -58,8 +58,17 @@ def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+SHOWN_CHARS = 80  # an offending value or key is echoed in a message up to this many characters
+
+
+def shorten(text: str) -> str:
+    """``text`` cut to :data:`SHOWN_CHARS` characters (``…`` marks a cut)."""
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One readable line per problem: where, what was wrong, what was given.
+    """One readable line per problem: where, what was wrong, what was given (values and keys
+    cut to :data:`SHOWN_CHARS` characters: a request may hold a megabyte in one field).
 
     With ``model`` (the validated class), an unknown key lists the valid keys at its level.
     """
@@ -76,7 +85,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
         quiet = isinstance(given, dict | list) or err["type"] == "missing" or repr(given) in msg
-        shown = "" if quiet else f" (got {given!r})"
+        shown = "" if quiet else f" (got {shorten(repr(given))})"
         lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(lines)
 
@@ -88,7 +97,7 @@ def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
 
 
 def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
-    where = _format_loc(loc)
+    where = shorten(_format_loc(loc))
     keys = _keys_at(model, loc[:-1]) if model is not None else None
     if not keys:
         return f"unknown key {where!r}; check its spelling against the documented keys"

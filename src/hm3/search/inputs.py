@@ -18,7 +18,7 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.evaluation.suite import load_suite
-from hm3.io.atomic import check_output
+from hm3.io.atomic import check_not_cwd, check_output
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
@@ -180,10 +180,7 @@ def check_out(spec: SearchSpec, out: Path, force: bool, inputs: list[Path]) -> b
     Returns:
         Whether ``--out`` is to be deleted before the run writes (only once every check passed).
     """
-    if out.exists() and not out.is_dir():
-        raise Hm3Error(f"--out {out}: exists and is not a directory; remove it or choose "
-                       "another path")  # fmt: skip
-    check_output(out, True, inputs=inputs)
+    check_output(out, True, inputs=inputs)  # an input, or a file; existing is decided below
     journal = out / studies.JOURNAL
     if spec.storage is not None:
         other = outputs.foreign(out, spec.storage, spec.study)
@@ -203,8 +200,5 @@ def check_out(spec: SearchSpec, out: Path, force: bool, inputs: list[Path]) -> b
         what = "holds a search; pass --resume to continue it, or" if journal.is_file() else \
             "already exists; choose another path or pass"  # fmt: skip
         raise Hm3Error(f"--out {out}: {what} --force to start over")
-    here = Path.cwd().resolve()
-    if out.resolve() in (here, *here.parents):
-        raise Hm3Error(f"--out {out}: holds the current directory, which --force would delete; "
-                       "choose another path")  # fmt: skip
+    check_not_cwd(out)  # --force would delete it
     return True

@@ -17,8 +17,6 @@ from hm3.io.yaml_input import format_validation_error
 from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
 
-SHOWN_CHARS = 80  # an offending value is echoed in an error up to this many characters
-
 
 class BadRequest(Exception):
     """A request the server refuses: ``status``, a one-line ``message``, and the ``reason`` it
@@ -98,17 +96,7 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(422, "body: " + _short_validation_error(exc, model)) from None
-
-
-def _short_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """:func:`format_validation_error`, each echoed value cut to :data:`SHOWN_CHARS`."""
-    message = format_validation_error(exc, model)
-    for err in exc.errors(include_url=False):
-        given = repr(err.get("input"))
-        if len(given) > SHOWN_CHARS:
-            message = message.replace(given, given[:SHOWN_CHARS] + "…")
-    return message
+        raise BadRequest(422, "body: " + format_validation_error(exc, model)) from None
 
 
 def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str) -> None:
