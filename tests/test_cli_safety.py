@@ -219,3 +219,24 @@ def test_model_deeper_than_the_base_is_refused(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, [bert_zoo.models[0], deep])
     expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
                       match="3 layers (num_hidden_layers)", names="deep")  # fmt: skip
+
+
+def test_relative_model_missing_beside_the_yaml_is_not_taken_from_the_cwd(
+    bert_zoo, tmp_path, capsys, monkeypatch
+):
+    """A relative path is the YAML's: a same-named model in the current directory is never
+    merged in its place (the error names the path beside the YAML)."""
+    (tmp_path / "cfg").mkdir()
+    here = tmp_path / "here"
+    shutil.copytree(bert_zoo.models[0], here / "guardy")
+    doc = {"base_model": str(bert_zoo.base), "merge_method": "ties",
+           "models": [{"model": "guardy"}, {"model": str(bert_zoo.models[1])}]}  # fmt: skip
+    cfg = tmp_path / "cfg" / "m.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(here)
+    message = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
+                                match="not found", names=tmp_path / "cfg" / "guardy")  # fmt: skip
+    assert str(here / "guardy") not in message
+    shutil.copytree(bert_zoo.models[0], tmp_path / "cfg" / "guardy")  # beside the YAML: merged
+    code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "out", "--no-progress")
+    assert code == 0, err

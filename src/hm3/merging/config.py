@@ -253,10 +253,15 @@ class MergeConfig(BaseModel):
         return [ModelParams(**(defaults | m.parameters.given())) for m in self.models]
 
     def resolve(self, ref: str) -> str:
-        """A model reference as given, or a path resolved against the YAML file's directory."""
+        """A model reference as given, or a path resolved against the YAML file's directory.
+
+        A relative reference is never read from the current directory instead: missing beside
+        the YAML but present here, it stays the YAML's (so it is reported missing there);
+        missing in both, it stays as given (a hub id).
+        """
         if self._root is not None and not Path(ref).is_absolute():
             candidate = self._root / ref
-            if candidate.exists():
+            if candidate.exists() or Path(ref).exists():
                 return str(candidate)
         return ref
 
