@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -174,16 +175,22 @@ def _trials(out):
     return optuna.load_study(study_name="hm3-search", storage=storage).trials
 
 
+def _search_lambdas(tmp_path, zoo_of, capfd, lambdas: list[float]) -> tuple[object, str, Path]:
+    """A 3-trial dare_ties search over ``lambda: lambdas``: exit code, stderr, --out."""
+    case = make_case(tmp_path / "case", zoo_of("bert"), search={"lambda": lambdas})
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(_argv(case, out, "--trials", "3"))
+    return exc.value.code, capfd.readouterr().err, out
+
+
 def test_a_trial_that_cannot_merge_is_skipped_and_not_counted(
     tmp_path, zoo_of, capfd, optuna_lines, one_thread
 ):
     # lambda 1e39 overflows float32: decided only at the drawn point, so the trial is skipped
-    case = make_case(tmp_path / "case", zoo_of("bert"), search={"lambda": [1, 1e39]})
-    out = tmp_path / "out"
-    with pytest.raises(SystemExit) as exc:
-        main(_argv(case, out, "--trials", "3"))
-    err = " ".join(capfd.readouterr().err.split())  # the log handler wraps long lines
-    assert exc.value.code in (0, None), err
+    code, err, out = _search_lambdas(tmp_path, zoo_of, capfd, [1, 1e39])
+    err = " ".join(err.split())  # the log handler wraps long lines
+    assert code in (0, None), err
     trials = _trials(out)
     skipped = [t for t in trials if t.state.name == "FAIL"]
     assert skipped and all("NaN or Inf" in t.user_attrs["invalid"] for t in skipped)
@@ -199,13 +206,9 @@ def test_a_trial_that_cannot_merge_is_skipped_and_not_counted(
 def test_ten_trials_in_a_row_that_cannot_merge_stop_the_search(
     tmp_path, zoo_of, capfd, optuna_lines, one_thread
 ):
-    case = make_case(tmp_path / "case", zoo_of("bert"), search={"lambda": [1e39, 2e39]})
-    out = tmp_path / "out"
-    with pytest.raises(SystemExit) as exc:
-        main(_argv(case, out, "--trials", "3"))
-    err = capfd.readouterr().err
+    code, err, out = _search_lambdas(tmp_path, zoo_of, capfd, [1e39, 2e39])
     lines = [line for line in err.splitlines() if line.strip()]
-    assert exc.value.code == 2, err
+    assert code == 2, err
     assert lines[-1].startswith("error: 10 trials in a row drew values that cannot merge"), err
     assert "narrow the search: ranges" in lines[-1] and "Traceback" not in err
     trials = _trials(out)

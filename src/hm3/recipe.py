@@ -76,7 +76,7 @@ def merge(
             config.align.text_column,
             options=("align.texts", "align.text_column"),
         )
-    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
+    check_output(out, opts.force, inputs=config_inputs(config))
     spec = config.align
     if spec is None or texts is None:
         result, record = _merge(config, out, opts, gram_texts)

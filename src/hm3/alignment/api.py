@@ -113,9 +113,7 @@ def align(
     out = Path(out)
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
-    check_output(
-        out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)], allow_inside=False
-    )
+    check_output(out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)])
     stats = _accumulate(plan, opts, max_texts, scale, base_model).at_scale(scale, ridge)
     solution = stats.solve(ridge)
     digest = sha256_file(plan.texts.path)

@@ -75,7 +75,7 @@ def evaluate(
     if out is not None:
         data = [loaded.resolve(d) for d in loaded.datasets]
         inputs = [suite, *data, *named.values(), *by_task.values()]
-        check_output(out, options.force, inputs=inputs, allow_inside=False)
+        check_output(out, options.force, inputs=inputs)
     if tasks:
         loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
     result = run_evaluation(

@@ -168,7 +168,7 @@ def _check_inputs(
             f"{', '.join(sorted(SUPPORTED))})"
         )
     inputs = [model, *([Path(texts)] if texts else [])]
-    check_output(out, options.force, inputs=inputs, allow_inside=False)
+    check_output(out, options.force, inputs=inputs)
 
 
 def _write_export(

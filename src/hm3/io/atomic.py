@@ -18,7 +18,7 @@ from hm3.errors import Hm3Error
 
 
 def check_output(
-    out: Path, force: bool, *, inputs: Sequence[Path] = (), allow_inside: bool = True
+    out: Path, force: bool, *, inputs: Sequence[Path] = (), allow_inside: bool = False
 ) -> None:
     """Fail early if ``out`` cannot be the output: it is or holds one of ``inputs`` (or, unless
     ``allow_inside``, lies inside an input directory, which copies of it would then carry), it

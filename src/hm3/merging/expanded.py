@@ -53,15 +53,11 @@ def expand(
             "expand with another method"
         )
     dtype = opts.dtype or config.dtype
-    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
+    inputs = config_inputs(config)
+    check_output(out, opts.force, inputs=inputs)
     plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
-        check_output(
-            out,
-            opts.force,
-            inputs=[*config_inputs(config), plan.base.path, *plan.model_dirs],
-            allow_inside=False,
-        )
+        check_output(out, opts.force, inputs=[*inputs, plan.base.path, *plan.model_dirs])
         tokenizer = tokenizer_source(plan)
         with atomic_dir(out, opts.force) as tmp:
             dirs = [tmp / "base"] + [tmp / "models" / t.name for t in plan.tasks]

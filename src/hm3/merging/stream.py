@@ -76,19 +76,15 @@ def merge(
     started = time.perf_counter()
     opts = run_options(options, run)
     out = Path(out)
-    check_output(out, opts.force, inputs=config_inputs(config), allow_inside=False)
+    inputs = config_inputs(config)
+    check_output(out, opts.force, inputs=inputs)
     dtype = opts.dtype or config.dtype
     out_dtype = torch_dtype(dtype)
     device = torch.device(resolve_device(opts.device))
     plan = build_plan(config, allow_pickle=opts.allow_pickle)
     try:
         _check_regmean(plan, regmean)
-        check_output(
-            out,
-            opts.force,
-            inputs=[*config_inputs(config), plan.base.path, *plan.model_dirs],
-            allow_inside=False,
-        )
+        check_output(out, opts.force, inputs=[*inputs, plan.base.path, *plan.model_dirs])
         with atomic_dir(out, opts.force) as tmp:
             _write_weights(
                 plan, tmp / "model.safetensors", device, out_dtype, opts.progress, regmean

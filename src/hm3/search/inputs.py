@@ -180,7 +180,8 @@ def check_out(spec: SearchSpec, out: Path, force: bool, inputs: list[Path]) -> b
     Returns:
         Whether ``--out`` is to be deleted before the run writes (only once every check passed).
     """
-    check_output(out, True, inputs=inputs)  # an input, or a file; existing is decided below
+    # an input, or a file (existing is decided below); a --storage journal may hold --out
+    check_output(out, True, inputs=inputs, allow_inside=True)
     journal = out / studies.JOURNAL
     if spec.storage is not None:
         other = outputs.foreign(out, spec.storage, spec.study)
