@@ -240,3 +240,33 @@ def test_relative_model_missing_beside_the_yaml_is_not_taken_from_the_cwd(
     shutil.copytree(bert_zoo.models[0], tmp_path / "cfg" / "guardy")  # beside the YAML: merged
     code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "out", "--no-progress")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "match"),
+    [
+        (["merge"], "hm3 merge", "Missing argument 'config'"),
+        (["merge", "m.yaml", "--outt", "x"], "hm3 merge", "No such option: --outt"),
+        (["search", "m.yaml", "--suite", "s", "--out", "o", "--trials", "0"], "hm3 search",
+         "'--trials'"),
+        (["bench", "--merged"], "hm3 bench", "'--merged' requires an argument"),
+        (["serve", "m", "--port", "http"], "hm3 serve", "'--port'"),
+        (["export", "onnx"], "hm3 export onnx", "Missing argument 'model'"),
+        (["export", "onnx", "m", "--out"], "hm3 export onnx", "'--out' requires an argument"),
+        (["exprt"], "hm3", "Did you mean 'export'"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_naming_the_command_and_its_help(capsys, argv, command, match):
+    code, out, err = run(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and not out and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {command}: ") and match in lines[0], err
+    assert lines[0].endswith(f"(see {command} --help)"), err
+
+
+def test_version_and_bare_help(capsys):
+    from hm3.version import __version__
+
+    assert run(capsys, "--version")[:2] == (0, f"hm3 {__version__}\n")
+    code, out, _ = run(capsys)  # no command: the help, as before
+    assert "Usage: hm3" in out and "merge" in out and code == 2  # click: help shown for no args

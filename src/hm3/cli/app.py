@@ -18,10 +18,20 @@ from rich.markup import escape
 from hm3.cli import align, bench, demo, evaluate, expand, merge, predict, search, serve
 from hm3.cli import export as export_cli
 from hm3.cli.common import err_console, help_paragraphs
+from hm3.cli.usage import OneLineUsage
 from hm3.errors import Hm3Error
+from hm3.version import __version__
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hm3 {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="hm3",
+    cls=OneLineUsage,
     help="Merge fine-tuned text classifiers with different label spaces into one (HM3).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -41,6 +51,12 @@ def _command(fn):
 @app.callback()
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print hm3's version and exit."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

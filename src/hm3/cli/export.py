@@ -12,10 +12,12 @@ from typing import Annotated
 import typer
 
 from hm3.cli.common import OutOpt, err_console, help_paragraphs, out_console, with_run_options
+from hm3.cli.usage import OneLineUsage
 from hm3.options import RunOptions
 
 app = typer.Typer(
     name="export",
+    cls=OneLineUsage,
     help="Export a classifier for existing inference engines (ONNX Runtime, Triton, ...).",
     no_args_is_help=True,
 )
