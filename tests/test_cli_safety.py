@@ -270,3 +270,26 @@ def test_version_and_bare_help(capsys):
     assert run(capsys, "--version")[:2] == (0, f"hm3 {__version__}\n")
     code, out, _ = run(capsys)  # no command: the help, as before
     assert "Usage: hm3" in out and "merge" in out and code == 2  # click: help shown for no args
+
+
+# -- 5. a failed write leaves no folders it made --------------------------------------------------
+def test_failed_write_removes_the_parent_folders_it_made(tmp_path):
+    out = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("the merge failed")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp_path / "new" / "keep.txt").write_text("written by someone else meanwhile")
+        raise RuntimeError("the merge failed")
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["keep.txt"]
+
+
+def test_failed_merge_leaves_no_parent_folders(bert_zoo, tmp_path, capsys):
+    # a lambda this large overflows float32 during the merge, once the output is being written
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models,
+                           "task_arithmetic", parameters={"lambda": 1e300})  # fmt: skip
+    out = tmp_path / "new" / "deeper" / "out"
+    code, _, err = run(capsys, "merge", cfg, "--out", out, "--no-progress")
+    assert code == 2 and "NaN or Inf" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]

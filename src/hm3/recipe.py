@@ -22,7 +22,7 @@ from typing import Any
 from hm3.alignment.api import align
 from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
-from hm3.io.atomic import check_output
+from hm3.io.atomic import check_output, missing_parents, remove_empty
 from hm3.io.checkpoint import locate
 from hm3.io.texts import open_texts
 from hm3.merging.config import MergeConfig, RegMeanConfig
@@ -82,6 +82,7 @@ def merge(
         result, record = _merge(config, out, opts, gram_texts)
         seconds = time.perf_counter() - started
         return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=record)
+    made = missing_parents(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
     try:
@@ -96,8 +97,11 @@ def merge(
             max_texts=spec.max_texts,
             options=opts.with_(max_length=spec.max_length),
         )
-    finally:
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        remove_empty(made)  # the folders made for out, if nothing else was written there
+        raise
+    shutil.rmtree(scratch, ignore_errors=True)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
     return RecipeResult(**vars(base), alignment=aligned, regmean=record)
 

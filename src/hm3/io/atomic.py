@@ -74,24 +74,51 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
 
     Raises:
         Hm3Error: ``out`` is refused by :func:`check_output`, is the current directory, or
-            cannot be created. On any failure the temporary directories are removed and an
-            existing ``out`` is left as it was.
+            cannot be created. On any failure the temporary directories, and the parents of
+            ``out`` that it made and that are still empty, are removed, and an existing ``out``
+            is left as it was.
     """
     out = Path(out)
     check_output(out, force)
     check_not_cwd(out)
+    missing = missing_parents(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
     except OSError as exc:
+        remove_empty(missing)
         raise Hm3Error(
             f"--out {out}: cannot create it ({exc.strerror or type(exc).__name__}); check the path"
         ) from None
+    done = False
     try:
         yield tmp
         _swap(tmp, out, force)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            remove_empty(missing)
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """The parent directories of ``path`` that do not exist yet, nearest first."""
+    missing = []
+    for parent in Path(path).parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (nearest first, as :func:`missing_parents` lists them) while they are
+    empty: what a failed write made around its output, so that it leaves nothing behind."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (something else was written there), or already gone
+            return
 
 
 def _swap(tmp: Path, out: Path, force: bool) -> None:
