@@ -227,3 +227,17 @@ def test_ctrl_c_is_one_line_and_a_resume_rewrites_a_stale_best(tmp_path, case, o
     assert text.startswith(f"# hm3 search: trial {result.best_number} ") and text.endswith("\n")
     again = _run(case, out, seed=1, trials=done, resume=True)
     assert not again.wrote_best and again.best_current
+
+
+def test_a_bad_database_url_fails_before_the_models_load(tmp_path, case, capsys):
+    broken = tmp_path / "broken"  # a model that fails only when the merge's inputs are read
+    shutil.copytree(case.models[0], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    doc = yaml.safe_load(case.config.read_text(encoding="utf-8"))
+    doc["models"][0]["model"] = str(broken)
+    case.config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    out = tmp_path / "out"
+    _fails(capsys, _argv(case, out), str(broken))  # without a database: the model's error
+    _fails(capsys, _argv(case, out, "--storage", "foo://bar"), "cannot open the database")
+    assert not out.exists()

@@ -70,6 +70,8 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     config = MergeConfig.from_dict(recipe, source=source)
     check_recipe(config, options.max_length)
     replace = check_out(spec, out, options.force, search_inputs(spec, config))
+    # a database is reached before the models load, so that a bad URL or a server down fails fast
+    database = studies.open_storage(spec.storage, out) if _is_database(spec.storage) else None
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
     for method in space.methods(config.merge_method):  # every method's config, before any trial
@@ -91,7 +93,7 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
         **({"max_length": options.max_length} if options.max_length != 512 else {}),
         **({"text_column": spec.text_column} if spec.text_column != "text" else {}),
     })  # fmt: skip
-    study = _open_study(spec, out, print_, replace)
+    study = _open_study(spec, out, print_, replace, database)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
     try:
@@ -105,15 +107,22 @@ def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None)
     return _finish(study, material, spec, out, options, mine, timed_out, started)
 
 
-def _open_study(spec: SearchSpec, out: Path, print_: str, replace: bool) -> Any:
-    """Open the storage and the study, and make ``--out``: a storage or study refused leaves
-    no ``--out`` behind, and ``replace`` (``--force``) deletes the old one only past them."""
+def _is_database(storage: str | None) -> bool:
+    return storage is not None and "://" in storage
+
+
+def _open_study(
+    spec: SearchSpec, out: Path, print_: str, replace: bool, database: Any = None
+) -> Any:
+    """Open the storage (``database``, when already open) and the study, and make ``--out``: a
+    storage or study refused leaves no ``--out`` behind, and ``replace`` (``--force``) deletes
+    the old one only past them."""
     shared = spec.storage is not None
     if shared:  # checked before --out is touched
-        journal = None if "://" in spec.storage else Path(spec.storage)
+        journal = None if _is_database(spec.storage) else Path(spec.storage)
         fresh = journal is not None and not journal.exists()
         try:
-            storage = studies.open_storage(spec.storage, out)
+            storage = database if database is not None else studies.open_storage(spec.storage, out)
             study = studies.load_study(storage, spec.study, print_, resume=spec.resume,
                                        shared=True)  # fmt: skip
         except BaseException:
