@@ -149,6 +149,33 @@ def test_a_job_cancelled_while_its_batch_is_collected_never_runs(engine):
     assert batches == [2] and len(scores.probs["task0"]) == 2
 
 
+def test_the_queue_depth_leaves_out_jobs_whose_client_went_away(engine):
+    async def main():
+        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=5, max_concurrent=10)
+        await batcher.start()
+        try:
+            busy = batcher._model.submit(time.sleep, 2.0)  # the model thread is busy a while
+            submit = lambda t: asyncio.create_task(  # noqa: E731
+                batcher.submit([t], engine.cost([t], Mode()), Mode()))
+            first = submit("a")
+            await asyncio.sleep(0.2)  # its batch waits for the model thread
+            waiting = [submit(t) for t in ("b", "c", "d")]
+            await asyncio.sleep(0.05)
+            depths = [batcher.queued]
+            waiting[1].cancel()
+            await asyncio.sleep(0)
+            depths.append(batcher.queued)
+            answered = await asyncio.gather(first, waiting[0], waiting[2])
+            busy.result()
+            return depths, answered, batcher.queued
+        finally:
+            await batcher.stop()
+
+    depths, answered, after = asyncio.run(main())
+    assert depths == [3, 2] and after == 0
+    assert all(len(s.probs["task0"]) == 1 for s in answered)
+
+
 def test_a_client_that_goes_away_frees_its_place_at_once(merged, one_thread):
     """Two slow requests take both places; their clients leave; the places free up at once."""
     body = json.dumps({"texts": [" ".join(["hello world good"] * 11000)] * 8}).encode()

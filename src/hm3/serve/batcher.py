@@ -81,8 +81,9 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for a forward pass (not counting the one running)."""
-        return len(self._queue)
+        """Jobs waiting for a forward pass (not counting the one running, nor those whose client
+        went away: they stay in the queue, skipped, until they reach its head)."""
+        return sum(not job.future.done() for job in list(self._queue))
 
     async def start(self) -> None:
         """Start the collector and the warm-up on the model thread; :attr:`ready` after it.
