@@ -170,6 +170,11 @@ def test_predict_and_evaluate_show_user_text_verbatim(bert_zoo, tmp_path, capsys
     code, out, err = run(capsys, "evaluate", suite, f"x[/]={model}", "--no-progress")
     assert code == 0, err
     assert "x[/]" in out and "guard[v2]" in out
+    with pytest.MonkeyPatch.context() as mp:  # the progress bar drawn, as on a terminal
+        mp.setenv("TTY_COMPATIBLE", "1")
+        mp.setenv("TTY_INTERACTIVE", "1")
+        code, out, err = run(capsys, "evaluate", suite, f"x[/]={model}")
+    assert code == 0 and "evaluating x[/] [1/1]" in err, err
     expect_user_error(capsys, tmp_path, "predict", model, "hi", "--device", "cuda:x",
                       match="--device cuda:x:", names="cuda:x")  # fmt: skip
 

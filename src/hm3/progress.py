@@ -1,7 +1,8 @@
 """The one progress bar style of hm3: transient, on stderr, off with ``--no-progress``.
 
 A rich :class:`~rich.progress.Progress` with the description, a bar, done/total, any extra
-columns the caller needs (a running loss, a unit) and the elapsed time. Nothing else here.
+columns the caller needs (a running loss, a unit) and the elapsed time. Descriptions are shown
+as written, never read as Rich markup or emoji codes: they name the user's models and files.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def progress_bar(
         label: the leading text column's format.
     """
     return Progress(
-        TextColumn(label),
+        TextColumn(label, markup=False),  # descriptions name the user's models and files
         BarColumn(),
         MofNCompleteColumn(),
         *extra,
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, emoji=False),
         transient=True,
         disable=not enabled,
     )
