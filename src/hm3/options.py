@@ -54,11 +54,21 @@ def torch_dtype(name: str | None) -> torch.dtype:
 
 def check_device(device: str | None) -> str:
     """A device name in the rule's form (``cpu``, ``cuda``, ``cuda:N``, ``auto``), lower-cased;
-    ``None`` gives the default. Checks only the spelling: :func:`resolve_device` checks CUDA."""
-    name = (device or DEFAULT_DEVICE).strip().lower()
+    ``None`` gives the default. Checks only the spelling: :func:`resolve_device` checks CUDA.
+
+    Anything but a string is refused, not read as the CPU: ``0`` means GPU 0 to torch."""
+    if device is None:
+        return DEFAULT_DEVICE
+    if not isinstance(device, str):
+        raise Hm3Error(
+            f"device {device!r}: expected a string such as 'cpu', 'cuda' or 'cuda:0', not "
+            f"{type(device).__name__} (GPU N is 'cuda:N')"
+        )
+    name = device.strip().lower()
     if name in ("cpu", "cuda", AUTO) or (name.startswith("cuda:") and name[5:].isdigit()):
         return name
-    raise Hm3Error(f"--device {device}: expected cpu or cuda (cuda:N: GPU N), or auto: {_AUTO_IS}")
+    shown = device if name else repr(device)  # an empty name is shown, not left out
+    raise Hm3Error(f"--device {shown}: expected cpu or cuda (cuda:N: GPU N), or auto: {_AUTO_IS}")
 
 
 def resolve_device(device: str | None) -> str:
@@ -146,6 +156,13 @@ class RunOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise Hm3Error(f"{name} {value!r}: expected a whole number >= 1 ({flag} N)")
+        for name in ("progress", "force", "allow_pickle"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):  # "false" is truthy: it would replace an output
+                raise Hm3Error(
+                    f"{name} {value!r}: expected a bool, not {type(value).__name__}; pass "
+                    f"{name}=True or {name}=False"
+                )
 
     def resolved(self) -> RunOptions:
         """These options with the device rule applied (raises if CUDA is asked for and absent)."""
@@ -166,8 +183,14 @@ def run_options(options: RunOptions | None, run: Mapping[str, Any]) -> RunOption
     (``hm3.align(..., device="cuda", progress=False)``); this is where both meet.
 
     Raises:
-        Hm3Error: a keyword that is no run option, or a bad value.
+        Hm3Error: ``options`` that is no :class:`RunOptions` (a dict), a keyword that is no
+            run option, or a bad value.
     """
+    if options is not None and not isinstance(options, RunOptions):
+        raise Hm3Error(
+            f"options: expected a hm3.options.RunOptions, got {type(options).__name__}; pass "
+            "RunOptions(progress=False, ...), or the options by name (progress=False)"
+        )
     unknown = [name for name in run if name not in RUN_FIELDS]
     if unknown:
         raise Hm3Error(

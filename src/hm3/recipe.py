@@ -13,7 +13,6 @@ relative text paths are resolved against the YAML file's directory, like model p
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,10 +21,10 @@ from typing import Any
 from hm3.alignment.api import align
 from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
-from hm3.io.atomic import check_output, missing_parents, remove_empty
+from hm3.io.atomic import check_output, remove_empty, sibling_dir
 from hm3.io.checkpoint import locate
-from hm3.io.texts import open_texts
-from hm3.merging.config import MergeConfig, RegMeanConfig
+from hm3.io.texts import TextFile, open_texts
+from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
 from hm3.merging.plan import build_plan
 from hm3.merging.regmean_stats import ModelTexts
@@ -62,7 +61,16 @@ def merge(
 
     Returns:
         A :class:`RecipeResult`: the merged (and aligned) model's path, tasks and timings.
+
+    Raises:
+        Hm3Error: ``config`` that is no :class:`MergeConfig` (a dict or a path), a bad run
+            option, or any refusal of the merge or the alignment.
     """
+    if not isinstance(config, MergeConfig):
+        raise Hm3Error(
+            f"config: expected a hm3.MergeConfig, got {type(config).__name__}; build it with "
+            "MergeConfig.from_yaml(path) or MergeConfig.from_dict(data)"
+        )
     opts = run_options(options, run).resolved()  # a bad device fails before any work
     out = Path(out)
     started = time.perf_counter()
@@ -82,9 +90,23 @@ def merge(
         result, record = _merge(config, out, opts, gram_texts)
         seconds = time.perf_counter() - started
         return RecipeResult(**{**vars(result), "seconds": seconds}, regmean=record)
-    made = missing_parents(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
+    return _merge_then_align(config, spec, texts, out, opts, gram_texts, started)
+
+
+def _merge_then_align(
+    config: MergeConfig,
+    spec: AlignConfig,
+    texts: TextFile,
+    out: Path,
+    opts: RunOptions,
+    gram_texts: list[ModelTexts] | None,
+    started: float,
+) -> RecipeResult:
+    """Merge into a scratch directory beside ``out``, then align from it into ``out``.
+
+    The scratch directory is always removed; on failure so are the parents made for ``out``.
+    """
+    scratch, made = sibling_dir(out, f".{out.name}.merge-")  # a bad path: a one-line error
     try:
         merged, record = _merge(config, scratch / "merged", opts.with_(force=False), gram_texts)
         aligned = align(

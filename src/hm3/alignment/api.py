@@ -179,8 +179,10 @@ def _prepare(
     max_texts: int | None,
 ) -> AlignPlan:
     """Every cheap check, before any model is loaded."""
-    if max_texts is not None and max_texts < 1:
-        raise Hm3Error(f"--max-texts {max_texts}: expected a positive integer")
+    if max_texts is not None and (
+        isinstance(max_texts, bool) or not isinstance(max_texts, int) or max_texts < 1
+    ):
+        raise Hm3Error(f"--max-texts {max_texts!r}: expected a whole number >= 1")
     merged = Path(merged_dir)
     if not merged.is_dir():
         raise Hm3Error(f"{merged}: model directory not found; check the path")

@@ -81,15 +81,7 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     check_output(out, force)
     check_not_cwd(out)
-    missing = missing_parents(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_dir(out.parent, f".{out.name}.tmp-")
-    except OSError as exc:
-        remove_empty(missing)
-        raise Hm3Error(
-            f"--out {out}: cannot create it ({exc.strerror or type(exc).__name__}); check the path"
-        ) from None
+    tmp, missing = sibling_dir(out, f".{out.name}.tmp-")
     done = False
     try:
         yield tmp
@@ -99,6 +91,29 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not done:
             remove_empty(missing)
+
+
+def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
+    """Make ``out``'s parent folders and a new directory ``prefix<random>`` beside ``out``.
+
+    Returns:
+        The new directory, and the parents of ``out`` made for it (nearest first): a caller
+        that fails later removes them with :func:`remove_empty`.
+
+    Raises:
+        Hm3Error: either cannot be created (a parent is a file, no permission ...); what was
+            made is removed.
+    """
+    out = Path(out)
+    missing = missing_parents(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _fresh_dir(out.parent, prefix), missing
+    except OSError as exc:
+        remove_empty(missing)
+        raise Hm3Error(
+            f"--out {out}: cannot create it ({exc.strerror or type(exc).__name__}); check the path"
+        ) from None
 
 
 def missing_parents(path: Path) -> list[Path]:

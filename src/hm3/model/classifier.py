@@ -85,9 +85,7 @@ def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> 
     device = torch.device(resolve_device(opts.device))
     config, tasks = _check_checkpoint(path, opts.allow_pickle)
     model = _load_model(path, torch_dtype(opts.dtype)).eval().to(device)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tokenizer = _load_tokenizer(path)
     positions = int(config.get("max_position_embeddings") or opts.max_length)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
@@ -102,10 +100,12 @@ def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]
 
     Weights that are missing, pickled (without ``allow_pickle``) or truncated, a model of a
     known family without its label projection (a bare encoder), before transformers would fill
-    the gaps with random values, and a model without tokenizer files are refused here.
+    the gaps with random values, a ``config.json`` whose ``model_type`` transformers does not
+    know, and a model without tokenizer files are refused here.
     """
     with Checkpoint(path, allow_pickle=allow_pickle, role="model") as ckpt:
         tasks = tasks_from_config(ckpt.config, path.resolve().name, str(path))
+        _check_model_type(path, ckpt.config)
         arch = SUPPORTED.get(str(ckpt.config.get("model_type", "")))
         if arch is not None:
             shapes = {name: info.shape for name, info in ckpt.tensors.items()}
@@ -116,6 +116,39 @@ def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]
             "base model"
         )
     return ckpt.config, tasks
+
+
+def _check_model_type(path: Path, config: dict) -> None:
+    """Refuse a ``config.json`` without a ``model_type`` transformers knows (it would raise)."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not model_type:
+        raise Hm3Error(
+            f"{path / 'config.json'}: no model_type, so transformers cannot tell the "
+            "architecture; add the base model's (model_type: bert, say)"
+        )
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise Hm3Error(
+            f"{path / 'config.json'}: model_type {model_type!r} is not an architecture "
+            f"transformers {transformers.__version__} knows; upgrade transformers if the model "
+            "is newer, else set the base model's model_type"
+        )
+
+
+def _load_tokenizer(path: Path):
+    """The directory's tokenizer; files transformers cannot read are a user error."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Hm3Error(
+            f"{path}: its tokenizer cannot be loaded ({first}); copy the tokenizer files from "
+            "the base model"
+        ) from None
 
 
 def _load_model(path: Path, dtype: torch.dtype):

@@ -97,10 +97,11 @@ class BasePredictor(ABC):
         """
         texts = check_texts(texts)
         check_batch_size(batch_size)
+        check_windows(windows)
         rows, owner = self.encode_units(texts, windows)
         keys = [len(texts[i]) for i in owner]
         probs = segment_softmax(self._run(rows, keys, batch_size), self.tasks)
-        if windows is None:
+        if windows is None or not texts:
             return probs
         return combine(probs, owner, len(texts), self.tasks, windows)
 
@@ -124,6 +125,7 @@ class BasePredictor(ABC):
 
     def window_counts(self, texts: Sequence[str], windows: Windows) -> list[int]:
         """How many windows each text takes (1: it fits in ``max_length`` tokens)."""
+        check_windows(windows)
         _, owner = self.encode_units(check_texts(texts), windows)
         return np.bincount(owner, minlength=len(texts)).tolist()
 
@@ -134,8 +136,10 @@ class BasePredictor(ABC):
 
         Without ``windows`` each text is one row, truncated to ``max_length`` tokens; with them a
         long text is several rows, in order (the tokenizer's overflow, whose ``stride`` is the
-        overlap: the window's content minus our step).
+        overlap: the window's content minus our step). No texts: no rows.
         """
+        if not texts:  # the tokenizer fails on an empty list
+            return {}, np.zeros(0, dtype=np.int64)
         extra: dict[str, Any] = {}
         if windows is not None:
             special = self.tokenizer.num_special_tokens_to_add(pair=False)
@@ -201,6 +205,15 @@ def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarr
 def check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+
+
+def check_windows(windows: Windows | None) -> None:
+    """Refuse ``windows`` that is neither ``None`` nor a :class:`Windows` (a dict, say)."""
+    if windows is not None and not isinstance(windows, Windows):
+        raise Hm3Error(
+            f"windows: expected a hm3.model.windows.Windows or None, got "
+            f"{type(windows).__name__}; pass one: Windows(stride=128)"
+        )
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
