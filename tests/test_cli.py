@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from hm3.cli.app import main
-from tiny import make_base, make_classifier, write_merge_yaml, write_tokenizer
+from tiny import make_base, make_classifier, toy_texts, write_merge_yaml, write_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +118,14 @@ def test_relative_paths_resolve_against_the_yaml(bert_zoo, tmp_path, capsys):
     code, _, err = run(
         capsys, "merge", tmp_path / "zoo" / "merge.yaml", "-o", tmp_path / "m", "--no-progress"
     )
+    assert code == 0, err
+    # the base is recorded where it is, so `align --scale` finds it from any directory
+    recorded = json.loads((tmp_path / "m" / "config.json").read_text())["hm3"]["merge"]
+    assert recorded["base_model"] == str((tmp_path / "zoo" / "base").resolve())
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in toy_texts(40, seed=1)))
+    code, _, err = run(capsys, "align", tmp_path / "m", "--texts", texts, "--scale", "2",
+                       "--out", tmp_path / "aligned", "--no-progress")  # fmt: skip
     assert code == 0, err
 
 

@@ -238,7 +238,7 @@ def write_config(
     used = METHODS[plan.config.merge_method].per_model_parameters
     merge_meta = {
         "method": plan.config.merge_method if merged else "none (expanded)",
-        "base_model": plan.config.base_model,
+        "base_model": _recorded_base(plan),
         "parameters": plan.config.parameters.model_dump(by_alias=True, exclude_none=True),
         "models": [
             {"model": m.model, **{k: v for k, v in asdict(p).items() if k in used}}
@@ -253,6 +253,13 @@ def write_config(
     config["hm3"] = metadata_block(plan.tasks, merge_meta)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return config
+
+
+def _recorded_base(plan: MergePlan) -> str:
+    """The base as ``hm3 align --scale`` will look for it: a local directory as an absolute path
+    (a relative one is the YAML's, not the current directory's), a hub id as given."""
+    ref = plan.config.resolve(plan.config.base_model)
+    return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
 
 
 def tokenizer_source(plan: MergePlan) -> Path | None:
