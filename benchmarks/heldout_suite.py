@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
-from _common import add_cache, new_parser, task_rows
+from _common import add_cache, new_parser, print_record, run_record, task_rows
 
 from hm3.demo.data.near import NEAR, NearCopies
 from hm3.demo.data.prepare import prepare_data
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.out.exists() and not args.force:
         sys.exit(f"{args.out} exists; pass --force to replace it")
+    print_record(run_record("heldout_suite.py", argv))
     unused, demo_suite, near = unused_rows(args.cache, args.seed)
     picked, report = {}, {}
     for task, rows in unused.items():

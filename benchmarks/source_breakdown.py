@@ -27,7 +27,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import add_cache, demo_max_length, markdown_table, named, new_parser, task_rows
+from _common import (
+    add_cache,
+    demo_max_length,
+    markdown_table,
+    named,
+    new_parser,
+    print_record,
+    run_record,
+    task_rows,
+)
 
 import hm3
 from hm3.demo.data.prepare import prepare_data
@@ -81,6 +90,7 @@ def sources_of(texts: list[str], task: str, cache: Path | None, seed: int) -> li
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    print_record(run_record("source_breakdown.py", argv))
     labels = TASKS[args.task].labels
     texts, gold = rows(args)
     sources = sources_of(texts, args.task, args.cache, args.seed)

@@ -73,9 +73,9 @@ def demo(
     """Run the offline demo: real classifiers merged as in the paper, evaluated, Table 1.
 
     Fine-tunes (or reuses) four guard classifiers from all-MiniLM-L6-v2 on real data shipped in
-    registry packages, merges the paper's two case studies and all four with soup, TIES and
-    DARE-TIES, aligns each merge, evaluates everything against the originals and writes the
-    report (tables, plots) to --out.
+    registry packages, merges the paper's two case studies and all four with soup, TIES,
+    DARE-TIES and a short DARE-TIES search (Algorithm 3), aligns each merge, evaluates everything
+    against the originals and writes the report (tables, plots) to --out.
     """
     run = run_options(locals())
     from hm3.demo.cases import DemoOptions
