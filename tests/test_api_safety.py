@@ -150,3 +150,16 @@ def test_align_max_texts_must_be_a_whole_number(bert_ties_merged, tmp_path):
         with pytest.raises(Hm3Error, match=f"--max-texts {bad!r}: expected a whole number >= 1"):
             hm3.align(bert_ties_merged, texts, tmp_path / "out", max_texts=bad, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_max_length_with_no_room_for_text_is_refused(bert_ties_merged, tmp_path, capsys):
+    # [CLS] and [SEP] take two tokens: at 2 every text would read the same; at 1 the tokenizer
+    # would not truncate at all (a text past the positions, a crash)
+    for n in (1, 2):
+        with pytest.raises(Hm3Error, match=f"--max-length {n}: too small .* at least 3") as e:
+            hm3.load(bert_ties_merged, max_length=n).predict(["some words " * 80])
+        _one_line(e)
+    expect_user_error(capsys, tmp_path, "predict", bert_ties_merged, "some words " * 80,
+                      "--no-windows", "--max-length", "1",
+                      match="too small to read any text", names="--max-length 1")  # fmt: skip
+    assert len(hm3.load(bert_ties_merged, max_length=3).predict(["some words " * 80])) == 1

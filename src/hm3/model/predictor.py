@@ -141,8 +141,13 @@ class BasePredictor(ABC):
         if not texts:  # the tokenizer fails on an empty list
             return {}, np.zeros(0, dtype=np.int64)
         extra: dict[str, Any] = {}
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)
+        if windows is None and self.max_length <= special:  # the tokenizer would not truncate
+            raise Hm3Error(
+                f"--max-length {self.max_length}: too small to read any text ({special} special "
+                f"tokens); give at least {special + 1}"
+            )
         if windows is not None:
-            special = self.tokenizer.num_special_tokens_to_add(pair=False)
             content, step = content_step(self.max_length, special, windows.stride)
             extra = {"stride": content - step, "return_overflowing_tokens": True}
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, **extra)
