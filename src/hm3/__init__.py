@@ -7,6 +7,8 @@ The public API, imported lazily so that ``import hm3`` stays light::
     clf = hm3.load("merged/")                                         # any classifier
     clf.predict(["some text"])          # per text, per task: label and probabilities
     hm3.align("merged/", "unlabeled.jsonl", "aligned/")               # re-fit the heads
+
+Run options go by name (``hm3.load(path, device="cuda")``) or as one ``hm3.RunOptions``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
     from hm3.evaluation.suite import load_suite
     from hm3.merging.config import MergeConfig
     from hm3.model.classifier import Classifier, load
+    from hm3.options import RunOptions
     from hm3.recipe import merge
 
 __all__ = [
     "Classifier",
     "Hm3Error",
     "MergeConfig",
+    "RunOptions",
     "__version__",
     "align",
     "evaluate",
@@ -45,6 +49,7 @@ _LAZY = {
     "evaluate": "hm3.evaluation.run",
     "merge": "hm3.recipe",
     "load_suite": "hm3.evaluation.suite",
+    "RunOptions": "hm3.options",
 }
 
 

@@ -1,15 +1,13 @@
 """Evaluate merged and original classifiers on a suite (paper §5): predictions and metrics.
 
-Every model to compare is a column of the results: a merged checkpoint (which answers all its
-tasks from one forward pass), an ordinary single-task classifier, or the group ``original``:
-one original classifier per task, each answering only its own task (its one task renamed to
-the task name it is given). Each classifier predicts the distinct texts of the datasets that
-concern it exactly once, batched and sorted by length, with a progress bar over batches.
+Every model to compare is a column of the results: a merged checkpoint (answering all its tasks
+in one forward pass), a single-task classifier, or the group ``original``: one original
+classifier per task, each answering only its own task (renamed as given). Each classifier
+predicts the distinct texts of the datasets concerning it once, in batches sorted by length.
 
-The metrics are computed from the predictions by :mod:`hm3.evaluation.scoring` (their
-definitions are there). The result types (the schema of ``results.json``) live in
-:mod:`hm3.evaluation.results` and :mod:`hm3.evaluation.report` writes them to disk; this module
-reads no suite file itself (see :mod:`hm3.evaluation.suite`).
+Metrics: :mod:`hm3.evaluation.scoring` (their definitions are there); result types (the schema
+of ``results.json``): :mod:`hm3.evaluation.results`, written by :mod:`hm3.evaluation.report`.
+This module reads no suite file itself (see :mod:`hm3.evaluation.suite`).
 """
 
 from __future__ import annotations
@@ -85,7 +83,7 @@ def evaluate(
         An :class:`EvaluationResult`: originals first, then ``models`` in the order given.
     """
     opts = run_options(options, run)
-    _check_bootstrap(bootstrap, models, originals)
+    _check_args(suite, models, originals, bootstrap, windows)
     start = time.perf_counter()
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
@@ -113,28 +111,31 @@ def evaluate(
     )
 
 
-def _dataset_info(d: Dataset) -> DatasetInfo:
-    """What the result records of one dataset."""
-    return DatasetInfo(
-        name=d.name, path=str(d.path), rows=d.rows, evaluated=len(d.texts), expect=dict(d.expect)
-    )
+def _dataset_info(d: Dataset) -> DatasetInfo:  # what the result records of one dataset
+    return DatasetInfo(name=d.name, path=str(d.path), rows=d.rows, evaluated=len(d.texts),
+                       expect=dict(d.expect))  # fmt: skip
 
 
-def _check_bootstrap(
-    draws: int, models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef] | None
-) -> None:
+def _check_args(suite: Any, models: Any, originals: Any, draws: Any, windows: Any) -> None:
+    """The arguments, before any work: a path or a dict where a typed object goes is named."""
+    if not isinstance(suite, Suite):
+        raise Hm3Error(f"suite: expected a Suite, got {type(suite).__name__}; read the file with "
+                       "hm3.load_suite(PATH) (or build one with Suite.from_dict)")  # fmt: skip
+    for what, refs, eg in (("models", models, "merged"), ("originals", originals or {}, "spam")):
+        if not isinstance(refs, Mapping):
+            raise Hm3Error(f"{what}: expected a dict of name -> directory or loaded classifier, "
+                           f"got {type(refs).__name__}; e.g. {{'{eg}': DIR}}")  # fmt: skip
+    if windows is not None and not isinstance(windows, Windows):
+        raise Hm3Error(f"windows: expected a Windows (hm3.model.windows) or None, got "
+                       f"{type(windows).__name__}; build one: Windows(stride=128)")  # fmt: skip
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 0:
         raise Hm3Error(f"bootstrap: expected a number of redraws >= 0 (e.g. 1000), got {draws!r}")
     if draws and not originals:
-        raise Hm3Error(
-            "bootstrap: compares each model with the originals, and none were given; "
-            "pass the originals (--originals TASK=DIR) or drop --bootstrap"
-        )
+        raise Hm3Error("bootstrap: compares each model with the originals, and none were given; "
+                       "pass the originals (--originals TASK=DIR) or drop --bootstrap")  # fmt: skip
     if draws and not models:
-        raise Hm3Error(
-            "bootstrap: no model to compare with the originals; give a merged model too "
-            "or drop --bootstrap"
-        )
+        raise Hm3Error("bootstrap: no model to compare with the originals; give a merged model "
+                       "too or drop --bootstrap")  # fmt: skip
 
 
 def _check_shared_tasks(members: Sequence[_Member], scored: Sequence[str]) -> None:
@@ -145,8 +146,7 @@ def _check_shared_tasks(members: Sequence[_Member], scored: Sequence[str]) -> No
         raise Hm3Error(
             f"bootstrap: no model answers a task the originals answer in this suite (originals: "
             f"{', '.join(sorted(theirs)) or 'none'}; models: {', '.join(sorted(ours))}); give the "
-            "originals of the models' tasks or drop --bootstrap"
-        )
+            "originals of the models' tasks or drop --bootstrap")  # fmt: skip
 
 
 def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) -> list[_Member]:
@@ -156,7 +156,7 @@ def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) 
         raise Hm3Error(f"models: {ORIGINAL!r} is the name of the originals; rename that model")
     members = []
     for task, ref in originals.items():
-        own = _tasks_of(ref)
+        own = _tasks_of(ref, f"originals[{task!r}]")
         if len(own) != 1:
             raise Hm3Error(
                 f"originals {task}={_where(ref)}: expected a single-task classifier, found "
@@ -166,7 +166,7 @@ def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) 
     for name, ref in models.items():
         if not name:
             raise Hm3Error(f"models: empty name for {_where(ref)}; give it a name")
-        members.append(_Member(name, _ref(ref), tuple(_tasks_of(ref))))
+        members.append(_Member(name, _ref(ref), tuple(_tasks_of(ref, f"models[{name!r}]"))))
     return members
 
 
@@ -183,9 +183,12 @@ def _where(ref: ModelRef) -> str:
     return str(ref if isinstance(ref, str | Path) else ref.path)
 
 
-def _tasks_of(ref: ModelRef) -> list[Task]:
+def _tasks_of(ref: ModelRef, what: str) -> list[Task]:
     """A classifier's tasks, read from its config.json without loading weights."""
     if not isinstance(ref, str | Path):
+        if not all(hasattr(ref, name) for name in ("tasks", "path", "logits")):
+            raise Hm3Error(f"{what}: expected a model directory (str or Path) or a loaded "
+                           f"classifier (hm3.load(DIR)), got {type(ref).__name__}")  # fmt: skip
         return list(ref.tasks)
     path = Path(ref)
     if not path.is_dir():

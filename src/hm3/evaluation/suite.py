@@ -67,7 +67,9 @@ class DatasetSpec(BaseModel):
 
 
 class Suite(BaseModel):
-    """A validated suite. Build it with :func:`load_suite` (or :meth:`from_dict`)."""
+    """A validated suite. Build it with :func:`load_suite`, :meth:`from_dict` or from keyword
+    arguments (relative paths then resolve against the current directory); a bad one raises
+    one :class:`~hm3.errors.Hm3Error`. ``model_copy(update=...)`` validates nothing."""
 
     model_config = _FROZEN
 
@@ -76,6 +78,14 @@ class Suite(BaseModel):
     seed: int = 0
     _root: Path = PrivateAttr(default_factory=Path)
     _source: str = PrivateAttr(default="suite")
+
+    def __init__(self, /, **data: Any) -> None:
+        try:  # one Hm3Error, as from_dict gives, instead of pydantic's multi-line error
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise Hm3Error(f"suite: {format_validation_error(exc, Suite)}") from None
+
+    __init__.__pydantic_base_init__ = True  # pydantic's mark (RootModel's): validation skips it
 
     @model_validator(mode="after")
     def _unique_names(self) -> Suite:

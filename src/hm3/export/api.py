@@ -47,7 +47,7 @@ from hm3.io.texts import iter_text_batches
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
-from hm3.options import RunOptions
+from hm3.options import RunOptions, run_options
 from hm3.version import __version__
 
 log = logging.getLogger("hm3")
@@ -94,6 +94,7 @@ def export_onnx(
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     smooth: bool = True,
     options: RunOptions | None = None,
+    **run: Any,
 ) -> ExportResult:
     """Export a merged (or ordinary) classifier directory to ONNX at ``out``.
 
@@ -111,14 +112,15 @@ def export_onnx(
         smooth: quantize a copy smoothed on ``texts`` (the first ``max_texts``), which has the
             same float function and keeps more decisions (:mod:`hm3.export.smooth`).
         options: ``max_length`` (recorded; capped by the model's positions), ``batch_size``,
-            ``progress``, ``force``, ``allow_pickle``. Export runs on the CPU.
+            ``progress``, ``force``, ``allow_pickle``; or by name (``force=True``), overriding
+            ``options``. Export runs on the CPU.
 
     Raises:
         Hm3Error: any bad input (before anything is written), or int8 below ``min_agreement``
             (nothing is written).
     """
     started = time.perf_counter()
-    options = options or RunOptions()
+    options = run_options(options, run)
     model, out = Path(model), Path(out)
     _check_inputs(model, out, quantize, opset, texts, options)
     spec = None

@@ -16,13 +16,11 @@ The format follows mergekit's so its users feel at home (docs/design.md, "The me
 
 ``merge_method: regmean`` also needs each model's texts: ``models[i].texts`` (its own domain),
 else the file of a top-level ``regmean: {texts: ...}`` block, which also sets ``text_column``,
-``max_texts`` (per model) and ``max_length``; ``parameters: {alpha: 0.9}`` is its off-diagonal
-scale.
+``max_texts`` (per model), ``max_length``; ``parameters: {alpha: 0.9}`` is its off-diagonal scale.
 
-Relative model paths are resolved against the YAML file's directory. Every model is frozen
-and rejects unknown keys; :meth:`MergeConfig.from_yaml` turns any problem into one
-:class:`~hm3.errors.Hm3Error` that names the file, the key and the fix. This module opens no
-checkpoint.
+Relative model paths resolve against the YAML file's directory. Every model is frozen, rejects
+unknown keys, and turns any problem (from YAML, a dict or keyword arguments) into one
+:class:`~hm3.errors.Hm3Error` naming the file, the key and the fix. It opens no checkpoint.
 """
 
 from __future__ import annotations
@@ -74,9 +72,7 @@ class MethodParameters(ModelParameters):
     alpha: float | None = Field(default=None, ge=0, le=1)  # regmean's off-diagonal scale
 
     def model_defaults(self) -> dict[str, float]:
-        return ModelParameters(
-            weight=self.weight, density=self.density, gamma=self.gamma, epsilon=self.epsilon
-        ).given()
+        return {k: v for k, v in self.given().items() if k in ModelParameters.model_fields}
 
 
 class ModelEntry(BaseModel):
@@ -135,7 +131,9 @@ class RegMeanConfig(BaseModel):
 
 
 class MergeConfig(BaseModel):
-    """A whole merge recipe. Build it with :meth:`from_yaml` or from keyword arguments."""
+    """A whole merge recipe: :meth:`from_yaml`, :meth:`from_dict` or keyword arguments build it.
+    ``model_copy(update=...)`` validates nothing (a bad value fails mid-merge): rebuild instead,
+    ``MergeConfig.from_dict(cfg.model_dump(by_alias=True) | changes, root=cfg.root)``."""
 
     model_config = _FROZEN
 
@@ -155,14 +153,20 @@ class MergeConfig(BaseModel):
     _root: Path | None = PrivateAttr(default=None)
     _path: Path | None = PrivateAttr(default=None)
 
+    def __init__(self, /, **data: Any) -> None:
+        try:  # one Hm3Error, as from_dict gives, instead of pydantic's multi-line error
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise Hm3Error(f"merge config: {format_validation_error(exc, MergeConfig)}") from None
+
+    __init__.__pydantic_base_init__ = True  # pydantic's mark (RootModel's): validation skips it
+
     @field_validator("merge_method")
     @classmethod
     def _known_method(cls, value: str) -> str:
         if value not in METHODS:
-            raise ValueError(
-                f"unknown method {value!r}{did_you_mean(value, METHODS)}; expected one of "
-                f"{', '.join(METHODS)}"
-            )
+            raise ValueError(f"unknown method {value!r}{did_you_mean(value, METHODS)}; expected "
+                             f"one of {', '.join(METHODS)}")  # fmt: skip
         return value
 
     @model_validator(mode="after")
@@ -220,11 +224,9 @@ class MergeConfig(BaseModel):
         default = self.regmean.texts if self.regmean is not None else None
         missing = [i for i, m in enumerate(self.models) if not (m.texts or default)]
         if missing:
-            raise ValueError(
-                f"models[{missing[0]}]: merge_method 'regmean' needs texts for every model; "
-                "give it `texts: FILE` (unlabeled texts of its own domain) or set a default "
-                "with `regmean: {texts: FILE}`"
-            )
+            raise ValueError(f"models[{missing[0]}]: merge_method 'regmean' needs texts for "
+                             "every model; give it `texts: FILE` (unlabeled texts of its own "
+                             "domain) or set a default with `regmean: {texts: FILE}`")  # fmt: skip
 
     def _check_weights(self) -> None:
         method = METHODS[self.merge_method]
@@ -239,11 +241,9 @@ class MergeConfig(BaseModel):
         if normalize is None:
             normalize = method.default_normalize
         if normalize and method.consensus is None and abs(sum(weights)) < 1e-8:
-            raise ValueError(
-                f"parameters: the model weights sum to zero, but merge_method "
-                f"{self.merge_method!r} divides by their sum; change a weight or set "
-                "`normalize: false`"
-            )
+            raise ValueError(f"parameters: the model weights sum to zero, but merge_method "
+                             f"{self.merge_method!r} divides by their sum; change a weight or "
+                             "set `normalize: false`")  # fmt: skip
         if normalize and all(w == 0 for w in weights):
             raise ValueError("parameters: every model weight is zero; give at least one a weight")
 

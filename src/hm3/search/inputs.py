@@ -12,6 +12,8 @@ file), against :func:`search_inputs`. :mod:`hm3.search.run` runs the search on t
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,12 @@ OBJECTIVES = ("f1", "agreement")
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """What to search and how (the ``hm3 search`` options)."""
+    """What to search and how (the ``hm3 search`` options).
+
+    Paths may be given as strings (they are made :class:`~pathlib.Path`); a number of the wrong
+    type (``trials="2"``) raises :class:`~hm3.errors.Hm3Error` here, and :func:`check_spec`
+    checks the values against each other.
+    """
 
     config: Path | None = None  # merge YAML (with an optional search: block)
     self_model: str | None = None  # --self MODEL
@@ -57,6 +64,29 @@ class SearchSpec:
     study: str = "hm3-search"
     resume: bool = False
     timeout: float | None = None  # seconds
+
+    def __post_init__(self) -> None:
+        for name in ("config", "suite", "test_suite", "texts", "self_model", "base", "storage"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str | os.PathLike):
+                raise Hm3Error(f"{name} {value!r}: expected a path (str or Path), got "
+                               f"{type(value).__name__}")  # fmt: skip
+            # files become Paths; a model (a directory or a hub id) and a storage stay strings
+            string = name in ("self_model", "base", "storage")
+            object.__setattr__(self, name, os.fspath(value) if string else Path(value))
+        examples = {"trials": 100, "val_samples": 600, "test_samples": 1000, "seed": 0,
+                    "timeout": 3600}  # fmt: skip
+        for name, example in examples.items():
+            value = getattr(self, name)
+            if name == "timeout" and value is None:
+                continue
+            kind = numbers.Real if name == "timeout" else numbers.Integral
+            if isinstance(value, bool) or not isinstance(value, kind):
+                what = "a number of seconds" if name == "timeout" else "a whole number"
+                raise Hm3Error(f"{name} {value!r}: expected {what}, got {type(value).__name__}; "
+                               f"e.g. {name}={example}")  # fmt: skip
 
 
 def check_spec(spec: SearchSpec) -> None:
@@ -85,7 +115,7 @@ def check_spec(spec: SearchSpec) -> None:
     if spec.base is not None and spec.self_model is None:
         raise Hm3Error(f"--base {spec.base}: read only with --self (a merge config names its "
                        "base_model); drop --base")  # fmt: skip
-    if spec.timeout is not None and spec.timeout <= 0:
+    if spec.timeout is not None and not spec.timeout > 0:  # nan too
         raise Hm3Error(f"--timeout {spec.timeout:g}: expected a positive duration, e.g. 30m "
                        "or 2h")  # fmt: skip
 

@@ -26,7 +26,7 @@ from rich.progress import TextColumn
 
 from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
-from hm3.options import RunOptions
+from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
 from hm3.search import outputs
 from hm3.search import study as studies
@@ -60,11 +60,33 @@ class SearchResult:
     files: list[Path] = field(default_factory=list)
 
 
-def search(spec: SearchSpec, out: str | Path, options: RunOptions | None = None) -> SearchResult:
-    """Run (or join, or resume) a search; see the module docstring."""
+def search(
+    spec: SearchSpec, out: str | Path, options: RunOptions | None = None, **run: Any
+) -> SearchResult:
+    """Run (or join, or resume) a search; see the module docstring.
+
+    Args:
+        spec: what to search and how (:class:`~hm3.search.inputs.SearchSpec`).
+        out: the study's directory (trials.csv, plots, ``best/``).
+        options: the :class:`~hm3.options.RunOptions` (``device``, ``dtype``, ``batch_size``,
+            ``max_length``, ``progress``, ``force``, ``allow_pickle``); ``**run``: the same by
+            name, overriding them (``search(spec, out, progress=False)``).
+
+    Optuna logs only warnings during the search; its verbosity is the caller's again after.
+    """
+    import optuna
+
     started = time.perf_counter()
-    options = (options or RunOptions()).resolved()
-    out = Path(out)
+    options = run_options(options, run).resolved()  # a bad option fails before any work
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return _search(spec, Path(out), options, started)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) -> SearchResult:
     check_spec(spec)
     recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
@@ -163,9 +185,6 @@ def _loop(
     Returns:
         The numbers of the trials this worker started, and whether the timeout stopped it.
     """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     mine: set[int] = set()
     deadline = None if spec.timeout is None else started + spec.timeout
     best = TextColumn("best {task.fields[best]}")

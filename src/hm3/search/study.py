@@ -157,31 +157,35 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if resume and not exists:
-        raise Hm3Error(
-            f"--resume: no study {name!r} to resume in the storage; run without --resume to "
-            "start it"
-        )
-    if exists:  # loading writes nothing: a refused resume leaves the storage as it was
-        study = optuna.load_study(study_name=name, storage=storage)
-    else:
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction="maximize", load_if_exists=True
-        )
-    recorded = study.user_attrs.get(FINGERPRINT)
-    if recorded is None:
-        study.set_user_attr(FINGERPRINT, print_)
-        recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[FINGERPRINT]
-    if recorded != print_:
-        how = "--resume" if resume else ("--storage/--study" if shared else "the study")
-        raise Hm3Error(
-            f"{how}: study {name!r} was started with another config, samples, objective, "
-            "sampler or seed; run it with the same ones, or start a new study ("
-            + ("--study NAME)" if shared else "--study NAME or a new --out)")
-        )
-    return study
+    verbosity = optuna.logging.get_verbosity()  # restored after: the caller's logging
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if resume and not exists:
+            raise Hm3Error(
+                f"--resume: no study {name!r} to resume in the storage; run without --resume to "
+                "start it"
+            )
+        if exists:  # loading writes nothing: a refused resume leaves the storage as it was
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            study = optuna.create_study(
+                storage=storage, study_name=name, direction="maximize", load_if_exists=True
+            )
+        recorded = study.user_attrs.get(FINGERPRINT)
+        if recorded is None:
+            study.set_user_attr(FINGERPRINT, print_)
+            recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[FINGERPRINT]
+        if recorded != print_:
+            how = "--resume" if resume else ("--storage/--study" if shared else "the study")
+            raise Hm3Error(
+                f"{how}: study {name!r} was started with another config, samples, objective, "
+                "sampler or seed; run it with the same ones, or start a new study ("
+                + ("--study NAME)" if shared else "--study NAME or a new --out)")
+            )
+        return study
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def reap_dead_trials(study: Any, *, own: bool = False) -> int:
