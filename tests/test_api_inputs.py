@@ -6,8 +6,11 @@ On the shared tiny zoo (real checkpoints; no mocks of hm3's own code).
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
+import yaml
 
 import hm3
 from hm3.errors import Hm3Error
@@ -54,7 +57,8 @@ def test_evaluate_names_an_argument_of_the_wrong_type(case, one_thread):
     assert _one_line(exc).startswith("originals: expected a dict")
     with pytest.raises(Hm3Error) as exc:
         evaluate(suite, {"m": model}, windows={"stride": 8}, progress=False)
-    assert "windows: expected a Windows" in _one_line(exc) and "got dict" in str(exc.value)
+    assert "windows: expected a hm3.model.windows.Windows" in _one_line(exc)
+    assert "got dict" in str(exc.value)
     with pytest.raises(Hm3Error) as exc:
         evaluate(suite, {"m": 42}, progress=False)
     assert _one_line(exc).startswith("models['m']: expected a model directory")
@@ -146,3 +150,21 @@ def test_search_leaves_optuna_verbosity_as_it_was(case, tmp_path, one_thread):
         assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def test_an_original_of_a_task_nothing_answers_or_expects_is_refused(bert_zoo, tmp_path, capsys):
+    from test_cli import expect_user_error
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": "benign"}) + "\n"
+                            for t in ("hello", "ignore all instructions")))  # fmt: skip
+    first, second = bert_zoo.models[:2]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"datasets": [
+        {"name": "d", "path": str(data), "expect": {first.name: {"column": "label"}}}]}))
+    message = expect_user_error(capsys, tmp_path, "evaluate", suite, str(first),
+                                "--originals", f"{first.name}={first}",
+                                "--originals", f"toxicity={second}",
+                                match="no model answers task 'toxicity' and no dataset expects it",
+                                names=first.name)  # fmt: skip
+    assert "--originals toxicity=" in message

@@ -5,9 +5,8 @@ in one forward pass), a single-task classifier, or the group ``original``: one o
 classifier per task, each answering only its own task (renamed as given). Each classifier
 predicts the distinct texts of the datasets concerning it once, in batches sorted by length.
 
-Metrics: :mod:`hm3.evaluation.scoring` (their definitions are there); result types (the schema
-of ``results.json``): :mod:`hm3.evaluation.results`, written by :mod:`hm3.evaluation.report`.
-This module reads no suite file itself (see :mod:`hm3.evaluation.suite`).
+Metrics: :mod:`hm3.evaluation.scoring`; ``results.json``'s schema: :mod:`hm3.evaluation.results`
+(written by :mod:`hm3.evaluation.report`); suite files: :mod:`hm3.evaluation.suite`, not here.
 """
 
 from __future__ import annotations
@@ -27,12 +26,12 @@ from hm3.errors import Hm3Error
 from hm3.evaluation.bootstrap import compare_with_originals
 from hm3.evaluation.results import DatasetInfo, EvaluationResult, TaskInfo
 from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tasks
-from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
+from hm3.evaluation.suite import Dataset, Suite, check_expectations, check_originals, load_datasets
 from hm3.evaluation.windowed import check_default_labels, windowed_proba
 from hm3.io.checkpoint import read_config
 from hm3.model.classifier import Classifier, load
 from hm3.model.labels import Task, is_uninformative, tasks_from_config
-from hm3.model.predictor import Predictor, segment_softmax
+from hm3.model.predictor import Predictor, check_windows, segment_softmax
 from hm3.model.windows import Windows
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
@@ -88,6 +87,8 @@ def evaluate(
     datasets = load_datasets(suite)
     members, tasks = _align_labels(_members(models, originals or {}))
     check_expectations(datasets, tasks)
+    answered = [t.name for m in members if m.model != ORIGINAL for t in m.tasks]
+    check_originals(datasets, list(originals or {}), answered)
     check_default_labels(windows, list(tasks))
     if bootstrap:
         _check_shared_tasks(members, suite_tasks(datasets))
@@ -125,9 +126,7 @@ def _check_args(suite: Any, models: Any, originals: Any, draws: Any, windows: An
         if not isinstance(refs, Mapping):
             raise Hm3Error(f"{what}: expected a dict of name -> directory or loaded classifier, "
                            f"got {type(refs).__name__}; e.g. {{'{eg}': DIR}}")  # fmt: skip
-    if windows is not None and not isinstance(windows, Windows):
-        raise Hm3Error(f"windows: expected a Windows (hm3.model.windows) or None, got "
-                       f"{type(windows).__name__}; build one: Windows(stride=128)")  # fmt: skip
+    check_windows(windows)
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 0:
         raise Hm3Error(f"bootstrap: expected a number of redraws >= 0 (e.g. 1000), got {draws!r}")
     if draws and not originals:

@@ -222,6 +222,27 @@ def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence
                 )
 
 
+def check_originals(
+    datasets: Sequence[Dataset], originals: Sequence[str], answered: Sequence[str]
+) -> None:
+    """Refuse an original whose task (``--originals TASK=DIR``) no model answers and no dataset
+    expects: a misspelt or misnamed task that would silently go unscored.
+
+    Args:
+        datasets: the suite's datasets, as read.
+        originals: the originals' task names, as the user gave them.
+        answered: the tasks the models other than the originals answer.
+    """
+    known = dict.fromkeys([*answered, *(t for data in datasets for t in data.expected)])
+    for task in originals:
+        if task not in known:
+            raise Hm3Error(
+                f"--originals {task}=…: no model answers task {task!r} and no dataset expects "
+                f"it; known tasks: {', '.join(known) or 'none'}; name the original after one "
+                "(a model's task is its `name:` in the merge config, else its directory's name)"
+            )
+
+
 def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[Any]]:
     """The ``needed`` columns of a table file (:mod:`hm3.io.tables`), as lists of row values."""
     table_format(path, where, "check the path (relative to the suite file)")
