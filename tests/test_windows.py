@@ -24,6 +24,7 @@ from hm3.model.windows import Windows, combine, content_step, default_labels, sp
 from tiny import WORDS, write_tokenizer
 
 TRIGGER = "secret"
+SENTIMENT = ("negative", "neutral", "positive")
 FILLER = [w for w in WORDS if w != TRIGGER]
 
 
@@ -192,6 +193,24 @@ def test_default_labels_are_inferred_or_given():
         default_labels(tasks, {"topic": "x"})
 
 
+def test_a_sentiment_task_defaults_to_neutral_not_its_first_safe_name(
+    zoo_factory, tmp_path, capsys, monkeypatch
+):
+    """Safe names rank by SAFE_NAMES, not by the task's order: negative/neutral/positive
+    (a sentiment classifier) means nothing found at neutral; negative/positive still at negative."""
+    from tiny import make_classifier
+
+    base = zoo_factory("bert").base
+    sentiment = make_classifier(base, tmp_path / "sentiment", SENTIMENT, seed=3)
+    assert default_labels(hm3.load(sentiment).tasks) == {"sentiment": "neutral"}
+    two = [Task("detector", ("negative", "positive"), 0, 2)]
+    assert default_labels(two) == {"detector": "negative"}
+    code, _, err = _cli(
+        capsys, monkeypatch, "predict", sentiment, " ".join(["good"] * 200), "--json"
+    )
+    assert code == 0 and "default labels: sentiment=neutral" in err
+
+
 def test_bad_window_options_are_refused(detector):
     clf = hm3.load(detector, max_length=16)
     with pytest.raises(Hm3Error, match="--stride 15: expected at most 14"):
@@ -241,6 +260,7 @@ def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, 
         (["--no-windows", "--stride", "5"], "add --windows (or drop them)"),
         (["--stride", "99"], "--stride 99: expected at most 62"),
         (["--combine", "median"], "--combine median: expected one of max, mean"),
+        (["--combine", "mean", "--default-label", "x=safe"], "apply to --combine max only"),
     ],
 )
 def test_hm3_predict_refuses_bad_window_options(detector, capsys, monkeypatch, argv, match):

@@ -16,10 +16,7 @@ the texts it is given; :mod:`hm3.bench.texts` finds them in files and suites.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -27,11 +24,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hm3.bench.worker import RunSpec
+from hm3.bench.worker import RunSpec, check_models, model_windows, spawn
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import read_config
-from hm3.model.labels import Task, tasks_from_config
-from hm3.model.windows import Windows
+from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.windows import Windows, default_labels
 from hm3.options import RunOptions, resolve_device
 from hm3.progress import progress_bar
 
@@ -64,7 +61,8 @@ class Setup(BaseModel):
     tasks: list[str]
     texts: int
     batch_size: int
-    max_length: int
+    max_length: int  # the merged model's effective one: the asked, capped by its positions
+    max_lengths: dict[str, int] = {}  # the runs whose effective max length was another
     device: str
     dtype: str = "float32"  # the torch runs' (ONNX exports run in their own precision)
     threads: int
@@ -107,7 +105,9 @@ def bench(
         onnx: ``hm3 export onnx`` directories of the merged model, each measured too.
 
     Raises:
-        Hm3Error: task names that do not match, a bad directory, no texts, ``repeats < 1``.
+        Hm3Error: task names or labels that do not match, a bad directory (no weights or
+            tokenizer, an unknown architecture, not an export), a bad default label, no texts,
+            ``repeats < 1``. All are checked before the first run.
     """
     options = options or RunOptions()
     resolve_device(options.device)
@@ -117,28 +117,27 @@ def bench(
         raise Hm3Error(f"--threads {threads}: expected at least 1")
     if not texts:
         raise Hm3Error("texts: nothing to classify; give a texts file or a suite with rows")
-    tasks = _check_tasks(merged, originals, onnx)
-    systems = {
-        ORIGINALS: ("torch", [str(originals[t]) for t in tasks]),
-        MERGED: ("torch", [str(merged)]),
-        **{_name(p, i): ("onnx", [str(p)]) for i, p in enumerate(onnx)},
-    }
+    ours, systems = _check_tasks(merged, originals, onnx)
+    torch_models = {"--merged": merged, **{f"--originals {t}": p for t, p in originals.items()}}
+    check_models(torch_models, onnx, options)
+    if windows is not None:
+        default_labels(ours, windows.default_labels)  # once, against the merged model's tasks
     with tempfile.TemporaryDirectory(prefix="hm3-bench-") as tmp:
         file = Path(tmp) / "texts.json"
         file.write_text(json.dumps(list(texts)), encoding="utf-8")
         specs = {
             name: RunSpec(
-                models=paths,
+                models=[str(path) for path, _ in models],
                 runtime=runtime,
                 texts=str(file),
                 options=asdict(options if runtime == "torch" else options.with_(dtype=None)),
                 threads=threads,
-                windows=None if windows is None else asdict(windows),
+                windows=None if windows is None else [model_windows(windows, m) for _, m in models],
             )
-            for name, (runtime, paths) in systems.items()
+            for name, (runtime, models) in systems.items()
         }
         runs = _rounds(specs, repeats, threads, options.progress)
-    return _result(runs, tasks, len(texts), options, repeats, windows is not None)
+    return _result(runs, ours, len(texts), options, repeats, windows is not None)
 
 
 def _rounds(
@@ -154,22 +153,29 @@ def _rounds(
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
                 bar.update(job, description=f"{name} (round {round_}/{repeats})")
-                measured = _spawn(specs[name], threads)
+                measured = spawn(specs[name], threads)
                 if round_:  # round 0 is the warm-up
                     runs[name].append(measured)
                 bar.advance(job)
     return runs
 
 
-def _check_tasks(merged: Path, originals: Mapping[str, Path], onnx: Sequence[Path]) -> list[str]:
-    """The merged model's task names; the originals (one task each) must be exactly those."""
-    tasks = [t.name for t in _tasks(merged, "--merged")]
+def _check_tasks(
+    merged: Path, originals: Mapping[str, Path], onnx: Sequence[Path]
+) -> tuple[list[Task], dict[str, tuple[str, list[tuple[Path, list[tuple[Task, Task]]]]]]]:
+    """The merged model's tasks, and per system its runtime and its models: each model's
+    directory and the tasks it answers as (merged task, its own task) pairs. An original has
+    one task (any name), an export the merged model's; each the labels of the merged task."""
+    from hm3.export.runtime import read_export
+
+    ours = _tasks(merged, "--merged")
+    tasks = [t.name for t in ours]
+    own = {task: _tasks(path, f"--originals {task}") for task, path in originals.items()}
     for task, path in originals.items():
-        own = _tasks(path, f"--originals {task}")
-        if len(own) != 1:
+        if len(own[task]) != 1:
             raise Hm3Error(
                 f"--originals {task}={path}: expected a single-task classifier, found "
-                f"{len(own)} tasks; give the original classifier of {task!r}"
+                f"{len(own[task])} tasks; give the original classifier of {task!r}"
             )
     missing = [t for t in tasks if t not in originals]
     extra = [t for t in originals if t not in tasks]
@@ -179,14 +185,39 @@ def _check_tasks(merged: Path, originals: Mapping[str, Path], onnx: Sequence[Pat
             f"original per task (missing: {', '.join(missing) or 'none'}; not in the merged "
             f"model: {', '.join(extra) or 'none'})"
         )
-    for path in onnx:
-        theirs = [t.name for t in _tasks(path, "--onnx")]
+    for t in ours:
+        _check_labels(t, own[t.name][0], f"--originals {t.name}={originals[t.name]}")
+    systems = {
+        ORIGINALS: ("torch", [(originals[t.name], [(t, own[t.name][0])]) for t in ours]),
+        MERGED: ("torch", [(merged, [(t, t) for t in ours])]),
+    }
+    for i, path in enumerate(onnx):
+        theirs = {t.name: t for t in read_export(path)[2]}
         if sorted(theirs) != sorted(tasks):
             raise Hm3Error(
                 f"--onnx {path}: answers {', '.join(theirs)}, the merged model "
-                f"{', '.join(tasks)}; export the merged model (hm3 export onnx {merged})"
+                f"{', '.join(tasks)}; export the merged model (hm3 export onnx {merged} --out "
+                "NEW_DIR)"
             )
-    return tasks
+        for t in ours:
+            _check_labels(t, theirs[t.name], f"--onnx {path}")
+        systems[_name(path, i)] = ("onnx", [(path, [(t, theirs[t.name]) for t in ours])])
+    return ours, systems
+
+
+def _check_labels(task: Task, mine: Task, option: str) -> None:
+    """``mine`` must have ``task``'s labels: the same names, or as many where one side has
+    placeholder names (``LABEL_0``), as ``hm3 evaluate`` compares models."""
+    if set(mine.labels) == set(task.labels):
+        return
+    placeholders = any(all(map(is_uninformative, t.labels)) for t in (task, mine))
+    if placeholders and len(mine.labels) == len(task.labels):
+        return
+    raise Hm3Error(
+        f"{option}: its labels are {', '.join(mine.labels)} but task {task.name!r} of the "
+        f"merged model has {', '.join(task.labels)}; give the original classifier of "
+        f"{task.name!r} (models compared on a task must share its labels)"
+    )
 
 
 def _tasks(path: Path, option: str) -> list[Task]:
@@ -199,27 +230,6 @@ def _tasks(path: Path, option: str) -> list[Task]:
 
 def _name(path: Path, index: int) -> str:
     return f"onnx:{Path(path).resolve().name}" + (f"#{index}" if index else "")
-
-
-def _spawn(spec: RunSpec, threads: int | None) -> dict:
-    """Run one worker process; its JSON line, or its error."""
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    done = subprocess.run(
-        [sys.executable, "-m", "hm3.bench.worker"],
-        input=json.dumps(asdict(spec)),
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode == 2:
-        raise Hm3Error((done.stderr.strip().splitlines() or ["the run failed"])[-1])
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
-        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _median(runs: list[dict]) -> Measure:
@@ -241,7 +251,7 @@ def _ratio(system: Measure, base: Measure) -> Ratio:
 
 def _result(
     runs: dict[str, list[dict]],
-    tasks: list[str],
+    tasks: list[Task],
     n_texts: int,
     options: RunOptions,
     repeats: int,
@@ -249,11 +259,14 @@ def _result(
 ) -> BenchResult:
     medians = {name: _median(r) for name, r in runs.items()}
     base = medians[ORIGINALS]
+    ran = _ran_with(runs, tasks)
+    max_length = ran[MERGED]
     setup = Setup(
-        tasks=tasks,
+        tasks=[t.name for t in tasks],
         texts=n_texts,
         batch_size=options.batch_size,
-        max_length=options.max_length,
+        max_length=max_length,
+        max_lengths={name: n for name, n in ran.items() if n != max_length},
         device=resolve_device(options.device),
         dtype=options.dtype or "float32",
         threads=runs[MERGED][0]["threads"],
@@ -276,3 +289,12 @@ def _result(
             for name, rs in runs.items()
         },
     )
+
+
+def _ran_with(runs: dict[str, list[dict]], tasks: list[Task]) -> dict[str, int]:
+    """The max length each model ran with (the asked one capped by its positions)."""
+    out = {}
+    for name, rs in runs.items():
+        labels = [f"{ORIGINALS} {t.name}" for t in tasks] if name == ORIGINALS else [name]
+        out.update(zip(labels, rs[0]["max_lengths"], strict=True))
+    return out

@@ -11,11 +11,16 @@ has been up a while), then every text through each model in turn (``infer_s``;
 time to other work on a shared machine),
 and prints one JSON line: ``load_s``, ``infer_s``, ``infer_cpu_s`` and ``peak_mb``, the peak
 resident memory above the baseline (the process's high-water mark; on CUDA,
-``torch.cuda.max_memory_allocated``). A fresh process per run is what makes the peak honest:
-nothing another run allocated is counted.
+``torch.cuda.max_memory_allocated``), and each model's effective ``max_lengths`` (the asked
+one capped by its positions). A fresh process per run is what makes the peak honest: nothing
+another run allocated is counted.
 
-A user error exits 2 with its one line on stderr; anything else is a traceback and exit 1.
-This module is started by :mod:`hm3.bench.api`; it parses no command line.
+A user error (:class:`~hm3.errors.Hm3Error`) exits 2 with one JSON line ``{"error": ...}`` on
+stdout (and its line on stderr); anything else is a traceback and exit 1. This module is
+started by :mod:`hm3.bench.api`; it parses no command line. The parent's side of the protocol
+is here too: :func:`spawn` runs a :class:`RunSpec` and passes a user error back as one line,
+:func:`check_models` refuses before any run what would stop one, and :func:`model_windows`
+gives each model its own default labels.
 """
 
 from __future__ import annotations
@@ -24,22 +29,71 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hm3.errors import Hm3Error
+
+if TYPE_CHECKING:
+    from hm3.model.labels import Task
+    from hm3.model.windows import Windows
+    from hm3.options import RunOptions
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What one worker runs. ``runtime``: ``torch`` or ``onnx``; ``options``: RunOptions fields."""
+    """What one worker runs. ``runtime``: ``torch`` or ``onnx``; ``options``: RunOptions fields;
+    ``windows``: ``None`` (truncate), or per model the fields of its
+    :class:`~hm3.model.windows.Windows` (default labels under that model's own names)."""
 
     models: list[str]
     runtime: str
     texts: str
     options: dict[str, Any]
     threads: int | None = None
-    windows: dict[str, Any] | None = None
+    windows: list[dict[str, Any]] | None = None
+
+
+def model_windows(windows: Windows, pairs: Sequence[tuple[Task, Task]]) -> dict[str, Any]:
+    """The :class:`RunSpec` ``windows`` entry of one model, given as (merged task, the model's
+    task answering it) pairs: only its tasks' default labels, under its own task and label
+    names (placeholder labels by position), as ``hm3 evaluate`` gives each original its own."""
+    given, defaults = windows.default_labels, {}
+    for task, mine in pairs:
+        if task.name in given:
+            label = given[task.name]
+            same = set(mine.labels) == set(task.labels)
+            defaults[mine.name] = label if same else mine.labels[task.labels.index(label)]
+    return asdict(replace(windows, default_labels=defaults))
+
+
+def check_models(
+    torch_models: Mapping[str, str | Path], onnx: Sequence[str | Path], options: RunOptions
+) -> None:
+    """Refuse, before any run, what would stop one: missing, pickled or truncated weights
+    (headers only), an unknown architecture or no tokenizer files in a torch model directory
+    (option → directory), no tokenizer files or no onnxruntime (or its device) for an export.
+    """
+    from hm3.io.checkpoint import Checkpoint
+    from hm3.io.tokenizer import has_tokenizer
+
+    for option, path in torch_models.items():
+        with Checkpoint(Path(path), allow_pickle=options.allow_pickle, role=option):
+            pass
+        check_model_type(path, f"{option} {path}")
+    for option, path in [*torch_models.items(), *(("--onnx", p) for p in onnx)]:
+        if not has_tokenizer(Path(path)):
+            raise Hm3Error(
+                f"{option} {path}: no tokenizer files (tokenizer.json or vocab.txt); copy them "
+                "from the base model"
+            )
+    if onnx:
+        from hm3.export.runtime import providers, require
+
+        require("onnxruntime")
+        providers(options.device)
 
 
 def rss_mb() -> float:
@@ -59,7 +113,7 @@ def peak_rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def run(spec: RunSpec) -> dict[str, float]:
+def run(spec: RunSpec) -> dict[str, Any]:
     """Measure one system; see the module docstring."""
     import torch
     import transformers  # noqa: F401  (imported before the baseline, as every run does)
@@ -75,24 +129,24 @@ def run(spec: RunSpec) -> dict[str, float]:
     loader = _loader(spec, options)
     with open(spec.texts, encoding="utf-8") as f:
         texts = json.load(f)
-    windows = Windows(**spec.windows) if spec.windows is not None else None
-    extra = {"windows": windows} if windows is not None else {}
+    rules = [Windows(**w) for w in spec.windows] if spec.windows is not None else None
     base = rss_mb()
     start = time.perf_counter()
     models = [loader(path) for path in spec.models]
     _sync(cuda)
     load_s = time.perf_counter() - start
+    runs = list(zip(models, rules or [None] * len(models), strict=True))
     # warm-up: a whole pass each. One batch is not enough: every new padded length costs once,
     # and that cost, paid once per process, was inside the merged model's one pass but spread
     # over the originals' N passes (about 4 % of a pass of MiniLM on 2 cores)
-    for model in models:
-        model.predict_proba(texts, options.batch_size, **extra)
+    for model, rule in runs:
+        model.predict_proba(texts, options.batch_size, rule)
     _sync(cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start, cpu = time.perf_counter(), time.process_time()
-    for model in models:
-        model.predict_proba(texts, options.batch_size, **extra)
+    for model, rule in runs:
+        model.predict_proba(texts, options.batch_size, rule)
     _sync(cuda)
     infer_s, infer_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb() - base
@@ -103,6 +157,7 @@ def run(spec: RunSpec) -> dict[str, float]:
         "peak_mb": peak,
         "threads": torch.get_num_threads(),
         "texts": len(texts),
+        "max_lengths": [model.max_length for model in models],
     }
 
 
@@ -119,8 +174,85 @@ def _loader(spec: RunSpec, options: Any):
     from hm3.model.classifier import load
 
     for path in spec.models:  # import the model code before the clock starts, as for onnx
-        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(path))]
+        check_model_type(path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise Hm3Error(
+                f"{path}/config.json: transformers cannot read it ({detail}); save the model "
+                "again with save_pretrained"
+            ) from None
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
     return lambda path: load(path, options=options)
+
+
+def check_model_type(path: str | Path, label: str | None = None) -> None:
+    """Refuse a model directory whose ``config.json`` names an architecture (``model_type``)
+    that this transformers does not know or has no sequence classifier for. Reads the file
+    only; imports no model code.
+
+    Raises:
+        Hm3Error: no config.json, no such ``model_type``, or no classifier for it.
+    """
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    from hm3.io.checkpoint import read_config
+
+    label = label or str(path)
+    model_type = read_config(Path(path), label).get("model_type")
+    fix = (
+        f"upgrade transformers (this is {transformers.__version__}: pip install -U "
+        "transformers) or use a model of a supported family (bert, roberta, deberta ...)"
+    )
+    if not model_type:
+        raise Hm3Error(
+            f"{label}: config.json has no model_type, so transformers cannot tell the "
+            'architecture; add the base model\'s ("model_type": "bert", say)'
+        )
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise Hm3Error(
+            f"{label}: config.json has model_type {model_type!r}, an architecture this "
+            f"transformers does not know; {fix}"
+        )
+    if CONFIG_MAPPING[model_type] not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise Hm3Error(
+            f"{label}: model_type {model_type!r} has no sequence classifier in this "
+            f"transformers; {fix}"
+        )
+
+
+def spawn(spec: RunSpec, threads: int | None) -> dict[str, Any]:
+    """Run ``spec`` in a fresh worker process (the parent's side of this protocol): its JSON
+    line; a user error it reports is raised as that :class:`Hm3Error`, one line.
+
+    Raises:
+        Hm3Error: the worker's user error (exit 2).
+        RuntimeError: the worker crashed (its stderr's last lines).
+    """
+    import subprocess
+
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    done = subprocess.run(
+        [sys.executable, "-m", "hm3.bench.worker"],
+        input=json.dumps(asdict(spec)),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    last = (done.stdout.strip().splitlines() or ["{}"])[-1]
+    if done.returncode == 2:  # a user error: its one line, as JSON on stdout's last line
+        error = json.loads(last).get("error") if last.startswith('{"error"') else None
+        raise Hm3Error(error or (done.stderr.strip().splitlines() or ["a run failed"])[-1])
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{tail}")
+    return json.loads(last)
 
 
 def _sync(cuda: bool) -> None:
@@ -135,6 +267,7 @@ def main() -> None:
         result = run(RunSpec(**json.loads(sys.stdin.read())))
     except Hm3Error as exc:
         print(str(exc), file=sys.stderr)
+        print(json.dumps({"error": str(exc)}), flush=True)
         sys.exit(2)
     print(json.dumps(result))
 

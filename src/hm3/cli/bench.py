@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from hm3.bench.api import BenchResult
     from hm3.model.windows import Windows
 
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        help="The column of --texts holding the texts (default: text; a suite names its own).",
+        show_default=False,
+    ),
+]
+
 
 @with_run_options(
     batch_size=32, max_length=512, device="cpu", dtype="float32", allow_pickle=False, progress=True
@@ -35,9 +44,7 @@ def bench(
         Path | None,
         typer.Option("--texts", help="Texts to classify: a .jsonl/.csv/.tsv/.parquet file."),
     ] = None,
-    text_column: Annotated[
-        str, typer.Option("--text-column", help="The column of --texts holding the texts.")
-    ] = "text",
+    text_column: TextColumnOpt = None,
     suite: Annotated[
         Path | None, typer.Option("--suite", help="Or: the distinct texts of a suite's datasets.")
     ] = None,
@@ -87,6 +94,8 @@ def bench(
 
 def print_bench(result: BenchResult) -> None:
     """The medians and ratios as a table, with the setup under it."""
+    from rich.markup import escape
+
     s = result.setup
     table = Table(
         "system", "load s", "infer s", "infer CPU s", "texts/s", "peak MB", "infer ratio",
@@ -110,10 +119,12 @@ def print_bench(result: BenchResult) -> None:
             ),
         )
     out_console.print(table)
+    others = ", ".join(f"{name} {n}" for name, n in s.max_lengths.items())
+    others = f" ({escape(others)})" if others else ""  # runs with another max length
     out_console.print(
         f"limit of the inference ratio: 1/N = {s.limit:.3f}; device {s.device}, torch in "
         f"{s.dtype}, {s.threads} "
-        f"threads, batch size {s.batch_size}, max length {s.max_length}, long texts "
+        f"threads, batch size {s.batch_size}, max length {s.max_length}{others}, long texts "
         f"{'in windows' if s.windows else 'truncated'}; peak MB is resident memory above each "
         "process's baseline (GPU: allocated)"
     )

@@ -45,8 +45,8 @@ DefaultLabelOpt = Annotated[
     typer.Option(
         "--default-label",
         help="TASK=LABEL: the label meaning 'nothing found' for --combine max (repeat it; "
-        "default: benign, safe, ham, non_toxic, neutral ... if the task has one, else its "
-        "first label).",
+        "not with --combine mean, which uses none; default: the first of benign, safe, ham, "
+        "non_toxic, neutral ... the task has, else its first label).",
         show_default=False,
     ),
 ]

@@ -65,9 +65,15 @@ class OnnxClassifier(BasePredictor):
 def read_export(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[Task]]:
     """``config.json``, its ``onnx`` block and the tasks of an export directory (checked)."""
     path = Path(path)
-    fix = f"export a model with `hm3 export onnx MODEL --out {path}`"
-    if not (path / "config.json").is_file() or not (path / MODEL_FILE).is_file():
-        raise Hm3Error(f"{path}: not an ONNX export (no config.json and {MODEL_FILE}); {fix}")
+    fix = "export the model into a new directory with `hm3 export onnx MODEL --out NEW_DIR`"
+    if not path.is_dir():
+        raise Hm3Error(f"{path}: directory not found; give an ONNX export directory, or {fix}")
+    missing = [name for name in ("config.json", MODEL_FILE) if not (path / name).is_file()]
+    if missing:
+        if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+            out = f"{path.resolve()}-onnx"
+            fix = f"it holds a torch model: export it with `hm3 export onnx {path} --out {out}`"
+        raise Hm3Error(f"{path}: not an ONNX export (no {' and no '.join(missing)}); {fix}")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:

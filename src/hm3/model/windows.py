@@ -13,10 +13,11 @@ Per task, the windows' probabilities are combined (:func:`combine`):
   long document is caught however much harmless text comes before it.
 - ``mean``: the average of the windows' distributions.
 
-A task's *default* label (the one that means "nothing found") is given per task, else inferred
-by :func:`default_labels`: the first label whose name is in :data:`SAFE_NAMES` (``benign``,
-``safe``, ``ham``, ``non_toxic`` ...), else the task's first label (id 0, which binary detectors
-conventionally give to "not flagged").
+A task's *default* label (the one that means "nothing found", used by ``max`` only) is given
+per task, else inferred by :func:`default_labels`: of the task's labels whose names are in
+:data:`SAFE_NAMES` (``benign``, ``safe``, ``ham``, ``non_toxic``, ``neutral`` ...), the one
+earliest in that list (a sentiment task's ``neutral`` before its ``negative``), else the task's
+first label (id 0, which binary detectors conventionally give to "not flagged").
 
 This module tokenizes nothing and runs no model: :class:`hm3.model.predictor.BasePredictor` does,
 calling :func:`content_step` to size the windows.
@@ -35,7 +36,8 @@ from hm3.model.labels import Task
 
 Combine = Literal["max", "mean"]
 COMBINE: tuple[str, ...] = get_args(Combine)
-# Label names that mean "nothing to flag", compared after lower-casing and mapping - and space to _.
+# Label names that mean "nothing to flag", compared after lower-casing and mapping - and space to _;
+# most telling first: a task with several takes the earliest here, not its own first.
 SAFE_NAMES = (
     "benign",
     "safe",
@@ -62,7 +64,8 @@ class Windows:
         stride: content tokens between the starts of consecutive windows, 1 to the window's
             content size; ``None``: three quarters of it (a quarter of each window overlaps).
         combine: ``max`` (the most confident non-default window decides) or ``mean``.
-        default_labels: task → its default label, for tasks whose inferred one is wrong.
+        default_labels: task → its default label, for tasks whose inferred one is wrong
+            (``max`` only: refused with ``mean``, which has no use for them).
     """
 
     stride: int | None = None
@@ -74,6 +77,13 @@ class Windows:
             raise Hm3Error(f"--combine {self.combine}: expected one of {', '.join(COMBINE)}")
         if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
             raise Hm3Error(f"--stride {self.stride}: expected a positive number of tokens")
+        if self.default_labels and self.combine != "max":
+            given = next(iter(self.default_labels.items()))
+            raise Hm3Error(
+                f"--default-label {given[0]}={given[1]}: default labels apply to --combine max "
+                f"only (--combine {self.combine} uses no default label); drop --default-label or "
+                "use --combine max"
+            )
 
 
 def content_step(max_length: int, special: int, stride: int | None) -> tuple[int, int]:
@@ -145,7 +155,10 @@ def default_labels(tasks: Sequence[Task], given: Mapping[str, str] | None = None
             )
     out = {}
     for task in tasks:
-        safe = [lab for lab in task.labels if normalise(lab) in SAFE_NAMES]
+        safe = sorted(
+            (lab for lab in task.labels if normalise(lab) in SAFE_NAMES),
+            key=lambda lab: SAFE_NAMES.index(normalise(lab)),
+        )
         out[task.name] = given.get(task.name) or (safe or list(task.labels))[0]
     return out
 
