@@ -188,40 +188,13 @@ def _loader(spec: RunSpec, options: Any):
 
 
 def check_model_type(path: str | Path, label: str | None = None) -> None:
-    """Refuse a model directory whose ``config.json`` names an architecture (``model_type``)
-    that this transformers does not know or has no sequence classifier for. Reads the file
-    only; imports no model code.
-
-    Raises:
-        Hm3Error: no config.json, no such ``model_type``, or no classifier for it.
-    """
-    import transformers
-    from transformers import CONFIG_MAPPING
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
+    """:func:`hm3.model.classifier.check_model_type` of a model directory's ``config.json``,
+    named by ``label`` (the option that gave it)."""
     from hm3.io.checkpoint import read_config
+    from hm3.model.classifier import check_model_type as check
 
     label = label or str(path)
-    model_type = read_config(Path(path), label).get("model_type")
-    fix = (
-        f"upgrade transformers (this is {transformers.__version__}: pip install -U "
-        "transformers) or use a model of a supported family (bert, roberta, deberta ...)"
-    )
-    if not model_type:
-        raise Hm3Error(
-            f"{label}: config.json has no model_type, so transformers cannot tell the "
-            'architecture; add the base model\'s ("model_type": "bert", say)'
-        )
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise Hm3Error(
-            f"{label}: config.json has model_type {model_type!r}, an architecture this "
-            f"transformers does not know; {fix}"
-        )
-    if CONFIG_MAPPING[model_type] not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-        raise Hm3Error(
-            f"{label}: model_type {model_type!r} has no sequence classifier in this "
-            f"transformers; {fix}"
-        )
+    check(read_config(Path(path), label), f"{label}: config.json")
 
 
 def spawn(spec: RunSpec, threads: int | None) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]
     """
     with Checkpoint(path, allow_pickle=allow_pickle, role="model") as ckpt:
         tasks = tasks_from_config(ckpt.config, path.resolve().name, str(path))
-        _check_model_type(path, ckpt.config)
+        check_model_type(ckpt.config, str(path / "config.json"))
         arch = SUPPORTED.get(str(ckpt.config.get("model_type", "")))
         if arch is not None:
             shapes = {name: info.shape for name, info in ckpt.tensors.items()}
@@ -118,22 +118,34 @@ def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]
     return ckpt.config, tasks
 
 
-def _check_model_type(path: Path, config: dict) -> None:
-    """Refuse a ``config.json`` without a ``model_type`` transformers knows (it would raise)."""
+def check_model_type(config: dict, where: str) -> None:
+    """Refuse a ``config.json`` (named ``where`` in the message) whose ``model_type`` is missing,
+    unknown to the installed transformers, or without a sequence classifier there: transformers
+    would raise a traceback instead. Imports no model code."""
     import transformers
     from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     model_type = config.get("model_type")
     if not model_type:
         raise Hm3Error(
-            f"{path / 'config.json'}: no model_type, so transformers cannot tell the "
-            "architecture; add the base model's (model_type: bert, say)"
+            f"{where}: no model_type, so transformers cannot tell the architecture; add the base "
+            'model\'s ("model_type": "bert", say)'
         )
+    version = transformers.__version__
+    fix = (
+        "upgrade transformers if the model is newer (pip install -U transformers), else use a "
+        "model of a supported family (bert, roberta, deberta ...)"
+    )
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         raise Hm3Error(
-            f"{path / 'config.json'}: model_type {model_type!r} is not an architecture "
-            f"transformers {transformers.__version__} knows; upgrade transformers if the model "
-            "is newer, else set the base model's model_type"
+            f"{where}: model_type {model_type!r} is not an architecture transformers {version} "
+            f"knows; {fix}"
+        )
+    if CONFIG_MAPPING[model_type] not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise Hm3Error(
+            f"{where}: model_type {model_type!r} has no sequence classifier in transformers "
+            f"{version}; {fix}"
         )
 
 
