@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from hm3.search.run import search
 from hm3.search.study import open_storage
 from search_case import fails as _fails
 from search_case import make_case
+from tiny import HM3_COMMAND
 
 QUIET = RunOptions(progress=False)
 SMALL = ["--val-samples", "8", "--test-samples", "8", "--no-progress"]
@@ -200,8 +200,7 @@ def test_ctrl_c_is_one_line_and_a_resume_rewrites_a_stale_best(tmp_path, case, o
     out = tmp_path / "out"
     seed = ["--seed", "1"]
     _run(case, out, seed=1)  # best/ is trial 0's
-    cmd = [sys.executable, "-m", "hm3.cli.app", *_argv(case, out, "--trials", "300", "--resume",
-                                                        *seed)]  # fmt: skip
+    cmd = [*HM3_COMMAND, *_argv(case, out, "--trials", "300", "--resume", *seed)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 120

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from serving import wait_ready
+from tiny import HM3_COMMAND
 
-HM3 = [sys.executable, "-c", "from hm3.cli.app import main; main()"]
+HM3 = HM3_COMMAND
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import logging
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,8 +31,9 @@ from hm3.serve.engine import Mode, load_engine
 from hm3.serve.server import bind, build
 from hm3.serve.settings import ServeSettings
 from serving import metric, running
+from tiny import HM3_COMMAND
 
-HM3 = [sys.executable, "-c", "from hm3.cli.app import main; main()"]
+HM3 = HM3_COMMAND
 LONG = " ".join(["the good world"] * 300)  # about 900 tokens: windows of the 64-token model
 
 

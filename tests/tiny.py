@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -234,6 +235,17 @@ def _train(model, base: Path, num_labels: int, steps: int, seed: int) -> None:
         opt.step()
         opt.zero_grad()
     model.eval()
+
+
+#: ``hm3`` in a fresh interpreter whose Ctrl-C (SIGINT) is always a KeyboardInterrupt. Python
+#: leaves SIGINT ignored in a child started while its parent ignores it, which a process running
+#: C's system() does for that call's duration: a test that interrupts hm3 must not depend on it.
+HM3_COMMAND = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from hm3.cli.app import main; main()",
+]
 
 
 def toy_texts(n: int = 12, seed: int = 0) -> list[str]:
