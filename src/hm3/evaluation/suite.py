@@ -28,14 +28,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hm3.errors import Hm3Error
 from hm3.io.tables import read_columns, table_format
-from hm3.io.yaml_input import format_validation_error, load_yaml_mapping
+from hm3.io.yaml_input import UserModel, format_validation_error, load_yaml_mapping
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _NAME = r"^[A-Za-z0-9_.\-]+$"
@@ -66,7 +66,7 @@ class DatasetSpec(BaseModel):
         return want if isinstance(want, str) else f"column {want.column}"
 
 
-class Suite(BaseModel):
+class Suite(UserModel):
     """A validated suite. Build it with :func:`load_suite`, :meth:`from_dict` or from keyword
     arguments (relative paths then resolve against the current directory); a bad one raises
     one :class:`~hm3.errors.Hm3Error`. ``model_copy(update=...)`` validates nothing."""
@@ -79,13 +79,7 @@ class Suite(BaseModel):
     _root: Path = PrivateAttr(default_factory=Path)
     _source: str = PrivateAttr(default="suite")
 
-    def __init__(self, /, **data: Any) -> None:
-        try:  # one Hm3Error, as from_dict gives, instead of pydantic's multi-line error
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise Hm3Error(f"suite: {format_validation_error(exc, Suite)}") from None
-
-    __init__.__pydantic_base_init__ = True  # pydantic's mark (RootModel's): validation skips it
+    what: ClassVar[str] = "suite"  # keyword construction errors: UserModel
 
     @model_validator(mode="after")
     def _unique_names(self) -> Suite:

@@ -13,7 +13,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -138,3 +138,20 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+class UserModel(BaseModel):
+    """A pydantic model a user builds from keyword arguments: a bad value raises one
+    :class:`Hm3Error` (``<what>: <the message of format_validation_error>``), as reading it from
+    YAML does, instead of pydantic's multi-line error. Subclasses set ``what``."""
+
+    what: ClassVar[str] = "input"
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise Hm3Error(f"{self.what}: {format_validation_error(exc, type(self))}") from None
+
+    # pydantic's mark (RootModel's) that this __init__ only validates: model_validate skips it
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ unknown keys, and turns any problem (from YAML, a dict or keyword arguments) int
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -41,7 +41,7 @@ from pydantic import (
 
 from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
-from hm3.io.yaml_input import did_you_mean, format_validation_error, load_yaml_mapping
+from hm3.io.yaml_input import UserModel, did_you_mean, format_validation_error, load_yaml_mapping
 from hm3.methods import METHODS, ModelParams
 from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
 from hm3.options import DTYPES, DtypeName
@@ -130,7 +130,7 @@ class RegMeanConfig(BaseModel):
     max_length: int = Field(default=512, gt=0)  # tokens per text
 
 
-class MergeConfig(BaseModel):
+class MergeConfig(UserModel):
     """A whole merge recipe: :meth:`from_yaml`, :meth:`from_dict` or keyword arguments build it.
     ``model_copy(update=...)`` validates nothing (a bad value fails mid-merge): rebuild instead,
     ``MergeConfig.from_dict(cfg.model_dump(by_alias=True) | changes, root=cfg.root)``."""
@@ -153,13 +153,7 @@ class MergeConfig(BaseModel):
     _root: Path | None = PrivateAttr(default=None)
     _path: Path | None = PrivateAttr(default=None)
 
-    def __init__(self, /, **data: Any) -> None:
-        try:  # one Hm3Error, as from_dict gives, instead of pydantic's multi-line error
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise Hm3Error(f"merge config: {format_validation_error(exc, MergeConfig)}") from None
-
-    __init__.__pydantic_base_init__ = True  # pydantic's mark (RootModel's): validation skips it
+    what: ClassVar[str] = "merge config"  # keyword construction errors: UserModel
 
     @field_validator("merge_method")
     @classmethod
