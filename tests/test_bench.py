@@ -10,24 +10,16 @@ import json
 
 import pytest
 
-import hm3
 from hm3.bench.api import BenchResult
 from hm3.cli.app import main
 from hm3.cli.bench import print_bench
-from hm3.merging.config import MergeConfig
 from tiny import toy_texts
 
 
 @pytest.fixture(scope="module")
-def setup(zoo_factory, tmp_path_factory):
-    zoo = zoo_factory("bert")
+def setup(zoo_of, bert_ties_merged, tmp_path_factory):
+    zoo, merged = zoo_of("bert"), bert_ties_merged  # the shared TIES merge of that zoo
     root = tmp_path_factory.mktemp("bench")
-    config = MergeConfig(
-        base_model=str(zoo.base),
-        merge_method="ties",
-        models=[{"model": str(m)} for m in zoo.models],
-    )
-    merged = hm3.merge(config, root / "merged", progress=False).path
     texts = root / "texts.jsonl"
     rows = [{"text": t} for t in toy_texts(40, seed=1)] + [{"text": " ".join(["good"] * 200)}]
     texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

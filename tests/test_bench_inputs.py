@@ -20,24 +20,18 @@ import hm3
 from hm3.cli.app import main
 from hm3.errors import Hm3Error
 from hm3.export.runtime import read_export
-from hm3.merging.config import MergeConfig
 from hm3.model.labels import Task
 from hm3.model.windows import Windows
+from test_bench import run
 from tiny import toy_texts
 
 
 @pytest.fixture(scope="module")
-def setup(zoo_factory, tmp_path_factory):
+def setup(zoo_of, bert_ties_merged, tmp_path_factory):
     """The merged model, ``--originals`` arguments (task2's original under another directory
     name, so its one task is not called task2) and a texts file with one long text."""
-    zoo = zoo_factory("bert")
+    zoo, merged = zoo_of("bert"), bert_ties_merged  # the shared TIES merge of that zoo
     root = tmp_path_factory.mktemp("bench-inputs")
-    config = MergeConfig(
-        base_model=str(zoo.base),
-        merge_method="ties",
-        models=[{"model": str(m)} for m in zoo.models],
-    )
-    merged = hm3.merge(config, root / "merged", progress=False).path
     other = shutil.copytree(zoo.models[2], root / "renamed")
     texts = root / "texts.jsonl"
     rows = [{"text": t} for t in toy_texts(2, seed=1)] + [{"text": " ".join(["good"] * 200)}]
@@ -51,12 +45,6 @@ def _argv(merged, originals, *extra):
     return ["bench", "--merged", merged, *pairs, "--no-progress", "--repeats", "1", *extra]
 
 
-def run(capsys, monkeypatch, *argv):
-    monkeypatch.setenv("COLUMNS", "400")
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def refused(capsys, monkeypatch, *argv) -> str:
