@@ -146,7 +146,7 @@ def test_search_leaves_optuna_verbosity_as_it_was(case, tmp_path, one_thread):
         assert optuna.logging.get_verbosity() == optuna.logging.INFO
         optuna.logging.set_verbosity(optuna.logging.DEBUG)
         storage = studies.open_storage(None, tmp_path / "alone")
-        studies.load_study(storage, "s", "print", resume=False, shared=False)
+        studies.load_study(storage, "s", "print", {}, resume=False, shared=False)
         assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     finally:
         optuna.logging.set_verbosity(before)

@@ -94,7 +94,13 @@ def search(
         typer.Option(help="postgresql://… or sqlite:///… URL, or a shared journal file path."),
     ] = None,
     study: Annotated[str, typer.Option(help="Study name in --storage.")] = "hm3-search",
-    resume: Annotated[bool, typer.Option(help="Continue the study in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the study in --out: same options, models and suites (a file changed "
+            "in place since it started is refused)."
+        ),
+    ] = False,
     timeout: Annotated[
         str | None,
         typer.Option(help="Start no trial once this long has passed since the start, e.g. 2h."),

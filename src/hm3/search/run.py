@@ -2,15 +2,15 @@
 
 :func:`search` checks every input before it writes anything — the recipe and its ``search:``
 space (:mod:`hm3.search.space`), the models (:class:`~hm3.search.engine.Engine`), the suites and
-samples (:mod:`hm3.search.data`), the study's fingerprint (:mod:`hm3.search.study`) — then
-runs trials until the study holds ``trials`` finished ones (or ``timeout`` passes), writing
-``trials.csv`` after each. The worker that finishes the study (or stops at its timeout) writes
-``best/``, or rewrites it when it no longer holds the study's best (a run stopped before it
-wrote it); every worker draws the plots of what the study holds. ``--out`` is made, or
-replaced with ``--force``, only once every input, the storage and the study have passed their
-checks. Ctrl-C stops with one line (the trial it cut short is failed, never counted).
-``self_model`` merges one model with itself (two independent DARE draws per trial, paper §5.4)
-and scores its first copy.
+samples (:mod:`hm3.search.data`), the study's fingerprint and its files' digests
+(:mod:`hm3.search.identity`) — then runs trials until the study holds ``trials`` finished
+ones (or ``timeout`` passes), writing ``trials.csv`` after each. The worker that finishes the
+study (or stops at its timeout) writes ``best/``, or rewrites it when it no longer holds the
+study's best (a run stopped before it wrote it); every worker draws the plots of what the
+study holds. ``--out`` is made, or replaced with ``--force``, only once every input, the
+storage and the study have passed their checks. Ctrl-C stops with one line (the trial it cut
+short is failed, never counted). ``self_model`` merges one model with itself (two independent
+DARE draws per trial, paper §5.4) and scores its first copy.
 The options, their checks, the recipe and the samples are :mod:`hm3.search.inputs`'.
 """
 
@@ -28,7 +28,7 @@ from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
-from hm3.search import outputs
+from hm3.search import identity, outputs
 from hm3.search import study as studies
 from hm3.search.engine import Engine
 from hm3.search.inputs import (
@@ -91,7 +91,8 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
     recipe, space, source = read_recipe(spec)
     config = MergeConfig.from_dict(recipe, source=source)
     check_recipe(config, options.max_length)
-    replace = check_out(spec, out, options.force, search_inputs(spec, config))
+    reads = search_inputs(spec, config)
+    replace = check_out(spec, out, options.force, reads)
     # a database is reached before the models load, so that a bad URL or a server down fails fast
     database = studies.open_storage(spec.storage, out) if _is_database(spec.storage) else None
     engine = Engine(config, options)
@@ -105,7 +106,7 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
-    print_ = studies.fingerprint({
+    print_ = identity.fingerprint({
         "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
         "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
         "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
@@ -115,7 +116,8 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
         **({"max_length": options.max_length} if options.max_length != 512 else {}),
         **({"text_column": spec.text_column} if spec.text_column != "text" else {}),
     })  # fmt: skip
-    study = _open_study(spec, out, print_, replace, database)
+    files = identity.contents(p for p in reads if p != spec.config and str(p) != spec.storage)
+    study = _open_study(spec, out, (print_, files), replace, database)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
     try:
@@ -134,7 +136,7 @@ def _is_database(storage: str | None) -> bool:
 
 
 def _open_study(
-    spec: SearchSpec, out: Path, print_: str, replace: bool, database: Any = None
+    spec: SearchSpec, out: Path, ident: tuple[str, dict[str, str]], replace: bool, database: Any
 ) -> Any:
     """Open the storage (``database``, when already open) and the study, and make ``--out``: a
     storage or study refused leaves no ``--out`` behind, and ``replace`` (``--force``) deletes
@@ -145,7 +147,7 @@ def _open_study(
         fresh = journal is not None and not journal.exists()
         try:
             storage = database if database is not None else studies.open_storage(spec.storage, out)
-            study = studies.load_study(storage, spec.study, print_, resume=spec.resume,
+            study = studies.load_study(storage, spec.study, *ident, resume=spec.resume,
                                        shared=True)  # fmt: skip
         except BaseException:
             if fresh and journal.is_file():  # e.g. --resume of a study it does not hold
@@ -164,7 +166,7 @@ def _open_study(
             outputs.write_study_file(out, spec.storage, spec.study)
         else:
             storage = studies.open_storage(None, out)
-            study = studies.load_study(storage, spec.study, print_, resume=spec.resume,
+            study = studies.load_study(storage, spec.study, *ident, resume=spec.resume,
                                        shared=False)  # fmt: skip
     except BaseException:
         if made:
@@ -227,7 +229,7 @@ def _finish(
     best_trial = max(complete, key=lambda t: (t.value, -t.number), default=None)
     wrote = current = False
     if best_trial is not None:
-        label = outputs.best_label(best_trial.number, study.user_attrs[studies.FINGERPRINT])
+        label = outputs.best_label(best_trial.number, study.user_attrs[identity.FINGERPRINT])
         current = outputs.written_best(out) == label
         if not current and _best_due(study, spec, out, mine, timed_out):
             names = [t.name for t in material.engine.tasks]

@@ -5,9 +5,10 @@
   URL (``postgresql://…``, ``sqlite:///…``: Optuna's RDB storage, with heartbeats so a dead
   worker's trial is failed by the others) or a journal file path shared by workers on one
   machine or a shared file system.
-- **Fingerprint.** The study records a hash of everything that decides its trials (recipe and
-  space, samples, objective, sampler, seed); joining or resuming a study with another
-  fingerprint is refused, so two configs never mix in one study.
+- **Identity.** The study records a hash of everything that decides its trials (recipe and
+  space, samples, objective, sampler, seed) and a digest of every file it reads
+  (:mod:`hm3.search.identity`); joining or resuming it with another hash, or after a model or
+  suite changed in place, is refused, so two studies never mix in one.
 - **Journal files** are checked before anything is appended: a directory, a file that is not
   an Optuna journal, or one whose last record was cut short is refused with one line.
 - **Dead trials.** A trial left ``RUNNING`` by a process of this machine that no longer exists
@@ -28,7 +29,6 @@ It runs no model; :mod:`hm3.search.run` drives trials through :func:`run_one`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -39,17 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from hm3.errors import Hm3Error
+from hm3.search import identity
 
 SAMPLERS = ("paper", "random", "tpe", "cmaes")
 JOURNAL = "study.journal"
-FINGERPRINT = "hm3_fingerprint"
 WORKER = "worker"
-
-
-def fingerprint(spec: dict[str, Any]) -> str:
-    """A short stable hash of a JSON-able description of the study."""
-    text = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def worker_id() -> str:
@@ -145,13 +139,16 @@ def _open_rdb(url: str, attempts: int = 8) -> Any:
             time.sleep(random.uniform(0.05, 0.1) * 2**attempt)
 
 
-def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bool) -> Any:
-    """Create the study, or join/resume it when its fingerprint matches.
+def load_study(
+    storage: Any, name: str, print_: str, files: dict[str, str], *, resume: bool, shared: bool
+) -> Any:
+    """Create the study, or join/resume it when its fingerprint and files match.
 
     Args:
         storage: from :func:`open_storage`.
         name: the study's name (``--study``).
-        print_: this run's fingerprint.
+        print_: this run's fingerprint; ``files``: its inputs' digests
+            (:mod:`hm3.search.identity`).
         resume: ``--resume``: the study must exist (in ``--out``'s own storage).
         shared: the storage was given with ``--storage``: joining an existing study is normal.
     """
@@ -172,17 +169,9 @@ def load_study(storage: Any, name: str, print_: str, *, resume: bool, shared: bo
             study = optuna.create_study(
                 storage=storage, study_name=name, direction="maximize", load_if_exists=True
             )
-        recorded = study.user_attrs.get(FINGERPRINT)
-        if recorded is None:
-            study.set_user_attr(FINGERPRINT, print_)
-            recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[FINGERPRINT]
-        if recorded != print_:
-            how = "--resume" if resume else ("--storage/--study" if shared else "the study")
-            raise Hm3Error(
-                f"{how}: study {name!r} was started with another config, samples, objective, "
-                "sampler or seed; run it with the same ones, or start a new study ("
-                + ("--study NAME)" if shared else "--study NAME or a new --out)")
-            )
+        how = "--resume" if resume else ("--storage/--study" if shared else "the study")
+        fresh = "--study NAME" if shared else "--study NAME or a new --out"
+        identity.check(study, print_, files, how=how, fresh=fresh)
         return study
     finally:
         optuna.logging.set_verbosity(verbosity)
