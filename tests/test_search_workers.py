@@ -43,22 +43,57 @@ def _finished(storage, name):
     return study, [t for t in study.get_trials() if t.state in states]
 
 
+def _postgres_url() -> str:
+    """The test server's URL, or a skip that says why there is none (.ci/postgres.sh)."""
+    url = os.environ.get("HM3_TEST_POSTGRES_URL")
+    if not url:
+        why = os.environ.get("HM3_TEST_POSTGRES_SKIP", "HM3_TEST_POSTGRES_URL is unset")
+        pytest.skip(f"no PostgreSQL server: {why} (.ci/postgres.sh starts one)")
+    return url
+
+
+def _running(journal) -> list[int]:
+    """The numbers of the trials the journal holds as running (reading it takes no lock)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    if not journal.is_file():
+        return []
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="hm3-search", storage=storage)
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def _kill_mid_trial(proc, out, deadline) -> int:
+    """SIGKILL ``proc`` while it runs a trial numbered 3 or more; that trial's number. The
+    process is stopped first, so the trial seen running is the one the kill cuts short."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "trials.csv").exists() and len(_rows(out / "trials.csv")) >= 3:
+            proc.send_signal(signal.SIGSTOP)
+            cut = [n for n in _running(out / "study.journal") if n >= 3]
+            if cut:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return cut[0]
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    proc.kill()
+    err = proc.stderr.read().decode()[-2000:]
+    pytest.fail(f"no trial numbered 3 or more was seen running: {err}")
+
+
 def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path, zoo_of):
     case = make_case(tmp_path / "case", zoo_of("bert"))
     out = tmp_path / "out"
     proc = subprocess.Popen(_cmd(case, out, "--trials", "30"), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     csv_file = out / "trials.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if csv_file.exists() and len(_rows(csv_file)) >= 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    cut = _kill_mid_trial(proc, out, time.monotonic() + 300)
+    assert proc.returncode == -signal.SIGKILL
     before = _rows(csv_file)
-    assert 3 <= len(before) < 30
+    assert 3 <= len(before) < 30 and str(cut) not in {r["number"] for r in before}
     assert not (out / "best").exists()
     done = subprocess.run(_cmd(case, out, "--trials", "30", "--resume"), env=_env(),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -66,12 +101,20 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path, zoo_of):
     after = _rows(csv_file)
     assert len(after) == 30
     assert len({r["number"] for r in after}) == 30
-    assert len({(r["seed"], r["density"]) for r in after}) == 30  # no trial repeated
+    assert str(cut) not in {r["number"] for r in after}  # the trial cut short: failed, not kept
+    assert len({r["density"] for r in after}) == 30  # no draw repeated (each trial its own)
     assert after[: len(before)] == before  # completed trials kept as they were
     assert (out / "best" / "recipe.yaml").is_file()
+    from hm3.search.study import open_storage
+
+    _, finished = _finished(open_storage(None, out), "hm3-search")
+    assert cut not in {t.number for t in finished} and not _running(out / "study.journal")
 
 
 def _two_workers(case, tmp_path, storage, study, trials, *more):
+    """Two ``hm3 search`` workers on one study, started together. The first is held (SIGSTOP)
+    from the moment it has joined the study until the second has too, so that both run
+    trials whatever their start-up times."""
     outs = [tmp_path / f"w{i}" for i in range(2)]
     extra = ["--trials", str(trials), "--storage", storage, "--study", study, *more]
     procs = [
@@ -84,19 +127,67 @@ def _two_workers(case, tmp_path, storage, study, trials, *more):
         )
         for out in outs
     ]
+    held, deadline = False, time.monotonic() + 300
+    while time.monotonic() < deadline and procs[0].poll() is None:
+        if not held and (outs[0] / "study.json").exists():  # written as it starts its trials
+            procs[0].send_signal(signal.SIGSTOP)
+            held = True
+        if held and ((outs[1] / "study.json").exists() or procs[1].poll() is not None):
+            break
+        time.sleep(0.01)
+    procs[0].send_signal(signal.SIGCONT)
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
     return outs
 
 
+def test_workers_starting_a_trial_at_the_same_moment_draw_apart(tmp_path, monkeypatch):
+    """Two workers that both counted the stored trials before either created its own still
+    draw different values: the sampler is seeded from the trial's number, not from the count.
+    (The barrier holds each worker at its sampler until the other has reached its own.)"""
+    import threading
+
+    import optuna
+
+    from hm3.search import study as studies
+
+    journal = str(tmp_path / "j.journal")
+    optuna.create_study(storage=studies.open_storage(journal, tmp_path), study_name="s",
+                        direction="maximize")  # fmt: skip
+    barrier, real, draws = threading.Barrier(2), studies.make_sampler, []
+
+    def synced(kind, seed):
+        barrier.wait(timeout=60)
+        return real(kind, seed)
+
+    monkeypatch.setattr(studies, "make_sampler", synced)
+
+    def worker():
+        study = optuna.load_study(study_name="s", storage=studies.open_storage(journal, tmp_path))
+
+        def objective(trial):
+            draws.append((trial.number, trial.suggest_float("density", 0, 1)))
+            return draws[-1][1]
+
+        studies.run_one(study, objective, "random", 4, 10)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(n for n, _ in draws) == [0, 1]
+    assert draws[0][1] != draws[1][1], draws
+
+
 def _check_shared(outs, storage, study_name, trials):
     _, finished = _finished(storage, study_name)
     assert len(finished) == trials
     assert sorted({t.number for t in finished}) == sorted(t.number for t in finished)
-    assert len({(t.user_attrs["seed"], str(t.user_attrs["values"])) for t in finished}) == trials
+    assert len({str(t.user_attrs["values"]) for t in finished}) == trials  # no draw repeated
     workers = {t.user_attrs["worker"] for t in finished}
-    assert 1 <= len(workers) <= 2
+    assert len(workers) == 2  # both ran trials
     writers = [out for out in outs if (out / "best").is_dir()]
     assert len(writers) == 1  # written once, by the worker that finished the study
     assert len(_rows(writers[0] / "trials.csv")) == trials
@@ -112,9 +203,7 @@ def test_two_workers_share_one_journal(tmp_path, zoo_of):
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, zoo_of):
-    url = os.environ.get("HM3_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HM3_TEST_POSTGRES_URL is unset: no PostgreSQL server (.ci/run starts one)")
+    url = _postgres_url()
     case = make_case(tmp_path / "case", zoo_of("bert"))
     name = f"hm3-test-{uuid.uuid4().hex[:8]}"
     outs = _two_workers(case, tmp_path, url, name, 10, "--prune")
@@ -127,9 +216,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path, zoo_of):
 def test_workers_opening_a_fresh_postgresql_database_at_once_all_get_it(tmp_path):
     """Optuna creates its tables when a storage is first opened; workers started together on an
     empty database race to create them (CI hit PostgreSQL's duplicate-type error this way)."""
-    url = os.environ.get("HM3_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HM3_TEST_POSTGRES_URL is unset: no PostgreSQL server (.ci/run starts one)")
+    url = _postgres_url()
     import threading
 
     import sqlalchemy

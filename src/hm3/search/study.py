@@ -17,9 +17,9 @@
   is failed by Optuna, without its log lines: the command says it stopped in one line.
 - **Samplers** (all seeded): ``paper`` and ``random`` draw every parameter independently
   (``paper`` = the declared priors, Beta included, :mod:`hm3.search.trial`), ``tpe`` and
-  ``cmaes``. The sampler is rebuilt before each trial with a seed derived from ``--seed`` and
-  the number of trials stored, so a resumed study continues the sequence instead of replaying
-  its first draws.
+  ``cmaes``. The sampler is rebuilt for each trial with a seed derived from ``--seed`` and
+  the trial's number, so a resumed study continues the sequence instead of replaying its
+  first draws, and two workers never draw alike.
 - **Pruner**: none of Optuna's. With ``--prune`` the objective reports each slice and stops a
   trial by :mod:`hm3.search.pruning`'s paired rule, which needs the trials' decisions, not
   only their intermediate values.
@@ -250,8 +250,10 @@ def run_one(
 ) -> bool:
     """Run one trial through ``study.optimize``; ``False`` when the study has ``total`` trials.
 
-    The sampler is reseeded from ``seed`` and the number of trials stored; a trial numbered
-    past ``total`` counted ones (another worker raced it in) is failed as surplus, unrun.
+    The sampler is reseeded from ``seed`` and the trial's number once the storage has given it
+    one (Optuna samples lazily, at the first ``suggest``), so two workers that start at the
+    same moment never draw alike, and one worker draws as many would. A trial numbered past
+    ``total`` counted ones (another worker raced it in) is failed as surplus, unrun.
     ``started`` is told each trial's number as it starts (surplus ones included).
     """
     import optuna
@@ -260,12 +262,12 @@ def run_one(
     done, running = counted(study)
     if done + running >= total:
         return False
-    stored = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(kind, (seed * 1_000_003 + stored) % (2**32))
+    study.sampler = optuna.samplers.RandomSampler(seed=seed)  # only asks; reseeded below
 
     def guarded(trial: optuna.Trial) -> float:
         try:
             started(trial.number)
+            study.sampler = make_sampler(kind, (seed * 1_000_003 + trial.number) % (2**32))
             trial.set_user_attr(WORKER, worker_id())
             before = [
                 t for t in study.get_trials(deepcopy=False)
