@@ -189,12 +189,39 @@ def test_paper_sampler_draws_from_the_beta_prior(tmp_path):
     assert min(draws) > 0 and max(draws) <= 1
 
 
-def test_pruning_reports_slices_and_prunes(tmp_path, case, one_thread):
-    result = _run(case, tmp_path / "p", trials=8, prune=True, sampler="random")
-    rows = list(csv.DictReader((tmp_path / "p" / "trials.csv").open()))
-    assert len(rows) == 8 and result.finished == 8
-    assert result.pruned == sum(r["pruned"] == "True" for r in rows)
-    assert all(r["test_average"] == "" for r in rows if r["pruned"] == "True")
+def test_the_best_trial_scored_the_model_best_holds(tmp_path, zoo_factory, one_thread):
+    """The scores a trial records are those of the model its recipe builds: `best/`, re-scored
+    on the same texts, gives the best trial's similarity to the originals (mean 1 − TV of the
+    probabilities, which any other merge of these trained models moves)."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+    import optuna
+
+    from hm3.alignment.originals import resolve_originals
+    from hm3.model.features import load_originals, original_logits
+    from hm3.search.data import agreement_scores
+    from hm3.search.study import open_storage
+
+    zoo = zoo_factory("bert", train_steps=40)  # trained: outputs that depend on the text
+    case = make_case(tmp_path / "case", zoo, search={"density": {"uniform": [0.2, 0.9]}})
+    spec = SearchSpec(config=case.config, suite=None, texts=case.texts, objective="agreement",
+                      trials=4, sampler="random")  # fmt: skip
+    search(spec, tmp_path / "out", QUIET)
+    storage = open_storage(None, tmp_path / "out")
+    trials = optuna.load_study(study_name="hm3-search", storage=storage).get_trials()
+    best = max(trials, key=lambda t: t.value)
+    recorded = best.user_attrs["similarity"]
+    assert len({round(t.user_attrs["similarity"]["task0"], 6) for t in trials}) == 4
+    texts = [json.loads(line)["text"] for line in case.texts.read_text().splitlines()]
+    clf = load(tmp_path / "out" / "best")
+    originals = resolve_originals(clf.tasks, None, clf.path)
+    theirs = original_logits(clf.tasks, originals, load_originals(originals, QUIET), texts)
+    sample = SimpleNamespace(bank=SimpleNamespace(stage=np.zeros(len(texts))),
+                             originals=theirs.numpy())  # fmt: skip
+    _, similar = agreement_scores(sample, clf.logits(texts), clf.tasks)
+    assert similar == pytest.approx(recorded, abs=1e-5)
 
 
 def test_label_free_objective_records_agreement_and_similarity(tmp_path, case, one_thread):

@@ -174,7 +174,8 @@ def test_a_search_prunes_trials_far_behind_and_keeps_the_bests_decisions(
                      search={"weight": {"log_uniform": [0.001, 1], "per_model": True}})  # fmt: skip
     write_jsonl(case.texts, [{"text": t} for t in toy_texts(160, seed=8)])
     spec = SearchSpec(config=case.config, suite=None, texts=case.texts, objective="agreement",
-                      trials=16, prune=True, sampler="random")  # fmt: skip
+                      test_suite=case.suite, test_samples=16, trials=16, prune=True,
+                      sampler="random")  # fmt: skip
     result = search(spec, tmp_path / "out", QUIET)
     study = optuna.load_study(study_name="hm3-search", storage=open_storage(None, tmp_path / "out"))
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -190,6 +191,10 @@ def test_a_search_prunes_trials_far_behind_and_keeps_the_bests_decisions(
         best = max(best, t.value)
     rows = (tmp_path / "out" / "trials.csv").read_text()
     assert ATTR not in rows.splitlines()[0]
+    table = list(csv.DictReader(rows.splitlines()))
+    assert sum(r["pruned"] == "True" for r in table) == result.pruned
+    assert all(r["test_average"] == "" for r in table if r["pruned"] == "True")
+    assert table[0]["test_average"] != ""  # the first trial is a new best: scored on test
     search(spec, tmp_path / "again", QUIET)
     assert _pruned(tmp_path / "again") == _pruned(tmp_path / "out")
 
