@@ -39,6 +39,7 @@ from test_alignment import (
     ridge_fit,
     write_texts,
 )
+from test_cli import expect_user_error
 from tiny import write_merge_yaml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -194,11 +195,9 @@ def test_a_base_of_another_model_is_refused(merged_of, zoo_of, tmp_path):
 def test_cli_and_recipe_take_the_scale(merged_of, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     zoo, merged, texts = merged_of("bert")
-    with pytest.raises(SystemExit) as done:
-        main(["align", str(merged), "--texts", str(texts), "--scale", "0", "--out",
-              str(tmp_path / "bad")])  # fmt: skip
-    assert done.value.code == 2 and not (tmp_path / "bad").exists()
-    assert "--scale 0: expected a finite number > 0 or auto" in capsys.readouterr().err
+    expect_user_error(capsys, tmp_path, "align", merged, "--texts", texts, "--scale", "0",
+                      "--out", tmp_path / "bad", match="expected a finite number > 0 or auto",
+                      names="--scale 0:", watch=(merged, texts))  # fmt: skip
     args = ["align", str(merged), "--texts", str(texts), "--scale", "1.5", "--base", str(zoo.base)]
     with pytest.raises(SystemExit) as done:
         main([*args, "--out", str(tmp_path / "cli"), "--no-progress"])

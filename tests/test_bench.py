@@ -13,6 +13,7 @@ import pytest
 from hm3.bench.api import BenchResult
 from hm3.cli.app import main
 from hm3.cli.bench import print_bench
+from test_cli import expect_user_error
 from tiny import toy_texts
 
 
@@ -74,21 +75,23 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
         (lambda a: [*a[:2], "--originals=task2={merged}"], "found 3 tasks"),
     ],
 )
-def test_bench_refuses_mismatched_originals(setup, capsys, monkeypatch, change, match):
+def test_bench_refuses_mismatched_originals(setup, tmp_path, capsys, monkeypatch, change, match):
     merged, originals, texts = setup
     argv = [a.format(merged=merged) for a in change(originals)]
     argv += ["--texts", texts, "--no-progress"]
-    code, out, err = run(capsys, monkeypatch, "bench", "--merged", merged, *argv)
-    assert code == 2 and "Traceback" not in err and not out
-    assert match in err
+    monkeypatch.chdir(tmp_path)  # a stray file written to the current directory would show
+    expect_user_error(capsys, tmp_path, "bench", "--merged", merged, *argv, match=match,
+                      names="--originals", watch=(merged,))  # fmt: skip
 
 
 def test_bench_refuses_other_inputs(setup, capsys, monkeypatch, tmp_path):
     merged, originals, texts = setup
     base = ["bench", "--merged", merged, *originals, "--no-progress"]
-    code, _, err = run(capsys, monkeypatch, *base)
-    assert code == 2 and "give the texts to classify with --texts FILE" in err
-    code, _, err = run(capsys, monkeypatch, *base, "--texts", texts, "--onnx", tmp_path)
-    assert code == 2 and f"{tmp_path}" in err
-    code, _, err = run(capsys, monkeypatch, *base, "--texts", texts, "--device", "tpu")
-    assert code == 2 and "--device tpu" in err
+    monkeypatch.chdir(tmp_path)
+    for extra, match, names in [
+        ((), "give the texts to classify with --texts FILE", "hm3 bench"),
+        (("--texts", texts, "--onnx", tmp_path), "not an ONNX export", tmp_path),
+        (("--texts", texts, "--device", "tpu"), "expected cpu or cuda", "--device tpu"),
+    ]:
+        expect_user_error(capsys, tmp_path, *base, *extra, match=match, names=names,
+                          watch=(merged, texts))  # fmt: skip

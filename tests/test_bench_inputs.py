@@ -45,8 +45,6 @@ def _argv(merged, originals, *extra):
     return ["bench", "--merged", merged, *pairs, "--no-progress", "--repeats", "1", *extra]
 
 
-
-
 def refused(capsys, monkeypatch, *argv) -> str:
     """The one error line of a bench refused before any worker process started."""
 
@@ -57,7 +55,7 @@ def refused(capsys, monkeypatch, *argv) -> str:
     code, out, err = run(capsys, monkeypatch, *argv)
     assert code == 2 and not out and "Traceback" not in err and "internal error" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
 
 

@@ -40,23 +40,59 @@ def run(capsys, *argv):
     return exc.value.code, captured.out, captured.err
 
 
-def expect_user_error(capsys, tmp_path, *argv, match: str, names: object = None):
+def tree(root: Path) -> dict[str, bytes | None] | None:
+    """Every file (its bytes) and folder (``None``) under ``root``; ``None`` if it is missing."""
+    root = Path(root)
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return {".": root.read_bytes()}
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}  # fmt: skip
+
+
+def _out_of(argv) -> Path | None:
+    """The ``--out``/``-o`` of ``argv``, if it names one."""
+    for i, arg in enumerate(argv):
+        if str(arg).startswith("--out="):
+            return Path(str(arg).partition("=")[2])
+        if str(arg) in ("--out", "-o") and i + 1 < len(argv):
+            return Path(argv[i + 1])
+    return None
+
+
+def expect_user_error(
+    capsys, tmp_path, *argv, match: str, names: object = None, watch: tuple[Path, ...] = ()
+):
     """Run the CLI and check the user-error contract; return the message.
 
-    Exit status 2, no traceback, one line starting ``error:`` that is the last thing printed
-    (nothing of the message spills onto other lines), containing ``match`` and ``names`` (the
-    offending file or input; default: the first argument after the command), and no output.
+    Exit status 2; nothing on stdout; on stderr exactly one non-empty line, starting
+    ``error: `` and containing ``match`` and ``names`` (the offending file or input; default:
+    the first argument after the command); and nothing written, replaced or deleted: the whole
+    ``tmp_path`` tree (names and bytes), the ``--out`` given wherever it lies, and each folder
+    of ``watch`` (inputs kept outside ``tmp_path``) are the same before and after.
     """
-    code, _, err = run(capsys, *argv)
+    out = _out_of(argv)
+    roots = [Path(tmp_path), *map(Path, watch)]
+    if out is not None and not out.absolute().is_relative_to(Path(tmp_path).absolute()):
+        roots.append(out)
+    before = [tree(root) for root in roots]
+    capsys.readouterr()  # what the test printed setting up is not the CLI's
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "400")  # rich wraps at the width: a wide one keeps a line whole
+        code, out_text, err = run(capsys, *argv)
     assert code == 2, err
-    assert "Traceback" not in err
+    assert out_text == "", out_text
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error: "), err
-    assert sum(line.startswith("error:") for line in lines) == 1, err
-    message = lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    message = lines[0]
     assert match.lower() in message.lower(), message
     assert str(argv[1] if names is None else names) in message, message
-    assert not (tmp_path / "out").exists()
+    for root, was in zip(roots, before, strict=True):
+        now = tree(root)
+        changed = sorted(k for k in {*(was or {}), *(now or {})}
+                         if (was or {}).get(k, 0) != (now or {}).get(k, 0))  # fmt: skip
+        assert now == was, f"{root}: written or deleted: {changed or root}"
     return message
 
 
@@ -310,8 +346,9 @@ def test_pickled_weights_refused_unless_allowed(bert_zoo, tmp_path, capsys):
 def test_existing_out(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)
     (tmp_path / "taken").mkdir()
-    code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "taken")
-    assert code == 2 and "--force" in err
+    (tmp_path / "taken" / "mine.txt").write_text("kept")
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "taken",
+                      match="--force", names=tmp_path / "taken")  # fmt: skip
     code, _, err = run(
         capsys, "merge", cfg, "--out", tmp_path / "taken", "--force", "--no-progress"
     )

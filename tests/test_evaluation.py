@@ -28,6 +28,7 @@ from hm3.evaluation.suite import Dataset, load_datasets, load_suite
 from hm3.merging.config import MergeConfig
 from hm3.merging.stream import merge
 from hm3.model.classifier import load
+from test_cli import expect_user_error
 from test_suite import write_rows, write_suite
 from tiny import WORDS, write_merge_yaml
 
@@ -460,8 +461,9 @@ def test_cli_tables_json_and_report(zoo, suite_file, tmp_path, capsys):
     assert [m.name for m in parsed.models] == ["original"]
     assert EvaluationResult.from_json((tmp_path / "report" / "results.json").read_text()) == parsed
     assert "Agreement" not in (tmp_path / "report" / "report.md").read_text()  # nothing to compare
-    code, _, err = run(capsys, "evaluate", suite_file, *originals, "--out", tmp_path / "report")
-    assert code == 2 and "--force" in err
+    expect_user_error(capsys, tmp_path, "evaluate", suite_file, *originals, "--out",
+                      tmp_path / "report", match="--force", names=tmp_path / "report",
+                      watch=(suite_file.parent,))  # fmt: skip
 
 
 def test_cli_bad_input_exits_2_naming_the_dataset(zoo, tmp_path, capsys):
@@ -470,29 +472,31 @@ def test_cli_bad_input_exits_2_naming_the_dataset(zoo, tmp_path, capsys):
         tmp_path / "s.yaml",
         {"datasets": [{"name": "my_set", "path": "d.csv", "expect": {"task0": {"column": "lbl"}}}]},
     )
-    code, out, err = run(capsys, "evaluate", suite, zoo.models[0], "--out", tmp_path / "out")
-    text = " ".join(err.split())
-    assert code == 2 and "Traceback" not in err and out == ""
-    assert "'my_set'" in text and "no column 'lbl'" in text and "text, label" in text
-    assert not (tmp_path / "out").exists()
-    code, _, err = run(capsys, "evaluate", suite, "--originals", zoo.models[0])
-    assert code == 2 and "TASK=DIR" in err
+    text = expect_user_error(capsys, tmp_path, "evaluate", suite, zoo.models[0], "--out",
+                             tmp_path / "out", match="no column 'lbl'", names="'my_set'",
+                             watch=(zoo.models[0],))  # fmt: skip
+    assert "text, label" in text
+    expect_user_error(capsys, tmp_path, "evaluate", suite, "--originals", zoo.models[0],
+                      match="TASK=DIR", names="--originals")  # fmt: skip
 
 
-def test_cli_tasks_evaluates_part_of_a_suite(zoo, suite_file, capsys):
+def test_cli_tasks_evaluates_part_of_a_suite(zoo, suite_file, tmp_path, capsys, monkeypatch):
     only = ("--originals", f"task0={zoo.models[0]}")
-    code, _, err = run(capsys, "evaluate", suite_file, *only, "--no-progress")
-    text = " ".join(err.split())
-    assert code == 2 and "which no model being evaluated answers" in text and "--tasks" in text
+    monkeypatch.chdir(tmp_path)  # a stray file written to the current directory would show
+    keep = (suite_file.parent, zoo.models[0])
+    expect_user_error(capsys, tmp_path, "evaluate", suite_file, *only, "--no-progress",
+                      match="which no model being evaluated answers", names="--tasks",
+                      watch=keep)  # fmt: skip
     code, out, err = run(capsys, "evaluate", suite_file, *only, "--tasks", "task0", "--json")
     assert code == 0, err
     parsed = EvaluationResult.from_json(out)
     assert [t.name for t in parsed.tasks] == ["task0"]
     assert [d.name for d in parsed.datasets] == ["g0", "g1", "g2"]  # mixed expects only task2
     assert all(set(d.expect) == {"task0"} for d in parsed.datasets)
-    code, _, err = run(capsys, "evaluate", suite_file, *only, "--tasks", "task0,nope")
-    text = " ".join(err.split())
-    assert code == 2 and "task 'nope'" in text and "task0, task1, task2" in text
+    text = expect_user_error(capsys, tmp_path, "evaluate", suite_file, *only, "--tasks",
+                             "task0,nope", match="task 'nope'", names=suite_file,
+                             watch=keep)  # fmt: skip
+    assert "task0, task1, task2" in text
 
 
 def test_cli_bootstrap(zoo, suite_file, tmp_path, capsys):
@@ -509,7 +513,9 @@ def test_cli_bootstrap(zoo, suite_file, tmp_path, capsys):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| vs originals |" in report and "50 paired redraws" in report
     assert "**vs originals**" in report  # the metric's definition
-    code, out, err = run(capsys, "evaluate", suite_file, m0, *only, "--bootstrap", "50")
-    assert code == 2 and out == "" and "--originals TASK=DIR" in " ".join(err.split())
-    code, _, err = run(capsys, "evaluate", suite_file, m0, *originals, *only, "--bootstrap", "-1")
-    assert code == 2 and "--bootstrap" in err
+    expect_user_error(capsys, tmp_path, "evaluate", suite_file, m0, *only, "--bootstrap", "50",
+                      match="--originals TASK=DIR", names="--bootstrap",
+                      watch=(suite_file.parent,))  # fmt: skip
+    expect_user_error(capsys, tmp_path, "evaluate", suite_file, m0, *originals, *only,
+                      "--bootstrap", "-1", match="greater than or equal to 0",
+                      names="'--bootstrap'", watch=(suite_file.parent,))  # fmt: skip

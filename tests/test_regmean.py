@@ -17,6 +17,7 @@ from hm3.merging.expanded import expand
 from hm3.methods import METHODS, MergeOptions, ModelParams
 from hm3.methods.regmean import RegMeanSums, regmean
 from test_alignment import write_texts
+from test_cli import expect_user_error
 from tiny import FAMILIES, toy_texts, write_merge_yaml
 
 # ---- the closed form ------------------------------------------------------------------------
@@ -273,12 +274,8 @@ def test_bad_texts_fail_before_any_output(bert_zoo, tmp_path, capsys, texts, mes
         target.write_text(json.dumps({"text": "  "}) + "\n")
     else:
         write_texts(target, ["a b"], column=texts)
-    with pytest.raises(SystemExit) as done:
-        main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
-    assert done.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "m").exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "m", "--no-progress",
+                      match=message, names="models[1].texts")  # fmt: skip
 
 
 def test_expand_refuses_regmean_with_the_reason(bert_zoo, tmp_path):
@@ -301,14 +298,10 @@ def test_demo_methods_are_checked_before_any_work(tmp_path, capsys):
     from hm3.demo.cases import method_specs
 
     assert [m.method for m in method_specs(("ties", "regmean"))] == ["ties", "regmean"]
-    with pytest.raises(SystemExit) as done:
-        main(["demo", "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
-              "--methods", "ties,regmen"])  # fmt: skip
-    assert done.value.code == 2
-    err = capsys.readouterr().err
-    assert "unknown or repeated: regmen" in err
-    assert "soup, ties, dare_ties, dare_ties_search, regmean" in err
-    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+    message = expect_user_error(capsys, tmp_path, "demo", "--out", tmp_path / "r", "--cache",
+                                tmp_path / "c", "--methods", "ties,regmen",
+                                match="unknown or repeated: regmen", names="--methods")  # fmt: skip
+    assert "soup, ties, dare_ties, dare_ties_search, regmean" in message
 
 
 def test_a_wrong_base_fails_before_any_model_runs(bert_zoo, tmp_path, capsys):
@@ -318,12 +311,9 @@ def test_a_wrong_base_fails_before_any_model_runs(bert_zoo, tmp_path, capsys):
     cfg.write_text(json.dumps(doc))
     # a row that would stop the Gram pass, had it started: the checkpoints are checked first
     (tmp_path / "t0.jsonl").write_text(json.dumps({"text": 5}) + "\n")
-    with pytest.raises(SystemExit) as done:
-        main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
-    assert done.value.code == 2
-    err = capsys.readouterr().err
-    assert "base_model" in err and "not found" in err and "not text" not in err
-    assert not (tmp_path / "m").exists()
+    message = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "m",
+                                "--no-progress", match="not found", names="base_model")  # fmt: skip
+    assert "not text" not in message
 
 
 def test_cli_merge_says_what_regmean_was_computed_on(bert_zoo, tmp_path, capsys):
