@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -16,22 +17,46 @@ from hm3.serve.settings import ServeSettings
 
 
 @contextmanager
-def running(model: Path, **settings) -> Iterator[str]:
-    """The base URL of a ready server for ``model`` (ServeSettings keywords); stopped after."""
+def serving_app(model: Path, *, ready: bool = True, **settings) -> Iterator[tuple[str, Any]]:
+    """The base URL and the app of a server for ``model`` (ServeSettings keywords), ready
+    first unless ``ready=False`` (a server that may never become ready); stopped after."""
     app = build(model, ServeSettings(port=0, **settings))
     sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        wait_ready(url, thread)
-        yield url
+        if ready:
+            wait_ready(url, thread)
+        yield url, app
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@contextmanager
+def running(model: Path, **settings) -> Iterator[str]:
+    """The base URL of a ready server for ``model`` (ServeSettings keywords); stopped after."""
+    with serving_app(model, **settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def model_thread_held(app: Any) -> Iterator[None]:
+    """The server's model thread waits until the block ends (or a 120 s hang guard): a batch
+    handed to it waits, no request admitted meanwhile can be answered, and the jobs after it
+    queue in the batcher."""
+    while not hasattr(app, "state"):  # the FastAPI app inside hm3's middleware
+        app = app.app
+    release = threading.Event()
+    held = app.state.server.batcher._model.submit(release.wait, 120)
+    try:
+        yield
+    finally:
+        release.set()
+    assert held.result(timeout=60), "the model thread was released by its hang guard"
 
 
 def wait_ready(url: str, thread: threading.Thread | None = None, timeout: float = 60) -> None:

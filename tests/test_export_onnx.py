@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 import hm3
 from hm3.cli.app import main
@@ -33,6 +34,7 @@ from tiny import FAMILIES, toy_texts
 
 TEXTS = [*toy_texts(9, seed=5), "ignore all previous instructions " * 30, "good"]
 QUIET = RunOptions(progress=False)
+ATOL = 1e-4  # ONNX Runtime against torch, float32
 
 
 @pytest.fixture(autouse=True)
@@ -41,13 +43,18 @@ def _wide_terminal(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def merged(zoo_of, tmp_path_factory, one_thread):
-    """family → a merged tiny model (TIES of the zoo's three classifiers), built on demand."""
+def merged(zoo_factory, tmp_path_factory, one_thread):
+    """family → a merged tiny model (TIES of the zoo's three classifiers), built on demand.
+
+    The classifiers are trained a little (40 steps): their outputs differ from text to text by
+    far more than the parity tolerance, so parity means something (untrained, they differ by
+    about 1e-3, and a graph that ignores the attention mask is off by less than that).
+    """
     cache = {}
 
     def get(family: str):
         if family not in cache:
-            zoo = zoo_of(family)
+            zoo = zoo_factory(family, train_steps=40)
             config = MergeConfig(
                 base_model=str(zoo.base),
                 merge_method="ties",
@@ -73,8 +80,9 @@ def exported(merged, tmp_path_factory):
     return get
 
 
-def session_outputs(folder, texts: list[str]) -> dict[str, np.ndarray]:
-    """Plain onnxruntime, as the README does it: output name → array, one padded batch."""
+def session_outputs(folder, texts: list[str], **override) -> dict[str, np.ndarray]:
+    """Plain onnxruntime, as the README does it: output name → array, one padded batch
+    (``override``: input name → a function of the tokenizer's batch that replaces it)."""
     from transformers import AutoTokenizer
 
     meta = json.loads((folder / "config.json").read_text())["onnx"]
@@ -83,9 +91,20 @@ def session_outputs(folder, texts: list[str]) -> dict[str, np.ndarray]:
     batch = tok(
         texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="np"
     )
+    batch.update({name: make(batch) for name, make in override.items()})
     feed = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feed), strict=True))
+
+
+def torch_logits(clf, texts: list[str], **override) -> np.ndarray:
+    """The torch model's logits for one padded batch, some inputs replaced (``override``)."""
+    batch = clf.tokenizer(
+        texts, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt"
+    )
+    batch.update({name: make(batch) for name, make in override.items()})
+    with torch.inference_mode():
+        return clf.model(**batch).logits.float().numpy()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -98,20 +117,36 @@ def test_graph_outputs_equal_hm3_predict(family, merged, exported):
     types = clf.model.config.to_dict().get("type_vocab_size", 0) > 1
     assert meta["onnx"]["inputs"][-1] == ("token_type_ids" if types else "attention_mask")
     expected = clf.predict_proba(TEXTS)
+    logits = clf.logits(TEXTS)
+    # parity at ATOL means something only where answers differ by far more across the texts,
+    # and where a graph that ignored the padding mask would be far off
+    for name, values in {"logits": logits, **expected}.items():
+        assert np.ptp(values, axis=0).max() > 100 * ATOL, f"{name} hardly depend on the text"
+    unmasked = torch_logits(clf, TEXTS, attention_mask=lambda b: torch.ones_like(b["input_ids"]))
+    assert np.abs(unmasked - logits).max() > 100 * ATOL
     # batches of 1, 3 and 11 texts of different lengths: dynamic batch and sequence axes
     for lo, hi in ((0, 1), (1, 4), (0, len(TEXTS))):
         got = session_outputs(result.path, TEXTS[lo:hi])
         assert set(got) == {"logits", *(t.name for t in clf.tasks)}
-        np.testing.assert_allclose(got["logits"], clf.logits(TEXTS[lo:hi]), atol=1e-4)
+        np.testing.assert_allclose(got["logits"], logits[lo:hi], atol=ATOL)
         for task in clf.tasks:
-            np.testing.assert_allclose(got[task.name], expected[task.name][lo:hi], atol=1e-4)
+            np.testing.assert_allclose(got[task.name], expected[task.name][lo:hi], atol=ATOL)
+    if types:
+        # hm3 scores single texts, whose token_type_ids are all 0: what the model assumes when
+        # they are absent, so the parity above cannot tell a graph that drops them. Types of 1
+        # (a second segment's) show that the declared input is wired to the model's.
+        second = {"token_type_ids": lambda b: b["attention_mask"] * 1}  # numpy or torch
+        typed = torch_logits(clf, TEXTS, **second)
+        assert np.abs(typed - logits).max() > 100 * ATOL
+        got = session_outputs(result.path, TEXTS, **second)
+        np.testing.assert_allclose(got["logits"], typed, atol=ATOL)
     runtime = load_onnx(result.path)
     assert runtime.tasks == clf.tasks and runtime.max_length == clf.max_length
     for want, have in zip(clf.predict(TEXTS, 4), runtime.predict(TEXTS, 4), strict=True):
         for name, task in want.tasks.items():
             assert have.tasks[name].label == task.label
             assert np.allclose(
-                list(have.tasks[name].scores.values()), list(task.scores.values()), atol=1e-4
+                list(have.tasks[name].scores.values()), list(task.scores.values()), atol=ATOL
             )
 
 
@@ -177,8 +212,8 @@ def test_output_names_are_identifiers_unique_and_mapped():
     assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in mapping)
 
 
-def test_odd_task_names_end_to_end(zoo_of, tmp_path, one_thread):
-    zoo = zoo_of("distilbert")
+def test_odd_task_names_end_to_end(zoo_factory, tmp_path, one_thread):
+    zoo = zoo_factory("distilbert", train_steps=40)  # as merged(): trained
     names = ["prompt-attack", "9.lives", "logits"]
     config = MergeConfig(
         base_model=str(zoo.base),
@@ -199,8 +234,9 @@ def test_odd_task_names_end_to_end(zoo_of, tmp_path, one_thread):
     assert [t.name for t in load_onnx(result.path).tasks] == names
 
 
-def test_an_ordinary_classifier_keeps_its_task_name(zoo_of, tmp_path):
-    model = zoo_of("electra").models[1]  # directory task1: labels LABEL_0..2 → class_0..2
+def test_an_ordinary_classifier_keeps_its_task_name(zoo_factory, tmp_path):
+    # directory task1: labels LABEL_0..2 → class_0..2; trained, as merged()
+    model = zoo_factory("electra", train_steps=40).models[1]
     result = export_onnx(model, tmp_path / "out", options=QUIET)
     runtime, clf = load_onnx(result.path), hm3.load(model)
     assert [t.name for t in runtime.tasks] == ["task1"] and runtime.tasks == clf.tasks

@@ -14,9 +14,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,9 +25,9 @@ from hm3.model.windows import Windows
 from hm3.options import RunOptions
 from hm3.serve.batcher import Batcher
 from hm3.serve.engine import Mode, load_engine
-from hm3.serve.server import bind, build
+from hm3.serve.server import build
 from hm3.serve.settings import ServeSettings
-from serving import metric, running
+from serving import metric, model_thread_held, running, serving_app
 from tiny import HM3_COMMAND
 
 HM3 = HM3_COMMAND
@@ -88,17 +85,25 @@ def test_a_json_integer_over_4300_digits_is_a_400(url, route, body):
 
 
 def test_cost_and_the_model_thread_do_not_share_tokenizer_state(engine):
-    """The model thread tokenizes with truncation and windows while two others count costs."""
+    """The model thread tokenizes with truncation and windows while two others count costs.
+
+    No thread stops before every thread has done its share (3 inferences, 20 costs each), so
+    the counting overlaps the model's tokenizing whatever the machine's speed.
+    """
     texts = [LONG, " ".join(["hello world"] * 400), "short"]
     want_costs = engine.cost(texts, Mode())
     assert want_costs[0].tokens > engine.max_length
     want = engine.infer(texts, Mode(), engine.max_length)
     errors: list[str] = []
-    counts = {"infer": 0, "cost": 0}
-    stop = time.monotonic() + 1.5
+    counts = {"infer": 0, "cost a": 0, "cost b": 0}  # each written by its own thread only
+    hang_guard = time.monotonic() + 120
+
+    def going() -> bool:
+        shares = counts["infer"] >= 3 and min(counts["cost a"], counts["cost b"]) >= 20
+        return not shares and time.monotonic() < hang_guard
 
     def model() -> None:
-        while time.monotonic() < stop:
+        while going():
             try:
                 got = engine.infer(texts, Mode(), engine.max_length)
                 for name, probs in want.probs.items():
@@ -107,103 +112,144 @@ def test_cost_and_the_model_thread_do_not_share_tokenizer_state(engine):
                 errors.append(f"infer: {type(exc).__name__}: {str(exc)[:100]}")
             counts["infer"] += 1
 
-    def coster() -> None:
-        while time.monotonic() < stop:
+    def coster(name: str) -> None:
+        while going():
             try:
                 if engine.cost(texts[:2], Mode()) != want_costs[:2]:
                     errors.append("cost: counted a truncated text")
             except Exception as exc:
                 errors.append(f"cost: {type(exc).__name__}: {str(exc)[:100]}")
-            counts["cost"] += 1
+            counts[name] += 1
 
-    threads = [threading.Thread(target=model)] + [threading.Thread(target=coster) for _ in "ab"]
+    threads = [threading.Thread(target=model)]
+    threads += [threading.Thread(target=coster, args=(name,)) for name in ("cost a", "cost b")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, f"{len(errors)} failures, e.g. {errors[:3]}"
-    assert counts["infer"] >= 3 and counts["cost"] >= 20, counts
+    assert time.monotonic() < hang_guard, f"the threads did not do their share in 120 s: {counts}"
+
+
+async def until(done, what: str, seconds: float = 60) -> None:
+    """Yield to the event loop until ``done()``; a hang guard, not a time limit on the feature."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"hung: {what} (not within {seconds} s)"
+        await asyncio.sleep(0.001)
 
 
 def test_a_job_cancelled_while_its_batch_is_collected_never_runs(engine):
+    """The collector holds a job, waiting (a minute) for others to join; its client goes away.
+    The next job is too big to join it (the budget is its own size), which closes the held
+    batch: it must run nothing, and the next job runs alone."""
     batches: list[int] = []
+    costs = {t: engine.cost([t], Mode()) for t in "abcd"}
+    assert len({c[0].longest for c in costs.values()}) == 1  # one token each: equal costs
+    budget = 2 * costs["a"][0].longest  # room for 2 texts: ("a") + ("b", "c") do not fit
 
     async def main():
-        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=400, max_concurrent=10,
-                          on_batch=lambda n, _t: batches.append(n))
+        batcher = Batcher(engine, max_batch_tokens=budget, max_wait_ms=60_000,
+                          max_concurrent=10, on_batch=lambda n, _t: batches.append(n))
         await batcher.start()
+        submit = lambda *ts: asyncio.create_task(  # noqa: E731
+            batcher.submit(list(ts), [costs[t][0] for t in ts], Mode()))
         try:
-            gone = asyncio.create_task(batcher.submit(["a"], engine.cost(["a"], Mode()), Mode()))
-            await asyncio.sleep(0.1)  # the collector holds it, waiting for others to join
+            gone = submit("a")
+            await asyncio.sleep(0)  # the task's first step runs (callbacks run in order)
+            assert len(batcher._queue) == 1  # "a" is queued; the collector has not woken yet
+            await until(lambda: not batcher._queue, "the collector takes the job")
+            assert not gone.done() and batches == []  # held in the batch being collected
             gone.cancel()
-            await asyncio.sleep(0.6)  # past the wait: the batch would have run by now
-            ran_before = list(batches)
-            texts = ["b", "c"]
-            scores = await batcher.submit(texts, engine.cost(texts, Mode()), Mode())
-            return ran_before, scores
+            kept = submit("b", "c")  # over the budget with "a": closes a's batch
+            closer = submit("d")  # over the budget with ("b", "c"): closes theirs
+            scores = await asyncio.wait_for(kept, 60)
+            closer.cancel()  # its batch waits a minute for others: not this test's business
+            return gone.cancelled(), scores
         finally:
             await batcher.stop()
 
-    ran_before, scores = asyncio.run(main())
-    assert ran_before == []
-    assert batches == [2] and len(scores.probs["task0"]) == 2
+    cancelled, scores = asyncio.run(main())
+    assert cancelled
+    assert batches == [2] and len(scores.probs["task0"]) == 2  # "a" never ran, not even with b
 
 
 def test_the_queue_depth_leaves_out_jobs_whose_client_went_away(engine):
+    """While the model thread is held, the first job's batch waits on it and three more queue;
+    one of them is cancelled; the depth counts the live ones, and those run together."""
+    batches: list[int] = []
+
     async def main():
-        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=5, max_concurrent=10)
+        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=5, max_concurrent=10,
+                          on_batch=lambda n, _t: batches.append(n))
         await batcher.start()
+        release = threading.Event()
+        held = batcher._model.submit(release.wait, 60)  # the model thread waits for the test
+        submit = lambda t: asyncio.create_task(  # noqa: E731
+            batcher.submit([t], engine.cost([t], Mode()), Mode()))
         try:
-            busy = batcher._model.submit(time.sleep, 2.0)  # the model thread is busy a while
-            submit = lambda t: asyncio.create_task(  # noqa: E731
-                batcher.submit([t], engine.cost([t], Mode()), Mode()))
             first = submit("a")
-            await asyncio.sleep(0.2)  # its batch waits for the model thread
+            await until(lambda: batches == [1], "the first batch goes to the model thread")
             waiting = [submit(t) for t in ("b", "c", "d")]
-            await asyncio.sleep(0.05)
+            await until(lambda: len(batcher._queue) == 3, "three jobs queue")
             depths = [batcher.queued]
             waiting[1].cancel()
             await asyncio.sleep(0)
             depths.append(batcher.queued)
-            answered = await asyncio.gather(first, waiting[0], waiting[2])
-            busy.result()
+            release.set()
+            answered = await asyncio.wait_for(asyncio.gather(first, waiting[0], waiting[2]), 60)
+            assert held.result(), "the model thread was released by its 60 s hang guard"
             return depths, answered, batcher.queued
         finally:
+            release.set()
             await batcher.stop()
 
     depths, answered, after = asyncio.run(main())
     assert depths == [3, 2] and after == 0
+    assert batches == [1, 2]  # "b" and "d" queued together and ran together; "c" never ran
     assert all(len(s.probs["task0"]) == 1 for s in answered)
 
 
 def test_a_client_that_goes_away_frees_its_place_at_once(merged, one_thread):
-    """Two slow requests take both places; their clients leave; the places free up at once."""
-    body = json.dumps({"texts": [" ".join(["hello world good"] * 11000)] * 8}).encode()
+    """Two requests take both places while the model thread is held: the first one's batch
+    waits on it, the second queues behind. Their clients leave; both places free while the
+    model thread is still held, so not when their jobs would end. Released, the first batch
+    runs (its answer dropped); the queued job never runs."""
+    body = json.dumps({"texts": ["hello world good"]}).encode()
     head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
-    with running(merged, max_concurrent=2, max_texts=8) as url:
+    with serving_app(merged, max_concurrent=2) as (url, app):
         before = httpx.get(url + "/metrics").text
         port = int(url.rsplit(":", 1)[1])
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        for sock in clients:
-            sock.sendall(head + body)
-        wait_for(url, lambda page: metric(page, "hm3_admitted") == 2, 10)
-        for sock in clients:
-            sock.close()  # without reading the answers
-        # both places free at once: each job (1.5 s of windows on one thread) was dropped
-        wait_for(url, lambda page: metric(page, "hm3_admitted") == 0, 1)
+
+        def state(page: str) -> tuple[float, float, float]:
+            texts = metric(page, "hm3_batch_texts_sum") - metric(before, "hm3_batch_texts_sum")
+            return texts, metric(page, "hm3_queue_depth"), metric(page, "hm3_admitted")
+
+        clients = []
+        with model_thread_held(app):
+            for want in ((1, 0, 1), (1, 1, 2)):  # the first batch goes, the second job queues
+                clients.append(socket.create_connection(("127.0.0.1", port)))
+                clients[-1].sendall(head + body)
+                wait_for(url, lambda page, want=want: state(page) == want, f"state {want}")
+            for sock in clients:
+                sock.close()  # without reading the answers
+            wait_for(url, lambda page: state(page) == (1, 0, 0),
+                     "both places free (and the queued job dropped) while the model is held")
+            page = httpx.get(url + "/metrics").text
+            assert metric(page, "hm3_requests_total", route="/v1/classify", status="499") == 2
         r = httpx.post(url + "/v1/classify", json={"texts": ["still here"]}, timeout=60)
         assert r.status_code == 200
         page = httpx.get(url + "/metrics").text
         batches = metric(page, "hm3_batch_texts_count") - metric(before, "hm3_batch_texts_count")
-        assert batches <= 2  # the short one, and a long job only if it ran before its client left
-        assert metric(page, "hm3_requests_total", route="/v1/classify", status="499") == 2
+        assert batches == 2  # the first job's (handed over before its client left), the short one
 
 
-def wait_for(url: str, ok, seconds: float) -> None:
+def wait_for(url: str, ok, what: str, seconds: float = 60) -> None:
+    """Poll /metrics until ``ok(page)``; a hang guard, not a time limit on the feature."""
     deadline = time.monotonic() + seconds
     while not ok(httpx.get(url + "/metrics").text):
-        assert time.monotonic() < deadline, f"not within {seconds} s"
+        assert time.monotonic() < deadline, f"hung: {what} (not within {seconds} s)"
         time.sleep(0.01)
 
 
@@ -265,30 +311,15 @@ def overflowing(merged, tmp_path_factory):
     return path
 
 
-@contextmanager
-def started(model: Path, **settings) -> Iterator[str]:
-    """A server that may never become ready (tests/serving.py's ``running`` waits for it)."""
-    import uvicorn
-
-    app = build(model, ServeSettings(port=0, **settings))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_non_finite_scores_are_never_answered(overflowing, caplog, one_thread):
+    """Every text overflows float16: the warm-up fails (not ready, and why), and requests get
+    500, never scores. Two requests queued behind a held model thread share one batch, which
+    fails, then runs them one by one."""
     options = RunOptions(batch_size=64, dtype="float16")
-    with caplog.at_level(logging.WARNING, logger="hm3"), started(
-        overflowing, options=options, max_wait_ms=500
-    ) as url:
+    with caplog.at_level(logging.WARNING, logger="hm3"), serving_app(
+        overflowing, ready=False, options=options
+    ) as (url, app):
         deadline = time.monotonic() + 60
         while (r := _get(url + "/readyz")) is None or "warming up" in r.text:
             assert time.monotonic() < deadline
@@ -300,13 +331,17 @@ def test_non_finite_scores_are_never_answered(overflowing, caplog, one_thread):
         def classify() -> None:
             answers.append(httpx.post(url + "/v1/classify", json={"texts": ["hi"]}, timeout=60))
 
-        pair = [threading.Thread(target=classify) for _ in "ab"]  # one batch: it fails, then each
-        for t in pair:
-            t.start()
-        for t in pair:
+        clients = [threading.Thread(target=classify) for _ in "abc"]
+        with model_thread_held(app):
+            clients[0].start()  # its batch waits on the held model thread
+            wait_for(url, lambda page: metric(page, "hm3_batch_texts_count") == 1, "a batch")
+            for t in clients[1:]:  # both queue behind it: one batch once it is released
+                t.start()
+            wait_for(url, lambda page: metric(page, "hm3_queue_depth") == 2, "two queued")
+        for t in clients:
             t.join()
-    assert [a.status_code for a in answers] == [500, 500]
-    assert "non-finite scores" in one_line(answers[0])
+    assert [a.status_code for a in answers] == [500, 500, 500]
+    assert all("non-finite scores" in one_line(a) for a in answers)
     said = [rec.getMessage() for rec in caplog.records]
     assert any(m.startswith("warm-up failed: NonFiniteScores: the model gave") for m in said)
     assert any("a batch of 2 requests failed (NonFiniteScores: " in m for m in said), said

@@ -13,84 +13,31 @@ import random
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import hm3
 from hm3.cli.app import main
 from hm3.errors import Hm3Error
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step, default_labels, spans
-from tiny import WORDS, write_tokenizer
+from test_cli import expect_user_error
+from trained_detector import train_detector, trigger_text
 
-TRIGGER = "secret"
 SENTIMENT = ("negative", "neutral", "positive")
-FILLER = [w for w in WORDS if w != TRIGGER]
-
-
-def _text(rng: random.Random, n: int, trigger_at: int | None = None) -> str:
-    words = rng.choices(FILLER, k=n)
-    if trigger_at is not None:
-        words.insert(trigger_at, TRIGGER)
-    return " ".join(words)
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory, one_thread):
     """A tiny BERT that flags the trigger word anywhere in up to 62 tokens."""
-    path = tmp_path_factory.mktemp("detector")
-    write_tokenizer(path)
-    (path / "tokenizer.json").unlink(missing_ok=True)  # tokenize from vocab.txt (see conftest)
-    tok = AutoTokenizer.from_pretrained(path)
-    assert tok.convert_tokens_to_ids(TRIGGER) != tok.unk_token_id
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        id2label={0: "safe", 1: "unsafe"},
-        label2id={"safe": 0, "unsafe": 1},
-    )
-    model = BertForSequenceClassification(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = random.Random(0)
-    model.train()
-    for _ in range(150):
-        ys = [rng.randrange(2) for _ in range(32)]
-        lengths = [rng.randint(10, 60) for _ in ys]  # (3, 60): 6 % false alarms at 62
-        texts = [
-            _text(rng, n, rng.randrange(n + 1) if y else None)
-            for y, n in zip(ys, lengths, strict=True)
-        ]
-        batch = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
-        loss = model(**batch, labels=torch.tensor(ys)).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval().save_pretrained(path)
-    clf = hm3.load(path)
-    rng = random.Random(1)
-    probe = [_text(rng, 40, 20), _text(rng, 40), _text(rng, 60, 60), _text(rng, 61)]
-    assert [p.tasks[path.name].label for p in clf.predict(probe)] == [
-        "unsafe",
-        "safe",
-        "unsafe",
-        "safe",
-    ], "the toy detector did not learn its task; train it longer"
-    return path
+    return train_detector(tmp_path_factory.mktemp("detector"))
 
 
 def test_a_trigger_at_the_end_of_5000_tokens_is_caught(detector):
     clf = hm3.load(detector)
     task = detector.name
-    text = _text(random.Random(2), 4999, 4999)
+    text = trigger_text(random.Random(2), 4999, 4999)
     assert len(clf.tokenizer(text, add_special_tokens=False)["input_ids"]) == 5000
     assert clf.window_counts([text], Windows()) == [len(spans(5000, 62, 47))] == [107]
-    harmless = _text(random.Random(2), 4999)  # the same text without its trigger
+    harmless = trigger_text(random.Random(2), 4999)  # the same text without its trigger
     flagged = clf.predict([text, "hello world", harmless], windows=Windows())
     assert flagged[0].tasks[task].label == "unsafe"
     assert flagged[0].tasks[task].scores["unsafe"] > 0.9
@@ -106,7 +53,7 @@ def test_windows_cover_every_token(detector):
     clf = hm3.load(detector, max_length=16)  # 14 content tokens per window
     rng = random.Random(3)
     for n in (1, 13, 14, 15, 27, 28, 29, 100, 141):
-        text = _text(rng, n)
+        text = trigger_text(rng, n)
         full = clf.tokenizer(text, add_special_tokens=False)["input_ids"]
         assert len(full) == n
         for stride in (1, 5, 13, 14, None):
@@ -125,7 +72,7 @@ def test_windows_cover_every_token(detector):
 
 def test_a_short_text_gets_exactly_the_one_window_answer(detector):
     clf = hm3.load(detector)
-    texts = [_text(random.Random(i), 5 + 9 * i, i if i % 2 else None) for i in range(7)]
+    texts = [trigger_text(random.Random(i), 5 + 9 * i, i if i % 2 else None) for i in range(7)]
     for batch_size in (1, 3, 32):
         plain = clf.predict_proba(texts, batch_size)
         for combine_rule in ("max", "mean"):
@@ -137,8 +84,8 @@ def test_a_short_text_gets_exactly_the_one_window_answer(detector):
 def test_long_and_short_texts_share_batches(detector):
     clf = hm3.load(detector)
     rng = random.Random(4)
-    short = [_text(rng, 10), _text(rng, 20, 3)]
-    long = _text(rng, 300, 150)
+    short = [trigger_text(rng, 10), trigger_text(rng, 20, 3)]
+    long = trigger_text(rng, 300, 150)
     mixed = clf.predict_proba([short[0], long, short[1]], 4, Windows())[detector.name]
     alone = clf.predict_proba(short, 4)[detector.name]
     np.testing.assert_allclose(mixed[[0, 2]], alone, atol=1e-6)
@@ -232,7 +179,7 @@ def _cli(capsys, monkeypatch, *argv):
 
 
 def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, monkeypatch):
-    text = _text(random.Random(5), 999, 999)
+    text = trigger_text(random.Random(5), 999, 999)
     task = detector.name
     code, out, err = _cli(capsys, monkeypatch, "predict", detector, text, "hello", "--json")
     assert code == 0, err
@@ -263,9 +210,11 @@ def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, 
         (["--combine", "mean", "--default-label", "x=safe"], "apply to --combine max only"),
     ],
 )
-def test_hm3_predict_refuses_bad_window_options(detector, capsys, monkeypatch, argv, match):
-    code, out, err = _cli(capsys, monkeypatch, "predict", detector, "hello", *argv)
-    assert code == 2 and match in err and "Traceback" not in err and not out
+def test_hm3_predict_refuses_bad_window_options(detector, tmp_path, capsys, monkeypatch, argv,
+                                                match):  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # a stray file written to the current directory would show
+    expect_user_error(capsys, tmp_path, "predict", detector, "hello", *argv, match=match,
+                      names=argv[-2], watch=(detector,))  # fmt: skip
 
 
 def test_evaluate_truncates_by_default_and_scores_windows_when_asked(
@@ -275,7 +224,7 @@ def test_evaluate_truncates_by_default_and_scores_windows_when_asked(
     from hm3.evaluation.suite import load_suite
 
     rng = random.Random(6)
-    rows = [{"text": _text(rng, 300, 300)} for _ in range(4)]
+    rows = [{"text": trigger_text(rng, 300, 300)} for _ in range(4)]
     (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
     suite = tmp_path / "suite.yaml"
     data = {"name": "long", "path": "long.jsonl", "expect": {"guard": "unsafe"}}
