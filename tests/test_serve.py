@@ -23,6 +23,7 @@ from hm3.errors import Hm3Error
 from hm3.model.predictor import PredictResponse
 from hm3.model.windows import Windows
 from serving import metric, model_thread_held, running, serving_app
+from test_cli import expect_user_error
 from tiny import toy_texts
 from trained_detector import train_detector, trigger_text
 
@@ -357,3 +358,17 @@ def test_a_bad_policy_is_a_one_line_startup_error(merged, tmp_path, rules, says)
     with pytest.raises(Hm3Error, match=r"policy\.yaml") as err:
         build(merged, ServeSettings(policy=path))
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("missing", ["uvicorn", "fastapi"])
+def test_serve_without_the_serve_extra_is_one_line(merged, tmp_path, capsys, monkeypatch, missing):
+    """Without `hm3[serve]` the command names the extra to install (exit 2), whichever of its
+    packages is missing, instead of a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` raises ImportError
+    monkeypatch.delitem(sys.modules, "hm3.serve.app", raising=False)  # imported afresh
+    line = expect_user_error(capsys, tmp_path, "serve", merged, "--port", "0",
+                             match="pip install 'hm3[serve]'", names=f"({missing} is missing)",
+                             watch=(merged,))  # fmt: skip
+    assert line.startswith("error: hm3 serve needs the serve extra")

@@ -22,14 +22,18 @@ from hm3.serve.settings import ServeSettings
 log = logging.getLogger("hm3")
 
 
+def _no_extra(exc: ImportError) -> Hm3Error:
+    return Hm3Error(
+        f"hm3 serve needs the serve extra ({exc.name} is missing); pip install 'hm3[serve]'"
+    )
+
+
 def build(model: Path, settings: ServeSettings) -> Any:
     """The ASGI app serving ``model``; raises :class:`Hm3Error` for anything it cannot serve."""
     try:
         from hm3.serve.app import create_app
-    except ImportError as exc:  # fastapi, uvicorn or prometheus-client missing
-        raise Hm3Error(
-            f"hm3 serve needs the serve extra ({exc.name} is missing); pip install 'hm3[serve]'"
-        ) from None
+    except ImportError as exc:  # fastapi or prometheus-client missing
+        raise _no_extra(exc) from None
     from hm3.serve.engine import load_engine
     from hm3.serve.policy import load_policy
 
@@ -69,9 +73,11 @@ def serve(
     shutdown uvicorn re-raises the signal: SIGTERM ends the process with that signal's status
     (as servers conventionally do), Ctrl-C returns normally.
     """
-    import uvicorn
-
     app = build(model, settings)
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise _no_extra(exc) from None
     sock = bind(settings.host, settings.port)
     config = uvicorn.Config(
         app,
