@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 # no emoji: ":smile:" in a text or a name is printed as typed
 out_console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
+# a pipe or a log file gets each message on one line, never cut at 80 columns mid-number
+# (a terminal wraps long lines itself); tables keep their width
+for _console in (out_console, err_console):
+    _console.soft_wrap = not _console.is_terminal
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (must not exist).")]
 ConfigArg = Annotated[Path, typer.Argument(help="Merge config (YAML).")]
