@@ -71,9 +71,10 @@ def bert_zoo(zoo_factory) -> Zoo:
 def zoo_of(zoo_factory, tmp_path_factory):
     """The shared tiny zoo, copied without ``tokenizer.json``, so texts tokenize from vocab.txt.
 
-    The shared zoo's ``tokenizer.json`` holds only the 5 special tokens (tests/tiny.py builds it
-    with a keyword transformers 5 ignores), so every word would be [UNK] and the fits would see
-    about a dozen distinct feature vectors (one per text length).
+    An early ``tokenizer.json`` held only the 5 special tokens, so every word was [UNK] and the
+    fits saw about a dozen distinct feature vectors (one per text length); tests/tiny.py's
+    ``write_tokenizer`` now checks that words map to themselves. The copies also keep tests
+    that read files by path apart from the zoo other fixtures share.
     """
     cache = {}
 
