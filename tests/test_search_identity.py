@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from hm3.errors import Hm3Error
 from hm3.search import identity
 from search_case import fails, make_case
+from test_cli import tree
 
 SMALL = ["--val-samples", "8", "--test-samples", "8", "--no-progress", "--trials", "1"]
 
@@ -21,10 +22,6 @@ SMALL = ["--val-samples", "8", "--test-samples", "8", "--no-progress", "--trials
 def _argv(case, out, *extra):
     return ["search", str(case.config), "--suite", str(case.suite), "--out", str(out), *SMALL,
             *extra]  # fmt: skip
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _ok(argv):
@@ -57,12 +54,12 @@ def _nudge_weights(model: Path) -> None:
 def test_resume_after_a_model_changed_in_place_is_refused(copied, tmp_path, capsys, one_thread):
     out = tmp_path / "out"
     _ok(_argv(copied, out))
-    before = _files(out)
+    before = tree(out)
     _nudge_weights(copied.models[1])
     line = fails(capsys, [*_argv(copied, out, "--resume")], "--resume:", str(copied.models[1]),
                  "changed since", "restore it, or start a new study")  # fmt: skip
     assert "and 1 more" not in line
-    assert _files(out) == before
+    assert tree(out) == before
 
 
 def test_a_worker_whose_dataset_differs_is_refused(copied, tmp_path, capsys, one_thread):
@@ -94,12 +91,13 @@ def test_contents_hash_a_models_files_and_skip_what_does_not_exist(copied, tmp_p
 
 
 def test_a_study_without_recorded_contents_gets_them_then_checks_them():
-    study = optuna.create_study(study_name="old")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="old", storage=storage)
     study.set_user_attr(identity.FINGERPRINT, "fp")  # stored before contents were recorded
-    identity.check(study, "fp", {"/m": "aa"}, how="--resume", fresh="a new --out")
+    identity.check(study, storage, "fp", {"/m": "aa"}, how="--resume", fresh="a new --out")
     assert study.user_attrs[identity.CONTENTS] == {"/m": "aa"}
-    identity.check(study, "fp", {"/m": "aa", "/new": "bb"}, how="--resume", fresh="x")
+    identity.check(study, storage, "fp", {"/m": "aa", "/new": "bb"}, how="--resume", fresh="x")
     with pytest.raises(Hm3Error, match=r"^--resume: /m changed since study 'old' started"):
-        identity.check(study, "fp", {"/m": "ab"}, how="--resume", fresh="x")
+        identity.check(study, storage, "fp", {"/m": "ab"}, how="--resume", fresh="x")
     with pytest.raises(Hm3Error, match="another config"):
-        identity.check(study, "other", {"/m": "aa"}, how="--resume", fresh="x")
+        identity.check(study, storage, "other", {"/m": "aa"}, how="--resume", fresh="x")

@@ -58,14 +58,21 @@ def contents(paths: Iterable[Path]) -> dict[str, str]:
     return out
 
 
-def check(study: Any, print_: str, files: dict[str, str], *, how: str, fresh: str) -> None:
-    """Record this run's fingerprint and contents in ``study`` where it has none; refuse the run
-    where it has others. ``how``: the option that joined the study, for the message; ``fresh``:
-    how to start a new study instead."""
+def check(
+    study: Any, storage: Any, print_: str, files: dict[str, str], *, how: str, fresh: str
+) -> None:
+    """Record this run's fingerprint and contents in ``study`` (held in ``storage``) where it has
+    none; refuse the run where it has others. ``how``: the option that joined the study, for
+    the message; ``fresh``: how to start a new study instead."""
+    import optuna
+
+    def reloaded() -> dict[str, Any]:  # what the storage holds now, other workers' writes too
+        return optuna.load_study(study_name=study.study_name, storage=storage).user_attrs
+
     attrs = study.user_attrs
     if attrs.get(FINGERPRINT) is None:
         study.set_user_attr(FINGERPRINT, print_)
-        attrs = _reloaded(study)  # a worker that set it at the same moment wins: compare with it
+        attrs = reloaded()  # a worker that set it at the same moment wins: compare with it
     if attrs[FINGERPRINT] != print_:
         raise Hm3Error(
             f"{how}: study {study.study_name!r} was started with another config, samples, "
@@ -73,7 +80,7 @@ def check(study: Any, print_: str, files: dict[str, str], *, how: str, fresh: st
         )
     if attrs.get(CONTENTS) is None:
         study.set_user_attr(CONTENTS, files)
-        attrs = _reloaded(study)
+        attrs = reloaded()
     recorded = attrs[CONTENTS]
     changed = [p for p, d in files.items() if recorded.get(p, d) != d]
     if changed:
@@ -82,9 +89,3 @@ def check(study: Any, print_: str, files: dict[str, str], *, how: str, fresh: st
             f"{how}: {changed[0]}{more} changed since study {study.study_name!r} started (same "
             f"path, other bytes); restore it, or start a new study ({fresh})"
         )
-
-
-def _reloaded(study: Any) -> dict[str, Any]:
-    import optuna
-
-    return optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs

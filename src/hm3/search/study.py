@@ -171,7 +171,7 @@ def load_study(
             )
         how = "--resume" if resume else ("--storage/--study" if shared else "the study")
         fresh = "--study NAME" if shared else "--study NAME or a new --out"
-        identity.check(study, print_, files, how=how, fresh=fresh)
+        identity.check(study, storage, print_, files, how=how, fresh=fresh)
         return study
     finally:
         optuna.logging.set_verbosity(verbosity)
