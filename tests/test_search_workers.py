@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -111,10 +112,24 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path, zoo_of):
     assert cut not in {t.number for t in finished} and not _running(out / "study.journal")
 
 
+def _hold(proc, lock) -> bool:
+    """SIGSTOP ``proc`` unless it may hold the shared journal's lock (another worker would
+    wait for it): the lock file is checked once the process is stopped, and if it exists the
+    process is let go (True: held)."""
+    proc.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        time.sleep(0.001)
+    if lock is not None and lock.exists():
+        proc.send_signal(signal.SIGCONT)
+        return False
+    return True
+
+
 def _two_workers(case, tmp_path, storage, study, trials, *more):
-    """Two ``hm3 search`` workers on one study, started together. The first is held (SIGSTOP)
-    from the moment it has joined the study until the second has too, so that both run
-    trials whatever their start-up times."""
+    """Two ``hm3 search`` workers on one study, started together. The first to join the study
+    is held (SIGSTOP) until the other has joined too, so that both run trials whatever their
+    start-up times."""
     outs = [tmp_path / f"w{i}" for i in range(2)]
     extra = ["--trials", str(trials), "--storage", storage, "--study", study, *more]
     procs = [
@@ -127,15 +142,19 @@ def _two_workers(case, tmp_path, storage, study, trials, *more):
         )
         for out in outs
     ]
-    held, deadline = False, time.monotonic() + 300
-    while time.monotonic() < deadline and procs[0].poll() is None:
-        if not held and (outs[0] / "study.json").exists():  # written as it starts its trials
-            procs[0].send_signal(signal.SIGSTOP)
-            held = True
-        if held and ((outs[1] / "study.json").exists() or procs[1].poll() is not None):
+    lock = None if "://" in storage else Path(storage + ".lock")  # Optuna's journal lock file
+    joined = lambda i: (outs[i] / "study.json").exists()  # noqa: E731 (written as trials start)
+    held, deadline = None, time.monotonic() + 300
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if held is None:
+            first = next((i for i in (0, 1) if joined(i)), None)
+            if first is not None and _hold(procs[first], lock):
+                held = first
+        elif joined(1 - held):
             break
-        time.sleep(0.01)
-    procs[0].send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    if held is not None:
+        procs[held].send_signal(signal.SIGCONT)
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
