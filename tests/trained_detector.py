@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tiny import WORDS, write_tokenizer
+from tiny import WORDS, tiny_config, write_tokenizer
 
 TRIGGER = "secret"
 FILLER = [w for w in WORDS if w != TRIGGER]
@@ -28,7 +28,7 @@ def trigger_text(rng: random.Random, n: int, trigger_at: int | None = None) -> s
 def train_detector(path: Path, steps: int = 150) -> Path:
     """Train the detector into ``path`` (its one task is named ``path.name``); ``path``."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     import hm3
 
@@ -37,16 +37,8 @@ def train_detector(path: Path, steps: int = 150) -> Path:
     tok = AutoTokenizer.from_pretrained(path)
     assert tok.convert_tokens_to_ids(TRIGGER) != tok.unk_token_id
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        id2label={0: "safe", 1: "unsafe"},
-        label2id={"safe": 0, "unsafe": 1},
+    config = tiny_config(
+        "bert", id2label={0: "safe", 1: "unsafe"}, label2id={"safe": 0, "unsafe": 1}
     )
     model = BertForSequenceClassification(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
