@@ -63,9 +63,10 @@ def fails(capsys, argv, *needles) -> str:
     import pytest
 
     from hm3.cli.app import main
+    from test_cli import transformers_as_a_user_sees_it
 
     capsys.readouterr()  # what building the tiny models printed
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit) as exc, transformers_as_a_user_sees_it():
         main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

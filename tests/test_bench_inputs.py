@@ -23,6 +23,7 @@ from hm3.export.runtime import read_export
 from hm3.model.labels import Task
 from hm3.model.windows import Windows
 from test_bench import run
+from test_cli import transformers_as_a_user_sees_it
 from tiny import toy_texts
 
 
@@ -52,7 +53,8 @@ def refused(capsys, monkeypatch, *argv) -> str:
         raise AssertionError("a worker process started before the inputs were checked")
 
     monkeypatch.setattr(subprocess, "run", no_runs)
-    code, out, err = run(capsys, monkeypatch, *argv)
+    with transformers_as_a_user_sees_it():
+        code, out, err = run(capsys, monkeypatch, *argv)
     assert code == 2 and not out and "Traceback" not in err and "internal error" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err

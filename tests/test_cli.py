@@ -7,6 +7,7 @@ traceback and leave no output behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import resource
@@ -15,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,27 @@ def _out_of(argv) -> Path | None:
     return None
 
 
+@contextmanager
+def transformers_as_a_user_sees_it():
+    """transformers' warnings on the stderr the test captures, as a user's terminal shows them.
+
+    Its handler writes to the stream it found when first imported (not the one ``capsys``
+    captures) and its level here depends on what ran before; a user has warnings on. So its
+    records go, at warning level, to the root logger, where the CLI's handler prints them.
+    """
+    from transformers.utils import logging as hf_logging
+
+    library = logging.getLogger("transformers")
+    verbosity, propagate = hf_logging.get_verbosity(), library.propagate
+    hf_logging.set_verbosity_warning()
+    library.propagate = True
+    try:
+        yield
+    finally:
+        library.propagate = propagate
+        hf_logging.set_verbosity(verbosity)
+
+
 def expect_user_error(
     capsys, tmp_path, *argv, match: str, names: object = None, watch: tuple[Path, ...] = ()
 ):
@@ -78,7 +101,7 @@ def expect_user_error(
         roots.append(out)
     before = [tree(root) for root in roots]
     capsys.readouterr()  # what the test printed setting up is not the CLI's
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, transformers_as_a_user_sees_it():
         mp.setenv("COLUMNS", "400")  # rich wraps at the width: a wide one keeps a line whole
         code, out_text, err = run(capsys, *argv)
     assert code == 2, err

@@ -168,7 +168,8 @@ def _load_model(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForSequenceClassification
 
     safe = (path / SAFE_SINGLE).is_file() or (path / SAFE_INDEX).is_file()
-    with quiet_transformers(errors_only=False):
+    # transformers' own load report (a table on stderr) would precede our one-line refusal
+    with quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path,
             dtype=dtype,
@@ -183,17 +184,21 @@ def _load_model(path: Path, dtype: torch.dtype):
             f"{' ...' if len(missing) > 3 else ''}, which would be randomly initialised (no "
             f"classification head?); {_NO_HEAD_FIX}"
         )
+    unused = sorted(info.get("unexpected_keys") or ())
+    if unused:
+        log.warning("model %s: %d tensor(s) of the checkpoint are not used by %s (%s%s)",
+                    path, len(unused), type(model).__name__, ", ".join(unused[:3]),
+                    ", ..." if len(unused) > 3 else "")  # fmt: skip
     return model
 
 
 @contextmanager
-def quiet_transformers(*, errors_only: bool = True) -> Iterator[None]:
-    """Hide transformers' load/save progress bars (and, with ``errors_only``, its warnings)."""
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load/save progress bars and its warnings (its errors still show)."""
     from transformers.utils import logging as hf_logging
 
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    if errors_only:
-        hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
