@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tiny import make_base, make_classifier
-
+# before anything imports transformers: it and huggingface_hub read these once, on import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tiny import make_base, make_classifier
 
 LABELS = (("benign", "jailbreak"), ("LABEL_0", "LABEL_1", "LABEL_2"), ("w", "x", "y", "z"))
 

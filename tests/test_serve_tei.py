@@ -18,6 +18,15 @@ from tiny import toy_texts
 TEXTS = toy_texts(5, seed=9)
 
 
+@pytest.fixture(autouse=True)
+def _client_online(monkeypatch):
+    """The suite runs with ``HF_HUB_OFFLINE=1`` (conftest), and huggingface_hub's offline mode
+    refuses every request its client makes, even to this loopback server."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture(scope="module")
 def merged(bert_ties_merged):
     return bert_ties_merged
