@@ -68,8 +68,9 @@ def transformers_as_a_user_sees_it():
     """transformers' warnings on the stderr the test captures, as a user's terminal shows them.
 
     Its handler writes to the stream it found when first imported (not the one ``capsys``
-    captures) and its level here depends on what ran before; a user has warnings on. So its
-    records go, at warning level, to the root logger, where the CLI's handler prints them.
+    captures), and the suite runs it at errors only (conftest); a user has warnings on. So here
+    its records go, at warning level, to the root logger, where the CLI's handler prints them
+    (as on a machine with ``CI=true``, where transformers itself turns propagation on).
     """
     from transformers.utils import logging as hf_logging
 
