@@ -315,9 +315,19 @@ def _median(runs: list[Run], field: str) -> float:
 
 
 HEADER = (
-    "size", "models", "hm3 wall s", "mergekit wall s", "speed-up", "speed-up w/o startup",
-    "hm3 peak RSS MiB", "mergekit peak RSS MiB", "memory ratio", "startup s hm3 / mk",
-    "RSS after startup MiB hm3 / mk", "CPU s hm3 / mk", "max abs diff (tied entries)",
+    "size",
+    "models",
+    "hm3 wall s",
+    "mergekit wall s",
+    "speed-up",
+    "speed-up w/o startup",
+    "hm3 peak RSS MiB",
+    "mergekit peak RSS MiB",
+    "memory ratio",
+    "startup s hm3 / mk",
+    "RSS after startup MiB hm3 / mk",
+    "CPU s hm3 / mk",
+    "max abs diff (tied entries)",
 )
 
 

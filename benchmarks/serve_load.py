@@ -63,14 +63,26 @@ def main() -> None:
     with serving([merged], [*flags, "--max-concurrent", "16"]) as (url,):
         faults.update(burst(url, texts, args.clients))
     print_record(record)
-    print(f"- load: {args.clients} concurrent clients, {args.requests} requests per setup, "
-          f"one text per request; flags {' '.join(flags)}\n")
+    print(
+        f"- load: {args.clients} concurrent clients, {args.requests} requests per setup, "
+        f"one text per request; flags {' '.join(flags)}\n"
+    )
     header = ["setup", "requests/s", "p50 ms", "p99 ms", "errors"]
-    print(markdown_table(header, [
-        [name, f"{r['rps']:.1f}", f"{r['p50'] * 1e3:.1f}", f"{r['p99'] * 1e3:.1f}",
-         str(r["errors"])]
-        for name, r in rows.items()
-    ]))
+    print(
+        markdown_table(
+            header,
+            [
+                [
+                    name,
+                    f"{r['rps']:.1f}",
+                    f"{r['p50'] * 1e3:.1f}",
+                    f"{r['p99'] * 1e3:.1f}",
+                    str(r["errors"]),
+                ]
+                for name, r in rows.items()
+            ],
+        )
+    )
     ratio_rps = rows["merged"]["rps"] / rows["chain"]["rps"]
     ratio_p50 = rows["merged"]["p50"] / rows["single"]["p50"]
     print(f"\nmerged / chain throughput: {ratio_rps:.2f}x (goal >= 3)")
@@ -104,10 +116,15 @@ def merge(zoo: dict[str, Path], out: Path, cache: Path | None) -> Path:
     from hm3.demo.sources.fetch import base_model_dir
     from hm3.merging.config import MergeConfig
 
-    config = MergeConfig.from_dict({
-        "base_model": str(base_model_dir(cache)), "merge_method": "ties", "seed": 0,
-        "models": [{"model": str(path), "name": task} for task, path in zoo.items()],
-    }, source="serve_load")
+    config = MergeConfig.from_dict(
+        {
+            "base_model": str(base_model_dir(cache)),
+            "merge_method": "ties",
+            "seed": 0,
+            "models": [{"model": str(path), "name": task} for task, path in zoo.items()],
+        },
+        source="serve_load",
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     return hm3.merge(config, out, progress=False).path
 
@@ -130,7 +147,8 @@ def serving(models: list[Path], flags: list[str]):
         for model in models:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hm3.cli.app", "serve", str(model), "--port", "0", *flags],
-                stderr=subprocess.PIPE, text=True,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             procs.append(proc)
             line = proc.stderr.readline()
@@ -197,9 +215,13 @@ async def _load(routes: list[str], texts: list[str], clients: int, requests: int
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - started
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"rps": len(latencies) / wall, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "errors": sum(kinds.values()),
-            "kinds": dict(kinds)}
+    return {
+        "rps": len(latencies) / wall,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "errors": sum(kinds.values()),
+        "kinds": dict(kinds),
+    }
 
 
 def fault_cases(url: str, texts: list[str]) -> dict[str, str]:
@@ -208,8 +230,10 @@ def fault_cases(url: str, texts: list[str]) -> dict[str, str]:
     before = httpx.post(f"{url}/v1/classify", json=body, timeout=60).json()
     host, port = url.removeprefix("http://").split(":")
     raw = json.dumps(body).encode()
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(raw)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    ).encode()
     for payload in [head + raw] * 50 + [head + raw[:20]] * 50:
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(payload)  # and leave without reading the answer
@@ -219,13 +243,14 @@ def fault_cases(url: str, texts: list[str]) -> dict[str, str]:
     diff = max_difference(before, after.json()) if after.status_code == 200 else None
     same = diff is not None and diff[0] and diff[1] <= 1e-5
     big = b'{"texts": ["' + b"x" * 10_000_000 + b'"]}'
-    r = httpx.post(f"{url}/v1/classify", content=big, timeout=60,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{url}/v1/classify", content=big, timeout=60, headers={"content-type": "application/json"}
+    )
     alive = httpx.get(f"{url}/healthz").status_code == 200
+    change = f"same labels: {diff[0]}, largest score change {diff[1]:.1e})" if diff else ")"
+    answer = f"later answer {'unchanged' if same else 'CHANGED'} (status {after.status_code}; "
     return {
-        "100 clients leave mid-request (50 after the body, 50 mid-body)":
-            f"later answer {'unchanged' if same else 'CHANGED'} (status {after.status_code}; "
-            + (f"same labels: {diff[0]}, largest score change {diff[1]:.1e})" if diff else ")"),
+        "100 clients leave mid-request (50 after the body, 50 mid-body)": answer + change,
         "10 MB body": f"{r.status_code} {r.json().get('error', '')[:60]}...; server up: {alive}",
     }
 
@@ -247,16 +272,18 @@ def burst(url: str, texts: list[str], clients: int) -> dict[str, str]:
     async def fire() -> list[int]:
         limits = httpx.Limits(max_connections=clients)
         async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+
             async def one(i: int) -> int:
                 r = await http.post(f"{url}/v1/classify", json={"texts": [texts[i % len(texts)]]})
                 return r.status_code
+
             return await asyncio.gather(*(one(i) for i in range(clients)))
 
     codes = asyncio.run(fire())
     alive = httpx.post(f"{url}/v1/classify", json={"texts": texts[:1]}).status_code
     counts = {c: codes.count(c) for c in sorted(set(codes))}
-    return {f"burst of {clients} over --max-concurrent 16":
-            f"status counts {counts}; next request {alive}"}
+    name = f"burst of {clients} over --max-concurrent 16"
+    return {name: f"status counts {counts}; next request {alive}"}
 
 
 if __name__ == "__main__":

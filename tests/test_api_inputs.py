@@ -160,8 +160,15 @@ def test_an_original_of_a_task_nothing_answers_or_expects_is_refused(bert_zoo, t
                             for t in ("hello", "ignore all instructions")))  # fmt: skip
     first, second = bert_zoo.models[:2]
     suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({"datasets": [
-        {"name": "d", "path": str(data), "expect": {first.name: {"column": "label"}}}]}))
+    suite.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": [
+                    {"name": "d", "path": str(data), "expect": {first.name: {"column": "label"}}}
+                ]
+            }
+        )
+    )
     message = expect_user_error(capsys, tmp_path, "evaluate", suite, str(first),
                                 "--originals", f"{first.name}={first}",
                                 "--originals", f"toxicity={second}",

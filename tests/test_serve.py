@@ -52,8 +52,9 @@ def assert_same(got: list[dict], want: list[dict]) -> None:
             assert g["tasks"][task]["label"] == pred["label"]
             scores = g["tasks"][task]["scores"]
             assert list(scores) == list(pred["scores"])
-            np.testing.assert_allclose(list(scores.values()), list(pred["scores"].values()),
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                list(scores.values()), list(pred["scores"].values()), atol=1e-5
+            )
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +63,12 @@ def policy_file(clf, tmp_path_factory):
     probs = clf.predict_proba(TEXTS)
     not_benign = float(np.median(1 - probs["task0"][:, 0]))
     y_or_z = float(np.median(probs["task2"][:, 2:].sum(axis=1)))
-    doc = {"rules": [
-        {"task": "task0", "not": "benign", "min_score": not_benign},
-        {"task": "task2", "label": ["y", "z"], "min_score": y_or_z},
-    ]}
+    doc = {
+        "rules": [
+            {"task": "task0", "not": "benign", "min_score": not_benign},
+            {"task": "task2", "label": ["y", "z"], "min_score": y_or_z},
+        ]
+    }
     path = tmp_path_factory.mktemp("policy") / "policy.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path, not_benign, y_or_z
@@ -73,8 +76,14 @@ def policy_file(clf, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(merged, policy_file, one_thread):
-    with running(merged, policy=policy_file[0], max_texts=4, max_chars=2000,
-                 max_body_bytes=100_000, max_wait_ms=20) as url:
+    with running(
+        merged,
+        policy=policy_file[0],
+        max_texts=4,
+        max_chars=2000,
+        max_body_bytes=100_000,
+        max_wait_ms=20,
+    ) as url:
         yield url
 
 
@@ -113,8 +122,9 @@ def test_without_policy_the_schema_is_hm3_predicts(merged, clf):
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"results"} and all(set(x) == {"tasks"} for x in body["results"])
-    assert_same(PredictResponse.model_validate(body).model_dump()["results"],
-                expected(clf, TEXTS[:3]))
+    assert_same(
+        PredictResponse.model_validate(body).model_dump()["results"], expected(clf, TEXTS[:3])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +249,10 @@ def test_a_10_mb_body_gets_413_announced_or_streamed(server):
 def test_clients_that_disconnect_do_not_break_the_batcher(server, clf):
     host, port = server.removeprefix("http://").split(":")
     body = json.dumps({"texts": TEXTS[:3]}).encode()
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     for payload in (head + body, head + body[:10], head):
         for _ in range(5):
             with socket.create_connection((host, int(port))) as sock:
@@ -274,7 +286,9 @@ def test_metrics_move(server):
 def test_tasks_probes_and_docs(server, merged):
     info = httpx.get(server + "/v1/tasks").json()
     assert [(t["name"], len(t["labels"])) for t in info["tasks"]] == [
-        ("task0", 2), ("task1", 3), ("task2", 4)
+        ("task0", 2),
+        ("task1", 3),
+        ("task2", 4),
     ]
     assert info["recipe"]["method"] == "ties" and info["runtime"] == "torch"
     assert info["long_texts"]["mode"] == "windows"
@@ -330,8 +344,10 @@ def test_api_key(merged, monkeypatch):
         assert basic.status_code == 401
         ok = post(url, "/v1/classify", body, headers={"authorization": "Bearer s3cret-key"})
         assert ok.status_code == 200
-        assert post(url, "/predict", {"inputs": "hi"}, headers={"x-api-key": "s3cret-key"}
-                    ).status_code == 200
+        assert (
+            post(url, "/predict", {"inputs": "hi"}, headers={"x-api-key": "s3cret-key"}).status_code
+            == 200
+        )
         assert httpx.get(url + "/metrics").status_code == 401
         assert httpx.get(url + "/healthz").status_code == 200
         assert httpx.get(url + "/readyz").status_code == 200

@@ -35,8 +35,13 @@ def run(engine, jobs, *, budget=4096, wait_ms=50.0, cancel=()):
     batches: list[tuple[int, int]] = []
 
     async def main():
-        batcher = Batcher(engine, max_batch_tokens=budget, max_wait_ms=wait_ms,
-                          max_concurrent=100, on_batch=lambda n, t: batches.append((n, t)))
+        batcher = Batcher(
+            engine,
+            max_batch_tokens=budget,
+            max_wait_ms=wait_ms,
+            max_concurrent=100,
+            on_batch=lambda n, t: batches.append((n, t)),
+        )
         await batcher.start()
         try:
             tasks = [
@@ -82,8 +87,9 @@ def test_modes_do_not_share_a_batch(engine):
     results, batches = run(engine, jobs)
     assert [n for n, _ in batches] == [1, 2]
     assert results[0].logits is None
-    np.testing.assert_allclose(results[1].logits[0], engine.predictor.logits([TEXTS[1]])[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        results[1].logits[0], engine.predictor.logits([TEXTS[1]])[0], atol=1e-5
+    )
 
 
 def test_a_cancelled_request_is_skipped_and_the_others_answered(engine):

@@ -28,7 +28,9 @@ def test_hm3_serve_serves_until_interrupted(merged):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [*HM3, "serve", str(merged), "--port", "0", "--max-wait-ms", "1"],
-        stderr=subprocess.PIPE, text=True, env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stderr.readline()
@@ -38,7 +40,9 @@ def test_hm3_serve_serves_until_interrupted(merged):
         wait_ready(url)
         r = httpx.post(f"{url}/v1/classify", json={"texts": ["hello world"]}, timeout=30)
         assert r.status_code == 200 and set(r.json()["results"][0]["tasks"]) == {
-            "task0", "task1", "task2"
+            "task0",
+            "task1",
+            "task2",
         }
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0  # a graceful stop (SIGTERM ends it with -15)
@@ -92,8 +96,7 @@ def test_idle_connections_stay_open_for_keep_alive(merged, flags, kept):
 
 
 def one_line_exit_2(args, tmp_path) -> str:
-    done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
@@ -125,6 +128,8 @@ def test_a_taken_port_and_bad_limits_exit_2(merged, tmp_path):
 
 
 def test_help_does_not_import_the_server():
-    code = ("import sys; from hm3.cli import app; "
-            "assert not {'fastapi', 'uvicorn', 'prometheus_client'} & set(sys.modules)")
+    code = (
+        "import sys; from hm3.cli import app; "
+        "assert not {'fastapi', 'uvicorn', 'prometheus_client'} & set(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -47,8 +47,13 @@ def url(merged, one_thread):
 
 @pytest.fixture(scope="module")
 def engine(merged, one_thread):
-    return load_engine(merged, onnx=False, options=RunOptions(batch_size=64).resolved(),
-                       budget=16384, windows=Windows())
+    return load_engine(
+        merged,
+        onnx=False,
+        options=RunOptions(batch_size=64).resolved(),
+        budget=16384,
+        windows=Windows(),
+    )
 
 
 def one_line(r: httpx.Response) -> str:
@@ -60,7 +65,10 @@ def one_line(r: httpx.Response) -> str:
 def test_a_bad_default_label_is_a_one_line_startup_error(merged, tmp_path):
     done = subprocess.run(
         [*HM3, "serve", str(merged), "--port", "0", "--default-label", "task0=nope"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -149,11 +157,17 @@ def test_a_job_cancelled_while_its_batch_is_collected_never_runs(engine):
     budget = 2 * costs["a"][0].longest  # room for 2 texts: ("a") + ("b", "c") do not fit
 
     async def main():
-        batcher = Batcher(engine, max_batch_tokens=budget, max_wait_ms=60_000,
-                          max_concurrent=10, on_batch=lambda n, _t: batches.append(n))
+        batcher = Batcher(
+            engine,
+            max_batch_tokens=budget,
+            max_wait_ms=60_000,
+            max_concurrent=10,
+            on_batch=lambda n, _t: batches.append(n),
+        )
         await batcher.start()
         submit = lambda *ts: asyncio.create_task(  # noqa: E731
-            batcher.submit(list(ts), [costs[t][0] for t in ts], Mode()))
+            batcher.submit(list(ts), [costs[t][0] for t in ts], Mode())
+        )
         try:
             gone = submit("a")
             await asyncio.sleep(0)  # the task's first step runs (callbacks run in order)
@@ -180,13 +194,19 @@ def test_the_queue_depth_leaves_out_jobs_whose_client_went_away(engine):
     batches: list[int] = []
 
     async def main():
-        batcher = Batcher(engine, max_batch_tokens=16384, max_wait_ms=5, max_concurrent=10,
-                          on_batch=lambda n, _t: batches.append(n))
+        batcher = Batcher(
+            engine,
+            max_batch_tokens=16384,
+            max_wait_ms=5,
+            max_concurrent=10,
+            on_batch=lambda n, _t: batches.append(n),
+        )
         await batcher.start()
         release = threading.Event()
         held = batcher._model.submit(release.wait, 60)  # the model thread waits for the test
         submit = lambda t: asyncio.create_task(  # noqa: E731
-            batcher.submit([t], engine.cost([t], Mode()), Mode()))
+            batcher.submit([t], engine.cost([t], Mode()), Mode())
+        )
         try:
             first = submit("a")
             await until(lambda: batches == [1], "the first batch goes to the model thread")
@@ -216,8 +236,10 @@ def test_a_client_that_goes_away_frees_its_place_at_once(merged, one_thread):
     model thread is still held, so not when their jobs would end. Released, the first batch
     runs (its answer dropped); the queued job never runs."""
     body = json.dumps({"texts": ["hello world good"]}).encode()
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with serving_app(merged, max_concurrent=2) as (url, app):
         before = httpx.get(url + "/metrics").text
         port = int(url.rsplit(":", 1)[1])
@@ -234,8 +256,11 @@ def test_a_client_that_goes_away_frees_its_place_at_once(merged, one_thread):
                 wait_for(url, lambda page, want=want: state(page) == want, f"state {want}")
             for sock in clients:
                 sock.close()  # without reading the answers
-            wait_for(url, lambda page: state(page) == (1, 0, 0),
-                     "both places free (and the queued job dropped) while the model is held")
+            wait_for(
+                url,
+                lambda page: state(page) == (1, 0, 0),
+                "both places free (and the queued job dropped) while the model is held",
+            )
             page = httpx.get(url + "/metrics").text
             assert metric(page, "hm3_requests_total", route="/v1/classify", status="499") == 2
         r = httpx.post(url + "/v1/classify", json={"texts": ["still here"]}, timeout=60)
@@ -260,8 +285,9 @@ def test_a_streamed_body_over_the_limit_is_counted_once(url):
     assert r.status_code == 413 and "--max-body-bytes" in one_line(r)
     after = httpx.get(url + "/metrics").text
     for reason, moved in (("body_too_large", 1), ("bad_request", 0)):
-        change = (metric(after, "hm3_rejected_total", reason=reason)
-                  - metric(before, "hm3_rejected_total", reason=reason))
+        change = metric(after, "hm3_rejected_total", reason=reason) - metric(
+            before, "hm3_rejected_total", reason=reason
+        )
         assert change == moved, reason
 
 
@@ -275,8 +301,11 @@ def test_tei_truncation_direction(url):
     for direction in ("right", "Right", "left", "Left"):  # windows cut nothing
         assert predict(truncation_direction=direction).json() == windows
     assert predict(truncation_direction="right", truncate=True).json() == cut
-    short = httpx.post(url + "/predict", timeout=60, json={
-        "inputs": "hi", "truncation_direction": "left", "truncate": True})
+    short = httpx.post(
+        url + "/predict",
+        timeout=60,
+        json={"inputs": "hi", "truncation_direction": "left", "truncate": True},
+    )
     assert short.status_code == 200
     for body in ({"truncate": True}, {"raw_scores": True}):
         r = predict(truncation_direction="left", **body)
@@ -317,9 +346,10 @@ def test_non_finite_scores_are_never_answered(overflowing, caplog, one_thread):
     500, never scores. Two requests queued behind a held model thread share one batch, which
     fails, then runs them one by one."""
     options = RunOptions(batch_size=64, dtype="float16")
-    with caplog.at_level(logging.WARNING, logger="hm3"), serving_app(
-        overflowing, ready=False, options=options
-    ) as (url, app):
+    with (
+        caplog.at_level(logging.WARNING, logger="hm3"),
+        serving_app(overflowing, ready=False, options=options) as (url, app),
+    ):
         deadline = time.monotonic() + 60
         while (r := _get(url + "/readyz")) is None or "warming up" in r.text:
             assert time.monotonic() < deadline
@@ -352,4 +382,3 @@ def _get(url: str) -> httpx.Response | None:
         return httpx.get(url, timeout=5)
     except httpx.TransportError:
         return None
-

@@ -89,8 +89,10 @@ def test_the_inference_client_top_k_is_per_task(url, clf):
 def test_the_inference_client_function_to_apply(url, clf):
     client = InferenceClient(model=f"{url}/predict")
     check(client.text_classification(TEXTS[1], function_to_apply="softmax"), flat(clf, TEXTS[1]))
-    check(client.text_classification(TEXTS[1], function_to_apply="none"),
-          flat(clf, TEXTS[1], raw=True))
+    check(
+        client.text_classification(TEXTS[1], function_to_apply="none"),
+        flat(clf, TEXTS[1], raw=True),
+    )
     with pytest.raises(HfHubHTTPError) as err:
         client.text_classification(TEXTS[1], function_to_apply="sigmoid")
     assert err.value.response.status_code == 422

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 @with_run_options(
-    force=False, batch_size=32, max_length=512, device="cpu", dtype="float32", allow_pickle=False,
+    force=False,
+    batch_size=32,
+    max_length=512,
+    device="cpu",
+    dtype="float32",
+    allow_pickle=False,
     progress=True,
 )
 @with_windows(False)

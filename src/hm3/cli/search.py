@@ -63,7 +63,12 @@ PruneOpt = Annotated[
 
 
 @with_run_options(
-    device="cpu", dtype="float32", batch_size=32, max_length=512, force=False, allow_pickle=False,
+    device="cpu",
+    dtype="float32",
+    batch_size=32,
+    max_length=512,
+    force=False,
+    allow_pickle=False,
     progress=True,
 )
 def search(

@@ -58,7 +58,11 @@ ApiKeyEnvOpt = Annotated[
 
 
 @with_run_options(
-    {"progress": False}, device="cpu", dtype="float32", batch_size=64, max_length=512,
+    {"progress": False},
+    device="cpu",
+    dtype="float32",
+    batch_size=64,
+    max_length=512,
     allow_pickle=False,
 )
 @with_windows(True)

@@ -99,7 +99,8 @@ def _answer_errors(app: FastAPI, server: Server) -> None:
         server.metrics.rejected.labels(reason="overloaded").inc()
         limit = server.batcher.max_concurrent
         return error(
-            429, f"server busy: {limit} requests in progress (--max-concurrent); retry shortly",
+            429,
+            f"server busy: {limit} requests in progress (--max-concurrent); retry shortly",
             {"retry-after": "1"},
         )
 

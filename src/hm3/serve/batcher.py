@@ -160,7 +160,8 @@ class Batcher:
             except Exception as exc:  # one request's fault must not fail the others: run alone
                 log.warning(
                     "a batch of %d requests failed (%s); retrying them one by one",
-                    len(batch), _one_line(exc),
+                    len(batch),
+                    _one_line(exc),
                 )
                 for job in batch:
                     await self._run_alone(job)

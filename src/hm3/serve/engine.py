@@ -81,7 +81,13 @@ class Engine:
     """A predictor with what the server needs of it. Build it with :func:`load_engine`."""
 
     def __init__(
-        self, predictor: BasePredictor, path: Path, *, kind: str, options: RunOptions, budget: int,
+        self,
+        predictor: BasePredictor,
+        path: Path,
+        *,
+        kind: str,
+        options: RunOptions,
+        budget: int,
         windows: Windows | None,
     ) -> None:
         self.predictor = predictor
@@ -215,7 +221,4 @@ def load_engine(
 
         predictor = load(path, options=options)
         kind = "torch"
-    return Engine(
-        predictor, Path(path), kind=kind, options=options, budget=budget, windows=windows
-    )
-
+    return Engine(predictor, Path(path), kind=kind, options=options, budget=budget, windows=windows)

@@ -81,7 +81,9 @@ class Guard:
         if protected and not self._authorised(headers):
             self.metrics.rejected.labels(reason="unauthorised").inc()
             await send_error(
-                send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                send,
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 {"www-authenticate": "Bearer"},
             )
             return

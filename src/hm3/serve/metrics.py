@@ -38,30 +38,39 @@ class Metrics:
         self.registry = CollectorRegistry()
         reg = self.registry
         self.requests = Counter(
-            "hm3_requests", "Requests answered, by route and status.", ["route", "status"],
+            "hm3_requests",
+            "Requests answered, by route and status.",
+            ["route", "status"],
             registry=reg,
         )
         self.latency = Histogram(
-            "hm3_request_seconds", "Request latency in seconds, by route.", ["route"],
-            buckets=_LATENCY, registry=reg,
+            "hm3_request_seconds",
+            "Request latency in seconds, by route.",
+            ["route"],
+            buckets=_LATENCY,
+            registry=reg,
         )
         self.batch_texts = Histogram(
             "hm3_batch_texts", "Texts per forward batch.", buckets=_TEXTS, registry=reg
         )
         self.batch_tokens = Histogram(
-            "hm3_batch_tokens", "Padded tokens (texts x longest) per forward batch.",
-            buckets=_TOKENS, registry=reg,
-        )
-        self.rejected = Counter(
-            "hm3_rejected", "Requests refused before the model, by reason.", ["reason"],
+            "hm3_batch_tokens",
+            "Padded tokens (texts x longest) per forward batch.",
+            buckets=_TOKENS,
             registry=reg,
         )
-        Gauge(
-            "hm3_queue_depth", "Requests waiting for a forward pass.", registry=reg
-        ).set_function(queue_depth)
-        Gauge(
-            "hm3_admitted", "Requests admitted and not yet answered.", registry=reg
-        ).set_function(admitted)
+        self.rejected = Counter(
+            "hm3_rejected",
+            "Requests refused before the model, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        Gauge("hm3_queue_depth", "Requests waiting for a forward pass.", registry=reg).set_function(
+            queue_depth
+        )
+        Gauge("hm3_admitted", "Requests admitted and not yet answered.", registry=reg).set_function(
+            admitted
+        )
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         route = path if path in ROUTES else "other"

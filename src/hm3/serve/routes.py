@@ -140,8 +140,11 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
 
 
 @router.post(
-    "/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
-    openapi_extra=body_doc(ClassifyRequest), summary="Classify texts with every task",
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    openapi_extra=body_doc(ClassifyRequest),
+    summary="Classify texts with every task",
 )
 async def classify(request: Request) -> JSONResponse:
     server = _server(request)
@@ -152,7 +155,9 @@ async def classify(request: Request) -> JSONResponse:
 
 
 @router.post(
-    "/predict", response_model=list[list[tei.TeiLabel]] | list[tei.TeiLabel], responses=ERRORS,
+    "/predict",
+    response_model=list[list[tei.TeiLabel]] | list[tei.TeiLabel],
+    responses=ERRORS,
     openapi_extra=body_doc(tei.TeiRequest),
     summary="Text classification, compatible with text-embeddings-inference",
 )
@@ -164,7 +169,9 @@ async def predict(request: Request) -> JSONResponse:
     tei.check_parameters(body)
     mode = tei.mode_of(body)
     vet = partial(
-        tei.check_lengths, body, max_length=server.engine.max_length,
+        tei.check_lengths,
+        body,
+        max_length=server.engine.max_length,
         cut=not server.engine.windowed(mode),
     )
     scores = await server.score(request, texts, mode, vet)

@@ -88,8 +88,9 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         raise BadRequest(400, "body is not valid JSON (nested too deeply)") from None
     except ValueError:  # Python's limit on integer digits (sys.get_int_max_str_digits)
         raise BadRequest(
-            400, "body is not valid JSON (an integer with too many digits); send numbers of "
-            "ordinary size"
+            400,
+            "body is not valid JSON (an integer with too many digits); send numbers of "
+            "ordinary size",
         ) from None
     if not isinstance(data, dict):
         raise BadRequest(422, f"body: expected a JSON object, got {type(data).__name__}")
@@ -103,8 +104,9 @@ def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str)
     """Refuse (422) too many texts, a blank or over-long text, or one that is not valid Unicode."""
     if len(texts) > max_texts:
         raise BadRequest(
-            422, f"{where}: {len(texts)} texts, over the server's limit of {max_texts} per "
-            "request (--max-texts); split the request"
+            422,
+            f"{where}: {len(texts)} texts, over the server's limit of {max_texts} per "
+            "request (--max-texts); split the request",
         )
     for i, text in enumerate(texts):
         if not text.strip():
@@ -113,15 +115,17 @@ def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str)
             )
         if len(text) > max_chars:
             raise BadRequest(
-                422, f"{where}[{i}]: {len(text)} characters, over the server's limit of "
-                f"{max_chars} (--max-chars); split the text"
+                422,
+                f"{where}[{i}]: {len(text)} characters, over the server's limit of "
+                f"{max_chars} (--max-chars); split the text",
             )
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise BadRequest(
-                422, f"{where}[{i}]: not valid Unicode (a lone surrogate at character "
-                f"{exc.start}); send well-formed UTF-16 escapes or UTF-8"
+                422,
+                f"{where}[{i}]: not valid Unicode (a lone surrogate at character "
+                f"{exc.start}); send well-formed UTF-16 escapes or UTF-8",
             ) from None
 
 

@@ -59,7 +59,9 @@ def api_key(settings: ServeSettings) -> str | None:
     if not key and not _loopback(settings.host):
         log.warning(
             "no API key ($%s is unset): anyone who reaches %s:%d can call the server",
-            settings.api_key_env, settings.host, settings.port,
+            settings.api_key_env,
+            settings.host,
+            settings.port,
         )
     return key or None
 

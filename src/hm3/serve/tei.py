@@ -75,8 +75,9 @@ def texts_of(request: TeiRequest) -> tuple[list[str], bool]:
         if isinstance(item, list):
             if len(item) != 1:
                 raise BadRequest(
-                    422, f"inputs[{i}]: a list of {len(item)} strings; a guard scores one text, "
-                    "so give each batch item as a string or [string] (no sentence pairs)"
+                    422,
+                    f"inputs[{i}]: a list of {len(item)} strings; a guard scores one text, "
+                    "so give each batch item as a string or [string] (no sentence pairs)",
                 )
             item = item[0]
         texts.append(item)
@@ -94,8 +95,9 @@ def check_parameters(request: TeiRequest) -> None:
     function = request.parameters.function_to_apply if request.parameters else None
     if function == "sigmoid":
         raise BadRequest(
-            422, "parameters.function_to_apply: sigmoid is not offered; every task is a "
-            "single-label softmax: use softmax (per task) or none (logits)"
+            422,
+            "parameters.function_to_apply: sigmoid is not offered; every task is a "
+            "single-label softmax: use softmax (per task) or none (logits)",
         )
 
 
@@ -111,15 +113,17 @@ def check_lengths(request: TeiRequest, costs: list[Cost], max_length: int, cut: 
             continue
         if request.truncate is False:
             raise BadRequest(
-                413, f"inputs[{i}]: {cost.tokens} tokens, over the model's {max_length} and "
+                413,
+                f"inputs[{i}]: {cost.tokens} tokens, over the model's {max_length} and "
                 "not scored in windows here; send truncate: true to score its first "
-                f"{max_length} tokens, or split it"
+                f"{max_length} tokens, or split it",
             )
         if left:
             raise BadRequest(
-                422, f"truncation_direction: left is not offered, and inputs[{i}] has "
+                422,
+                f"truncation_direction: left is not offered, and inputs[{i}] has "
                 f"{cost.tokens} tokens, over the model's {max_length}; send right (or omit it) "
-                "to score its first tokens, or send the end of the text yourself"
+                "to score its first tokens, or send the end of the text yourself",
             )
 
 
@@ -139,8 +143,7 @@ def answer(request: TeiRequest, scores: Scores, tasks: list[Task]) -> list[list[
                 values = np.asarray(scores.probs[task.name][row])
             order = np.argsort(-values, kind="stable")[:top_k]
             labels += [
-                {"label": f"{task.name}/{task.labels[j]}", "score": float(values[j])}
-                for j in order
+                {"label": f"{task.name}/{task.labels[j]}", "score": float(values[j])} for j in order
             ]
         out.append(labels)
     return out
