@@ -619,6 +619,18 @@ def test_merge_progress_bar(bert_zoo, tmp_path, capsys, monkeypatch):
     assert "merged task0" in err
 
 
+def test_no_progress_bar_and_no_empty_line_off_a_terminal(bert_zoo, tmp_path, capsys, monkeypatch):
+    """Written to a file or a pipe (a log, CI), a transient bar has no frame to keep: before,
+    each one left an empty line behind (one per model merged, per step of the demo)."""
+    for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "FORCE_TERMINAL"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "ties")
+    code, _, err = run(capsys, "merge", cfg, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert "merged task0" in err and "━" not in err
+    assert "" not in err.splitlines(), err
+
+
 @pytest.mark.parametrize("command", ["merge", "expand", "predict", "evaluate", "align", "demo"])
 def test_help_keeps_each_paragraph_on_one_line(capsys, command):
     """On a terminal wider than any paragraph, each paragraph of a command's help is one line.
