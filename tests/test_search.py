@@ -296,10 +296,43 @@ def test_cli_summary_names_each_models_parameters(tmp_path, zoo_of, capsys, one_
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code in (0, None)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     names = [t["name"] for t in yaml.safe_load(case.config.read_text())["models"]]
     for name in names:
         assert f"weight[{name}]=" in out, out
+    assert "trials done" not in err, err
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_off_a_terminal_each_trial_is_a_log_line(tmp_path, case, capsys, monkeypatch, terminal):
+    """Where no bar can be drawn (a log, nohup, CI), each trial says how it ended and the best."""
+    from hm3.cli.app import main
+
+    for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "FORCE_TERMINAL"):
+        monkeypatch.delenv(name, raising=False)
+    if terminal:
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+        monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    argv = ["search", str(case.config), "--suite", str(case.suite), "--out", str(tmp_path / "o"),
+            "--trials", "2", "--val-samples", "8"]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code in (0, None)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("trial ")]
+    if terminal:
+        assert lines == [] and "searching" in err, err
+        return
+    expected, best = [], None
+    for i, row in enumerate(csv.DictReader((tmp_path / "o" / "trials.csv").open())):
+        value = float(row["objective"])
+        if best is None or value > best[0]:  # ties: the earlier trial stays the best
+            best = (value, f"{value:.4f} (#{row['number']}), test {float(row['test_average']):.4f}")
+        expected.append(f"trial {row['number']} scored {value:.4f}; best {best[1]}; "
+                        f"{i + 1} of 2 trials done")  # fmt: skip
+    assert lines == expected, err
+    assert "" not in err.splitlines() and "━" not in err, err
 
 
 def test_importances_are_fanova_and_repeatable():

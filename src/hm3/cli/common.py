@@ -56,7 +56,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per fo
 MaxLengthOpt = Annotated[
     int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show progress bars (on a terminal).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
 PickleOpt = Annotated[
     bool,

@@ -124,6 +124,7 @@ def search(
     where any number of workers can run it. Writes trials.csv, search.png, importance.png and
     best/ (a normal hm3 checkpoint with its re-runnable recipe.yaml). --dtype is the dtype
     trials are scored in; the originals are scored in float32 and best/ in the recipe's dtype.
+    On a terminal a bar shows the best so far; written to a log, each trial is a line.
     """
     from hm3.search.inputs import SearchSpec
     from hm3.search.run import search as run_search

@@ -74,6 +74,29 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def best_text(study: Any) -> str:
+    """The study's best so far, as the progress bar and the log lines show it."""
+    try:
+        trial = study.best_trial
+    except ValueError:
+        return "-"
+    test = trial.user_attrs.get("test_average")
+    shown = f"{trial.value:.4f} (#{trial.number})"
+    return shown + (f", test {test:.4f}" if test is not None else "")
+
+
+def trial_line(study: Any, number: int, done: int, total: int) -> str | None:
+    """One finished trial as a log line (off a terminal, where no bar is drawn); ``None`` for one
+    that was not counted (a skipped draw, which warns on its own, or a surplus one)."""
+    from optuna.trial import TrialState
+
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        return None
+    what = f"scored {trial.value:.4f}" if trial.state == TrialState.COMPLETE else "pruned"
+    return f"trial {number} {what}; best {best_text(study)}; {done} of {total} trials done"
+
+
 def write_trials_csv(study: Any, out: Path) -> Path:
     rows = trial_rows(study)
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -191,8 +191,11 @@ def _loop(
     deadline = None if spec.timeout is None else started + spec.timeout
     best = TextColumn("best {task.fields[best]}")
     with progress_bar(options.progress, best, label="searching") as bar:
+        lines = options.progress and bar.disable  # off a terminal: a line per trial, for logs
         done, _ = studies.counted(study)
-        job = bar.add_task("search", total=spec.trials, completed=done, best=_best_text(study))
+        job = bar.add_task(
+            "search", total=spec.trials, completed=done, best=outputs.best_text(study)
+        )
 
         while deadline is None or time.perf_counter() < deadline:
             ran = studies.run_one(
@@ -202,18 +205,11 @@ def _loop(
                 return mine, False
             outputs.write_trials_csv(study, out)
             done, _ = studies.counted(study)
-            bar.update(job, completed=done, best=_best_text(study))
+            bar.update(job, completed=done, best=outputs.best_text(study))
+            line = outputs.trial_line(study, max(mine), done, spec.trials) if lines else None
+            if line:
+                bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return mine, True
-
-
-def _best_text(study: Any) -> str:
-    try:
-        trial = study.best_trial
-    except ValueError:
-        return "-"
-    test = trial.user_attrs.get("test_average")
-    shown = f"{trial.value:.4f} (#{trial.number})"
-    return shown + (f", test {test:.4f}" if test is not None else "")
 
 
 def _finish(
