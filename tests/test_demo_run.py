@@ -66,10 +66,15 @@ def test_report_holds_table1_every_case_and_the_plots(first_run):
 
 def test_second_run_reuses_the_zoo_and_keeps_models_on_request(first_run, demo_cache, capsys):
     out = first_run.parent / "again"
-    args = ["demo", "--quick", "--out", out, "--cache", demo_cache, "--no-progress"]
+    args = ["demo", "--quick", "--out", out, "--cache", demo_cache, "--progress"]
     code, stdout, err = _run(capsys, *args, "--keep-models")
     assert code == 0, err
     assert "Table 1" in stdout and "→" in stdout
+    # progress on, written to a pipe: the step lines only, no bar, no empty line, no search trials
+    steps = err.splitlines()
+    assert "· case1: merging prompt_attack + toxicity" in steps, err
+    assert not [line for line in steps if not line.strip() or line.startswith("trial ")], err
+    assert "━" not in err, err
     summary = json.loads((out / "summary.json").read_text())
     assert all(o["reused"] for o in summary["originals"])
     assert summary["cases"] == json.loads((first_run / "summary.json").read_text())["cases"]

@@ -22,6 +22,15 @@ from rich.progress import (
 )
 
 
+def drawn(enabled: bool) -> bool:
+    """Whether :func:`progress_bar` would draw: ``enabled`` and stderr a terminal or a notebook."""
+    return enabled and _can_draw(Console(stderr=True))
+
+
+def _can_draw(console: Console) -> bool:
+    return console.is_terminal or console.is_jupyter
+
+
 def progress_bar(
     enabled: bool, *extra: ProgressColumn, label: str = "{task.description}"
 ) -> Progress:
@@ -41,5 +50,5 @@ def progress_bar(
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not (enabled and (console.is_terminal or console.is_jupyter)),
+        disable=not (enabled and _can_draw(console)),
     )

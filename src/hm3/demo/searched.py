@@ -15,12 +15,14 @@ It merges and scores only through :mod:`hm3.search`; it writes under the given f
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from hm3.demo.data.prepare import DemoData
 from hm3.demo.data.validation import write_validation_suite
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
+from hm3.progress import drawn
 
 SEARCH_VAL_SAMPLES = 20  # validation rows per dataset a trial is scored on
 SEARCH_TEST_SAMPLES = 5  # the search's own test sample (Table 1 scores the best afterwards)
@@ -58,6 +60,7 @@ def searched_merge(
         test_samples=SEARCH_TEST_SAMPLES,
         seed=seed,
     )
-    search(spec, work / "run", options)
+    # a bar on a terminal; in a log, the demo's step lines and not the search's trial lines
+    search(spec, work / "run", replace(options, progress=drawn(options.progress)))
     shutil.move(str(work / "run" / "best"), str(out))
     return out
