@@ -335,6 +335,25 @@ def test_off_a_terminal_each_trial_is_a_log_line(tmp_path, case, capsys, monkeyp
     assert "" not in err.splitlines() and "━" not in err, err
 
 
+def test_trial_lines_say_how_each_trial_ended():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from hm3.search.outputs import trial_line
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(value=0.6, user_attrs={"test_average": 0.5}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.4, 1: 0.3}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"invalid": "lambda"}))
+    best = "best 0.6000 (#0), test 0.5000"
+    assert trial_line(study, 0, 1, 5) == f"trial 0 scored 0.6000; {best}; 1 of 5 trials done"
+    assert trial_line(study, 1, 2, 5) == (
+        f"trial 1 pruned after 2/8 of its rows; {best}; 2 of 5 trials done"
+    )
+    assert trial_line(study, 2, 2, 5) is None  # a skipped draw warns on its own
+    assert trial_line(study, 3, 2, 5) is None
+
+
 def test_importances_are_fanova_and_repeatable():
     """The plot's axis says fANOVA: the numbers are fANOVA's (seeded: the same every time)."""
     import optuna

@@ -35,6 +35,7 @@ import yaml
 from hm3.io.atomic import atomic_dir
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
+from hm3.search.data import SLICES
 
 log = logging.getLogger("hm3")
 
@@ -93,7 +94,10 @@ def trial_line(study: Any, number: int, done: int, total: int) -> str | None:
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         return None
-    what = f"scored {trial.value:.4f}" if trial.state == TrialState.COMPLETE else "pruned"
+    if trial.state == TrialState.COMPLETE:
+        what = f"scored {trial.value:.4f}"
+    else:  # reported after each slice of the validation rows, stage 0 first
+        what = f"pruned after {max(trial.intermediate_values, default=-1) + 1}/{SLICES} of its rows"
     return f"trial {number} {what}; best {best_text(study)}; {done} of {total} trials done"
 
 
