@@ -86,9 +86,12 @@ def best_text(study: Any) -> str:
     return shown + (f", test {test:.4f}" if test is not None else "")
 
 
-def trial_line(study: Any, number: int, done: int, total: int) -> str | None:
+def trial_line(
+    study: Any, number: int, done: int, total: int, best: str | None = None
+) -> str | None:
     """One finished trial as a log line (off a terminal, where no bar is drawn); ``None`` for one
-    that was not counted (a skipped draw, which warns on its own, or a surplus one)."""
+    that was not counted (a skipped draw, which warns on its own, or a surplus one). ``best``:
+    :func:`best_text` where the caller has it already (each is a read of the storage)."""
     from optuna.trial import TrialState
 
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
@@ -98,7 +101,8 @@ def trial_line(study: Any, number: int, done: int, total: int) -> str | None:
         what = f"scored {trial.value:.4f}"
     else:  # reported after each slice of the validation rows, stage 0 first
         what = f"pruned after {max(trial.intermediate_values, default=-1) + 1}/{SLICES} of its rows"
-    return f"trial {number} {what}; best {best_text(study)}; {done} of {total} trials done"
+    best = best_text(study) if best is None else best
+    return f"trial {number} {what}; best {best}; {done} of {total} trials done"
 
 
 def write_trials_csv(study: Any, out: Path) -> Path:

@@ -205,8 +205,9 @@ def _loop(
                 return mine, False
             outputs.write_trials_csv(study, out)
             done, _ = studies.counted(study)
-            bar.update(job, completed=done, best=outputs.best_text(study))
-            line = outputs.trial_line(study, max(mine), done, spec.trials) if lines else None
+            best_now = outputs.best_text(study)
+            bar.update(job, completed=done, best=best_now)
+            line = lines and outputs.trial_line(study, max(mine), done, spec.trials, best_now)
             if line:
                 bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return mine, True
