@@ -25,8 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import Progress
 
 from hm3.demo.sources.archives import extract
 from hm3.demo.sources.pins import (
@@ -39,10 +38,10 @@ from hm3.demo.sources.pins import (
 )
 from hm3.errors import Hm3Error
 from hm3.io.texts import sha256_file
+from hm3.progress import progress_bar
 
 MARKER = ".hm3-source.json"  # written last into an unpacked source: its presence means complete
 _TIMEOUT_S = 900
-_console = Console(stderr=True)
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -194,12 +193,5 @@ def _unpack(source: Source, artifact: Path, target: Path) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=_console,
-        transient=True,
-        disable=not _console.is_terminal,
-    )
+    """hm3's one bar (on a terminal only); a download's has no total, so it pulses."""
+    return progress_bar(True)
