@@ -7,7 +7,12 @@ Each refusal is the CLI's user-error contract (:func:`test_cli.expect_user_error
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +131,28 @@ def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypat
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (out / "old.txt").read_text() == "old"
+
+
+def test_sigterm_cleans_up_like_ctrl_c_then_ends_by_the_signal(bert_zoo, tmp_path):
+    """``timeout``, ``kill``, systemd and a CI cancel send SIGTERM: the half-written output goes."""
+    config = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)
+    held = (  # the real merge, held just before its output is renamed into place
+        "import time, hm3.io.atomic as a; swap = a._swap; "
+        "a._swap = lambda *args: (time.sleep(120), swap(*args)); "
+        "from hm3.cli.app import main; main()"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    cmd = [sys.executable, "-c", held, "merge", str(config), "--out", "out", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.tmp-*/model.safetensors")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the merge never wrote its temporary output"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert [line for line in err.splitlines() if line.strip()] == ["interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
 
 
 # -- 3. an --out that cannot be made is one line --------------------------------------------------

@@ -1,14 +1,20 @@
 """The ``hm3`` command line: parse arguments, call one library function, print the result.
 
 Exit codes: 0 success, 2 a user error (bad input, printed as one line without a traceback),
-1 a bug, 130 interrupted (Ctrl-C, one line). No merge logic lives here.
+1 a bug, 130 interrupted (Ctrl-C, one line). SIGTERM (``timeout``, ``kill``, a CI cancel, systemd,
+Kubernetes) cleans up as Ctrl-C does, then ends the process by that signal. No merge logic lives
+here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -77,8 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     An :class:`Hm3Error` is the user's to fix: its one line, no traceback, status 2. Any other
     exception is a bug: the plain traceback (to report), one line saying so, status 1. Ctrl-C
     (``KeyboardInterrupt``) prints one line, ``interrupted`` and what the command kept if it
-    says (the exception's message), status 130.
+    says (the exception's message), status 130. SIGTERM does the same, and then the process
+    ends by SIGTERM, as its sender expects.
     """
+    with _sigterm_interrupts():
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="hm3")
     except KeyboardInterrupt as exc:  # raised outside the command (Typer catches the rest)
@@ -99,6 +111,35 @@ def main(argv: list[str] | None = None) -> None:
             "fault of the system it runs on); please report it with the traceback above"
         )
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into a ``KeyboardInterrupt`` for the block, then end the process by it.
+
+    Without a handler SIGTERM kills Python on the spot: no ``finally`` runs, so an output's
+    temporary directory would stay behind. With it, the command unwinds as on Ctrl-C (its
+    temporary files removed, its one line printed); a second SIGTERM meanwhile is ignored. The
+    process then kills itself with SIGTERM's default action, so its parent sees the signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if not received else signal.SIG_DFL)
+        if received:
+            sys.stderr.flush()
+            signal.raise_signal(signal.SIGTERM)
 
 
 def _interrupted(exc: KeyboardInterrupt) -> None:
