@@ -253,6 +253,17 @@ def test_model_deeper_than_the_base_is_refused(bert_zoo, tmp_path, capsys):
                       match="3 layers (num_hidden_layers)", names="deep")  # fmt: skip
 
 
+def test_a_model_of_several_tasks_is_not_merged_again(bert_ties_merged, zoo_of, tmp_path, capsys):
+    """A merged model's label segments would become one task, one softmax across them."""
+    zoo = zoo_of("bert")  # the models of bert_ties_merged
+    cfg = write_merge_yaml(tmp_path / "m.yaml", zoo.base, [bert_ties_merged, zoo.models[0]])
+    message = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out",
+                                match="an hm3 model of 3 tasks (task0, task1, task2)",
+                                names=bert_ties_merged, watch=(bert_ties_merged,))  # fmt: skip
+    made_from = ", ".join(str(m.resolve()) for m in zoo.models)
+    assert message.endswith(f"merge the models it was made from instead ({made_from})"), message
+
+
 def test_relative_model_missing_beside_the_yaml_is_not_taken_from_the_cwd(
     bert_zoo, tmp_path, capsys, monkeypatch
 ):

@@ -35,7 +35,7 @@ from hm3.model.architectures import (
     with_body_prefix,
 )
 from hm3.model.heads import expand_rows, zero_rows
-from hm3.model.labels import Task, layout, own_labels, resolve_labels
+from hm3.model.labels import Task, layout, own_labels, resolve_labels, tasks_from_config
 
 log = logging.getLogger("hm3")
 
@@ -170,6 +170,7 @@ def _tasks(
     used: set[str] = set()
     named = {m.name: i for i, m in enumerate(config.models) if m.name}  # distinct (MergeConfig)
     for j, (entry, ckpt, path) in enumerate(zip(config.models, models, dirs, strict=True)):
+        _single_task(ckpt)
         own = own_labels(ckpt.config, ckpt.label)
         shapes = {name: info.shape for name, info in ckpt.tensors.items()}
         arch.check_head(shapes, len(own), ckpt.label, _NO_HEAD_FIX)
@@ -183,6 +184,20 @@ def _tasks(
         source = str(path.resolve()) if local else entry.model
         entries.append((name, resolve_labels(name, own, entry.labels), source))
     return layout(entries)
+
+
+def _single_task(ckpt: Checkpoint) -> None:
+    """Refuse a model of several tasks (an hm3 merge, or an ``hm3 expand`` input): merged again,
+    its label segments would become one task, one softmax across tasks it keeps apart."""
+    tasks = tasks_from_config(ckpt.config, "model", ckpt.label)
+    if len(tasks) > 1:
+        names = ", ".join(t.name for t in tasks)
+        sources = ", ".join(dict.fromkeys(t.source for t in tasks if t.source))
+        raise Hm3Error(
+            f"{ckpt.label}: an hm3 model of {len(tasks)} tasks ({names}), which a merge would "
+            "fold into one task; merge the models it was made from instead"
+            + (f" ({sources})" if sources else "")
+        )
 
 
 def _name_taken(config: MergeConfig, j: int, i: int, name: str) -> None:
