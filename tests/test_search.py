@@ -265,6 +265,28 @@ def test_self_merge_scores_the_original_and_its_self_merges(tmp_path, case, one_
     assert [m["model"] for m in recipe["models"]] == [str(case.models[0].resolve())] * 2
 
 
+def test_self_task_names_the_model_as_the_suite_does(tmp_path, case, capsys, one_thread):
+    """A model's directory need not be named as its task: ``--self TASK=DIR`` names it."""
+    import shutil
+
+    from hm3.cli.app import main
+    from search_case import fails
+
+    model = shutil.copytree(case.models[0], tmp_path / "task0-finetuned-v3")
+    argv = ["search", "--base", str(case.base), "--suite", str(case.suite), "--trials", "1",
+            "--val-samples", "8", "--test-samples", "8", "--no-progress"]  # fmt: skip
+    line = fails(capsys, [*argv, "--self", str(model), "--out", str(tmp_path / "a")],
+                 "no dataset expects a label for task 'task0-finetuned-v3'",
+                 "--self TASK=DIR")  # fmt: skip
+    assert not (tmp_path / "a").exists(), line
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--self", f"task0={model}", "--out", str(tmp_path / "b")])
+    assert exc.value.code in (0, None)
+    recipe = yaml.safe_load((tmp_path / "b" / "best" / "recipe.yaml").read_text())
+    assert [m["name"] for m in recipe["models"]] == ["task0", "task0_copy"]
+    assert {m["model"] for m in recipe["models"]} == {str(model.resolve())}
+
+
 def test_timeout_counts_from_the_command_start(tmp_path, case, one_thread):
     """A start-up longer than --timeout leaves no time for a trial: nothing is written as best,
     and the summary says so instead of failing."""

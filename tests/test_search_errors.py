@@ -92,6 +92,19 @@ def test_bad_run_options(tmp_path, zoo_of, capsys):
     assert not out.exists()
     self_args = ["search", "--self", str(case.models[0]), "--suite", str(case.suite)]
     _fails(capsys, [*self_args, "--out", str(out), "--no-progress"], "--base")
+    for given in (f"={case.models[0]}", "task0="):
+        _fails(capsys, ["search", "--self", given, "--base", str(case.base), "--suite",
+                        str(case.suite), "--out", str(out)], f"--self {given}: expected MODEL or "
+                        "TASK=MODEL")  # fmt: skip
+    assert not out.exists()
+
+
+def test_self_merge_of_a_merged_model_is_refused(tmp_path, zoo_of, bert_ties_merged, capsys):
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    out = tmp_path / "out"
+    _fails(capsys, ["search", "--self", f"task0={bert_ties_merged}", "--base", str(case.base),
+                    "--suite", str(case.suite), "--out", str(out), "--no-progress"],
+           "an hm3 model of 3 tasks", "merge the models it was made from")  # fmt: skip
     assert not out.exists()
 
 

@@ -82,7 +82,8 @@ def evaluate(
         inputs = [suite, *data, *named.values(), *by_task.values()]
         check_output(out, options.force, inputs=inputs)
     if tasks:
-        loaded = loaded.restricted([t.strip() for v in tasks for t in v.split(",") if t.strip()])
+        chosen = [t.strip() for v in tasks for t in v.split(",") if t.strip()]
+        loaded = loaded.restricted(chosen, "choose --tasks from those")
     result = run_evaluation(
         loaded, named, originals=by_task, bootstrap=bootstrap, windows=windows, options=options
     )

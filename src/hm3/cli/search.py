@@ -111,7 +111,13 @@ def search(
         typer.Option(help="Start no trial once this long has passed since the start, e.g. 2h."),
     ] = None,
     self_model: Annotated[
-        str | None, typer.Option("--self", help="Merge this model with itself (paper §5.4).")
+        str | None,
+        typer.Option(
+            "--self",
+            metavar="[TASK=]MODEL",
+            help="Merge this model with itself (paper §5.4). TASK: its task's name in the suites "
+            "(default: its own, else its directory's).",
+        ),
     ] = None,
     base: Annotated[str | None, typer.Option(help="Base model for --self.")] = None,
     *,
@@ -129,11 +135,18 @@ def search(
     from hm3.search.inputs import SearchSpec
     from hm3.search.run import search as run_search
 
+    self_task = None
+    if self_model is not None and "=" in self_model and not Path(self_model).exists():
+        given = self_model
+        self_task, _, self_model = given.partition("=")
+        if not self_task or not self_model:
+            raise Hm3Error(f"--self {given}: expected MODEL or TASK=MODEL, e.g. "
+                           "toxicity=models/toxicity")  # fmt: skip
     spec = SearchSpec(
-        config=config, self_model=self_model, base=base, suite=suite, test_suite=test_suite,
-        trials=trials, val_samples=val_samples, test_samples=test_samples, sampler=sampler,
-        seed=seed, objective=objective, texts=texts, text_column=text_column, prune=prune,
-        storage=storage, study=study, resume=resume, timeout=parse_duration(timeout),
+        config=config, self_model=self_model, self_task=self_task, base=base, suite=suite,
+        test_suite=test_suite, trials=trials, val_samples=val_samples, test_samples=test_samples,
+        sampler=sampler, seed=seed, objective=objective, texts=texts, text_column=text_column,
+        prune=prune, storage=storage, study=study, resume=resume, timeout=parse_duration(timeout),
     )  # fmt: skip
     print_summary(run_search(spec, out, options))
 

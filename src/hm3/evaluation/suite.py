@@ -107,16 +107,17 @@ class Suite(UserModel):
         """Where the suite came from (its file path), for messages and reports."""
         return self._source
 
-    def restricted(self, tasks: Sequence[str]) -> Suite:
+    def restricted(self, tasks: Sequence[str], fix: str = "") -> Suite:
         """The suite for a subset of tasks: other tasks' expectations (and datasets left with
-        none) dropped. Raises :class:`Hm3Error` if no dataset expects any of ``tasks``."""
+        none) dropped. Raises :class:`Hm3Error` if no dataset expects any of ``tasks``; ``fix``
+        ends the message of a task the suite does not know."""
         keep = set(tasks)
         known = dict.fromkeys(t for d in self.datasets for t in d.expect)
         unknown = [t for t in tasks if t not in known]
         if unknown:
             raise Hm3Error(
                 f"{self.source}: no dataset expects a label for task {unknown[0]!r}; tasks in "
-                f"the suite: {', '.join(known) or 'none'}"
+                f"the suite: {', '.join(known) or 'none'}{'; ' + fix if fix else ''}"
             )
         datasets = [
             d.model_copy(update={"expect": {t: w for t, w in d.expect.items() if t in keep}})

@@ -24,7 +24,7 @@ from hm3.io.atomic import check_not_cwd, check_output
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
-from hm3.model.labels import Task
+from hm3.model.labels import Task, tasks_from_config
 from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.data import sample_suite
@@ -48,6 +48,7 @@ class SearchSpec:
 
     config: Path | None = None  # merge YAML (with an optional search: block)
     self_model: str | None = None  # --self MODEL
+    self_task: str | None = None  # --self TASK=MODEL (default: the model's own task name)
     base: str | None = None  # --base, for --self
     suite: Path | None = None
     test_suite: Path | None = None
@@ -112,6 +113,9 @@ def check_spec(spec: SearchSpec) -> None:
     if spec.texts is not None and not spec.texts.is_file():
         what = "is a directory" if spec.texts.is_dir() else "file not found"
         raise Hm3Error(f"--texts {spec.texts}: {what}; give a file of texts")
+    if spec.self_task is not None and spec.self_model is None:
+        raise Hm3Error(f"self_task {spec.self_task!r}: names the task of --self MODEL; give "
+                       "self_model too, or drop self_task")  # fmt: skip
     if spec.base is not None and spec.self_model is None:
         raise Hm3Error(f"--base {spec.base}: read only with --self (a merge config names its "
                        "base_model); drop --base")  # fmt: skip
@@ -140,7 +144,7 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     if not base:
         raise Hm3Error(f"--self {spec.self_model}: its config.json names no base model; pass "
                        "--base DIR with the model it was fine-tuned from")  # fmt: skip
-    name = Path(model).resolve().name
+    name = spec.self_task or own_task_name(Path(model))
     recipe = {
         "base_model": str(locate(base, "--base").resolve()),
         "merge_method": "dare_ties",
@@ -149,6 +153,12 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
         "seed": spec.seed,
     }  # fmt: skip
     return recipe, paper_space(), f"--self {spec.self_model}"
+
+
+def own_task_name(model: Path) -> str:
+    """A classifier's task name: its ``hm3`` block's one task, else its directory's name."""
+    tasks = tasks_from_config(read_config(model, str(model)), model.resolve().name, str(model))
+    return tasks[0].name if len(tasks) == 1 else model.resolve().name
 
 
 def check_recipe(config: MergeConfig, max_length: int) -> None:
