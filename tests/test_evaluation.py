@@ -423,7 +423,8 @@ def test_parse_named_paths(tmp_path):
     for specs, need, match in [
         (["dir"], True, "TASK=DIR"),
         (["=dir"], False, "name"),
-        (["a/m", "b/m"], False, "given twice"),
+        (["a/m", "b/m"], False, "'m' given twice; name one with NAME=DIR"),
+        (["t=a", "t=b"], True, "'t' given twice; give each a name of its own"),
     ]:
         with pytest.raises(Hm3Error, match=match):
             parse_named_paths(specs, "--originals", need_name=need)

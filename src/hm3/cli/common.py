@@ -180,14 +180,16 @@ def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> 
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep or Path(spec).exists():
+        named = bool(sep) and not Path(spec).exists()
+        if not named:
             if need_name:
                 raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
             name, path = Path(spec).resolve().name, spec
         if not name or not path:
             raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
         if name in out:
-            raise Hm3Error(f"{option} {spec}: name {name!r} given twice; use NAME=DIR to rename")
+            fix = "give each a name of its own" if named else "name one with NAME=DIR"
+            raise Hm3Error(f"{option} {spec}: name {name!r} given twice; {fix}")
         out[name] = Path(path)
     return out
 
