@@ -296,6 +296,8 @@ def test_tasks_probes_and_docs(server, merged):
     assert httpx.get(server + "/readyz").json() == {"status": "ready"}
     doc = httpx.get(server + "/openapi.json").json()
     assert {"/v1/classify", "/predict", "/v1/tasks", "/metrics"} <= set(doc["paths"])
+    assert "/" not in doc["paths"]  # TEI's alias of /predict, named in its description
+    assert "`POST /`" in doc["paths"]["/predict"]["post"]["description"]
     body = doc["paths"]["/v1/classify"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/ClassifyRequest")
     assert "ClassifyRequest" in doc["components"]["schemas"]
@@ -344,10 +346,10 @@ def test_api_key(merged, monkeypatch):
         assert basic.status_code == 401
         ok = post(url, "/v1/classify", body, headers={"authorization": "Bearer s3cret-key"})
         assert ok.status_code == 200
-        assert (
-            post(url, "/predict", {"inputs": "hi"}, headers={"x-api-key": "s3cret-key"}).status_code
-            == 200
-        )
+        for route in ("/predict", "/"):  # "/" is TEI's name for /predict: the same guard
+            assert post(url, route, {"inputs": "hi"}).status_code == 401
+            keyed = post(url, route, {"inputs": "hi"}, headers={"x-api-key": "s3cret-key"})
+            assert keyed.status_code == 200
         assert httpx.get(url + "/metrics").status_code == 401
         assert httpx.get(url + "/healthz").status_code == 200
         assert httpx.get(url + "/readyz").status_code == 200

@@ -291,6 +291,20 @@ def test_a_streamed_body_over_the_limit_is_counted_once(url):
         assert change == moved, reason
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_the_root_route_has_predicts_body_limit(url, streamed):
+    """``POST /`` is TEI's ``/predict`` under another name: over ``--max-body-bytes`` it gets
+    the same 413, whether ``Content-Length`` says so or the streamed bytes pass the limit."""
+    body = b'{"inputs": "' + b"x" * 6000 + b'"}'
+    answers = {}
+    for route in ("/", "/predict"):
+        content = iter([body[:3000], body[3000:]]) if streamed else body
+        answers[route] = httpx.post(url + route, content=content, timeout=30)
+    root, predict = answers["/"], answers["/predict"]
+    assert root.status_code == predict.status_code == 413
+    assert one_line(root) == one_line(predict) and "--max-body-bytes" in one_line(root)
+
+
 def test_tei_truncation_direction(url):
     def predict(**body):
         return httpx.post(url + "/predict", json={"inputs": LONG, **body}, timeout=60)

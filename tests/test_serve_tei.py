@@ -1,6 +1,7 @@
 """``POST /predict`` speaks text-embeddings-inference's classification route; the real
 ``huggingface_hub.InferenceClient`` is the client. Scores are a softmax per task; labels are
 ``task/label``; ``top_k`` is per task; what cannot be honoured is refused with a 422 that says so.
+``POST /`` is the same route, as in TEI: a client given the server's bare URL posts there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 import hm3
 from hm3.model.windows import Windows
-from serving import running
+from serving import metric, running
 from tiny import toy_texts
 
 TEXTS = toy_texts(5, seed=9)
@@ -74,6 +75,67 @@ def test_the_inference_client_gets_every_task(url, clf):
         for task in clf.tasks:  # a softmax per task, not across tasks
             total = sum(g.score for g in got if g.label.startswith(task.name + "/"))
             assert total == pytest.approx(1, abs=1e-5)
+
+
+def test_the_inference_client_at_the_bare_url_gets_what_predict_answers(url, clf):
+    """TEI answers a classifier at ``POST /`` too, and ``InferenceClient(url)`` posts there."""
+    bare, predict = InferenceClient(url), InferenceClient(f"{url}/predict")
+    for text in TEXTS[:3]:
+        got = bare.text_classification(text)
+        assert got == predict.text_classification(text)
+        check(got, flat(clf, text))
+    for kwargs in ({"top_k": 1}, {"function_to_apply": "none"}):
+        assert bare.text_classification(TEXTS[3], **kwargs) == predict.text_classification(
+            TEXTS[3], **kwargs
+        )
+    with pytest.raises(HfHubHTTPError) as err:
+        bare.text_classification(TEXTS[1], function_to_apply="sigmoid")
+    assert err.value.response.status_code == 422
+
+
+def test_the_root_route_is_counted_under_its_own_label(url):
+    import httpx
+
+    before = httpx.get(f"{url}/metrics").text
+    assert httpx.post(f"{url}/", json={"inputs": TEXTS[0]}).status_code == 200
+    assert httpx.post(f"{url}/", json={"inputs": []}).status_code == 422
+    page = httpx.get(f"{url}/metrics").text
+
+    def moved(name, **labels):
+        return metric(page, name, **labels) - metric(before, name, **labels)
+
+    assert moved("hm3_requests_total", route="/", status="200") == 1
+    assert moved("hm3_requests_total", route="/", status="422") == 1
+    assert moved("hm3_request_seconds_count", route="/") == 2
+    for other in ("/predict", "other"):
+        assert moved("hm3_request_seconds_count", route=other) == 0, other
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe",
+        b'["a"]',
+        b'{"inputs": []}',
+        b'{"inputs": [["a", "b"]]}',
+        b'{"inputs": "a", "top_k": 1}',
+        b'{"inputs": "a", "parameters": {"function_to_apply": "sigmoid"}}',
+        b'{"inputs": ["a", "a", "a", "a", "a", "a", "a", "a", "a"]}',
+        b'{"inputs": " "}',
+    ],
+)
+def test_the_root_route_refuses_as_predict(url, body):
+    import httpx
+
+    root = httpx.post(f"{url}/", content=body, headers={"content-type": "application/json"})
+    predict = httpx.post(
+        f"{url}/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert 400 <= root.status_code < 500 and root.status_code == predict.status_code, root.text
+    error = root.json()["error"]
+    assert error == predict.json()["error"] and error and "\n" not in error
 
 
 def test_the_inference_client_top_k_is_per_task(url, clf):

@@ -84,13 +84,13 @@ def serve(
     options: RunOptions,
     windows: Windows | None,
 ) -> None:
-    """Serve MODEL over HTTP: POST /v1/classify, POST /predict (text-embeddings-inference
-    compatible), GET /v1/tasks, /healthz, /readyz, /metrics and /docs.
+    """Serve MODEL over HTTP: POST /v1/classify, POST /predict and POST / (as
+    text-embeddings-inference), GET /v1/tasks, /healthz, /readyz, /metrics and /docs.
 
     Requests that arrive together share one forward pass (by token budget, waiting at most
     --max-wait-ms); every task is answered from that one pass. A text longer than --max-length
     tokens is scored in overlapping windows unless --no-windows truncates it. Stop it with
-    Ctrl-C.
+    Ctrl-C or SIGTERM.
     """
     from hm3.serve.server import serve as run_server
     from hm3.serve.settings import ServeSettings

@@ -2,8 +2,9 @@
 
 - Every HTTP request is counted and timed (:class:`~hm3.serve.metrics.Metrics`) with the status
   it got, refusals included.
-- With an API key set, every route but the probes and the docs needs ``Authorization: Bearer
-  KEY`` (or ``X-API-Key: KEY``), compared in constant time; otherwise 401.
+- With an API key set, every route but the probes and the docs (:data:`OPEN_PATHS`, exact
+  paths) needs ``Authorization: Bearer KEY`` (or ``X-API-Key: KEY``), compared in constant
+  time; otherwise 401. ``POST /`` (TEI's name for ``/predict``) and ``/metrics`` need it too.
 - A body over ``max_body_bytes`` is refused with 413: at once when ``Content-Length`` says so,
   else as soon as the streamed bytes pass the limit.
 

@@ -1,7 +1,8 @@
 """The routes of ``hm3 serve`` (an ``APIRouter``); their shared state is a :class:`Server`.
 
 ``POST /v1/classify`` (the ``hm3 predict --json`` schema, plus ``flagged``/``reasons`` with a
-policy), ``POST /predict`` (TEI's classification route, :mod:`hm3.serve.tei`),
+policy), ``POST /predict`` (TEI's classification route, :mod:`hm3.serve.tei`; ``POST /``
+is the same route, as TEI serves a classifier at its root too, and is left out of OpenAPI),
 ``GET /v1/tasks``, ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded
 and warmed up; both probes answer ``HEAD`` too), ``GET /metrics`` (Prometheus). Bodies are read
 and checked here (:mod:`hm3.serve.schemas`); a refusal raises
@@ -160,7 +161,10 @@ async def classify(request: Request) -> JSONResponse:
     responses=ERRORS,
     openapi_extra=body_doc(tei.TeiRequest),
     summary="Text classification, compatible with text-embeddings-inference",
+    description="Also answered at `POST /`, as TEI does for a classifier: a client given the "
+    "server's bare URL (`InferenceClient('http://host:port')`) posts there.",
 )
+@router.post("/", include_in_schema=False)  # TEI's root route: /predict under another name
 async def predict(request: Request) -> JSONResponse:
     server = _server(request)
     body = await _read(request, tei.TeiRequest)

@@ -1,4 +1,5 @@
-"""``POST /predict``: the classification route of Hugging Face text-embeddings-inference (TEI).
+"""``POST /predict`` (and ``POST /``): the classification route of Hugging Face
+text-embeddings-inference (TEI), which answers a classifier at its root as well.
 
 Request: ``{"inputs": str | [str, ...] | [[str], ...], "raw_scores": bool, "truncate": bool,
 "truncation_direction": "right" | "left", "parameters": {"top_k": int, "function_to_apply":
