@@ -24,6 +24,8 @@ from search_case import make_case, write_jsonl
         ({"merge_method": ["dare_ties", "tiez"]}, ["did you mean 'ties'"]),
         ({"epsilon": {"uniform": [0.1, 0.2]}}, ["search.epsilon", "not used by"]),
         ({"lambda": {"uniform": [1, 2], "per_model": True}}, ["per_model"]),
+        ({"align": {"texts": "t.jsonl"}}, ["search.align", "move it to the top level"]),
+        ({"wieght": {"uniform": [1, 2]}}, ["'search.wieght'", "valid keys in search:"]),
     ],
 )
 def test_bad_search_block(tmp_path, zoo_of, capsys, space, needles):

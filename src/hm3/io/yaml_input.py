@@ -66,11 +66,15 @@ def shorten(text: str) -> str:
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel] | None = None, within: str = ""
+) -> str:
     """One readable line per problem: where, what was wrong, what was given (values and keys
     cut to :data:`SHOWN_CHARS` characters: a request may hold a megabyte in one field).
 
     With ``model`` (the validated class), an unknown key lists the valid keys at its level.
+    ``within`` names the block the model was read from (``"search"``): every place is given
+    inside it.
     """
     lines = []
     errors = exc.errors(include_url=False)
@@ -78,15 +82,18 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
     for err in errors:
         if err["type"] == "too_short" and err["loc"] in inner:
             continue  # a list whose bad items are reported: its length error is noise
-        loc = _format_loc(err["loc"])
+        loc = _format_loc((within, *err["loc"]) if within else err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(_unknown_key(err["loc"], model))
+            lines.append(_unknown_key(err["loc"], model, within))
             continue
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
         quiet = isinstance(given, dict | list) or err["type"] == "missing" or repr(given) in msg
         shown = "" if quiet else f" (got {shorten(repr(given))})"
-        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
+        if within and not err["loc"]:  # the model's own check, whose message names its key
+            lines.append(f"{within}.{msg}{shown}")
+        else:
+            lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(lines)
 
 
@@ -96,9 +103,10 @@ def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
-    where = shorten(_format_loc(loc))
+def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None, within: str = "") -> str:
     keys = _keys_at(model, loc[:-1]) if model is not None else None
+    loc = (within, *loc) if within else loc
+    where = shorten(_format_loc(loc))
     if not keys:
         return f"unknown key {where!r}; check its spelling against the documented keys"
     parent = f"in {_format_loc(loc[:-1])}" if loc[:-1] else "at the top level"

@@ -212,6 +212,9 @@ def split_search(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Sea
         raise Hm3Error(f"{source}: search: expected a mapping of parameter to range (found "
                        f"{type(block).__name__})")  # fmt: skip
     block = dict(block)
+    if "align" in block:
+        raise Hm3Error(f"{source}: search.align: align: is a block of its own, beside search: "
+                       "(its scale may be a range); move it to the top level")  # fmt: skip
     align = recipe.get("align")
     if isinstance(align, dict) and isinstance(align.get("scale"), dict | list):
         if "scale" in block:
@@ -227,10 +230,7 @@ def split_search(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Sea
     try:
         space = SearchSpace.model_validate(block)
     except ValidationError as exc:
-        message = format_validation_error(exc, SearchSpace)
-        raise Hm3Error(f"{source}: search.{message}" if not message.startswith("unknown")
-                       else f"{source}: {message.replace(chr(39), chr(39) + 'search.', 1)}"
-                       ) from None  # fmt: skip
+        raise Hm3Error(f"{source}: {format_validation_error(exc, SearchSpace, 'search')}") from None
     return recipe, space, declared
 
 
