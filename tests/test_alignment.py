@@ -368,7 +368,7 @@ def test_align_reads_only_the_texts_it_needs(bert_words, tmp_path):
     merged = one_task_merged(bert_words.models[0], tmp_path / "m")
     result = align(merged, path, tmp_path / "out", max_texts=64, progress=False, device="cpu")
     assert result.n_texts == 64
-    with pytest.raises(Hm3Error, match=r"row 64 .* is not text"):
+    with pytest.raises(Hm3Error, match=r"row 65 .* is not text"):
         align(merged, path, tmp_path / "out2", max_texts=65, progress=False, device="cpu")
 
 
@@ -407,7 +407,7 @@ BAD = {
         _file("c.jsonl", '{"body": "hi", "id": 1}\n'),
         "no column 'text'; columns in the file: body, id; set --text-column",
     ),
-    "not text": (_file("n.jsonl", '{"text": 3}\n'), "row 0 of column 'text' is not text"),
+    "not text": (_file("n.jsonl", '{"text": 3}\n'), "row 1 of column 'text' is not text"),
     "bad json": (_file("j.jsonl", '{"text": "a"}\n{oops\n'), "line 2 is not valid JSON"),
     "wrong type": (_file("x.txt", "hello\n"), "'.txt' not supported"),
     "swapped labels": (

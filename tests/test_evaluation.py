@@ -385,7 +385,7 @@ def test_errors_against_the_models_name_the_dataset(zoo, tmp_path):
     msg = error({"task0": "harmless"})
     assert "'my_set'" in msg and "'harmless'" in msg and "benign, jailbreak" in msg
     msg = error({"task0": {"column": "y"}})
-    assert "'my_set'" in msg and "'evil'" in msg and "row 1" in msg
+    assert "'my_set'" in msg and "'evil'" in msg and "(row 2, column 'y')" in msg
     assert "nothing to evaluate" in error({"task0": "benign"}, {})
     assert "batch_size" in error({"task0": "benign"}, batch_size=0)
     msg = error({"task0": "benign"}, {"m": zoo.models[0]}, originals={"task0": zoo.models[2]})

@@ -85,7 +85,7 @@ def test_failed_alignment_leaves_no_output_and_no_scratch(bert_zoo, tmp_path):
     # a text that is not a string is found only while streaming, after the merge
     (tmp_path / "texts.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
     cfg = MergeConfig.from_yaml(_yaml(tmp_path, bert_zoo, align={"texts": "texts.jsonl"}))
-    with pytest.raises(Hm3Error, match=r"row 1 of column 'text' is not text.*align\.text_column"):
+    with pytest.raises(Hm3Error, match=r"row 2 of column 'text' is not text.*align\.text_column"):
         hm3.merge(cfg, tmp_path / "m", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml", "texts.jsonl"]
 

@@ -153,12 +153,12 @@ def test_missing_column_lists_the_columns(tmp_path, ext):
 
 def test_missing_values_name_dataset_and_row(tmp_path):
     msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": None}])
-    assert "'my_set'" in msg and "row 1" in msg and "no text" in msg
+    assert "'my_set'" in msg and "row 2 has no text" in msg  # the first row is row 1
     msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "b"}, {"text": "  "}])
-    assert "'my_set'" in msg and "row 2" in msg and "no text" in msg
+    assert "'my_set'" in msg and "row 3 has no text" in msg
     rows = [{"text": "a", "y": "x"}, {"text": "b", "y": ""}]
     msg = _error(tmp_path, {"expect": {"t": {"column": "y"}}}, rows=rows, ext="csv")
-    assert "'my_set'" in msg and "row 1" in msg and "no expected label" in msg
+    assert "'my_set'" in msg and "row 2 has no expected label" in msg
 
 
 def test_bad_files_and_formats(tmp_path):
@@ -224,7 +224,7 @@ def test_check_expectations_names_dataset_and_lists_valid_names(tmp_path):
     with pytest.raises(Hm3Error) as exc:
         check_expectations(datasets, {"t": ("no", "yes")})
     msg = str(exc.value)
-    assert "'bad'" in msg and "'maybe'" in msg and "row 1" in msg and "no, yes" in msg
+    assert "'bad'" in msg and "'maybe'" in msg and "(row 2, column 'y')" in msg and "no, yes" in msg
     with pytest.raises(Hm3Error) as exc:
         check_expectations(datasets, {"u": ("no",), "v": ("no",)})
     assert "'ok'" in str(exc.value) and "'t'" in str(exc.value) and "u, v" in str(exc.value)

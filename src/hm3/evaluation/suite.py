@@ -209,7 +209,7 @@ def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence
             bad = [i for i, label in enumerate(labels) if label not in valid]
             if bad:
                 column = data.label_columns.get(task)
-                row = f" (row {data.row_ids[bad[0]]}, column {column!r})" if column else ""
+                row = f" (row {data.row_ids[bad[0]] + 1}, column {column!r})" if column else ""
                 raise Hm3Error(
                     f"dataset {data.name!r}: expected label {labels[bad[0]]!r} for task {task!r}"
                     f"{row} is not one of its labels: {', '.join(tasks[task])}; fix the suite or "
@@ -260,8 +260,8 @@ def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list
         value = values[i]
         if not isinstance(value, str) or not value.strip():
             raise Hm3Error(
-                f"{where}: row {i} has no text in column {column!r} (got {value!r}); remove the "
-                "row or fill it in"
+                f"{where}: row {i + 1} has no text in column {column!r} (got {value!r}); remove "
+                "the row or fill it in"
             )
         out.append(value)
     return out
@@ -273,7 +273,7 @@ def _labels(values: list[Any], keep: np.ndarray, column: str, where: str) -> lis
         value = values[i]
         if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             raise Hm3Error(
-                f"{where}: row {i} has no expected label in column {column!r}; remove the row "
+                f"{where}: row {i + 1} has no expected label in column {column!r}; remove the row "
                 "or fill it in"
             )
         out.append(str(value))

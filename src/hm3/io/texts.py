@@ -125,9 +125,10 @@ def iter_text_batches(
 
 
 def _values(texts: TextFile) -> Iterator[tuple[int, Any]]:
-    """(row number, value of the text column), one row at a time; row numbers start at 0."""
+    """(row number, value of the text column), one row at a time; the first row is row 1, as
+    in every message about a row."""
     for row, record in iter_records(texts.path, texts.where, [texts.column]):
-        yield row, record.get(texts.column)
+        yield row + 1, record.get(texts.column)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
