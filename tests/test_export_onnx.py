@@ -403,6 +403,38 @@ def test_bad_inputs_one_line_exit_2_nothing_written(merged, tmp_path, capsys):
     assert not (out / "keep.txt").exists()
 
 
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["--texts", "TEXTS"], "--texts"),
+        (["--text-column", "body"], "--text-column"),
+        (["--max-texts", "3"], "--max-texts"),
+        (["--per-tensor"], "--per-tensor"),
+        (["--per-channel"], "--per-channel"),  # the default, but given: still int8-only
+        (["--reduce-range"], "--reduce-range"),
+        (["--full-range"], "--full-range"),
+        (["--no-smooth"], "--no-smooth"),
+        (["--smooth"], "--smooth"),
+        (["--min-agreement", "0.5"], "--min-agreement"),
+        (["--reduce-range", "--no-smooth"], "--reduce-range, --no-smooth"),
+    ],
+)
+def test_int8_options_without_quantize_are_refused(merged, tmp_path, capsys, given, named):
+    model, out = merged("bert"), tmp_path / "out"
+    argv = [texts_file(tmp_path) if a == "TEXTS" else a for a in given]
+    message = bad(capsys, tmp_path, model, "--out", out, *argv, match=f"error: {named}: only")
+    assert message.endswith(f"add --quantize int8 or drop {named}"), message
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_the_library_refuses_texts_without_quantize_too(merged, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(Hm3Error, match=r"^--texts: only used with .* or drop --texts$"):
+        export_onnx(merged("bert"), out, texts=texts_file(tmp_path), options=QUIET)
+    assert not out.exists()
+
+
 def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
     with pytest.raises(Hm3Error, match="not an ONNX export"):
         load_onnx(merged("bert"))

@@ -161,7 +161,9 @@ def _check_inputs(
             "on which the int8 model's decisions are compared with the float model's"
         )
     if quantize is None and texts is not None:
-        raise Hm3Error("--texts: only used with --quantize int8; leave it out for a float export")
+        raise Hm3Error(
+            "--texts: only used with --quantize int8; add --quantize int8 or drop --texts"
+        )
     config = card.read_config(model)
     model_type = str(config.get("model_type", ""))
     if model_type not in SUPPORTED:
