@@ -63,8 +63,32 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
     print_bench(BenchResult.model_validate(result))
     table = capsys.readouterr().out
     assert "originals" in table and "merged" in table and "1/N = 0.333" in table
-    assert "30 texts" in table and "long texts in windows" in table
+    assert "30 texts" in table and "long texts in windows" in table and "1 thread," in table
     assert "torch in bfloat16" in table
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_table_counts_in_the_singular_for_one(capsys, monkeypatch, n):
+    monkeypatch.setenv("COLUMNS", "400")
+    m = {"load_s": 1.0, "infer_s": 2.0, "peak_mb": 100.0, "infer_cpu_s": 2.0}
+    ratio = dict.fromkeys(("load", "infer", "total", "memory", "infer_cpu"), 1.0)
+    setup = {
+        "tasks": [f"t{i}" for i in range(n)],
+        "texts": n,
+        "batch_size": 8,
+        "max_length": 32,
+        "device": "cpu",
+        "threads": n,
+        "repeats": 1,
+        "windows": False,
+        "limit": 1 / n,
+    }
+    result = {"originals": m, "merged": m, "ratio": ratio, "setup": setup, "runs": {}}
+    print_bench(BenchResult.model_validate(result))
+    out = capsys.readouterr().out
+    s = "" if n == 1 else "s"
+    assert f"hm3 bench: {n} task{s}, {n} text{s} (medians of 1)" in out, out
+    assert f"torch in float32, {n} thread{s}, batch size 8" in out, out
 
 
 @pytest.mark.parametrize(

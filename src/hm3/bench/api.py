@@ -7,7 +7,7 @@ process (:mod:`hm3.bench.worker`) on the same texts, batch size, threads and dev
 time and peak memory are its own. One warm-up round runs every system once, unrecorded (disk
 caches, lazy imports); then ``repeats`` rounds, each in a rotated order so no system is always
 first, and every figure is the median over the rounds. Ratios are merged (or ONNX) over the
-originals; the physical limit of the inference ratio is 1/N.
+originals; the physical limit of the inference ratio is 1/N (``setup.limit``: docs/design.md).
 
 Timings are not asserted anywhere: they depend on the machine and its load. This module reads
 the texts it is given; :mod:`hm3.bench.texts` finds them in files and suites.
@@ -59,7 +59,7 @@ class OnnxMeasure(Measure):
 
 class Setup(BaseModel):
     tasks: list[str]
-    texts: int
+    texts: int  # texts classified (at most --limit)
     batch_size: int
     max_length: int  # the merged model's effective one: the asked, capped by its positions
     max_lengths: dict[str, int] = {}  # the runs whose effective max length was another
@@ -68,7 +68,7 @@ class Setup(BaseModel):
     threads: int
     repeats: int
     windows: bool
-    limit: float  # 1/N: the inference ratio if the merged model cost exactly one original
+    limit: float  # 1/N (not --limit): the inference ratio if merged cost exactly one original
 
 
 class BenchResult(BaseModel):

@@ -100,7 +100,8 @@ def print_bench(result: BenchResult) -> None:
     table = Table(
         "system", "load s", "infer s", "infer CPU s", "texts/s", "peak MB", "infer ratio",
         "CPU ratio", "total ratio", "memory ratio",
-        title=f"hm3 bench: {len(s.tasks)} tasks, {s.texts} texts (medians of {s.repeats})",
+        title=f"hm3 bench: {_count(len(s.tasks), 'task')}, {_count(s.texts, 'text')} (medians "
+        f"of {s.repeats})",
     )  # fmt: skip
     rows = [("originals", result.originals, None), ("merged", result.merged, result.ratio)]
     rows += [(f"onnx {name}", m, m.ratio) for name, m in result.onnx.items()]
@@ -123,8 +124,12 @@ def print_bench(result: BenchResult) -> None:
     others = f" ({escape(others)})" if others else ""  # runs with another max length
     out_console.print(
         f"limit of the inference ratio: 1/N = {s.limit:.3f}; device {s.device}, torch in "
-        f"{s.dtype}, {s.threads} "
-        f"threads, batch size {s.batch_size}, max length {s.max_length}{others}, long texts "
-        f"{'in windows' if s.windows else 'truncated'}; peak MB is resident memory above each "
-        "process's baseline (GPU: allocated)"
+        f"{s.dtype}, {_count(s.threads, 'thread')}, batch size {s.batch_size}, max length "
+        f"{s.max_length}{others}, long texts {'in windows' if s.windows else 'truncated'}; peak "
+        "MB is resident memory above each process's baseline (GPU: allocated)"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 thread``, ``4 threads``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
