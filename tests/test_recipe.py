@@ -21,6 +21,30 @@ def _yaml(tmp_path, zoo, **extra):
     return write_merge_yaml(tmp_path / "merge.yaml", zoo.base, zoo.models, "ties", **extra)
 
 
+@pytest.mark.parametrize("method", ["ties", "regmean"])
+def test_the_same_config_gives_the_same_bytes_from_any_directory(bert_zoo, tmp_path, monkeypatch,
+                                                                method):  # fmt: skip
+    """Text files named relative to the YAML are recorded as one path, whatever the cwd."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    write_texts(cfg / "texts.jsonl", toy_texts(60, seed=3))
+    extra = {"regmean": {"texts": "texts.jsonl"}} if method == "regmean" else {}
+    write_merge_yaml(cfg / "merge.yaml", bert_zoo.base, bert_zoo.models, method,
+                     align={"texts": "texts.jsonl"}, **extra)  # fmt: skip
+    configs = []
+    for cwd, yaml_path in ((cfg, "merge.yaml"), (tmp_path, "cfg/merge.yaml")):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / f"out-{len(configs)}"
+        hm3.merge(MergeConfig.from_yaml(yaml_path), out, progress=False)
+        configs.append((out / "config.json").read_bytes())
+    assert configs[0] == configs[1]
+    record = json.loads(configs[0])["hm3"]
+    texts = str((cfg / "texts.jsonl").resolve())
+    assert record["align"]["texts"] == texts
+    if method == "regmean":
+        assert {m["texts"] for m in record["merge"]["regmean"]["models"]} == {texts}
+
+
 def test_align_block_gives_the_same_model_as_merge_then_align(bert_zoo, tmp_path):
     write_texts(tmp_path / "texts.jsonl", toy_texts(60, seed=3))
     cfg_path = _yaml(

@@ -141,7 +141,7 @@ class AlignStats:
                 else {}
             ),
             "features": f"input of {self.projection.module}",
-            "texts": str(self.plan.texts.path),
+            "texts": str(Path(self.plan.texts.path).resolve()),  # not the cwd's relative path
             "texts_sha256": digest,
             "text_column": self.plan.texts.column,
             "n_texts": self.n_texts,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,7 +94,7 @@ def collect(
         stats.models.append(
             {
                 "name": entry.name,
-                "texts": str(entry.texts.path),
+                "texts": str(Path(entry.texts.path).resolve()),
                 "texts_sha256": sha256_file(entry.texts.path),
                 "n_texts": count.texts,
                 "skipped_rows": count.skipped,
