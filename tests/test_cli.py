@@ -352,6 +352,10 @@ def test_yaml_unknown_key_and_misspelled_method(bert_zoo, tmp_path, capsys):
         tmp_path / "out",
         match="not found",
     )
+    (tmp_path / "cfgdir").mkdir()
+    not_a_file = "a directory, not a merge config file; give the YAML file's path"
+    expect_user_error(capsys, tmp_path, "merge", tmp_path / "cfgdir", "--out", tmp_path / "out",
+                      match=not_a_file)  # fmt: skip
 
 
 def test_pickled_weights_refused_unless_allowed(bert_zoo, tmp_path, capsys):

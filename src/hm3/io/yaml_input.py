@@ -44,6 +44,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping, with no key given twice; errors name the
     file."""
+    if path.is_dir():
+        raise Hm3Error(f"{path}: a directory, not a {what} file; give the YAML file's path")
     if not path.is_file():
         raise Hm3Error(f"{path}: {what} file not found; check the path")
     try:
