@@ -445,6 +445,17 @@ def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
     assert load_onnx(exported("bert").path, dtype="float32").tasks  # the default, said aloud
 
 
+def test_an_export_given_where_torch_runs_says_how_to_run_it(exported, capsys):
+    folder = exported("bert").path
+    fix = "an ONNX export (model.onnx), which torch cannot load; serve it with `hm3 serve DIR "
+    fix += "--onnx`"
+    code, _, err = run_cli(capsys, "predict", folder, "hi")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(folder) in lines[0] and fix in lines[0], err
+    with pytest.raises(Hm3Error, match=re.escape(fix)):
+        hm3.load(folder)
+
+
 @pytest.mark.skipif(
     "CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present"
 )

@@ -73,6 +73,11 @@ class Checkpoint:
         if files:
             return self._index_safetensors(files)
         pickled = _weight_files(self.path, PICKLE_SINGLE, PICKLE_INDEX, self.label)
+        if not pickled and (self.path / "model.onnx").is_file():
+            raise Hm3Error(
+                f"{self.label}: an ONNX export (model.onnx), which torch cannot load; serve it "
+                "with `hm3 serve DIR --onnx` or onnxruntime, or give the checkpoint it came from"
+            )
         if not pickled:
             raise Hm3Error(
                 f"{self.label}: no weights found (expected {SAFE_SINGLE} or {SAFE_INDEX}); "
