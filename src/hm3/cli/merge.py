@@ -29,8 +29,8 @@ def merge(config: ConfigArg, out: OutOpt, *, options: RunOptions) -> None:
             f"model's Gram matrices on its texts: {used}",
             highlight=False,
         )
-    if result.alignment is not None:
-        print_alignment(result.alignment)
-    err_console.print(
+    err_console.print(  # the time is the whole command's, alignment included
         f"merged {tasks} with {cfg.merge_method} → {result.path} ({result.seconds:.1f} s)"
     )
+    if result.alignment is not None:  # the step after the merge, said after it
+        print_alignment(result.alignment)
