@@ -246,6 +246,19 @@ def test_label_free_objective_records_agreement_and_similarity(tmp_path, case, o
     assert f"(1 - total variation) {similar:.4f}" in line
 
 
+def test_label_free_without_any_suite_prints_no_table_of_dashes(tmp_path, case, one_thread):
+    result = _run(case, tmp_path / "lf", objective="agreement", texts=case.texts, suite=None,
+                  trials=2)  # fmt: skip
+    from hm3.cli.search import console, print_summary
+
+    with console.capture() as shown:
+        print_summary(result)
+    lines = shown.get().splitlines()
+    assert lines[0] == f"search: 2 trials, {result.pruned} pruned", lines
+    assert "validation" not in shown.get() and "originals  " not in shown.get()  # no table
+    assert lines[1].startswith(f"best merge (#{result.best_number}) on --texts: decisions agree")
+
+
 def test_self_merge_scores_the_original_and_its_self_merges(tmp_path, case, one_thread):
     result = search(
         SearchSpec(

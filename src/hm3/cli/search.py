@@ -162,15 +162,16 @@ def print_summary(result: SearchResult) -> None:
     def cell(value: object) -> str:
         return f"{value:.4f}" if isinstance(value, float) else "-"
 
-    orig = result.originals
-    table.add_row("originals", cell(orig.get("val", {}).get("average")),
-                  cell(orig.get("test", {}).get("average")))  # fmt: skip
-    best = result.best
+    orig, best = result.originals, result.best
     label = "best self-merge" if result.self_merge else "best merge"
     if result.best_number is not None:
         label += f" (#{result.best_number})"
-    table.add_row(label, cell(best.get("val_average")), cell(best.get("test_average")))
-    console.print(table)
+    scores = (orig.get("val", {}).get("average"), orig.get("test", {}).get("average"),
+              best.get("val_average"), best.get("test_average"))  # fmt: skip
+    table.add_row("originals", *map(cell, scores[:2]))
+    table.add_row(label, *map(cell, scores[2:]))
+    # with no suite at all (label-free, no --test-suite) the table would hold only dashes
+    console.print(table if any(isinstance(v, float) for v in scores) else table.title)
     if "agreement_average" in best:
         console.print(
             f"{label} on --texts: decisions agree with the originals' on "
