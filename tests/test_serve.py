@@ -361,6 +361,8 @@ def test_api_key(merged, monkeypatch):
         ([{"task": "task9", "label": "x"}], "rules[0].task 'task9' is not a task"),
         ([{"task": "task0", "label": "jailbrake"}], "did you mean 'jailbreak'"),
         ([{"task": "task0", "not": ["benign", "jailbreak"]}], "excludes every label"),
+        ([{"task": "task0", "not": []}], "not: [] leaves out no label, so the rule would flag"),
+        ([{"task": "task0", "label": []}], "label: [] names no label"),
         ([{"task": "task0", "label": "benign", "not": "jailbreak"}], "exactly one of"),
         ([{"task": "task0", "label": "benign", "min_score": 1.5}], "min_score"),
         ([{"task": "task0", "label": "benign", "score": 0.5}], "unknown key"),

@@ -45,6 +45,11 @@ class Rule(BaseModel):
     def _one_of_label_not(self) -> Rule:
         if (self.label is None) == (self.not_ is None):
             raise ValueError("give exactly one of label (these labels) or not (all but these)")
+        if self.label == []:
+            raise ValueError("label: [] names no label, so the rule could never fire; name one")
+        if self.not_ == []:
+            raise ValueError("not: [] leaves out no label, so the rule would flag every text; "
+                             "name the labels that are not flagged")  # fmt: skip
         return self
 
     def named(self) -> list[str]:
