@@ -650,3 +650,27 @@ def test_help_keeps_each_paragraph_on_one_line(capsys, command):
     lines = [line.strip(" │") for line in out.splitlines()]
     for paragraph in doc.__doc__.split("\n\n"):
         assert " ".join(paragraph.split()) in lines
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--max-length", "2"], "--max-length 2: too small to read any text"),
+        (["--device", "cuda"], "--device cuda: CUDA is not available here"),
+        (["--cache", "FILE"], "not a directory; give a directory for the demo's sources"),
+    ],
+)
+def test_demo_refuses_its_options_before_any_download_or_fine_tuning(tmp_path, capsys, option,
+                                                                     says):  # fmt: skip
+    """Each would otherwise fail minutes in, after the data and the fine-tuned zoo."""
+    if option[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    cache = tmp_path / "cache"
+    if option == ["--cache", "FILE"]:
+        option = ["--cache", tmp_path / "a-file"]
+        (tmp_path / "a-file").write_text("not a cache")
+    else:
+        option = [*option, "--cache", cache]
+    expect_user_error(capsys, tmp_path, "demo", "--out", tmp_path / "report", *option, match=says,
+                      names="")  # fmt: skip
+    assert not cache.exists()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -36,7 +37,7 @@ from hm3.demo.cases import CASES, DemoOptions, method_specs, train_zoo
 from hm3.demo.data.prepare import DemoData, prepare_data
 from hm3.demo.data.spec import TASKS
 from hm3.demo.memo import MemoLogits
-from hm3.demo.sources.fetch import base_model_dir
+from hm3.demo.sources.fetch import base_model_dir, cache_root
 from hm3.demo.steps import Context, Steps, run_case, score_originals
 from hm3.demo.summary import DemoResult, write_summary
 from hm3.demo.train.classifier import TrainedClassifier
@@ -73,8 +74,10 @@ def run_demo(
     started = time.perf_counter()
     out = Path(out)
     options = options or DemoOptions()
-    run = options.run
+    run = _checked(options.run)
+    options = replace(options, run=run)
     check_output(out, run.force)
+    cache_root(cache_dir)  # a file there is refused before any step starts
     specs = method_specs(options.methods)
     say = Steps(console or Console(stderr=True))
     with say.step("fetching the base model and data", "data"):
@@ -109,6 +112,20 @@ def run_demo(
         )
         write_summary(result, tmp, data)
     return result
+
+
+def _checked(run: RunOptions) -> RunOptions:
+    """``run`` with its device resolved; what the models could only refuse after the downloads
+    and the fine-tuning is refused now (a missing CUDA, a --max-length that reads no text)."""
+    run = run.resolved()
+    if run.max_length <= _SPECIAL_TOKENS:
+        raise Hm3Error(f"--max-length {run.max_length}: too small to read any text (the demo's "
+                       f"MiniLM adds {_SPECIAL_TOKENS} special tokens); give at least "
+                       f"{_SPECIAL_TOKENS + 1}, e.g. the default 64")  # fmt: skip
+    return run
+
+
+_SPECIAL_TOKENS = 2  # [CLS] and [SEP]: every demo model has the base's BERT tokenizer
 
 
 def _originals(zoo: dict[str, TrainedClassifier], run: RunOptions) -> dict[str, MemoLogits]:

@@ -45,11 +45,19 @@ _TIMEOUT_S = 900
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
-    """The cache root: ``cache_dir``, else ``$HM3_CACHE``, else ``~/.cache/hm3``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
+    """The cache root: ``cache_dir``, else ``$HM3_CACHE``, else ``~/.cache/hm3``; a file there
+    is refused."""
     env = os.environ.get("HM3_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hm3"
+    if cache_dir is not None:
+        root, named = Path(cache_dir).expanduser(), "--cache"
+    elif env:
+        root, named = Path(env).expanduser(), "$HM3_CACHE"
+    else:
+        root, named = Path.home() / ".cache" / "hm3", "the cache"
+    if root.exists() and not root.is_dir():
+        raise Hm3Error(f"{named} {root}: not a directory; give a directory for the demo's "
+                       "sources, data and models")  # fmt: skip
+    return root
 
 
 def fetch_source(name: str, cache_dir: Path | None = None) -> Path:
