@@ -497,7 +497,11 @@ def test_cli_tasks_evaluates_part_of_a_suite(zoo, suite_file, tmp_path, capsys, 
     text = expect_user_error(capsys, tmp_path, "evaluate", suite_file, *only, "--tasks",
                              "task0,nope", match="task 'nope'", names=suite_file,
                              watch=keep)  # fmt: skip
-    assert "task0, task1, task2" in text
+    assert "task0, task1, task2" in text and text.endswith("; choose --tasks from those")
+    for empty in ("", ",", " "):
+        expect_user_error(capsys, tmp_path, "evaluate", suite_file, *only, "--tasks", empty,
+                          match="names no task; give TASK[,TASK...]", names="--tasks",
+                          watch=keep)  # fmt: skip
 
 
 def test_cli_bootstrap(zoo, suite_file, tmp_path, capsys):

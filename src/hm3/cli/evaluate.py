@@ -17,6 +17,7 @@ from hm3.cli.common import (
     with_run_options,
 )
 from hm3.cli.long_texts import with_windows
+from hm3.errors import Hm3Error
 from hm3.options import RunOptions
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ def evaluate(
         check_output(out, options.force, inputs=inputs)
     if tasks:
         chosen = [t.strip() for v in tasks for t in v.split(",") if t.strip()]
+        if not chosen:
+            raise Hm3Error(f"--tasks {','.join(tasks)!r}: names no task; give TASK[,TASK...] or "
+                           "leave --tasks out for every task")  # fmt: skip
         loaded = loaded.restricted(chosen, "choose --tasks from those")
     result = run_evaluation(
         loaded, named, originals=by_task, bootstrap=bootstrap, windows=windows, options=options
