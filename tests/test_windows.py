@@ -204,6 +204,8 @@ def test_hm3_predict_scores_the_whole_text_unless_told_not_to(detector, capsys, 
     [
         (["--default-label", "nope=safe"], "--default-label nope=safe: the model has no task"),
         (["--default-label", "safe"], "--default-label safe: expected TASK=LABEL"),
+        (["--default-label", "a=safe,b=ok"], "one TASK=LABEL each; repeat the option"),
+        (["--default-label", "a=safe", "--default-label", "a=ok"], "task 'a' is given twice"),
         (["--no-windows", "--stride", "5"], "add --windows (or drop them)"),
         (["--stride", "99"], "--stride 99: expected at most 62"),
         (["--combine", "median"], "--combine median: expected one of max, mean"),

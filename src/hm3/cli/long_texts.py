@@ -89,6 +89,12 @@ def parse_windows(
         task, sep, label = item.partition("=")
         if not (sep and task.strip() and label.strip()):
             raise Hm3Error(f"--default-label {item}: expected TASK=LABEL, e.g. guard=benign")
+        if "," in label and "=" in label:  # sent=neg,spam=ham
+            raise Hm3Error(f"--default-label {item}: one TASK=LABEL each; repeat the option for "
+                           "another task")  # fmt: skip
+        if task.strip() in given:
+            raise Hm3Error(f"--default-label {item}: task {task.strip()!r} is given twice; keep "
+                           "one")  # fmt: skip
         given[task.strip()] = label.strip()
     if not enabled:
         if stride is not None or given or combine != "max":
