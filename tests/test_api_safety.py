@@ -143,6 +143,41 @@ def test_a_dict_or_a_path_where_a_typed_object_goes_is_named(bert_zoo, bert_ties
     assert not (tmp_path / "out").exists()
 
 
+def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, bert_ties_merged,
+                                                                     tmp_path):  # fmt: skip
+    texts = tmp_path / "t.jsonl"
+    write_texts(texts, toy_texts(8))
+    calls = {
+        "path": lambda v: hm3.load(v),
+        "merge config": lambda v: hm3.MergeConfig.from_yaml(v),
+        "suite": lambda v: hm3.load_suite(v),
+        "out": lambda v: hm3.merge(_config(tmp_path, bert_zoo), v, progress=False),
+        "merged_dir": lambda v: hm3.align(v, texts, tmp_path / "o", progress=False),
+        "texts_file": lambda v: hm3.align(bert_ties_merged, v, tmp_path / "o", progress=False),
+    }
+    for what, call in calls.items():
+        for bad in (None, 5, b"dir"):
+            with pytest.raises(Hm3Error) as e:
+                call(bad)
+            want = f"{what}: expected a path (str or pathlib.Path), got {type(bad).__name__}"
+            assert _one_line(e) == want
+    clf = hm3.load(bert_ties_merged)
+    for bad in (None, 5, b"good"):
+        with pytest.raises(Hm3Error) as e:
+            clf.predict(bad)
+        assert _one_line(e) == (f"texts: expected a string or a list of strings, got "
+                                f"{type(bad).__name__}")  # fmt: skip
+    for bad in ("2", 1.5, None, True, 0):
+        with pytest.raises(Hm3Error, match=f"batch_size: expected a positive integer, got {bad!r}"):
+            clf.predict(["hello"], batch_size=bad)
+    assert clf.predict(["hello"], batch_size=np.int64(2))[0].tasks  # a numpy integer is whole
+
+
+def test_a_home_relative_path_is_expanded(bert_ties_merged, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(bert_ties_merged.parent))
+    assert hm3.load(f"~/{bert_ties_merged.name}").path == bert_ties_merged
+
+
 def test_align_max_texts_must_be_a_whole_number(bert_ties_merged, tmp_path):
     texts = tmp_path / "t.jsonl"
     write_texts(texts, toy_texts(8))

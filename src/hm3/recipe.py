@@ -23,6 +23,7 @@ from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
 from hm3.io.atomic import check_output, remove_empty, sibling_dir
 from hm3.io.checkpoint import locate
+from hm3.io.paths import as_path
 from hm3.io.texts import TextFile, open_texts
 from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
@@ -72,7 +73,7 @@ def merge(
             "MergeConfig.from_yaml(path) or MergeConfig.from_dict(data)"
         )
     opts = run_options(options, run).resolved()  # a bad device fails before any work
-    out = Path(out)
+    out = as_path(out, "out")
     started = time.perf_counter()
     # texts are checked before any model runs, so a wrong path or column fails in seconds,
     # named as in the YAML

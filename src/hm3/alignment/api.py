@@ -42,6 +42,7 @@ from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_a
 from hm3.errors import Hm3Error
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
+from hm3.io.paths import as_path
 from hm3.io.texts import (
     TextCount,
     TextFile,
@@ -110,7 +111,10 @@ def align(
     started = time.perf_counter()
     opts = run_options(options, run)
     ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
-    out = Path(out)
+    out = as_path(out, "out")
+    merged_dir = as_path(merged_dir, "merged_dir")
+    if not isinstance(texts_file, TextFile):
+        texts_file = as_path(texts_file, "texts_file")
     plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
     check_output(out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)])

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hm3.errors import Hm3Error
+from hm3.io.paths import as_path
 from hm3.io.tables import read_columns, table_format
 from hm3.io.yaml_input import UserModel, format_validation_error, load_yaml_mapping
 
@@ -139,7 +140,7 @@ class Suite(UserModel):
 
 def load_suite(path: str | Path) -> Suite:
     """Load and validate a suite file (YAML); errors name the file and the key."""
-    path = Path(path)
+    path = as_path(path, "suite")
     data = load_yaml_mapping(path, "suite")
     return Suite.from_dict(data, source=str(path), root=path.parent)
 

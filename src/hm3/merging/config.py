@@ -41,6 +41,7 @@ from pydantic import (
 
 from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
+from hm3.io.paths import as_path
 from hm3.io.yaml_input import UserModel, did_you_mean, format_validation_error, load_yaml_mapping
 from hm3.methods import METHODS, ModelParams
 from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
@@ -262,7 +263,7 @@ class MergeConfig(UserModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> MergeConfig:
         """Load and validate a merge config file."""
-        path = Path(path)
+        path = as_path(path, "merge config")
         data = load_yaml_mapping(path, "merge config")
         config = cls.from_dict(data, source=str(path), root=path.parent)
         config._path = path

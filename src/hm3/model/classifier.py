@@ -21,6 +21,7 @@ import torch
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint
+from hm3.io.paths import as_path
 from hm3.io.tokenizer import has_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.labels import Task, tasks_from_config
@@ -79,7 +80,7 @@ def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> 
         Hm3Error: a missing, truncated or headless checkpoint, or a bad device or dtype.
     """
     opts = run_options(options, run)
-    path = Path(path)
+    path = as_path(path, "path")
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
     device = torch.device(resolve_device(opts.device))

@@ -14,8 +14,9 @@ and of the server. This module loads nothing and imports no torch.
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -208,8 +209,9 @@ def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarr
 
 
 def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size}")
+    whole = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not whole or batch_size < 1:
+        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size!r}")
 
 
 def check_windows(windows: Windows | None) -> None:
@@ -223,6 +225,9 @@ def check_windows(windows: Windows | None) -> None:
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     """The texts as a list (one string is one text); each must be a non-blank string."""
+    if isinstance(texts, bytes | bytearray) or not isinstance(texts, str | Iterable):
+        raise Hm3Error(f"texts: expected a string or a list of strings, got "
+                       f"{type(texts).__name__}")  # fmt: skip
     out = [texts] if isinstance(texts, str) else list(texts)
     for i, text in enumerate(out):
         if not isinstance(text, str):

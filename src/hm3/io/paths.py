@@ -1,0 +1,24 @@
+"""A path the user gave to the Python API, checked: ``str`` or ``os.PathLike``, ``~`` expanded.
+
+The CLI always passes strings; a library caller may pass ``None`` or a number by mistake, which
+``Path()`` would answer with a bare ``TypeError``. This module touches no file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hm3.errors import Hm3Error
+
+
+def as_path(value: object, what: str) -> Path:
+    """``value`` as a :class:`~pathlib.Path` with ``~`` expanded.
+
+    Raises:
+        Hm3Error: ``value`` is neither a ``str`` nor an ``os.PathLike`` (``None``, a number,
+            bytes); ``what`` names the argument.
+    """
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        return Path(value).expanduser()
+    raise Hm3Error(f"{what}: expected a path (str or pathlib.Path), got {type(value).__name__}")
