@@ -57,7 +57,7 @@ def test_evaluate_names_an_argument_of_the_wrong_type(case, one_thread):
     assert _one_line(exc).startswith("originals: expected a dict")
     with pytest.raises(Hm3Error) as exc:
         evaluate(suite, {"m": model}, windows={"stride": 8}, progress=False)
-    assert "windows: expected a hm3.model.windows.Windows" in _one_line(exc)
+    assert "windows: expected a hm3.Windows or None" in _one_line(exc)
     assert "got dict" in str(exc.value)
     with pytest.raises(Hm3Error) as exc:
         evaluate(suite, {"m": 42}, progress=False)
@@ -136,6 +136,9 @@ def test_run_options_is_public_at_the_package_root():
     assert hm3.RunOptions is RunOptions and "RunOptions" in hm3.__all__
     assert "RunOptions" in dir(hm3)
     assert hm3.RunOptions(progress=False).progress is False
+    from hm3.model.windows import Windows
+
+    assert hm3.Windows is Windows and "Windows" in hm3.__all__ and "Windows" in dir(hm3)
 
 
 def test_search_leaves_optuna_verbosity_as_it_was(case, tmp_path, one_thread):

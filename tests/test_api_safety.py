@@ -137,7 +137,7 @@ def test_a_dict_or_a_path_where_a_typed_object_goes_is_named(bert_zoo, bert_ties
             call({"progress": False})
     clf = hm3.load(bert_ties_merged, options=RunOptions(progress=False))
     for method in (clf.predict, clf.predict_proba):
-        with pytest.raises(Hm3Error, match=r"windows: expected a hm3.model.windows.Windows or None"
+        with pytest.raises(Hm3Error, match=r"windows: expected a hm3.Windows or None"
                            r", got dict"):  # fmt: skip
             method(["hello"], windows={"stride": 8})
     assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ The public API, imported lazily so that ``import hm3`` stays light::
     hm3.merge(hm3.MergeConfig.from_yaml("merge.yaml"), out="merged/")  # merge (+ align)
     clf = hm3.load("merged/")                                         # any classifier
     clf.predict(["some text"])          # per text, per task: label and probabilities
+    clf.predict(texts, windows=hm3.Windows())   # long texts read whole, as `hm3 predict` does
     hm3.align("merged/", "unlabeled.jsonl", "aligned/")               # re-fit the heads
 
 Run options go by name (``hm3.load(path, device="cuda")``) or as one ``hm3.RunOptions``.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from hm3.evaluation.suite import load_suite
     from hm3.merging.config import MergeConfig
     from hm3.model.classifier import Classifier, load
+    from hm3.model.windows import Windows
     from hm3.options import RunOptions
     from hm3.recipe import merge
 
@@ -33,6 +35,7 @@ __all__ = [
     "Hm3Error",
     "MergeConfig",
     "RunOptions",
+    "Windows",
     "__version__",
     "align",
     "evaluate",
@@ -50,6 +53,7 @@ _LAZY = {
     "merge": "hm3.recipe",
     "load_suite": "hm3.evaluation.suite",
     "RunOptions": "hm3.options",
+    "Windows": "hm3.model.windows",
 }
 
 

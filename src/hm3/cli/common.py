@@ -54,7 +54,13 @@ ComputeDtypeOpt = Annotated[
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
 MaxLengthOpt = Annotated[
-    int, typer.Option("--max-length", min=1, help="Truncate texts to this many tokens.")
+    int,
+    typer.Option(
+        "--max-length",
+        min=1,
+        help="Tokens the model reads per text, special tokens included (per window where long "
+        "texts are read in windows; else longer texts are truncated).",
+    ),
 ]
 ProgressOpt = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show progress bars (on a terminal).")

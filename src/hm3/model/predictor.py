@@ -218,7 +218,7 @@ def check_windows(windows: Windows | None) -> None:
     """Refuse ``windows`` that is neither ``None`` nor a :class:`Windows` (a dict, say)."""
     if windows is not None and not isinstance(windows, Windows):
         raise Hm3Error(
-            f"windows: expected a hm3.model.windows.Windows or None, got "
+            f"windows: expected a hm3.Windows or None, got "
             f"{type(windows).__name__}; pass one: Windows(stride=128)"
         )
 
