@@ -185,6 +185,12 @@ def test_align_max_texts_must_be_a_whole_number(bert_ties_merged, tmp_path):
         with pytest.raises(Hm3Error, match=f"--max-texts {bad!r}: expected a whole number >= 1"):
             hm3.align(bert_ties_merged, texts, tmp_path / "out", max_texts=bad, progress=False)
     assert not (tmp_path / "out").exists()
+    # a numpy integer is a whole number: taken, and recorded as a plain one
+    result = hm3.align(bert_ties_merged, texts, tmp_path / "out", max_texts=np.int64(6),
+                       batch_size=np.int64(4), progress=False)  # fmt: skip
+    record = json.loads((result.path / "config.json").read_text())["hm3"]["align"]
+    assert record["max_texts"] == 6 and record["n_texts"] == 6
+    assert type(RunOptions(batch_size=np.int64(4)).batch_size) is int
 
 
 def test_a_max_length_with_no_room_for_text_is_refused(bert_ties_merged, tmp_path, capsys):

@@ -153,9 +153,7 @@ class RunOptions:
         if self.dtype is not None:
             check_dtype(self.dtype)
         for name, flag in (("batch_size", "--batch-size"), ("max_length", "--max-length")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise Hm3Error(f"{name} {value!r}: expected a whole number >= 1 ({flag} N)")
+            object.__setattr__(self, name, whole_number(getattr(self, name), name, f" ({flag} N)"))
         for name in ("progress", "force", "allow_pickle"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # "false" is truthy: it would replace an output
@@ -174,6 +172,14 @@ class RunOptions:
 
 
 RUN_FIELDS = tuple(f.name for f in fields(RunOptions))
+
+
+def whole_number(value: Any, name: str, hint: str = "") -> int:
+    """``value`` as a plain ``int`` >= 1 (a numpy integer too); anything else is a user error
+    naming ``name`` (``hint`` ends the message)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise Hm3Error(f"{name} {value!r}: expected a whole number >= 1{hint}")
+    return int(value)
 
 
 def run_options(options: RunOptions | None, run: Mapping[str, Any]) -> RunOptions:

@@ -54,7 +54,7 @@ from hm3.io.texts import (
 from hm3.model.classifier import load
 from hm3.model.features import features, find_projection, load_originals, original_logits
 from hm3.model.labels import metadata_block, tasks_from_config
-from hm3.options import RunOptions, run_options
+from hm3.options import RunOptions, run_options, whole_number
 from hm3.progress import progress_bar
 
 __all__ = ["align", "collect"]
@@ -112,10 +112,8 @@ def align(
     opts = run_options(options, run)
     ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
     out = as_path(out, "out")
-    merged_dir = as_path(merged_dir, "merged_dir")
-    if not isinstance(texts_file, TextFile):
-        texts_file = as_path(texts_file, "texts_file")
-    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
+    max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
+    plan = _prepare(merged_dir, texts_file, originals, text_column)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
     check_output(out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)])
     stats = _accumulate(plan, opts, max_texts, scale, base_model).at_scale(scale, ridge)
@@ -171,7 +169,8 @@ def collect(
     """
     opts = run_options(options, run)
     scale = scale_or_auto(scale)
-    plan = _prepare(merged_dir, texts_file, originals, text_column, max_texts)
+    max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
+    plan = _prepare(merged_dir, texts_file, originals, text_column)
     return _accumulate(plan, opts, max_texts, scale, base_model)
 
 
@@ -180,14 +179,9 @@ def _prepare(
     texts_file: str | Path | TextFile,
     originals: Mapping[str, str | Path] | None,
     text_column: str,
-    max_texts: int | None,
 ) -> AlignPlan:
     """Every cheap check, before any model is loaded."""
-    if max_texts is not None and (
-        isinstance(max_texts, bool) or not isinstance(max_texts, int) or max_texts < 1
-    ):
-        raise Hm3Error(f"--max-texts {max_texts!r}: expected a whole number >= 1")
-    merged = Path(merged_dir)
+    merged = as_path(merged_dir, "merged_dir")
     if not merged.is_dir():
         raise Hm3Error(f"{merged}: model directory not found; check the path")
     config = read_config(merged, str(merged))
@@ -199,7 +193,10 @@ def _prepare(
             f"{merged}: no {SAFE_SINGLE}; alignment rewrites safetensors weights, so save the "
             "model with `save_pretrained(dir, safe_serialization=True)` first"
         )
-    texts = texts_file if isinstance(texts_file, TextFile) else open_texts(texts_file, text_column)
+    if isinstance(texts_file, TextFile):
+        texts = texts_file
+    else:
+        texts = open_texts(as_path(texts_file, "texts_file"), text_column)
     found = resolve_originals(tasks, originals, merged)
     return AlignPlan(merged, config, tasks, texts, found)
 
