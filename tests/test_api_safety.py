@@ -171,6 +171,12 @@ def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, be
         with pytest.raises(Hm3Error, match=f"batch_size: expected a positive integer, got {bad!r}"):
             clf.predict(["hello"], batch_size=bad)
     assert clf.predict(["hello"], batch_size=np.int64(2))[0].tasks  # a numpy integer is whole
+    with pytest.raises(Hm3Error) as e:
+        hm3.align(bert_ties_merged, texts, tmp_path / "o", originals=["task0"])
+    assert _one_line(e).startswith("originals: expected a dict of task -> directory, got list")
+    with pytest.raises(Hm3Error, match=r"dtype: not read here \(the fit runs in float32"):
+        hm3.align(bert_ties_merged, texts, tmp_path / "o", dtype="float16")
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_home_relative_path_is_expanded(bert_ties_merged, tmp_path, monkeypatch):

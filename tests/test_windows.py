@@ -166,6 +166,11 @@ def test_bad_window_options_are_refused(detector):
         Windows(stride=0)
     with pytest.raises(Hm3Error, match="--combine median"):
         Windows(combine="median")  # type: ignore[arg-type]
+    for stride in ("10", 10.5, True):
+        with pytest.raises(Hm3Error, match=f"--stride {stride!r}: expected a positive number"):
+            Windows(stride=stride)  # type: ignore[arg-type]
+    with pytest.raises(Hm3Error, match="default_labels: expected a dict of task -> label, got str"):
+        Windows(default_labels="guard=benign")  # type: ignore[arg-type]
     with pytest.raises(Hm3Error, match="--max-length 2: too small for windows"):
         hm3.load(detector, max_length=2).predict(["hello"], windows=Windows())
 

@@ -182,16 +182,22 @@ def whole_number(value: Any, name: str, hint: str = "") -> int:
     return int(value)
 
 
-def run_options(options: RunOptions | None, run: Mapping[str, Any]) -> RunOptions:
+def run_options(
+    options: RunOptions | None, run: Mapping[str, Any], unread: Mapping[str, str] | None = None
+) -> RunOptions:
     """The options of a call: ``options`` (default :class:`RunOptions`) with ``run`` overriding.
 
     Public functions take ``options=`` and/or the fields as keywords
-    (``hm3.align(..., device="cuda", progress=False)``); this is where both meet.
+    (``hm3.align(..., device="cuda", progress=False)``); this is where both meet. ``unread``
+    names the options the call does not read, each with why: given as a keyword, one is refused.
 
     Raises:
         Hm3Error: ``options`` that is no :class:`RunOptions` (a dict), a keyword that is no
-            run option, or a bad value.
+            run option or one the call does not read, or a bad value.
     """
+    given = next((name for name in unread or {} if name in run), None)
+    if given is not None:
+        raise Hm3Error(f"{given}: not read here ({unread[given]}); drop it")
     if options is not None and not isinstance(options, RunOptions):
         raise Hm3Error(
             f"options: expected a hm3.options.RunOptions, got {type(options).__name__}; pass "

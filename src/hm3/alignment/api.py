@@ -109,7 +109,8 @@ def align(
         An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
     """
     started = time.perf_counter()
-    opts = run_options(options, run)
+    opts = run_options(options, run, unread={"dtype": "the fit runs in float32, the weights keep "
+                                             "the merged model's dtype"})  # fmt: skip
     ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
     out = as_path(out, "out")
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")

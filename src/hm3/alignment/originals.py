@@ -38,6 +38,10 @@ def resolve_originals(
     Returns:
         Task name → :class:`Original`, in task order.
     """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        got = type(overrides).__name__
+        raise Hm3Error(f"originals: expected a dict of task -> directory, got {got}, e.g. "
+                       "{'toxicity': 'models/toxicity'}")  # fmt: skip
     overrides = dict(overrides or {})
     names = [t.name for t in tasks]
     unknown = [name for name in overrides if name not in names]

@@ -25,6 +25,7 @@ calling :func:`content_step` to size the windows.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -75,8 +76,13 @@ class Windows:
     def __post_init__(self) -> None:
         if self.combine not in COMBINE:
             raise Hm3Error(f"--combine {self.combine}: expected one of {', '.join(COMBINE)}")
-        if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
-            raise Hm3Error(f"--stride {self.stride}: expected a positive number of tokens")
+        whole = isinstance(self.stride, numbers.Integral) and not isinstance(self.stride, bool)
+        if self.stride is not None and (not whole or self.stride < 1):
+            raise Hm3Error(f"--stride {self.stride!r}: expected a positive number of tokens")
+        if not isinstance(self.default_labels, Mapping):
+            got = type(self.default_labels).__name__
+            raise Hm3Error(f"default_labels: expected a dict of task -> label, got {got}, e.g. "
+                           "{'guard': 'benign'}")  # fmt: skip
         if self.default_labels and self.combine != "max":
             given = next(iter(self.default_labels.items()))
             raise Hm3Error(
