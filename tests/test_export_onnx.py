@@ -410,11 +410,8 @@ def test_bad_inputs_one_line_exit_2_nothing_written(merged, tmp_path, capsys):
         (["--text-column", "body"], "--text-column"),
         (["--max-texts", "3"], "--max-texts"),
         (["--per-tensor"], "--per-tensor"),
-        (["--per-channel"], "--per-channel"),  # the default, but given: still int8-only
         (["--reduce-range"], "--reduce-range"),
-        (["--full-range"], "--full-range"),
         (["--no-smooth"], "--no-smooth"),
-        (["--smooth"], "--smooth"),
         (["--min-agreement", "0.5"], "--min-agreement"),
         (["--reduce-range", "--no-smooth"], "--reduce-range, --no-smooth"),
     ],
@@ -428,11 +425,27 @@ def test_int8_options_without_quantize_are_refused(merged, tmp_path, capsys, giv
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_the_library_refuses_texts_without_quantize_too(merged, tmp_path):
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"texts": "TEXTS"}, "--texts"),
+        ({"text_column": "body"}, "--text-column"),
+        ({"max_texts": 3}, "--max-texts"),
+        ({"per_channel": False}, "--per-tensor"),
+        ({"reduce_range": True}, "--reduce-range"),
+        ({"min_agreement": 0.5}, "--min-agreement"),
+        ({"smooth": False}, "--no-smooth"),
+    ],
+)
+def test_the_library_refuses_int8_arguments_without_quantize_too(merged, tmp_path, given, named):
     out = tmp_path / "out"
-    with pytest.raises(Hm3Error, match=r"^--texts: only used with .* or drop --texts$"):
-        export_onnx(merged("bert"), out, texts=texts_file(tmp_path), options=QUIET)
+    given = {k: texts_file(tmp_path) if v == "TEXTS" else v for k, v in given.items()}
+    with pytest.raises(Hm3Error, match=f"^{named}: only used with .* or drop {named}$"):
+        export_onnx(merged("bert"), out, **given, options=QUIET)
     assert not out.exists()
+    # their defaults, said aloud, change nothing: a float export
+    defaults = {"text_column": "text", "per_channel": True, "reduce_range": False, "smooth": True}
+    assert export_onnx(merged("bert"), out, **defaults, options=QUIET).quantize is None
 
 
 def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):

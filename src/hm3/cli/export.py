@@ -13,7 +13,6 @@ import typer
 
 from hm3.cli.common import OutOpt, err_console, help_paragraphs, out_console, with_run_options
 from hm3.cli.usage import OneLineUsage
-from hm3.errors import Hm3Error
 from hm3.options import RunOptions
 
 app = typer.Typer(
@@ -69,7 +68,6 @@ MinAgreementOpt = Annotated[
 
 @with_run_options(batch_size=32, max_length=512, force=False, allow_pickle=False, progress=True)
 def onnx(
-    ctx: typer.Context,
     model: ModelArg,
     out: OutOpt,
     quantize: QuantizeOpt = None,
@@ -92,12 +90,11 @@ def onnx(
     plain onnxruntime or Triton. The float graph is checked against torch before anything is
     written. With --quantize int8 the int8 graph's decisions are compared with the float
     graph's on --texts, task by task, and printed; below --min-agreement nothing is written.
-    Without --quantize, the int8 options (--texts to --min-agreement) are refused.
+    Without --quantize, an int8 option set away from its default (--texts to --min-agreement) is
+    refused.
     """
     from hm3.export.api import export_onnx
 
-    if quantize is None:
-        _refuse_int8_only(ctx)
     result = export_onnx(
         model,
         out,
@@ -122,36 +119,6 @@ def onnx(
         highlight=False,
         soft_wrap=True,
     )
-
-
-# the options that only shape an int8 export: refused without --quantize when given
-INT8_ONLY = (
-    "texts",
-    "text_column",
-    "max_texts",
-    "per_channel",
-    "reduce_range",
-    "smooth",
-    "min_agreement",
-)
-_NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")  # click's ParameterSource names
-
-
-def _refuse_int8_only(ctx: typer.Context) -> None:
-    """Without --quantize: an error naming each int8-only option the user gave, as typed
-    (``--no-smooth``, not ``--smooth``); an option left at its default is not given."""
-    given = []
-    for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name) if param.name in INT8_ONLY else None
-        if source is None or source.name in _NOT_GIVEN:
-            continue
-        off = getattr(param, "secondary_opts", None)  # --no-smooth of --smooth/--no-smooth
-        given.append(off[0] if off and ctx.params[param.name] is False else param.opts[0])
-    if given:
-        names = ", ".join(given)
-        raise Hm3Error(
-            f"{names}: only used with --quantize int8; add --quantize int8 or drop {names}"
-        )
 
 
 def _print_agreement(result) -> None:

@@ -122,6 +122,10 @@ def export_onnx(
     started = time.perf_counter()
     options = run_options(options, run)
     model, out = Path(model), Path(out)
+    if quantize is None:  # what only shapes an int8 export, given for a float one
+        _refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
+                          per_channel=per_channel, reduce_range=reduce_range,
+                          min_agreement=min_agreement, smooth=smooth)  # fmt: skip
     _check_inputs(model, out, quantize, opset, texts, options)
     spec = None
     if quantize is not None:
@@ -142,6 +146,27 @@ def export_onnx(
     return ExportResult(out, outputs, opset, quantize, diff, result, seconds)
 
 
+# each int8-only argument's default, and the option that sets another value
+_INT8_ONLY = {
+    "texts": (None, "--texts"),
+    "text_column": ("text", "--text-column"),
+    "max_texts": (None, "--max-texts"),
+    "per_channel": (True, "--per-tensor"),
+    "reduce_range": (False, "--reduce-range"),
+    "min_agreement": (DEFAULT_MIN_AGREEMENT, "--min-agreement"),
+    "smooth": (True, "--no-smooth"),
+}
+
+
+def _refuse_int8_only(**given: Any) -> None:
+    """Refuse, naming them all, the int8-only arguments that differ from their defaults."""
+    named = [_INT8_ONLY[k][1] for k, v in given.items() if v != _INT8_ONLY[k][0]]
+    if named:
+        names = ", ".join(named)
+        raise Hm3Error(f"{names}: only used with --quantize int8; add --quantize int8 or drop "
+                       f"{names}")  # fmt: skip
+
+
 def _check_inputs(
     model: Path,
     out: Path,
@@ -159,10 +184,6 @@ def _check_inputs(
         raise Hm3Error(
             f"--quantize {quantize}: needs --texts FILE (texts like the ones you will classify), "
             "on which the int8 model's decisions are compared with the float model's"
-        )
-    if quantize is None and texts is not None:
-        raise Hm3Error(
-            "--texts: only used with --quantize int8; add --quantize int8 or drop --texts"
         )
     config = card.read_config(model)
     model_type = str(config.get("model_type", ""))
