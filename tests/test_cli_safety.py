@@ -155,6 +155,26 @@ def test_sigterm_cleans_up_like_ctrl_c_then_ends_by_the_signal(bert_zoo, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
 
 
+def test_sigterm_goes_back_to_the_handler_that_was_there():
+    """Called in-process, hm3 hands a SIGTERM on to the caller's handler once it has unwound,
+    and leaves an ignored SIGTERM ignored."""
+    from hm3.cli.app import _sigterm_interrupts
+
+    seen: list[int] = []
+    caller = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt), _sigterm_interrupts():
+            assert signal.getsignal(signal.SIGTERM) is not caller
+            signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]  # after the block, not instead of unwinding it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with _sigterm_interrupts():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGTERM)  # ignored: the block goes on
+    finally:
+        signal.signal(signal.SIGTERM, caller)
+
+
 # -- 3. an --out that cannot be made is one line --------------------------------------------------
 def test_out_that_cannot_be_created(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")

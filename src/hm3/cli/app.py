@@ -115,14 +115,20 @@ def _main(argv: list[str] | None) -> None:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into a ``KeyboardInterrupt`` for the block, then end the process by it.
+    """Turn SIGTERM into a ``KeyboardInterrupt`` for the block, then deliver it as before.
 
     Without a handler SIGTERM kills Python on the spot: no ``finally`` runs, so an output's
     temporary directory would stay behind. With it, the command unwinds as on Ctrl-C (its
-    temporary files removed, its one line printed); a second SIGTERM meanwhile is ignored. The
-    process then kills itself with SIGTERM's default action, so its parent sees the signal.
+    temporary files removed, its one line printed); a second SIGTERM meanwhile is ignored. Then
+    the handler that was there before is put back and the signal raised again: by default the
+    process ends by SIGTERM, as its sender expects. Where SIGTERM was ignored, or handled
+    outside Python, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_IGN, None):
         yield
         return
     received: list[int] = []
@@ -132,12 +138,13 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if not received else signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, previous)
         if received:
+            sys.stdout.flush()
             sys.stderr.flush()
             signal.raise_signal(signal.SIGTERM)
 
