@@ -237,9 +237,9 @@ def test_an_incomplete_directory_is_trained_again(setup, tmp_path):
     [
         ("missing_train", r"train file .*nope\.jsonl: file not found; build the demo data"),
         ("empty_train", r"train file .*empty\.jsonl: no rows"),
-        ("unknown_label", r"unknown\.jsonl: row 1 has label 'neutral', which is not one of \['neg"),
+        ("unknown_label", r"unknown\.jsonl: row 2 has label 'neutral', which is not one of \['neg"),
         ("label_without_rows", r"label 'positive' of task 'sentiment' has no training rows"),
-        ("bad_json", r"train file .*bad\.jsonl: row 0 is not \{\"text\": str, \"label\": str\}"),
+        ("bad_json", r"train file .*bad\.jsonl: row 1 is not \{\"text\": str, \"label\": str\}"),
         ("no_weights", r"no-weights: no model\.safetensors; fetch"),
         ("pickled", r"pickled: no model\.safetensors \(pickled weights are refused\)"),
         ("not_utf8", r"validation file .*latin\.jsonl: line 1 is not UTF-8"),

@@ -141,7 +141,8 @@ def _read_split(path: Path, labels: tuple[str, ...], role: str) -> Split:
     table_format(path, where, "build the demo data first or fix the path")
     index = {name: i for i, name in enumerate(labels)}
     texts, targets = [], []
-    for row, record in iter_records(path, where):
+    for i, record in iter_records(path, where):
+        row = i + 1  # rows are counted from 1 in every message
         text, label = record.get("text"), record.get("label")
         if not isinstance(text, str) or not isinstance(label, str):
             raise Hm3Error(
