@@ -290,7 +290,7 @@ def test_self_task_names_the_model_as_the_suite_does(tmp_path, case, capsys, one
             "--val-samples", "8", "--test-samples", "8", "--no-progress"]  # fmt: skip
     line = fails(capsys, [*argv, "--self", str(model), "--out", str(tmp_path / "a")],
                  "no dataset expects a label for task 'task0-finetuned-v3'",
-                 "--self TASK=DIR")  # fmt: skip
+                 "--self TASK=MODEL")  # fmt: skip
     assert not (tmp_path / "a").exists(), line
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--self", f"task0={model}", "--out", str(tmp_path / "b")])
@@ -298,6 +298,11 @@ def test_self_task_names_the_model_as_the_suite_does(tmp_path, case, capsys, one
     recipe = yaml.safe_load((tmp_path / "b" / "best" / "recipe.yaml").read_text())
     assert [m["name"] for m in recipe["models"]] == ["task0", "task0_copy"]
     assert {m["model"] for m in recipe["models"]} == {str(model.resolve())}
+    odd = shutil.copytree(case.models[0], tmp_path / "task0=v3")  # an '=' in an existing path
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--self", f"task0={odd}", "--out", str(tmp_path / "c")])
+    assert exc.value.code in (0, None), capsys.readouterr().err
 
 
 def test_timeout_counts_from_the_command_start(tmp_path, case, one_thread):

@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from hm3.cli.app import main
+from hm3.errors import Hm3Error
+from hm3.search.inputs import SearchSpec, check_spec
 from search_case import fails as _fails
 from search_case import make_case, write_jsonl
 
@@ -96,9 +98,14 @@ def test_bad_run_options(tmp_path, zoo_of, capsys):
     _fails(capsys, [*self_args, "--out", str(out), "--no-progress"], "--base")
     for given in (f"={case.models[0]}", "task0="):
         _fails(capsys, ["search", "--self", given, "--base", str(case.base), "--suite",
-                        str(case.suite), "--out", str(out)], f"--self {given}: expected MODEL or "
-                        "TASK=MODEL")  # fmt: skip
+                        str(case.suite), "--out", str(out)], f"--self {given}: expected NAME=DIR "
+                        "with a name and a directory")  # fmt: skip
+    typo = f"{case.root}/lr=1e-5"  # a path with '=' in it, not TASK=MODEL: named whole
+    _fails(capsys, ["search", "--self", typo, "--base", str(case.base), "--suite",
+                    str(case.suite), "--out", str(out)], typo)  # fmt: skip
     assert not out.exists()
+    with pytest.raises(Hm3Error, match="self_task 'task0': names the task of --self MODEL"):
+        check_spec(SearchSpec(config=case.config, suite=case.suite, self_task="task0"))
 
 
 def test_self_merge_of_a_merged_model_is_refused(tmp_path, zoo_of, bert_ties_merged, capsys):

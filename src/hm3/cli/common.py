@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -175,6 +176,18 @@ def help_paragraphs(doc: str | None) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
+def split_named(spec: str, option: str) -> tuple[str | None, str]:
+    """``NAME=PATH`` as ``(NAME, PATH)``; a plain ``PATH`` as ``(None, PATH)``. A ``=`` is part
+    of the path where the whole exists, or where the part before it holds a ``/`` (a task name
+    never does: ``runs/lr=1e-5`` is a path)."""
+    name, sep, path = spec.partition("=")
+    if not sep or "/" in name or os.sep in name or Path(spec).expanduser().exists():
+        return None, spec
+    if not name or not path:
+        raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
+    return name, path
+
+
 def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> dict[str, Path]:
     """Command-line ``NAME=DIR`` (or ``DIR``, named after the directory) pairs, in order.
 
@@ -185,14 +198,10 @@ def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> 
     """
     out: dict[str, Path] = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        named = bool(sep) and not Path(spec).exists()
-        if not named:
-            if need_name:
-                raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
-            name, path = Path(spec).resolve().name, spec
-        if not name or not path:
-            raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
+        named, path = split_named(spec, option)
+        if named is None and need_name:
+            raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
+        name = named or Path(path).expanduser().resolve().name
         if name in out:
             fix = "give each a name of its own" if named else "name one with NAME=DIR"
             raise Hm3Error(f"{option} {spec}: name {name!r} given twice; {fix}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hm3.cli.common import err_console, with_run_options
+from hm3.cli.common import err_console, split_named, with_run_options
 from hm3.cli.common import out_console as console
 from hm3.errors import Hm3Error
 from hm3.options import RunOptions
@@ -136,12 +136,8 @@ def search(
     from hm3.search.run import search as run_search
 
     self_task = None
-    if self_model is not None and "=" in self_model and not Path(self_model).exists():
-        given = self_model
-        self_task, _, self_model = given.partition("=")
-        if not self_task or not self_model:
-            raise Hm3Error(f"--self {given}: expected MODEL or TASK=MODEL, e.g. "
-                           "toxicity=models/toxicity")  # fmt: skip
+    if self_model is not None:
+        self_task, self_model = split_named(self_model, "--self")
     spec = SearchSpec(
         config=config, self_model=self_model, self_task=self_task, base=base, suite=suite,
         test_suite=test_suite, trials=trials, val_samples=val_samples, test_samples=test_samples,

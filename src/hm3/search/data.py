@@ -80,7 +80,7 @@ def sample_suite(suite: Suite, tasks: Sequence[Task], n: int, seed: int, skip: i
     """``n`` rows per dataset (fewer where it has fewer), after ``skip`` rows of its seeded
     order; datasets are restricted to ``tasks`` (each must be expected by some dataset), and
     every expected label of every row is checked against the tasks' labels."""
-    fix = "name each model's task as the suite does (`name:` in the merge YAML, --self TASK=DIR)"
+    fix = "name each model's task as the suite does (`name:` in the merge YAML, --self TASK=MODEL)"
     restricted = suite.restricted([t.name for t in tasks], fix)
     datasets = load_datasets(restricted)
     check_expectations(datasets, {t.name: t.labels for t in tasks})

@@ -24,7 +24,7 @@ from hm3.io.atomic import check_not_cwd, check_output
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
-from hm3.model.labels import Task, tasks_from_config
+from hm3.model.labels import Task
 from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.data import sample_suite
@@ -144,7 +144,7 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     if not base:
         raise Hm3Error(f"--self {spec.self_model}: its config.json names no base model; pass "
                        "--base DIR with the model it was fine-tuned from")  # fmt: skip
-    name = spec.self_task or own_task_name(Path(model))
+    name = spec.self_task or Path(model).resolve().name  # as a merge names it: its directory
     recipe = {
         "base_model": str(locate(base, "--base").resolve()),
         "merge_method": "dare_ties",
@@ -153,12 +153,6 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
         "seed": spec.seed,
     }  # fmt: skip
     return recipe, paper_space(), f"--self {spec.self_model}"
-
-
-def own_task_name(model: Path) -> str:
-    """A classifier's task name: its ``hm3`` block's one task, else its directory's name."""
-    tasks = tasks_from_config(read_config(model, str(model)), model.resolve().name, str(model))
-    return tasks[0].name if len(tasks) == 1 else model.resolve().name
 
 
 def check_recipe(config: MergeConfig, max_length: int) -> None:
