@@ -168,7 +168,7 @@ def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, be
         assert _one_line(e) == (f"texts: expected a string or a list of strings, got "
                                 f"{type(bad).__name__}")  # fmt: skip
     for bad in ("2", 1.5, None, True, 0):
-        with pytest.raises(Hm3Error, match=f"batch_size: expected a positive integer, got {bad!r}"):
+        with pytest.raises(Hm3Error, match=f"batch_size {bad!r}: expected a whole number >= 1"):
             clf.predict(["hello"], batch_size=bad)
     assert clf.predict(["hello"], batch_size=np.int64(2))[0].tasks  # a numpy integer is whole
     with pytest.raises(Hm3Error) as e:
@@ -177,6 +177,7 @@ def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, be
     with pytest.raises(Hm3Error, match=r"dtype: not read here \(the fit runs in float32"):
         hm3.align(bert_ties_merged, texts, tmp_path / "o", dtype="float16")
     assert not (tmp_path / "o").exists()
+    assert hm3.align(bert_ties_merged, texts, tmp_path / "o", dtype=None).path.is_dir()
 
 
 def test_a_home_relative_path_is_expanded(bert_ties_merged, tmp_path, monkeypatch):

@@ -189,13 +189,14 @@ def run_options(
 
     Public functions take ``options=`` and/or the fields as keywords
     (``hm3.align(..., device="cuda", progress=False)``); this is where both meet. ``unread``
-    names the options the call does not read, each with why: given as a keyword, one is refused.
+    names the options the call does not read, each with why: one given a value as a keyword is
+    refused (in ``options``, shared between calls, it is left alone).
 
     Raises:
         Hm3Error: ``options`` that is no :class:`RunOptions` (a dict), a keyword that is no
             run option or one the call does not read, or a bad value.
     """
-    given = next((name for name in unread or {} if name in run), None)
+    given = next((name for name in unread or {} if run.get(name) is not None), None)
     if given is not None:
         raise Hm3Error(f"{given}: not read here ({unread[given]}); drop it")
     if options is not None and not isinstance(options, RunOptions):

@@ -58,6 +58,7 @@ from hm3.options import RunOptions, run_options, whole_number
 from hm3.progress import progress_bar
 
 __all__ = ["align", "collect"]
+_UNREAD = {"dtype": "the fit runs in float32, the weights keep the merged model's dtype"}
 
 log = logging.getLogger("hm3")
 # Below this share of varying feature energy the texts are copies of one text: the differences
@@ -109,8 +110,7 @@ def align(
         An :class:`AlignResult`: path, number of texts, λ, per-task RMSE before and after.
     """
     started = time.perf_counter()
-    opts = run_options(options, run, unread={"dtype": "the fit runs in float32, the weights keep "
-                                             "the merged model's dtype"})  # fmt: skip
+    opts = run_options(options, run, unread=_UNREAD)
     ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
     out = as_path(out, "out")
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
@@ -168,7 +168,7 @@ def collect(
     :meth:`AlignStats.solve` for any ridge; with a ``scale`` other than 1, pick the scale first
     with :meth:`AlignStats.at_scale`.
     """
-    opts = run_options(options, run)
+    opts = run_options(options, run, unread=_UNREAD)
     scale = scale_or_auto(scale)
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
     plan = _prepare(merged_dir, texts_file, originals, text_column)

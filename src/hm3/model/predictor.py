@@ -14,7 +14,6 @@ and of the server. This module loads nothing and imports no torch.
 
 from __future__ import annotations
 
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 from hm3.errors import Hm3Error
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step
+from hm3.options import whole_number
 
 # What the tokenizer returns besides model inputs; never passed to a forward.
 _NOT_INPUTS = ("overflow_to_sample_mapping", "offset_mapping", "special_tokens_mask", "length")
@@ -209,9 +209,7 @@ def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarr
 
 
 def check_batch_size(batch_size: int) -> None:
-    whole = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-    if not whole or batch_size < 1:
-        raise Hm3Error(f"batch_size: expected a positive integer, got {batch_size!r}")
+    whole_number(batch_size, "batch_size", " (--batch-size N)")
 
 
 def check_windows(windows: Windows | None) -> None:
