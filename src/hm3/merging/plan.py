@@ -187,7 +187,7 @@ def _tasks(
 
 
 def _single_task(ckpt: Checkpoint) -> None:
-    """Refuse a model of several tasks (an hm3 merge, or an ``hm3 expand`` input): merged again,
+    """Refuse a model of several tasks (an hm3 merge, or an ``hm3 expand`` output): merged again,
     its label segments would become one task, one softmax across tasks it keeps apart."""
     tasks = tasks_from_config(ckpt.config, "model", ckpt.label)
     if len(tasks) > 1:
