@@ -665,12 +665,12 @@ def test_demo_refuses_its_options_before_any_download_or_fine_tuning(tmp_path, c
     """Each would otherwise fail minutes in, after the data and the fine-tuned zoo."""
     if option[0] == "--device" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache"  # made by the first download: it must not appear
     if option == ["--cache", "FILE"]:
-        option = ["--cache", tmp_path / "a-file"]
-        (tmp_path / "a-file").write_text("not a cache")
-    else:
-        option = [*option, "--cache", cache]
-    expect_user_error(capsys, tmp_path, "demo", "--out", tmp_path / "report", *option, match=says,
-                      names="")  # fmt: skip
-    assert not cache.exists()
+        cache = tmp_path / "a-file"
+        cache.write_text("not a cache")
+        option = []
+    # expect_user_error also checks that nothing under tmp_path was written or changed
+    expect_user_error(capsys, tmp_path, "demo", "--out", tmp_path / "report", *option, "--cache",
+                      cache, match=says, names="")  # fmt: skip
+    assert cache.is_file() if cache.name == "a-file" else not cache.exists()
