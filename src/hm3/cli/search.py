@@ -116,7 +116,7 @@ def search(
             "--self",
             metavar="[TASK=]MODEL",
             help="Merge this model with itself (paper §5.4). TASK: its task's name in the suites "
-            "(default: its own, else its directory's).",
+            "(default: the model directory's name).",
         ),
     ] = None,
     base: Annotated[str | None, typer.Option(help="Base model for --self.")] = None,
