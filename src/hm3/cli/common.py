@@ -176,12 +176,13 @@ def help_paragraphs(doc: str | None) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-def split_named(spec: str, option: str) -> tuple[str | None, str]:
+def split_named(spec: str, option: str, *, task: bool = True) -> tuple[str | None, str]:
     """``NAME=PATH`` as ``(NAME, PATH)``; a plain ``PATH`` as ``(None, PATH)``. A ``=`` is part
-    of the path where the whole exists, or where the part before it holds a ``/`` (a task name
-    never does: ``runs/lr=1e-5`` is a path)."""
+    of the path where the whole exists, or, for a ``task`` name, where the part before it holds
+    a ``/`` (a task name never does: ``runs/lr=1e-5`` is a path; a display name may)."""
     name, sep, path = spec.partition("=")
-    if not sep or "/" in name or os.sep in name or Path(spec).expanduser().exists():
+    slash = task and ("/" in name or os.sep in name)
+    if not sep or slash or Path(spec).expanduser().exists():
         return None, spec
     if not name or not path:
         raise Hm3Error(f"{option} {spec}: expected NAME=DIR with a name and a directory")
@@ -198,7 +199,7 @@ def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> 
     """
     out: dict[str, Path] = {}
     for spec in specs:
-        named, path = split_named(spec, option)
+        named, path = split_named(spec, option, task=need_name)  # MODEL: a display name
         if named is None and need_name:
             raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
         name = named or Path(path).expanduser().resolve().name

@@ -48,7 +48,7 @@ class SearchSpec:
 
     config: Path | None = None  # merge YAML (with an optional search: block)
     self_model: str | None = None  # --self MODEL
-    self_task: str | None = None  # --self TASK=MODEL (default: the model's own task name)
+    self_task: str | None = None  # --self TASK=MODEL (default: the directory's name)
     base: str | None = None  # --base, for --self
     suite: Path | None = None
     test_suite: Path | None = None
