@@ -105,6 +105,9 @@ def test_a_refused_storage_or_study_writes_nothing(tmp_path, case, capsys, one_t
     not_journal.write_text("hello\n")
     for storage, needle in [
         ("foo://bar", "cannot open the database"),
+        ("sqlite://", "an in-memory database dies with the process"),
+        ("sqlite:///:memory:", "give a file (sqlite:///search.db) or leave --storage out"),
+        (f"sqlite:///{tmp_path}/no-such-dir/s.db", "the database file's folder exists"),
         (str(tmp_path), "is a directory"),
         (str(afile / "x.journal"), "cannot use it"),
         (str(case.suite), "line 1 is not an Optuna journal record"),
@@ -113,6 +116,10 @@ def test_a_refused_storage_or_study_writes_nothing(tmp_path, case, capsys, one_t
         _fails(capsys, _argv(case, out, "--storage", storage), f"--storage {storage}", needle)
         assert not out.exists()
     assert not_journal.read_text() == "hello\n" and afile.read_text() == "x"
+    secret = "mysql://guard:s3cret@localhost:1/x"  # no password in a message, the scheme kept
+    line = _fails(capsys, _argv(case, out, "--storage", secret),
+                  "--storage mysql://***@localhost:1/x", "its SQLAlchemy driver")  # fmt: skip
+    assert "s3cret" not in line and not out.exists()
     fresh = tmp_path / "new.journal"  # a resume of a study it does not hold: nothing made
     _fails(capsys, _argv(case, out, "--storage", str(fresh), "--resume"), "no study")
     assert not fresh.exists() and not out.exists()

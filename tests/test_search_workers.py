@@ -225,7 +225,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, zoo_of):
     url = _postgres_url()
     case = make_case(tmp_path / "case", zoo_of("bert"))
     name = f"hm3-test-{uuid.uuid4().hex[:8]}"
-    outs = _two_workers(case, tmp_path, url, name, 10, "--prune")
+    bare = url.replace("postgresql+psycopg2://", "postgresql://", 1)  # as the README writes it
+    outs = _two_workers(case, tmp_path, bare, name, 10, "--prune")
     _check_shared(outs, url, name, 10)
     study, _ = _finished(url, name)  # --prune: the best's decisions are in the database
     attr = study.best_trial.user_attrs[ATTR]

@@ -40,6 +40,7 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.search import identity
+from hm3.search.database import database_url, open_fix, shown
 
 SAMPLERS = ("paper", "random", "tpe", "cmaes")
 JOURNAL = "study.journal"
@@ -56,15 +57,13 @@ def open_storage(url: str | None, out: Path) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if url is not None and "://" in url:
+        opened = database_url(url)  # the driver named; an in-memory database refused
         try:
-            return _open_rdb(url)
+            return _open_rdb(opened)
         except Exception as exc:  # SQLAlchemy: no server, bad credentials, no driver
             detail = " ".join(str(exc).split())[:200]
-            raise Hm3Error(
-                f"--storage {url.split('@')[-1]}: cannot open the database ({detail}); check the "
-                "URL, that the server runs and that its driver (psycopg2 for PostgreSQL) is "
-                "installed"
-            ) from None
+            raise Hm3Error(f"--storage {shown(url)}: cannot open the database ({detail}); "
+                           f"{open_fix(url)}") from None  # fmt: skip
     path = Path(url) if url is not None else out / JOURNAL
     what = f"--storage {url}" if url is not None else str(path)
     lock = JournalFileOpenLock(str(path))
