@@ -148,6 +148,8 @@ def test_resume_with_another_config_and_existing_out(tmp_path, zoo_of, capsys):
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     _fails(capsys, argv, "--resume", "--force")  # out holds a study
     _fails(capsys, [*argv, "--resume", "--dtype", "bfloat16"], "another config")
+    _fails(capsys, [*argv, "--resume", "--force"], "--resume --force: --resume continues the "
+           "study in --out, --force deletes it to start over; pass one of them")  # fmt: skip
     data = yaml.safe_load(case.config.read_text())
     data["search"] = {"density": {"uniform": [0.2, 0.9]}}
     case.config.write_text(yaml.safe_dump(data))

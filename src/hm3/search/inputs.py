@@ -225,6 +225,9 @@ def check_out(spec: SearchSpec, out: Path, force: bool, inputs: list[Path]) -> b
             raise Hm3Error(f"--out {out}: holds {other}; choose another path or pass --force "
                            "to replace it")  # fmt: skip
     elif spec.resume:
+        if force:
+            raise Hm3Error("--resume --force: --resume continues the study in --out, --force "
+                           "deletes it to start over; pass one of them")  # fmt: skip
         if not journal.is_file():
             raise Hm3Error(f"--resume: {out} holds no study ({studies.JOURNAL}); run without "
                            "--resume to start one")  # fmt: skip
