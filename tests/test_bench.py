@@ -67,9 +67,7 @@ def test_bench_json_has_the_issues_shape(setup, capsys, monkeypatch):
     assert "torch in bfloat16" in table
 
 
-@pytest.mark.parametrize("n", [1, 2])
-def test_the_table_counts_in_the_singular_for_one(capsys, monkeypatch, n):
-    monkeypatch.setenv("COLUMNS", "400")
+def _result(n: int) -> BenchResult:
     m = {"load_s": 1.0, "infer_s": 2.0, "peak_mb": 100.0, "infer_cpu_s": 2.0}
     ratio = dict.fromkeys(("load", "infer", "total", "memory", "infer_cpu"), 1.0)
     setup = {
@@ -84,11 +82,24 @@ def test_the_table_counts_in_the_singular_for_one(capsys, monkeypatch, n):
         "limit": 1 / n,
     }
     result = {"originals": m, "merged": m, "ratio": ratio, "setup": setup, "runs": {}}
-    print_bench(BenchResult.model_validate(result))
+    return BenchResult.model_validate(result)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_table_counts_in_the_singular_for_one(capsys, monkeypatch, n):
+    monkeypatch.setenv("COLUMNS", "400")
+    print_bench(_result(n))
     out = capsys.readouterr().out
     s = "" if n == 1 else "s"
     assert f"hm3 bench: {n} task{s}, {n} text{s} (medians of 1)" in out, out
     assert f"torch in float32, {n} thread{s}, batch size 8" in out, out
+
+
+def test_in_a_log_the_table_is_not_cut_to_80_columns(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe or a file: no width to keep to
+    print_bench(_result(2))
+    out = capsys.readouterr().out
+    assert "┃ system    ┃" in out and "┃ memory ratio ┃" in out and "…" not in out, out
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE, DEFAULT_RIDGE, DEFAULT_SCALE
 from hm3.errors import Hm3Error
@@ -25,11 +25,25 @@ from hm3.options import run_options as make_run_options
 if TYPE_CHECKING:
     from hm3.alignment.result import AlignResult
 
+
+class _LogConsole(Console):
+    """A console that, written to a pipe or a file (a log, CI), lays tables out 200 columns
+    wide, not Rich's 80 that would cut ``hm3 bench``'s ten columns to ``syst…``; a table
+    narrower than that keeps its own width. On a terminal, or with ``COLUMNS`` set, as Rich."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or self.is_jupyter or "COLUMNS" in os.environ:
+            return size
+        return ConsoleDimensions(max(size.width, 200), size.height)
+
+
 # no emoji: ":smile:" in a text or a name is printed as typed
-out_console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
+out_console = _LogConsole(emoji=False)
+err_console = _LogConsole(stderr=True, emoji=False)
 # a pipe or a log file gets each message on one line, never cut at 80 columns mid-number
-# (a terminal wraps long lines itself); tables keep their width
+# (a terminal wraps long lines itself)
 for _console in (out_console, err_console):
     _console.soft_wrap = not _console.is_terminal
 
