@@ -147,13 +147,19 @@ def test_resume_with_another_config_and_existing_out(tmp_path, zoo_of, capsys):
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     _fails(capsys, argv, "--resume", "--force")  # out holds a study
-    _fails(capsys, [*argv, "--resume", "--dtype", "bfloat16"], "another config")
+    _fails(
+        capsys,
+        [*argv, "--resume", "--dtype", "bfloat16"],
+        "another --dtype (float32 then, bfloat16 now)",
+    )
     _fails(capsys, [*argv, "--resume", "--force"], "--resume --force: --resume continues the "
            "study in --out, --force deletes it to start over; pass one of them")  # fmt: skip
     data = yaml.safe_load(case.config.read_text())
     data["search"] = {"density": {"uniform": [0.2, 0.9]}}
     case.config.write_text(yaml.safe_dump(data))
-    _fails(capsys, [*argv, "--resume", "--trials", "2"], "another config")
-    _fails(capsys, [*argv[:-1], "--seed", "9", "--resume"], "another config")
+    density = 'CONFIG\'s search.density ({"beta": [1.2, 2.0]} then, {"uniform": [0.2, 0.9]} now)'
+    _fails(capsys, [*argv, "--resume", "--trials", "2"], f"another {density}; run it with")
+    _fails(capsys, [*argv[:-1], "--seed", "9", "--resume"],
+           f"another {density} and --seed (0 then, 9 now);")  # fmt: skip
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before

@@ -93,11 +93,37 @@ def test_contents_hash_a_models_files_and_skip_what_does_not_exist(copied, tmp_p
 def test_a_study_without_recorded_contents_gets_them_then_checks_them():
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(study_name="old", storage=storage)
-    study.set_user_attr(identity.FINGERPRINT, "fp")  # stored before contents were recorded
-    identity.check(study, storage, "fp", {"/m": "aa"}, how="--resume", fresh="a new --out")
+    spec = {"seed": 0, "recipe": {"merge_method": "ties"}}
+    # stored before contents and the description were recorded: only the hash
+    study.set_user_attr(identity.FINGERPRINT, identity.fingerprint(spec))
+    with pytest.raises(Hm3Error, match="another config, samples, objective, sampler or seed;"):
+        identity.check(study, storage, {"seed": 1}, {"/m": "aa"}, how="--resume", fresh="x")
+    identity.check(study, storage, spec, {"/m": "aa"}, how="--resume", fresh="a new --out")
     assert study.user_attrs[identity.CONTENTS] == {"/m": "aa"}
-    identity.check(study, storage, "fp", {"/m": "aa", "/new": "bb"}, how="--resume", fresh="x")
+    assert study.user_attrs[identity.SPEC] == spec  # recorded by the run that matched
+    identity.check(study, storage, spec, {"/m": "aa", "/new": "bb"}, how="--resume", fresh="x")
     with pytest.raises(Hm3Error, match=r"^--resume: /m changed since study 'old' started"):
-        identity.check(study, storage, "fp", {"/m": "ab"}, how="--resume", fresh="x")
-    with pytest.raises(Hm3Error, match="another config"):
-        identity.check(study, storage, "other", {"/m": "aa"}, how="--resume", fresh="x")
+        identity.check(study, storage, spec, {"/m": "ab"}, how="--resume", fresh="x")
+    refused = (
+        r"^--resume: study 'old' was started with another --seed \(0 then, 1 now\); run "
+        r"it with the same ones, or start a new study \(x\)$"
+    )
+    with pytest.raises(Hm3Error, match=refused):
+        identity.check(study, storage, {**spec, "seed": 1}, {"/m": "aa"}, how="--resume",
+                       fresh="x")  # fmt: skip
+
+
+def test_a_refusal_names_each_option_that_differs():
+    models = [{"model": "a", "weight": 1.0}, {"model": "b", "weight": 1.0}]
+    then = {"seed": 0, "val": 600, "recipe": {"models": models},
+            "space": {"density": {"beta": [1.2, 2.0]}}}  # fmt: skip
+    now = {"seed": 0, "val": 300, "dtype": "bfloat16", "recipe": {"models": [
+        {"model": "a", "weight": 1.0}, {"model": "b", "weight": 0.5}]},
+        "space": {"density": {"beta": [1.2, 3.0]}}}  # fmt: skip
+    assert identity.differences(then, now) == (
+        "CONFIG's models[1].weight (1.0 then, 0.5 now), CONFIG's search.density.beta[1] "
+        "(2.0 then, 3.0 now) and 2 more"
+    )
+    assert identity.differences({"self": None, "recipe": {"a": 1}}, {"self": "/m", "recipe": {}}) \
+        == "CONFIG's a (1 then, none now) and --self (none then, /m now)"  # fmt: skip
+    assert identity.differences({"seed": 0}, {"seed": 0, "dtype": "float32"}) == ""

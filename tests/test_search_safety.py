@@ -96,7 +96,8 @@ def test_a_refused_storage_or_study_writes_nothing(tmp_path, case, capsys, one_t
     _run(case, tmp_path / "first", storage=str(shared), study="s")
     journal = shared.read_bytes()
     line = _fails(capsys, _argv(case, out, "--storage", str(shared), "--study", "s", "--seed",
-                                "5"), "another config", "(--study NAME)")  # fmt: skip
+                                "5"), "another --seed (0 then, 5 now);",
+                  "(--study NAME)")  # fmt: skip
     assert "new --out" not in line
     assert shared.read_bytes() == journal
     afile = tmp_path / "afile"
@@ -165,8 +166,14 @@ def test_resume_with_another_max_length_or_text_column_is_refused(tmp_path, case
         main(argv)
     assert exc.value.code in (0, None)
     before = _files(out)
-    _fails(capsys, [*argv, "--resume", "--max-length", "4"], "another config")
-    _fails(capsys, [*argv, "--resume", "--text-column", "body"], "another config")
+    _fails(
+        capsys, [*argv, "--resume", "--max-length", "4"], "another --max-length (512 then, 4 now)"
+    )
+    _fails(
+        capsys,
+        [*argv, "--resume", "--text-column", "body"],
+        "another --text-column (text then, body now)",
+    )
     assert _files(out) == before
     # a study made with the defaults resumes with them: they are not in its fingerprint
     assert _run(case, out, trials=2, resume=True).finished == 2

@@ -106,7 +106,7 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)
-    print_ = identity.fingerprint({
+    described = {
         "recipe": recipe, "space": space.model_dump(mode="json"), "self": spec.self_model,
         "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
         "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
@@ -115,9 +115,9 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
         **({"dtype": options.dtype} if options.dtype not in (None, "float32") else {}),
         **({"max_length": options.max_length} if options.max_length != 512 else {}),
         **({"text_column": spec.text_column} if spec.text_column != "text" else {}),
-    })  # fmt: skip
+    }  # fmt: skip
     files = identity.contents(p for p in reads if p != spec.config and str(p) != spec.storage)
-    study = _open_study(spec, out, (print_, files), replace, database)
+    study = _open_study(spec, out, (described, files), replace, database)
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
     try:
@@ -136,7 +136,11 @@ def _is_database(storage: str | None) -> bool:
 
 
 def _open_study(
-    spec: SearchSpec, out: Path, ident: tuple[str, dict[str, str]], replace: bool, database: Any
+    spec: SearchSpec,
+    out: Path,
+    ident: tuple[dict[str, Any], dict[str, str]],
+    replace: bool,
+    database: Any,
 ) -> Any:
     """Open the storage (``database``, when already open) and the study, and make ``--out``: a
     storage or study refused leaves no ``--out`` behind, and ``replace`` (``--force``) deletes

@@ -139,14 +139,20 @@ def _open_rdb(url: str, attempts: int = 8) -> Any:
 
 
 def load_study(
-    storage: Any, name: str, print_: str, files: dict[str, str], *, resume: bool, shared: bool
+    storage: Any,
+    name: str,
+    spec: dict[str, Any],
+    files: dict[str, str],
+    *,
+    resume: bool,
+    shared: bool,
 ) -> Any:
     """Create the study, or join/resume it when its fingerprint and files match.
 
     Args:
         storage: from :func:`open_storage`.
         name: the study's name (``--study``).
-        print_: this run's fingerprint; ``files``: its inputs' digests
+        spec: what decides this run's trials; ``files``: its inputs' digests
             (:mod:`hm3.search.identity`).
         resume: ``--resume``: the study must exist (in ``--out``'s own storage).
         shared: the storage was given with ``--storage``: joining an existing study is normal.
@@ -170,7 +176,7 @@ def load_study(
             )
         how = "--resume" if resume else ("--storage/--study" if shared else "the study")
         fresh = "--study NAME" if shared else "--study NAME or a new --out"
-        identity.check(study, storage, print_, files, how=how, fresh=fresh)
+        identity.check(study, storage, spec, files, how=how, fresh=fresh)
         return study
     finally:
         optuna.logging.set_verbosity(verbosity)
