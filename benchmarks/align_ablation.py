@@ -2,7 +2,8 @@
 
 What it does: gets the demo zoo exactly as ``hm3 demo`` does (pinned data, seeded splits,
 cached fine-tuning), merges each case study of :data:`hm3.demo.cases.CASES` with each method of
-:data:`hm3.demo.cases.METHODS` (or those ``--methods`` names, e.g. ``ties:0.7``), and for every
+:data:`hm3.demo.cases.METHODS` but its search column (or those ``--methods`` names, e.g.
+``ties:0.7``), and for every
 unlabeled text set runs :func:`hm3.alignment.api.collect` once, then solves for every ridge and
 scores the aligned model on the case's tasks of the paper-style suite (average macro-F1, the
 definition of :func:`hm3.evaluation.run.evaluate`). Reference rows: the unaligned merge
@@ -79,7 +80,7 @@ from hm3.alignment.api import collect
 from hm3.alignment.fit import RidgeSolution
 from hm3.alignment.result import AlignStats
 from hm3.defaults import AUTO_RIDGE, DEFAULT_RIDGE
-from hm3.demo.cases import CASES, METHODS, CaseStudy, MethodSpec, merge_config, train_zoo
+from hm3.demo.cases import CASES, METHODS, SEARCH, CaseStudy, MethodSpec, merge_config, train_zoo
 from hm3.demo.data.prepare import DemoData, prepare_data
 from hm3.demo.data.spec import TASKS
 from hm3.demo.sources.fetch import base_model_dir
@@ -147,7 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--cases", default=",".join(c.name for c in CASES), help="comma list of case studies")
     add(
         "--methods",
-        default=",".join(m.name for m in METHODS),
+        default=",".join(m.name for m in METHODS if m is not SEARCH),
         help="comma list: the demo's methods by name, or any merge method as METHOD[:DENSITY] "
         "(e.g. ties:0.7,task_arithmetic; regmean:ALPHA, e.g. regmean:0.9; tsv:LAMBDA)",
     )
@@ -160,7 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--sets", default=",".join(KINDS), help=f"comma list of text-set kinds ({', '.join(KINDS)})"
     )
-    add("--batch-size", type=int, default=64, help="texts per forward pass (demo default 64)")
+    add("--batch-size", type=int, default=64, help="texts per forward pass")
     add("--seed", type=int, default=0, help="data, zoo, merge and text-set seed")
     add("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -181,7 +182,7 @@ def _picked(names: str, known: Sequence, what: str) -> list:
 
 def _method_specs(names: str) -> list[MethodSpec]:
     """The demo's methods by name; other entries are ``METHOD[:DENSITY]`` of any hm3 method."""
-    demo = {m.name: m for m in METHODS}
+    demo = {m.name: m for m in METHODS if m is not SEARCH}  # a search is not one merge
     specs = []
     for entry in comma_list(names):
         if entry in demo:

@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None = None):
         "--val-samples",
         type=int,
         default=75,
-        help="validation rows per dataset (75: 975 rows on case1)",
+        help="validation rows per dataset (75: 1,050 rows on case1)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
     parser.add_argument("--paper-trials", type=int, default=3, help="paper-way trials a round")

@@ -1,9 +1,10 @@
 """What a search leaves in ``--out``: ``trials.csv``, ``search.png``, ``importance.png``, ``best/``.
 
 - ``trials.csv``: one row per finished trial (complete or pruned), from the study's storage:
-  number, method, seed, every parameter's value, validation score per task and average (F1, or
-  agreement and probability similarity with ``--objective agreement``, whichever were
-  computed), test score when taken, pruned, seconds. Rewritten atomically after every trial.
+  number, merge_method, seed, every parameter's value, validation score per task and average
+  (F1, or agreement and probability similarity with ``--objective agreement``, whichever were
+  computed), test score when taken, the objective, pruned, seconds. Rewritten atomically after
+  every trial.
 - ``search.png``: validation scores (dots; bold where they triggered a test) and test scores
   (stars) against the parameter that mattered most, the originals' averages as horizontal
   lines (the paper's Figure 3). ``importance.png``: Optuna's parameter importances, when more
