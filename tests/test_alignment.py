@@ -533,7 +533,7 @@ def test_cli_end_to_end(aligned_merge, tmp_path, capsys):
         "--no-progress",
     )
     assert code == 0, err
-    assert "task1: logit RMSE" in err and "aligned 3 task(s) on 80 texts" in err
+    assert "task1: logit RMSE" in err and "aligned 3 tasks on 80 texts" in err
     record = json.loads((tmp_path / "a" / "config.json").read_text())["hm3"]["align"]
     assert record["ridge"] == 0.2 and record["tasks"][1]["original"] == str(zoo.models[1].resolve())
 

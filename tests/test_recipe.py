@@ -81,7 +81,7 @@ def test_cli_merge_with_align_prints_the_fit(bert_zoo, tmp_path, capsys):
         main(["merge", str(cfg), "--out", str(tmp_path / "m"), "--no-progress"])
     assert done.value.code in (0, None)
     err = capsys.readouterr().err
-    assert "logit RMSE" in err and "aligned 3 task(s) on 30 texts" in err
+    assert "logit RMSE" in err and "aligned 3 tasks on 30 texts" in err
     assert err.index("merged task0") < err.index("logit RMSE"), err  # in the order they ran
 
 

@@ -365,6 +365,7 @@ def test_api_key(merged, monkeypatch):
         ([{"task": "task0", "label": []}], "label: [] names no label"),
         ([{"task": "task0", "label": "benign", "not": "jailbreak"}], "exactly one of"),
         ([{"task": "task0", "label": "benign", "min_score": 1.5}], "min_score"),
+        ([{"task": "task0", "label": "benign", "min_score": True}], "rules[0].min_score"),
         ([{"task": "task0", "label": "benign", "score": 0.5}], "unknown key"),
         ([], "rules"),
     ],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hm3.cli.common import out_console, parse_named_paths, with_run_options
+from hm3.cli.common import count_of, out_console, parse_named_paths, with_run_options
 from hm3.cli.long_texts import with_windows
 from hm3.options import RunOptions
 
@@ -100,7 +100,7 @@ def print_bench(result: BenchResult) -> None:
     table = Table(
         "system", "load s", "infer s", "infer CPU s", "texts/s", "peak MB", "infer ratio",
         "CPU ratio", "total ratio", "memory ratio",
-        title=f"hm3 bench: {_count(len(s.tasks), 'task')}, {_count(s.texts, 'text')} (medians "
+        title=f"hm3 bench: {count_of(len(s.tasks), 'task')}, {count_of(s.texts, 'text')} (medians "
         f"of {s.repeats})",
     )  # fmt: skip
     rows = [("originals", result.originals, None), ("merged", result.merged, result.ratio)]
@@ -124,12 +124,7 @@ def print_bench(result: BenchResult) -> None:
     others = f" ({escape(others)})" if others else ""  # runs with another max length
     out_console.print(
         f"limit of the inference ratio: 1/N = {s.limit:.3f}; device {s.device}, torch in "
-        f"{s.dtype}, {_count(s.threads, 'thread')}, batch size {s.batch_size}, max length "
+        f"{s.dtype}, {count_of(s.threads, 'thread')}, batch size {s.batch_size}, max length "
         f"{s.max_length}{others}, long texts {'in windows' if s.windows else 'truncated'}; peak "
         "MB is resident memory above each process's baseline (GPU: allocated)"
     )
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 thread``, ``4 threads``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -224,6 +224,11 @@ def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> 
     return out
 
 
+def count_of(n: int, noun: str) -> str:
+    """``1 thread``, ``4 threads``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def print_alignment(result: AlignResult) -> None:
     for task in result.tasks:
         err_console.print(
@@ -242,7 +247,7 @@ def print_alignment(result: AlignResult) -> None:
     elif result.scale != 1:
         fit += f"; body task vector × {result.scale:g}"
     err_console.print(
-        f"aligned {len(result.tasks)} task(s) on {result.n_texts} texts ({fit}) → {result.path} "
-        f"({result.seconds:.1f} s)",
+        f"aligned {count_of(len(result.tasks), 'task')} on {count_of(result.n_texts, 'text')} "
+        f"({fit}) → {result.path} ({result.seconds:.1f} s)",
         highlight=False,
     )

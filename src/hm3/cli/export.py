@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from hm3.cli.common import OutOpt, err_console, help_paragraphs, out_console, with_run_options
+from hm3.cli.common import (
+    OutOpt,
+    count_of,
+    err_console,
+    help_paragraphs,
+    out_console,
+    with_run_options,
+)
 from hm3.cli.usage import OneLineUsage
 from hm3.options import RunOptions
 
@@ -113,7 +120,7 @@ def onnx(
         _print_agreement(result)
     outputs = ", ".join(result.outputs)
     err_console.print(
-        f"exported {len(result.outputs)} task(s) ({result.quantize or 'float32'}, opset "
+        f"exported {count_of(len(result.outputs), 'task')} ({result.quantize or 'float32'}, opset "
         f"{result.opset}; outputs logits, {outputs}; max |onnx - torch| "
         f"{result.check_diff:.2g}) → {result.path} ({result.seconds:.1f} s)",
         highlight=False,

@@ -25,6 +25,7 @@ def render_card(plan: MergePlan, dtype: str, *, title: str = "HM3-merged classif
         for t in plan.tasks
     )
     notes = "\n".join(f"- {w}" for w in plan.warnings) or "- none"
+    tasks = f"{len(plan.tasks)} task{'' if len(plan.tasks) == 1 else 's'}"
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -33,7 +34,7 @@ tags: [hm3, model-merging, {config.merge_method}]
 
 # {title}
 
-One classifier that answers {len(plan.tasks)} task(s) in one forward pass. It was made without
+One classifier that answers {tasks} in one forward pass. It was made without
 training by [hm3](https://arxiv.org/abs/2409.19173) {__version__}: each model's label
 projection was zero-padded to the concatenated label space (HM3, Algorithm 1) and the
 models were merged with `{config.merge_method}` {_onto(config)}.

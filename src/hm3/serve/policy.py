@@ -39,7 +39,7 @@ class Rule(BaseModel):
     task: str
     label: str | list[str] | None = None
     not_: str | list[str] | None = Field(default=None, alias="not")
-    min_score: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_score: float = Field(default=0.5, gt=0.0, le=1.0, strict=True)  # true is not 1.0
 
     @model_validator(mode="after")
     def _one_of_label_not(self) -> Rule:
