@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import shutil
 
 import pytest
 import torch
@@ -322,6 +323,18 @@ def test_timeout_counts_from_the_command_start(tmp_path, case, one_thread):
     spec = SearchSpec(config=case.config, suite=case.suite, trials=5, timeout=60.0)
     mine, timed_out = _loop(study, None, spec, tmp_path, QUIET, time.perf_counter() - 61)
     assert mine == set() and timed_out and study.trials == []
+
+
+def test_a_resume_stopped_by_its_timeout_before_a_trial_writes_the_best(tmp_path, case,
+                                                                         one_thread):  # fmt: skip
+    """A killed search leaves no best/; its resume writes it even when --timeout leaves no time
+    for a trial of its own."""
+    out = tmp_path / "out"
+    first = _run(case, out, trials=2)
+    shutil.rmtree(out / "best")  # as a SIGKILL before the end leaves it
+    again = _run(case, out, trials=50, timeout=1e-3, resume=True)
+    assert again.finished == 2 and again.wrote_best and again.best_number == first.best_number
+    assert (out / "best" / "recipe.yaml").is_file()
 
 
 def test_cli_summary_names_each_models_parameters(tmp_path, zoo_of, capsys, one_thread):

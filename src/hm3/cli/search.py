@@ -185,7 +185,7 @@ def print_summary(result: SearchResult) -> None:
         where = "none, no trial finished (a larger --timeout, or --resume to go on)"
     elif result.best_current:
         where = f"{result.out}/best (already trial #{result.best_number})"
-    else:
-        where = "not written by this worker"
+    else:  # a worker of a shared study
+        where = "not written by this worker (the worker that finishes the study writes it)"
     err_console.print(f"best model: {where}; trials: {result.out}/trials.csv "
                       f"({result.seconds:.1f} s)", highlight=False)  # fmt: skip

@@ -263,13 +263,14 @@ def _best_due(
     """Whether this worker is to write ``best/`` (when it does not hold the study's best).
 
     ``--out``'s own study: once it is full (whatever stopped an earlier run first), or when the
-    timeout stopped this run. A shared study: written once, by the worker whose trial ended last
+    timeout stopped this run (even before a trial of its own: a resume of a killed run). A
+    shared study: written once, by the worker whose trial ended last
     (a surplus one included), or by one whose timeout stopped it; a worker that finds the study
     full rewrites a ``best/`` of its ``--out`` that is no longer the best.
     """
     done, running = studies.counted(study)
     full = done >= spec.trials and running == 0
-    if timed_out and mine:
+    if timed_out and (mine or spec.storage is None):
         return True
     if spec.storage is None:
         return full
