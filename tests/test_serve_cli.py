@@ -36,7 +36,7 @@ def test_hm3_serve_serves_until_interrupted(merged, sig, status):
     try:
         line = proc.stderr.readline()
         found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert found, line
+        assert found and "(no API key; " in line, line
         url = f"http://127.0.0.1:{found.group(1)}"
         wait_ready(url)
         r = httpx.post(f"{url}/v1/classify", json={"texts": ["hello world"]}, timeout=30)
@@ -96,8 +96,9 @@ def test_idle_connections_stay_open_for_keep_alive(merged, flags, kept):
         proc.wait()
 
 
-def one_line_exit_2(args, tmp_path) -> str:
-    done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+def one_line_exit_2(args, tmp_path, env=None) -> str:
+    done = subprocess.run([*HM3, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
@@ -134,3 +135,21 @@ def test_help_does_not_import_the_server():
         "assert not {'fastapi', 'uvicorn', 'prometheus_client'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_named_key_variable_must_hold_a_key(merged, tmp_path):
+    """Naming --api-key-env and forgetting to export it, or a secret mounted empty, must not
+    serve without a key: exit 2 before the model loads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HM3_API_KEY", "MY_KEY")}
+    line = one_line_exit_2(["serve", str(merged), "--api-key-env", "MY_KEY"], tmp_path, env)
+    assert "--api-key-env MY_KEY: $MY_KEY is not set" in line
+    line = one_line_exit_2(["serve", str(merged)], tmp_path, {**env, "HM3_API_KEY": ""})
+    assert "$HM3_API_KEY is set but empty" in line
+    line = one_line_exit_2(["serve", str(merged), "--api-key-env", "MY_KEY"], tmp_path,
+                           {**env, "MY_KEY": ""})  # fmt: skip
+    assert "$MY_KEY is set but empty" in line
+
+
+def test_a_mistyped_host_fails_before_the_model_loads(tmp_path):
+    line = one_line_exit_2(["serve", str(tmp_path / "nope"), "--host", "999.1.1.1"], tmp_path)
+    assert "--host 999.1.1.1" in line and "cannot listen there" in line

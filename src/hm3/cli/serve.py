@@ -49,10 +49,11 @@ KeepAliveOpt = Annotated[
     ),
 ]
 ApiKeyEnvOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="Environment variable holding the API key; when set, requests need "
-        "'Authorization: Bearer KEY'."
+        help="Environment variable holding the API key, which must then be set; without it, "
+        "HM3_API_KEY when set. With a key, requests need 'Authorization: Bearer KEY'.",
+        show_default=False,
     ),
 ]
 
@@ -78,7 +79,7 @@ def serve(
     max_texts: Annotated[int, typer.Option(help="Texts per request.")] = 64,
     max_chars: Annotated[int, typer.Option(help="Characters per text.")] = 200_000,
     max_body_bytes: BodyBytesOpt = 4 * 2**20,
-    api_key_env: ApiKeyEnvOpt = "HM3_API_KEY",
+    api_key_env: ApiKeyEnvOpt = None,
     keep_alive: KeepAliveOpt = 75,
     *,
     options: RunOptions,

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hm3.errors import Hm3Error
-from hm3.serve.settings import ServeSettings
+from hm3.serve.settings import DEFAULT_KEY_ENV, ServeSettings
 
 log = logging.getLogger("hm3")
+_BACKLOG = 2048
 
 
 def _no_extra(exc: ImportError) -> Hm3Error:
@@ -38,6 +39,7 @@ def build(model: Path, settings: ServeSettings) -> Any:
     from hm3.serve.policy import load_policy
 
     options = settings.options.resolved()
+    key = api_key(settings)  # before the model loads: a missing key fails at once
     engine = load_engine(
         Path(model),
         onnx=settings.onnx,
@@ -46,24 +48,35 @@ def build(model: Path, settings: ServeSettings) -> Any:
         windows=settings.windows,
     )
     policy = load_policy(settings.policy, engine.tasks) if settings.policy else None
-    return create_app(engine, settings, policy, api_key(settings))
+    return create_app(engine, settings, policy, key)
 
 
 def api_key(settings: ServeSettings) -> str | None:
-    """The key in ``settings.api_key_env``, or None (with a warning off loopback) when unset."""
-    key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-    if key.strip() != key:
+    """The API key: from ``settings.api_key_env``, which must hold one, or else from
+    :data:`DEFAULT_KEY_ENV` when it is set; None (with a warning off loopback) without one.
+    A variable set but empty is refused: a secret that failed to mount must not open the
+    server to anyone."""
+    name = settings.api_key_env or DEFAULT_KEY_ENV
+    key = os.environ.get(name)
+    if settings.api_key_env is not None and key is None:
         raise Hm3Error(
-            f"${settings.api_key_env}: the API key starts or ends with white space; remove it"
+            f"--api-key-env {name}: ${name} is not set; export the key in it, or leave "
+            "--api-key-env out to serve without a key"
         )
-    if not key and not _loopback(settings.host):
+    if key is not None and not key:
+        raise Hm3Error(
+            f"${name} is set but empty; put the API key in it, or unset it to serve without a key"
+        )
+    if key is not None and key.strip() != key:
+        raise Hm3Error(f"${name}: the API key starts or ends with white space; remove it")
+    if key is None and not _loopback(settings.host):
         log.warning(
-            "no API key ($%s is unset): anyone who reaches %s:%d can call the server",
-            settings.api_key_env,
+            "no API key ($%s is not set): anyone who reaches %s:%d can call the server",
+            name,
             settings.host,
             settings.port,
         )
-    return key or None
+    return key
 
 
 def serve(
@@ -75,12 +88,19 @@ def serve(
     shutdown uvicorn re-raises the signal: SIGTERM ends the process with that signal's status
     (as servers conventionally do), Ctrl-C returns normally.
     """
-    app = build(model, settings)
     try:
         import uvicorn
     except ImportError as exc:
         raise _no_extra(exc) from None
-    sock = bind(settings.host, settings.port)
+    # the address first (a mistyped host costs no model load), not listening until the app is
+    # built: a client that connects meanwhile is refused at once instead of left waiting
+    sock = bind(settings.host, settings.port, listen=False)
+    try:
+        app = build(model, settings)
+    except BaseException:
+        sock.close()
+        raise
+    sock.listen(_BACKLOG)
     config = uvicorn.Config(
         app,
         log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
@@ -91,13 +111,15 @@ def serve(
     host, port = sock.getsockname()[:2]
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
-        announce(f"serving {model} on http://{shown}:{port} (API docs: /docs)")
+        keyed = "API key required" if getattr(app, "api_key", None) else "no API key"
+        announce(f"serving {model} on http://{shown}:{port} ({keyed}; API docs: /docs)")
     with contextlib.suppress(KeyboardInterrupt):  # raised again by uvicorn after shutdown
         uvicorn.Server(config).run(sockets=[sock])
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: a free one); a taken port is a user error."""
+def bind(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), listening unless ``listen`` is
+    False; a taken port or a host that is not this machine's is a user error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,7 +131,8 @@ def bind(host: str, port: int) -> socket.socket:
             f"--host {host} --port {port}: cannot listen there ({exc.strerror}); choose a free "
             "port or another host"
         ) from None
-    sock.listen(2048)
+    if listen:
+        sock.listen(_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

@@ -13,6 +13,8 @@ from hm3.model.windows import Windows
 from hm3.options import RunOptions
 
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
+#: the environment variable read for an API key when --api-key-env names none
+DEFAULT_KEY_ENV = "HM3_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class ServeSettings:
         max_texts: texts per request.
         max_chars: characters per text.
         max_body_bytes: request body size; more gets 413 before the body is read.
-        api_key_env: the environment variable holding the API key; unset or empty: no key.
+        api_key_env: the environment variable holding the API key, which must then be set;
+            ``None``: :data:`DEFAULT_KEY_ENV` when it is set, else no key.
         keep_alive_s: how long an idle connection stays open. Longer than the idle timeout of
             the client's pool or proxy (nginx, load balancers: 60 s), so the server never
             closes a connection just as a client reuses it (the client then sees a reset).
@@ -49,7 +52,7 @@ class ServeSettings:
     max_texts: int = 64
     max_chars: int = 200_000
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    api_key_env: str = "HM3_API_KEY"
+    api_key_env: str | None = None
     keep_alive_s: int = 75
     windows: Windows | None = field(default_factory=Windows)
     options: RunOptions = field(default_factory=lambda: RunOptions(batch_size=64))
