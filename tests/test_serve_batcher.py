@@ -131,3 +131,38 @@ def test_admission_is_bounded(engine):
             pass
         assert batcher.admitted == 2
     assert batcher.admitted == 0
+
+
+def test_a_long_request_takes_turns_with_a_short_one(engine):
+    """A document of many windows runs one forward pass at a time, in turn with requests that
+    arrive meanwhile: a short request queued after it is answered while it still runs (before,
+    it waited for every pass of the document), and both get the scores they get alone."""
+    document = " ".join(TEXTS * 250)
+    short = [TEXTS[0]]
+    finished: list[str] = []
+
+    async def main():
+        began = asyncio.Event()
+        batcher = Batcher(engine, max_batch_tokens=4096, max_wait_ms=1, max_concurrent=10,
+                          on_batch=lambda n, t: began.set())  # fmt: skip
+        await batcher.start()
+        try:
+            first = asyncio.create_task(
+                batcher.submit([document], engine.cost([document], Mode()), Mode())
+            )
+            first.add_done_callback(lambda _: finished.append("document"))
+            await began.wait()  # the document's batch has started
+            second = asyncio.create_task(batcher.submit(short, engine.cost(short, Mode()), Mode()))
+            second.add_done_callback(lambda _: finished.append("short"))
+            return await asyncio.gather(first, second)
+        finally:
+            await batcher.stop()
+
+    (rows,) = engine.cost([document], Mode())
+    assert rows.rows >= 5 * engine.options.batch_size  # five passes or more
+    long_scores, short_scores = asyncio.run(main())
+    assert finished == ["short", "document"]
+    for scores, texts in ((long_scores, [document]), (short_scores, short)):
+        want = probs_of(engine, texts)
+        for task in engine.tasks:
+            np.testing.assert_allclose(scores.probs[task.name], want[task.name], atol=1e-6)

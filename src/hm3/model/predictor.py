@@ -81,10 +81,7 @@ class BasePredictor(ABC):
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits ``[len(texts), K]`` in input order (float32), texts truncated."""
-        texts = check_texts(texts)
-        check_batch_size(batch_size)
-        rows, _ = self.encode_units(texts, None)
-        return self._run(rows, [len(t) for t in texts], batch_size)
+        return Scoring(self, texts, batch_size).run().logits()
 
     def predict_proba(
         self, texts: Sequence[str], batch_size: int = 32, windows: Windows | None = None
@@ -96,15 +93,7 @@ class BasePredictor(ABC):
         (:func:`hm3.model.windows.combine`); without, it is truncated. A text that fits gets the
         same answer either way.
         """
-        texts = check_texts(texts)
-        check_batch_size(batch_size)
-        check_windows(windows)
-        rows, owner = self.encode_units(texts, windows)
-        keys = [len(texts[i]) for i in owner]
-        probs = segment_softmax(self._run(rows, keys, batch_size), self.tasks)
-        if windows is None or not texts:
-            return probs
-        return combine(probs, owner, len(texts), self.tasks, windows)
+        return Scoring(self, texts, batch_size, windows).run().probs()
 
     def predict(
         self, texts: Sequence[str], batch_size: int = 32, windows: Windows | None = None
@@ -163,15 +152,6 @@ class BasePredictor(ABC):
         rows = {k: list(v) for k, v in enc.items() if k not in _NOT_INPUTS}
         return rows, owner
 
-    def _run(self, rows: dict[str, list[list[int]]], keys: Sequence[int], batch_size: int):
-        """Logits of every row in row order; rows sorted by ``keys`` (stable) into batches."""
-        out = np.zeros((len(keys), self.tasks[-1].end), dtype=np.float32)
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        for lo in range(0, len(order), batch_size):
-            idx = order[lo : lo + batch_size]
-            out[idx] = self._forward(self.pad({k: [v[i] for i in idx] for k, v in rows.items()}))
-        return out
-
     def pad(self, rows: dict[str, list[list[int]]]) -> dict[str, np.ndarray]:
         """One batch as int64 arrays ``[B, longest]``, padded as the tokenizer pads."""
         lengths = [len(r) for r in rows["input_ids"]]
@@ -196,6 +176,58 @@ class BasePredictor(ABC):
                     arr[i, : len(seq)] = seq
             out[key] = arr
         return out
+
+
+class Scoring:
+    """One call's texts scored one forward pass at a time: :meth:`step` runs the next pass, so
+    a caller (the server's batcher) can run other calls' passes in between; :meth:`run` runs
+    them all. Rows (texts, or windows of long texts) are sorted by their text's length
+    (stable) into passes of ``batch_size`` rows."""
+
+    def __init__(
+        self,
+        predictor: BasePredictor,
+        texts: Sequence[str],
+        batch_size: int,
+        windows: Windows | None = None,
+    ) -> None:
+        self.texts = check_texts(texts)
+        check_batch_size(batch_size)
+        check_windows(windows)
+        self.predictor, self.windows, self.batch_size = predictor, windows, batch_size
+        self._rows, self._owner = predictor.encode_units(self.texts, windows)
+        keys = [len(self.texts[i]) for i in self._owner]
+        self._order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._out = np.zeros((len(keys), predictor.tasks[-1].end), dtype=np.float32)
+        self._next = 0
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self._order)
+
+    def step(self) -> None:
+        """Run the next forward pass (none left: nothing)."""
+        idx = self._order[self._next : self._next + self.batch_size]
+        self._next += len(idx)
+        if idx:
+            batch = self.predictor.pad({k: [v[i] for i in idx] for k, v in self._rows.items()})
+            self._out[idx] = self.predictor._forward(batch)
+
+    def run(self) -> Scoring:
+        while not self.done:
+            self.step()
+        return self
+
+    def logits(self) -> np.ndarray:
+        """Logits ``[rows, K]`` in row order (one row per text without windows)."""
+        return self._out
+
+    def probs(self) -> dict[str, np.ndarray]:
+        """Per task, probabilities ``[len(texts), K_task]`` (windows combined per text)."""
+        probs = segment_softmax(self._out, self.predictor.tasks)
+        if self.windows is None or not self.texts:
+            return probs
+        return combine(probs, self._owner, len(self.texts), self.predictor.tasks, self.windows)
 
 
 def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Dynamic batching: requests that arrive together share one forward pass.
+"""Dynamic batching: requests that arrive together share one forward pass, and a long request
+takes turns with the others instead of holding the model until it is done.
 
 Each admitted request becomes a job (its texts, their :class:`~hm3.serve.engine.Cost` and
 its :class:`~hm3.serve.engine.Mode`). A collector task on the event loop takes the oldest job
@@ -6,13 +7,16 @@ and adds later ones of the same mode while the batch's cost — rows (texts, or 
 texts) × the longest row, the padded tokens of a forward pass — stays within
 ``max_batch_tokens``, waiting at most ``max_wait_ms`` after the oldest job arrived for others
 to join (a job of another mode closes the batch, so the order stays first come, first
-served). The batch then runs on the single model thread (never on the event loop); while it
-runs, new jobs queue up and form the next batch. Admission is bounded: with
-``max_concurrent`` requests already admitted, the next is refused at once (:class:`Overloaded`,
-answered 429). A job whose client went away (the route cancels its future) is dropped from the
-queue and from a batch still being collected, so it never runs; one already running has its
-answer dropped. A batch that fails is retried one job at a time (the warning says why it
-failed) so one bad request cannot fail its neighbours.
+served). A batch runs on the single model thread (never on the event loop) one forward pass
+(at most ``max_batch_tokens``) at a time, in turn with the other batches started: after each
+pass, the jobs that arrived meanwhile form a new batch (without waiting) that joins the turns.
+So a document of a hundred windows delays a short request by one pass, not by all of its own.
+Admission is bounded: with ``max_concurrent`` requests already admitted, the next is refused at
+once (:class:`Overloaded`, answered 429). A job whose client went away (the route cancels its
+future) is dropped from the queue and from a batch still being collected, so it never runs; a
+running batch whose clients all went away stops at its next turn. A batch that fails is retried
+one job at a time (the warning says why it failed) so one bad request cannot fail its
+neighbours.
 
 What it does not: validate texts, count tokens (the caller does) or format answers.
 """
@@ -28,6 +32,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from hm3.model.predictor import Scoring
 from hm3.serve.engine import Cost, Engine, Mode, Scores
 
 log = logging.getLogger("hm3")
@@ -48,6 +53,14 @@ class _Job:
     mode: Mode
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Running:
+    """A batch being scored, pass by pass."""
+
+    jobs: list[_Job]
+    work: Scoring
 
 
 Observer = Callable[[int, int], None]
@@ -75,6 +88,7 @@ class Batcher:
         self.warm_up_error: str | None = None
         self._warm: asyncio.Task | None = None
         self._queue: deque[_Job] = deque()
+        self._running: deque[_Running] = deque()  # batches taking turns on the model thread
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hm3-model")
@@ -111,8 +125,10 @@ class Batcher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        while self._queue:
-            job = self._queue.popleft()
+        waiting = [*self._queue, *(job for run in self._running for job in run.jobs)]
+        self._queue.clear()
+        self._running.clear()
+        for job in waiting:
             if not job.future.done():
                 job.future.set_exception(ShuttingDown())
         self._model.shutdown(wait=True, cancel_futures=True)
@@ -144,34 +160,61 @@ class Batcher:
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
+        running = self._running
         while True:
-            batch = [job for job in await self._next_batch() if not job.future.done()]
-            if not batch:  # every client went away while the batch was collected
+            if not running or self._live_head():  # idle: wait for a batch; busy: take arrivals
+                batch = [job for job in await self._next_batch(wait=not running)
+                         if not job.future.done()]  # fmt: skip
+                if batch:  # empty: every client went away while the batch was collected
+                    await self._begin(batch)
+            if not running:
                 continue
-            texts = [t for job in batch for t in job.texts]
-            rows, longest = _size(batch)
-            if self.on_batch is not None:
-                self.on_batch(len(texts), rows * longest)
-            mode = batch[0].mode
+            run = running.popleft()
+            if all(job.future.done() for job in run.jobs):
+                continue  # every client went away: no more passes
             try:
+                await loop.run_in_executor(self._model, run.work.step)
+                if not run.work.done:
+                    running.append(run)  # its next pass after the other batches' turns
+                    continue
                 scores = await loop.run_in_executor(
-                    self._model, self.engine.infer, texts, mode, longest
+                    self._model, self.engine.finish, run.work, run.jobs[0].mode
                 )
-            except Exception as exc:  # one request's fault must not fail the others: run alone
-                log.warning(
-                    "a batch of %d requests failed (%s); retrying them one by one",
-                    len(batch),
-                    _one_line(exc),
-                )
-                for job in batch:
-                    await self._run_alone(job)
+            except Exception as exc:
+                await self._retry_alone(run.jobs, exc)
                 continue
             lo = 0
-            for job in batch:
+            for job in run.jobs:
                 hi = lo + len(job.texts)
                 if not job.future.done():  # a client that went away has a cancelled future
                     job.future.set_result(scores.rows(lo, hi))
                 lo = hi
+
+    async def _begin(self, batch: list[_Job]) -> None:
+        """Encode ``batch`` on the model thread and add it to the turns."""
+        texts = [t for job in batch for t in job.texts]
+        rows, longest = _size(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(texts), rows * longest)
+        loop = asyncio.get_running_loop()
+        try:
+            work = await loop.run_in_executor(
+                self._model, self.engine.begin, texts, batch[0].mode, longest
+            )
+        except Exception as exc:
+            await self._retry_alone(batch, exc)
+            return
+        self._running.append(_Running(batch, work))
+
+    async def _retry_alone(self, batch: list[_Job], exc: Exception) -> None:
+        """One request's fault must not fail the others: each job runs alone."""
+        log.warning(
+            "a batch of %d requests failed (%s); retrying them one by one",
+            len(batch),
+            _one_line(exc),
+        )
+        for job in batch:
+            await self._run_alone(job)
 
     async def _run_alone(self, job: _Job) -> None:
         if job.future.done():
@@ -188,8 +231,9 @@ class Batcher:
         if not job.future.done():
             job.future.set_result(scores)
 
-    async def _next_batch(self) -> list[_Job]:
-        """The oldest live job and the later ones that fit the budget, within the wait."""
+    async def _next_batch(self, *, wait: bool = True) -> list[_Job]:
+        """The oldest live job and the later ones that fit the budget, within the wait (without
+        ``wait``: those queued now, and a live one must be)."""
         assert self._wakeup is not None
         while not self._live_head():
             self._wakeup.clear()
@@ -207,7 +251,7 @@ class Batcher:
                     return batch  # full: the job waits for the next pass
                 batch.append(self._queue.popleft())
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or not wait:
                 return batch
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError on 3.11+

@@ -31,7 +31,7 @@ import numpy as np
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import read_config
 from hm3.model.labels import Task
-from hm3.model.predictor import BasePredictor, segment_softmax
+from hm3.model.predictor import BasePredictor, Scoring, segment_softmax
 from hm3.model.windows import Windows, content_step, default_labels, spans
 from hm3.options import RunOptions
 
@@ -139,24 +139,37 @@ class Engine:
     def windowed(self, mode: Mode) -> bool:
         return self.windows is not None and mode.windows and not mode.raw
 
-    def infer(self, texts: Sequence[str], mode: Mode, longest: int) -> Scores:
-        """Scores of ``texts`` in input order; each forward pass within the token budget.
+    def begin(self, texts: Sequence[str], mode: Mode, longest: int) -> Scoring:
+        """``texts`` encoded for ``mode``, to be scored one forward pass at a time
+        (:meth:`~hm3.model.predictor.Scoring.step`), each pass within the token budget."""
+        per_pass = max(1, min(self.options.batch_size, self.budget // max(1, longest)))
+        windows = self.windows if self.windowed(mode) else None
+        return Scoring(self.predictor, texts, per_pass, windows)
+
+    def finish(self, work: Scoring, mode: Mode) -> Scores:
+        """The scores of a :meth:`begin` whose passes have all run, in input order.
 
         Raises:
             NonFiniteScores: a score is NaN or infinite.
         """
-        per_pass = max(1, min(self.options.batch_size, self.budget // max(1, longest)))
         if mode.raw:
-            logits = self.predictor.logits(texts, batch_size=per_pass)
+            logits = work.logits()
             scores = Scores(segment_softmax(logits, self.tasks), logits)
         else:
-            windows = self.windows if self.windowed(mode) else None
-            probs = self.predictor.predict_proba(texts, batch_size=per_pass, windows=windows)
+            probs = work.probs()
             scores = Scores({t.name: np.asarray(probs[t.name]) for t in self.tasks}, None)
         arrays = [*scores.probs.values(), *([] if scores.logits is None else [scores.logits])]
         if not all(np.isfinite(a).all() for a in arrays):
             raise NonFiniteScores(self._non_finite())
         return scores
+
+    def infer(self, texts: Sequence[str], mode: Mode, longest: int) -> Scores:
+        """Scores of ``texts`` in input order, every pass at once (:meth:`begin`, :meth:`finish`).
+
+        Raises:
+            NonFiniteScores: a score is NaN or infinite.
+        """
+        return self.finish(self.begin(texts, mode, longest).run(), mode)
 
     def _non_finite(self) -> str:
         dtype = self.options.dtype or "float32"
