@@ -180,3 +180,56 @@ def test_the_reported_max_length_is_the_one_that_ran(setup, accepted):
     effective = hm3.load(merged, max_length=4096).max_length
     assert effective < 4096 and result["setup"]["max_length"] == effective
     assert result["setup"]["max_lengths"] == {}  # every run used the same
+
+
+# 9 ---------------------------------------------------------------------------------------------
+def fake_export(merged, folder):
+    """A directory bench accepts as an export of ``merged`` (config.json with an onnx block,
+    tokenizer files, an empty model.onnx); only ever run by a stand-in for the worker."""
+    shutil.copytree(merged, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    config = json.loads((folder / "config.json").read_text())
+    config["onnx"] = {"outputs": {t["name"]: t["name"] for t in config["hm3"]["tasks"]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.onnx").write_bytes(b"")
+    return folder
+
+
+def measured(spec, threads):
+    """What a worker process reports, without one."""
+    figures = dict.fromkeys(("load_s", "infer_s", "infer_cpu_s", "peak_mb"), 1.0)
+    return {**figures, "threads": 1, "max_lengths": [32] * len(spec.models)}
+
+
+def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, tmp_path):
+    """Every export keeps its directory's name (not NAME#1 after the first); two of the same
+    name keep the parent folders that tell them apart."""
+    from hm3.bench import api
+    from hm3.bench.names import export_names
+    from hm3.cli.bench import print_bench
+
+    merged, originals, texts = setup
+    dirs = [tmp_path / "onnx32", tmp_path / "onnx8", tmp_path / "a" / "onnx", tmp_path / "b/onnx"]
+    monkeypatch.setattr(api, "spawn", measured)
+    onnx = [arg for d in dirs for arg in ("--onnx", fake_export(merged, d))]
+    code, out, err = run(capsys, monkeypatch, *_argv(merged, originals, "--texts", texts),
+                         "--json", *onnx)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    names = ["onnx32", "onnx8", "a/onnx", "b/onnx"]
+    assert list(result["onnx"]) == names
+    assert list(result["runs"]) == ["originals", "merged", *(f"onnx:{n}" for n in names)]
+    print_bench(api.BenchResult.model_validate(result))
+    table = capsys.readouterr().out.splitlines()
+    rows = [line.split("│")[1].strip() for line in table if line.startswith("│")]
+    assert rows == ["originals", "merged", *(f"onnx {n}" for n in names)], table
+    deeper = ["x/a/onnx", "y/a/onnx", "z/onnx8"]
+    assert export_names([tmp_path / d for d in deeper]) == [*deeper[:2], "onnx8"]
+
+
+def test_the_same_export_twice_is_refused(setup, capsys, monkeypatch, tmp_path):
+    merged, originals, texts = setup
+    export = fake_export(merged, tmp_path / "onnx8")
+    monkeypatch.chdir(tmp_path)
+    argv = _argv(merged, originals, "--texts", texts, "--onnx", export, "--onnx", "onnx8/")
+    line = refused(capsys, monkeypatch, *argv)
+    assert line == f"error: --onnx onnx8: the same export as --onnx {export}; give each export once"

@@ -399,7 +399,11 @@ def test_bad_inputs_one_line_exit_2_nothing_written(merged, tmp_path, capsys):
         capsys, "export", "onnx", model, "--out", out, "--force", "--opset", "14"
     )
     assert code == 0, err
-    assert "→" in err and json.loads((out / "config.json").read_text())["onnx"]["opset"] == 14
+    block = json.loads((out / "config.json").read_text())["onnx"]
+    assert "→" in err and block["opset"] == 14
+    said = f"max |onnx - torch| {block['check']['max_abs_diff_vs_torch']:.2g}"  # float: torch's
+    assert f"; {said}) → " in err, err
+    assert f"when exported: {said}." in (out / "README.md").read_text()
     assert not (out / "keep.txt").exists()
 
 
@@ -488,3 +492,26 @@ def test_without_the_export_extra_one_line_says_how_to_install(
         capsys, tmp_path, merged("bert"), "--out", tmp_path / "o", match="pip install 'hm3[export]'"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_int8_claims_no_float_check_as_its_own(merged, tmp_path, capsys):
+    """The float graph's check against torch is recorded and printed as the float graph's; the
+    int8 graph's own largest difference (from float, on the texts) beside it, in config.json,
+    the summary line and the README alike."""
+    model, texts = merged("bert"), texts_file(tmp_path)
+    argv = ["export", "onnx", model, "--out", tmp_path / "q", "--quantize", "int8"]
+    code, _, err = run_cli(capsys, *argv, "--texts", texts, "--min-agreement", "0", "--no-progress")
+    assert code == 0, err
+    block = json.loads((tmp_path / "q" / "config.json").read_text())["onnx"]
+    check = block["check"]
+    assert set(check) == {"float_graph_max_abs_diff_vs_torch", "int8_max_abs_diff_vs_float_graph"}
+    worst = max(entry["max_abs_diff"] for entry in block["agreement"]["tasks"].values())
+    assert check["int8_max_abs_diff_vs_float_graph"] == worst
+    assert check["float_graph_max_abs_diff_vs_torch"] <= ATOL < worst  # int8 is not within it
+    said = (
+        f"max |onnx - torch| {check['float_graph_max_abs_diff_vs_torch']:.2g} of the float32 "
+        f"graph before quantization, int8 vs float32 max |Δp| {worst:.2g} on the agreement texts"
+    )
+    assert f"; {said}) → " in err, err
+    readme = (tmp_path / "q" / "README.md").read_text()
+    assert f"Largest probability differences when exported: {said}." in readme

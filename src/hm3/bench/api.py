@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from hm3.bench.names import export_names
 from hm3.bench.worker import RunSpec, check_models, model_windows, spawn
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import read_config
@@ -102,12 +103,13 @@ def bench(
         repeats: measured rounds (medians are reported).
         threads: CPU threads of every run (``None``: the runtimes' default).
         windows: score long texts in windows (default: truncate).
-        onnx: ``hm3 export onnx`` directories of the merged model, each measured too.
+        onnx: ``hm3 export onnx`` directories of the merged model, each measured too, under
+            its directory's name (:func:`hm3.bench.names.export_names`).
 
     Raises:
         Hm3Error: task names or labels that do not match, a bad directory (no weights or
-            tokenizer, an unknown architecture, not an export), a bad default label, no texts,
-            ``repeats < 1``. All are checked before the first run.
+            tokenizer, an unknown architecture, not an export, an export given twice), a bad
+            default label, no texts, ``repeats < 1``. All are checked before the first run.
     """
     options = options or RunOptions()
     resolve_device(options.device)
@@ -191,7 +193,7 @@ def _check_tasks(
         ORIGINALS: ("torch", [(originals[t.name], [(t, own[t.name][0])]) for t in ours]),
         MERGED: ("torch", [(merged, [(t, t) for t in ours])]),
     }
-    for i, path in enumerate(onnx):
+    for name, path in zip(export_names(onnx), onnx, strict=True):
         theirs = {t.name: t for t in read_export(path)[2]}
         if sorted(theirs) != sorted(tasks):
             raise Hm3Error(
@@ -201,7 +203,7 @@ def _check_tasks(
             )
         for t in ours:
             _check_labels(t, theirs[t.name], f"--onnx {path}")
-        systems[_name(path, i)] = ("onnx", [(path, [(t, theirs[t.name]) for t in ours])])
+        systems[f"onnx:{name}"] = ("onnx", [(path, [(t, theirs[t.name]) for t in ours])])
     return ours, systems
 
 
@@ -226,10 +228,6 @@ def _tasks(path: Path, option: str) -> list[Task]:
         raise Hm3Error(f"{option} {path}: model directory not found; check the path")
     label = f"{option} {path}"
     return tasks_from_config(read_config(path, label), path.resolve().name, label)
-
-
-def _name(path: Path, index: int) -> str:
-    return f"onnx:{Path(path).resolve().name}" + (f"#{index}" if index else "")
 
 
 def _median(runs: list[dict]) -> Measure:

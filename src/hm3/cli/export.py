@@ -101,6 +101,7 @@ def onnx(
     refused.
     """
     from hm3.export.api import export_onnx
+    from hm3.export.card import check_summary
 
     result = export_onnx(
         model,
@@ -121,8 +122,8 @@ def onnx(
     outputs = ", ".join(result.outputs)
     err_console.print(
         f"exported {count_of(len(result.outputs), 'task')} ({result.quantize or 'float32'}, opset "
-        f"{result.opset}; outputs logits, {outputs}; max |onnx - torch| "
-        f"{result.check_diff:.2g}) → {result.path} ({result.seconds:.1f} s)",
+        f"{result.opset}; outputs logits, {outputs}; {check_summary(result.check)}) → "
+        f"{result.path} ({result.seconds:.1f} s)",
         highlight=False,
         soft_wrap=True,
     )

@@ -22,7 +22,7 @@ import copy
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,10 @@ class ExportResult:
         outputs: ONNX output name → task name.
         opset: the graph's opset.
         quantize: ``None`` (float32) or ``"int8"``.
-        check_diff: largest |ONNX Runtime − torch| probability of the float graph on the probes.
+        check_diff: the float graph's largest |ONNX Runtime − torch| probability on the probes.
         agreement: int8 against float on the texts (``None`` for a float export).
         seconds: wall time.
+        check: ``config.json``'s ``onnx.check`` (:func:`hm3.export.card.check_record`).
     """
 
     path: Path
@@ -78,6 +79,7 @@ class ExportResult:
     check_diff: float
     agreement: Agreement | None
     seconds: float
+    check: dict[str, float] = field(default_factory=dict)
 
 
 def export_onnx(
@@ -141,9 +143,9 @@ def export_onnx(
     clf = load(model, options=options.with_(device="cpu", dtype=None))
     outputs = output_names(clf.tasks)
     with atomic_dir(out, options.force) as tmp:
-        diff, result = _write_export(clf, model, tmp, outputs, opset, spec, options)
+        diff, result, check = _write_export(clf, model, tmp, outputs, opset, spec, options)
     seconds = time.perf_counter() - started
-    return ExportResult(out, outputs, opset, quantize, diff, result, seconds)
+    return ExportResult(out, outputs, opset, quantize, diff, result, seconds, check)
 
 
 # each int8-only argument's default, and the option that sets another value
@@ -204,28 +206,29 @@ def _write_export(
     opset: int,
     spec: Int8Spec | None,
     options: RunOptions,
-) -> tuple[float, Agreement | None]:
+) -> tuple[float, Agreement | None, dict[str, float]]:
     """The export's files in ``tmp``: the float graph, checked against torch (and with ``spec``
-    the int8 graph in its place), config.json and the README; the check's max |onnx - torch|
-    and the int8 agreement."""
+    the int8 graph in its place), config.json and the README; the float graph's max |onnx -
+    torch|, the int8 agreement and the ``check`` block (int8: not claimed within the float's)."""
     float_dir = tmp if spec is None else tmp / _FLOAT_DIR
     float_dir.mkdir(exist_ok=True)
     log.info("tracing %s to ONNX (opset %d)", model, opset)
     block = _write_float(clf, model, float_dir, outputs, opset)
     diff = _check_float(clf, float_dir)
-    log.info("ONNX Runtime equals torch within %.2g on the probe texts", diff)
-    block["check"] = {"max_abs_diff_vs_torch": float(f"{diff:.3g}")}
+    log.info("the float graph equals torch within %.2g on the probe texts", diff)
+    block["check"] = card.check_record(diff)
     result = None
     if spec is not None:
         graph, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, outputs, opset, spec, options)
         result = write_int8(
             model, clf.tasks, float_dir, tmp, block, spec, options, graph=graph, smoothing=smoothing
         )
+        block["check"] = card.check_record(diff, block["agreement"])
         shutil.rmtree(float_dir)
         shutil.rmtree(tmp / _SMOOTH_DIR, ignore_errors=True)
     card.write_config(model, clf.tasks, tmp, block)
     (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
-    return diff, result
+    return diff, result, block["check"]
 
 
 def _write_float(

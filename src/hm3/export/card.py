@@ -5,9 +5,10 @@ one); :func:`write_config` writes it to the export with an ``hm3`` block (added 
 classifier, so its task keeps its name) and the ``onnx`` block, and stamps the graph.
 :func:`readme` writes how to run the directory with plain onnxruntime (no hm3) and how to put
 ``model.onnx`` behind Triton's onnxruntime backend, with this model's own output names, label
-counts and labels. :func:`stamp` stores the tasks and the output mapping in the graph's
-``metadata_props`` (key ``hm3``), so the ``.onnx`` file alone still says which output is which
-task when it travels without ``config.json``. Nothing here runs a model.
+counts and labels; :func:`check_record` and :func:`check_summary` state the export's check
+(in ``config.json``, in words). :func:`stamp` stores the tasks and the output mapping in the
+graph's ``metadata_props`` (key ``hm3``), so the ``.onnx`` file alone still says which output is
+which task when it travels without ``config.json``. Nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def readme(tasks: list[Task], block: dict[str, Any]) -> str:
         "",
         f"`logits` has {tasks[-1].end} columns: the tasks' segments side by side in this order.",
         *_agreement_lines(block),
+        *_check_lines(block),
         "",
         "## Run it with onnxruntime (no hm3 needed)",
         "",
@@ -88,6 +90,36 @@ def readme(tasks: list[Task], block: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def check_record(float_diff: float, agreement: dict[str, Any] | None = None) -> dict[str, float]:
+    """The ``onnx.check`` block of ``config.json``: the float graph's largest |ONNX Runtime −
+    torch| probability on the probe texts; for int8 (``agreement``: its ``onnx.agreement``
+    block), named as the float graph's, since the int8 graph is not within it of torch, beside
+    the int8 graph's own largest |int8 − float| probability on the agreement texts."""
+    diff = float(f"{float_diff:.3g}")
+    if agreement is None:
+        return {"max_abs_diff_vs_torch": diff}
+    worst = max(entry["max_abs_diff"] for entry in agreement["tasks"].values())
+    return {"float_graph_max_abs_diff_vs_torch": diff, "int8_max_abs_diff_vs_float_graph": worst}
+
+
+def check_summary(check: dict[str, float]) -> str:
+    """:func:`check_record`'s block in words, as both the README and ``hm3 export onnx`` say it."""
+    if "max_abs_diff_vs_torch" in check:
+        return f"max |onnx - torch| {check['max_abs_diff_vs_torch']:.2g}"
+    return (
+        f"max |onnx - torch| {check['float_graph_max_abs_diff_vs_torch']:.2g} of the float32 "
+        f"graph before quantization, int8 vs float32 max |Δp| "
+        f"{check['int8_max_abs_diff_vs_float_graph']:.2g} on the agreement texts"
+    )
+
+
+def _check_lines(block: dict[str, Any]) -> list[str]:
+    check = block.get("check")
+    if not check:
+        return []
+    return ["", f"Largest probability differences when exported: {check_summary(check)}."]
 
 
 def _agreement_lines(block: dict[str, Any]) -> list[str]:
