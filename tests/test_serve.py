@@ -220,6 +220,23 @@ def test_bad_requests_get_a_one_line_4xx(server, name, body, status, says):
     assert says in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("body", "got"),
+    [(b"null", "null"), (b"[1]", "a list"), (b"5", "a number"), (b'"a"', "a string"),
+     (b"false", "false")],
+)  # fmt: skip
+def test_a_body_that_is_not_an_object_is_named_in_json_words(server, body, got):
+    r = post(server, "/v1/classify", body)
+    assert r.status_code == 422 and r.json()["error"] == f"body: expected a JSON object, got {got}"
+
+
+def test_an_unknown_key_suggests_only_a_close_name(server):
+    far = post(server, "/v1/classify", {"texts": ["hello"], "extra": 1})
+    assert far.json()["error"] == "body: unknown key 'extra'; valid keys at the top level: texts"
+    near = post(server, "/v1/classify", {"texts": ["hello"], "text": 1})
+    assert "unknown key 'text' (did you mean 'texts'?)" in near.json()["error"]
+
+
 def test_other_refusals_and_the_server_stays_the_same(server, clf):
     before = post(server, "/v1/classify", {"texts": TEXTS[:2]}).json()
     r = httpx.get(server + "/v1/classify")
@@ -351,8 +368,12 @@ def test_api_key(merged, monkeypatch):
             keyed = post(url, route, {"inputs": "hi"}, headers={"x-api-key": "s3cret-key"})
             assert keyed.status_code == 200
         assert httpx.get(url + "/metrics").status_code == 401
+        assert httpx.get(url + "/info").status_code == 401  # TEI's: the model and its labels
+        keyed = httpx.get(url + "/info", headers={"authorization": "Bearer s3cret-key"})
+        assert keyed.status_code == 200 and keyed.json()["model_id"] == merged.name
         assert httpx.get(url + "/healthz").status_code == 200
         assert httpx.get(url + "/readyz").status_code == 200
+        assert httpx.get(url + "/health").status_code == 200  # TEI's readiness probe: open too
 
 
 @pytest.mark.parametrize(

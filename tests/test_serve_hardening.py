@@ -370,6 +370,8 @@ def test_non_finite_scores_are_never_answered(overflowing, caplog, one_thread):
             time.sleep(0.05)
         assert r.status_code == 503
         assert "non-finite scores" in one_line(r) and "--dtype float32" in one_line(r)
+        health = httpx.get(url + "/health")  # TEI's name for /readyz: not ready, so 503
+        assert health.status_code == 503 and one_line(health) == one_line(r)
         answers: list[httpx.Response] = []
 
         def classify() -> None:

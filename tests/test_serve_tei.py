@@ -215,3 +215,86 @@ def test_long_inputs_and_truncate(url, clf):
         f"{url}/predict", json={"inputs": text, "truncate": False, "raw_scores": True}
     )
     assert refused.status_code == 413 and "truncate: true" in refused.json()["error"]
+
+
+def test_the_inference_client_health_check_and_endpoint_info(url, merged, clf):
+    """``health_check()`` asks ``GET /health``, ``get_endpoint_info()`` ``GET /info``: TEI's
+    fields from the model (``id2label``: logit index to ``task/label``) and the settings."""
+    client = InferenceClient(url, provider="hf-inference")  # these two need it named
+    assert client.health_check() is True
+    labels = [f"{t.name}/{label}" for t in clf.tasks for label in t.labels]
+    assert client.get_endpoint_info() == {
+        "model_id": merged.name,
+        "model_sha": None,
+        "model_dtype": "float32",
+        "model_type": {
+            "classifier": {
+                "id2label": {str(i): label for i, label in enumerate(labels)},
+                "label2id": {label: i for i, label in enumerate(labels)},
+            }
+        },
+        "max_concurrent_requests": 512,
+        "max_input_length": clf.max_length,
+        "max_batch_tokens": 16384,
+        "max_batch_requests": None,
+        "max_client_batch_size": 8,
+        "tokenization_workers": 2,
+        "version": hm3.__version__,
+        "sha": None,
+        "docker_label": None,
+    }
+    assert {g.label for g in client.text_classification(TEXTS[0])} == set(labels)
+
+
+def test_health_is_readyz_under_tei_name_and_both_have_their_own_route_label(url):
+    import httpx
+
+    before = httpx.get(f"{url}/metrics").text
+    health = httpx.get(f"{url}/health")
+    assert health.status_code == 200 and health.json() == httpx.get(f"{url}/readyz").json()
+    head = httpx.head(f"{url}/health")
+    assert head.status_code == 200 and head.content == b""
+    assert httpx.get(f"{url}/info").status_code == 200
+    page = httpx.get(f"{url}/metrics").text
+
+    def moved(name, **labels):
+        return metric(page, name, **labels) - metric(before, name, **labels)
+
+    assert moved("hm3_requests_total", route="/health", status="200") == 2
+    assert moved("hm3_requests_total", route="/info", status="200") == 1
+    assert moved("hm3_request_seconds_count", route="other") == 0
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert "/info" in paths and "/readyz" in paths  # the aliases, as POST /, are left out
+    assert "/health" not in paths and "/" not in paths
+
+
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        (5, "inputs: expected a text or a list of texts (got 5)"),
+        (None, "inputs: expected a text or a list of texts (got null)"),
+        ({"text": "a"}, "inputs: expected a text or a list of texts (got an object)"),
+        (["a", 5], "inputs[1]: expected a text or [text] (got 5)"),
+        ([["a"], ["b", True]], "inputs[1][1]: expected a text (got true)"),
+    ],
+)
+def test_inputs_of_a_wrong_shape_get_one_plain_line(url, inputs, says):
+    import httpx
+
+    r = httpx.post(f"{url}/predict", json={"inputs": inputs})
+    assert r.status_code == 422 and r.json()["error"] == f"body: {says}", r.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"parameters": {"stop": ["."]}}, "unknown key 'parameters.stop'; valid keys"),
+        ({"input": 1}, "unknown key 'input' (did you mean 'inputs'?)"),
+        ({"param": 1}, "unknown key 'param' (did you mean 'parameters'?)"),
+    ],
+)
+def test_an_unknown_key_suggests_only_a_close_name(url, extra, says):
+    import httpx
+
+    r = httpx.post(f"{url}/predict", json={"inputs": "a", **extra})
+    assert r.status_code == 422 and says in r.json()["error"], r.text

@@ -100,9 +100,16 @@ def format_validation_error(
 
 
 def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""`` when none is close."""
-    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """``" (did you mean 'x'?)"`` for the closest valid name, or ``""`` when none is close: a
+    similarity of 0.7 (difflib's ratio), or the name typed is part of it (``param`` of
+    ``parameters``); at difflib's usual 0.6, ``extra`` would be offered ``texts``."""
+    typed = str(value)
+    close = difflib.get_close_matches(typed, list(valid), n=1, cutoff=0.6)
+    if close and (
+        typed in close[0] or difflib.SequenceMatcher(None, typed, close[0]).ratio() >= 0.7
+    ):
+        return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel] | None, within: str = "") -> str:

@@ -28,7 +28,7 @@ from hm3.serve.engine import Engine, NonFiniteScores
 from hm3.serve.guard import Guard
 from hm3.serve.metrics import Metrics
 from hm3.serve.policy import Policy
-from hm3.serve.routes import ClientGone, Server, router
+from hm3.serve.routes import TOKENIZE_WORKERS, ClientGone, Server, router
 from hm3.serve.schemas import BadRequest, ClassifyRequest
 from hm3.serve.settings import ServeSettings
 from hm3.version import __version__
@@ -48,7 +48,7 @@ def create_app(
     )
     metrics = Metrics(lambda: batcher.queued, lambda: batcher.admitted)
     batcher.on_batch = metrics.observe_batch
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hm3-tokens")
+    pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix="hm3-tokens")
     server = Server(engine, batcher, policy, settings, metrics, pool)
 
     @contextlib.asynccontextmanager

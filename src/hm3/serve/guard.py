@@ -20,7 +20,9 @@ from typing import Any
 
 from hm3.serve.metrics import Metrics
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+)
 
 
 class BodyTooLarge(Exception):

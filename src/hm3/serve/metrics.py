@@ -1,8 +1,8 @@
 """Prometheus metrics of one server (each server its own registry, so tests can run several).
 
 - ``hm3_requests_total{route, status}``: answered requests; ``route`` is the path as asked
-  (``/`` and ``/predict`` are counted apart, though one is TEI's name for the other), ``other``
-  for a path that is not a route.
+  (``/`` and ``/predict`` are counted apart, though one is TEI's name for the other, and so are
+  ``/health`` and ``/readyz``), ``other`` for a path that is not a route.
 - ``hm3_request_seconds{route}``: latency histogram, from the first byte read to the answer.
 - ``hm3_batch_texts`` / ``hm3_batch_tokens``: texts and padded tokens per forward batch.
 - ``hm3_queue_depth``: jobs waiting for the model; ``hm3_admitted``: requests admitted now.
@@ -25,7 +25,17 @@ from prometheus_client import (
 )
 
 # the routes a label may name; anything else is "other", so a scan cannot blow up the series
-ROUTES = ("/v1/classify", "/predict", "/", "/v1/tasks", "/healthz", "/readyz", "/metrics")
+ROUTES = (
+    "/v1/classify",
+    "/predict",
+    "/",
+    "/info",
+    "/v1/tasks",
+    "/healthz",
+    "/readyz",
+    "/health",
+    "/metrics",
+)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TEXTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKENS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)

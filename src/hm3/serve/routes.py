@@ -3,9 +3,10 @@
 ``POST /v1/classify`` (the ``hm3 predict --json`` schema, plus ``flagged``/``reasons`` with a
 policy), ``POST /predict`` (TEI's classification route, :mod:`hm3.serve.tei`; ``POST /``
 is the same route, as TEI serves a classifier at its root too, and is left out of OpenAPI),
-``GET /v1/tasks``, ``GET /healthz`` (the process answers), ``GET /readyz`` (the model is loaded
-and warmed up; both probes answer ``HEAD`` too), ``GET /metrics`` (Prometheus). Bodies are read
-and checked here (:mod:`hm3.serve.schemas`); a refusal raises
+``GET /info`` (TEI's: the model, its labels and the limits), ``GET /v1/tasks``, ``GET /healthz``
+(the process answers), ``GET /readyz`` (the model is loaded and warmed up; also TEI's ``GET
+/health``, left out of OpenAPI; the probes answer ``HEAD`` too), ``GET /metrics`` (Prometheus).
+Bodies are read and checked here (:mod:`hm3.serve.schemas`); a refusal raises
 :class:`~hm3.serve.schemas.BadRequest`, which the app answers. A client that disconnects while
 its texts wait or run frees its ``--max-concurrent`` place at once: its job is cancelled (the
 batcher skips it) and the request ends with :class:`ClientGone`. What it does not: build the
@@ -44,6 +45,7 @@ from hm3.serve.schemas import (
 from hm3.serve.settings import ServeSettings
 
 INLINE_TOKENIZE_CHARS = 4096  # shorter requests are tokenized on the event loop (cheaper)
+TOKENIZE_WORKERS = 2  # threads that tokenize the longer ones
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
 }
@@ -183,6 +185,18 @@ async def predict(request: Request) -> JSONResponse:
     return JSONResponse(answers if batch else answers[0])
 
 
+@router.get(
+    "/info",
+    response_model=tei.TeiInfo,
+    summary="The model, its labels and the limits, as text-embeddings-inference says them",
+    description="`id2label` maps each logit's index to `task/label`; `max_client_batch_size` is "
+    "`--max-texts`. huggingface_hub's `InferenceClient(url).get_endpoint_info()` reads it.",
+)
+async def info(request: Request) -> JSONResponse:
+    server = _server(request)
+    return JSONResponse(tei.info(server.engine, server.settings, TOKENIZE_WORKERS))
+
+
 @router.get("/v1/tasks", response_model=TasksResponse, summary="Tasks, labels and recipe")
 async def tasks(request: Request) -> JSONResponse:
     return JSONResponse(_server(request).engine.describe())
@@ -194,8 +208,16 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="Model warmed up")
+@router.get(
+    "/readyz",
+    responses={503: {"model": ErrorResponse}},
+    summary="Model warmed up",
+    description="Also answered at `GET /health`, as text-embeddings-inference names it: "
+    "huggingface_hub's `InferenceClient(url).health_check()` asks there.",
+)
 @router.head("/readyz", include_in_schema=False)
+@router.get("/health", include_in_schema=False)  # TEI's name for /readyz
+@router.head("/health", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     batcher = _server(request).batcher
     if batcher.ready:

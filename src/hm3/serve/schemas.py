@@ -93,11 +93,21 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
             "ordinary size",
         ) from None
     if not isinstance(data, dict):
-        raise BadRequest(422, f"body: expected a JSON object, got {type(data).__name__}")
+        raise BadRequest(422, f"body: expected a JSON object, got {json_name(data)}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(422, "body: " + format_validation_error(exc, model)) from None
+
+
+def json_name(value: Any) -> str:
+    """A parsed JSON value's kind in JSON's words (``null``, ``true``, ``a list`` ...): Python's
+    names (``NoneType``, ``dict``) mean nothing to a client."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "a string", list: "a list"}.get(type(value), "an object")
 
 
 def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str) -> None:

@@ -1,5 +1,6 @@
 """``POST /predict`` (and ``POST /``): the classification route of Hugging Face
-text-embeddings-inference (TEI), which answers a classifier at its root as well.
+text-embeddings-inference (TEI), which answers a classifier at its root as well; and the body of
+TEI's ``GET /info`` (:func:`info`: the model, its labels as ``id2label``, the server's limits).
 
 Request: ``{"inputs": str | [str, ...] | [[str], ...], "raw_scores": bool, "truncate": bool,
 "truncation_direction": "right" | "left", "parameters": {"top_k": int, "function_to_apply":
@@ -29,14 +30,18 @@ model or check text limits (the routes do).
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hm3.io.yaml_input import shorten
 from hm3.model.labels import Task
-from hm3.serve.engine import Cost, Mode, Scores
-from hm3.serve.schemas import BadRequest
+from hm3.serve.engine import Cost, Engine, Mode, Scores
+from hm3.serve.schemas import BadRequest, json_name
+from hm3.serve.settings import ServeSettings
+from hm3.version import __version__
 
 
 class TeiParameters(BaseModel):
@@ -59,10 +64,94 @@ class TeiRequest(BaseModel):
     truncation_direction: Literal["right", "left", "Right", "Left"] | None = None
     parameters: TeiParameters | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inputs_shape(cls, data: Any) -> Any:
+        """One plain line for ``inputs`` of a wrong shape, instead of one error per member of
+        the union, named by pydantic's internal names."""
+        if isinstance(data, dict) and "inputs" in data:
+            problem = inputs_problem(data["inputs"])
+            if problem:
+                raise ValueError(problem)
+        return data
+
 
 class TeiLabel(BaseModel):
     label: str
     score: float
+
+
+class TeiClassifier(BaseModel):
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class TeiModelType(BaseModel):
+    classifier: TeiClassifier
+
+
+class TeiInfo(BaseModel):
+    """TEI's ``GET /info``; ``max_client_batch_size`` is ``--max-texts``."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: TeiModelType
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    tokenization_workers: int
+    version: str
+    sha: str | None
+    docker_label: str | None
+
+
+def inputs_problem(inputs: Any) -> str | None:
+    """What is wrong with the shape of ``inputs`` (a text, or a list of texts or ``[text]``)."""
+    if isinstance(inputs, str):
+        return None
+    if not isinstance(inputs, list):
+        return f"inputs: expected a text or a list of texts (got {_got(inputs)})"
+    for i, item in enumerate(inputs):
+        if isinstance(item, list):
+            for j, text in enumerate(item):
+                if not isinstance(text, str):
+                    return f"inputs[{i}][{j}]: expected a text (got {_got(text)})"
+        elif not isinstance(item, str):
+            return f"inputs[{i}]: expected a text or [text] (got {_got(item)})"
+    return None
+
+
+def _got(value: Any) -> str:
+    """A wrong value as a message shows it: a number itself, anything else by its JSON name."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return shorten(json.dumps(value))
+    return json_name(value)
+
+
+def info(engine: Engine, settings: ServeSettings, tokenization_workers: int) -> dict[str, Any]:
+    """TEI's ``/info`` of this server: ``id2label`` maps each logit's index to ``task/label``."""
+    ids = {
+        f"{t.name}/{label}": t.start + j for t in engine.tasks for j, label in enumerate(t.labels)
+    }
+    classifier = TeiClassifier(id2label={str(i): label for label, i in ids.items()}, label2id=ids)
+    return TeiInfo(
+        model_id=engine.path.name,
+        model_sha=None,
+        model_dtype=engine.options.dtype or "float32",
+        model_type=TeiModelType(classifier=classifier),
+        max_concurrent_requests=settings.max_concurrent,
+        max_input_length=engine.max_length,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_requests=None,
+        max_client_batch_size=settings.max_texts,
+        tokenization_workers=tokenization_workers,
+        version=__version__,
+        sha=None,
+        docker_label=None,
+    ).model_dump()
 
 
 def texts_of(request: TeiRequest) -> tuple[list[str], bool]:
