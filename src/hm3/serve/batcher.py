@@ -173,15 +173,12 @@ class Batcher:
             if all(job.future.done() for job in run.jobs):
                 continue  # every client went away: no more passes
             try:
-                await loop.run_in_executor(self._model, run.work.step)
-                if not run.work.done:
-                    running.append(run)  # its next pass after the other batches' turns
-                    continue
-                scores = await loop.run_in_executor(
-                    self._model, self.engine.finish, run.work, run.jobs[0].mode
-                )
+                scores = await loop.run_in_executor(self._model, self._advance, run)
             except Exception as exc:
                 await self._retry_alone(run.jobs, exc)
+                continue
+            if scores is None:
+                running.append(run)  # its next pass after the other batches' turns
                 continue
             lo = 0
             for job in run.jobs:
@@ -189,6 +186,11 @@ class Batcher:
                 if not job.future.done():  # a client that went away has a cancelled future
                     job.future.set_result(scores.rows(lo, hi))
                 lo = hi
+
+    def _advance(self, run: _Running) -> Scores | None:
+        """On the model thread: ``run``'s next forward pass, and its scores after the last."""
+        run.work.step()
+        return self.engine.finish(run.work, run.jobs[0].mode) if run.work.done else None
 
     async def _begin(self, batch: list[_Job]) -> None:
         """Encode ``batch`` on the model thread and add it to the turns."""
