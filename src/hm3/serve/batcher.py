@@ -162,13 +162,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         running = self._running
         while True:
-            if not running or self._live_head():  # idle: wait for a batch; busy: take arrivals
-                batch = [job for job in await self._next_batch(wait=not running)
-                         if not job.future.done()]  # fmt: skip
+            if not running:  # idle: wait for a batch
+                batch = [job for job in await self._next_batch() if not job.future.done()]
                 if batch:  # empty: every client went away while the batch was collected
                     await self._begin(batch)
-            if not running:
                 continue
+            await self._take_arrivals()
             run = running.popleft()
             if all(job.future.done() for job in run.jobs):
                 continue  # every client went away: no more passes
@@ -177,8 +176,9 @@ class Batcher:
             except Exception as exc:
                 await self._retry_alone(run.jobs, exc)
                 continue
-            if scores is None:
-                running.append(run)  # its next pass after the other batches' turns
+            if scores is None:  # its next pass after those that arrived during this one
+                await self._take_arrivals()
+                running.append(run)
                 continue
             lo = 0
             for job in run.jobs:
@@ -186,6 +186,13 @@ class Batcher:
                 if not job.future.done():  # a client that went away has a cancelled future
                     job.future.set_result(scores.rows(lo, hi))
                 lo = hi
+
+    async def _take_arrivals(self) -> None:
+        """Start the jobs queued now, without waiting for more: they join the turns."""
+        while self._live_head():
+            batch = [job for job in await self._next_batch(wait=False) if not job.future.done()]
+            if batch:
+                await self._begin(batch)
 
     def _advance(self, run: _Running) -> Scores | None:
         """On the model thread: ``run``'s next forward pass, and its scores after the last."""
