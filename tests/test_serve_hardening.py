@@ -185,7 +185,8 @@ def test_a_job_cancelled_while_its_batch_is_collected_never_runs(engine):
 
     cancelled, scores = asyncio.run(main())
     assert cancelled
-    assert batches == [2] and len(scores.probs["task0"]) == 2  # "a" never ran, not even with b
+    # "a" never ran, not even with b; "d" may have started once (b, c) was running
+    assert batches in ([2], [2, 1]) and len(scores.probs["task0"]) == 2
 
 
 def test_the_queue_depth_leaves_out_jobs_whose_client_went_away(engine):

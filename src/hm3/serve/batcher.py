@@ -8,9 +8,10 @@ texts) × the longest row, the padded tokens of a forward pass — stays within
 ``max_batch_tokens``, waiting at most ``max_wait_ms`` after the oldest job arrived for others
 to join (a job of another mode closes the batch, so the order stays first come, first
 served). A batch runs on the single model thread (never on the event loop) one forward pass
-(at most ``max_batch_tokens``) at a time, in turn with the other batches started: after each
-pass, the jobs that arrived meanwhile form a new batch (without waiting) that joins the turns.
-So a document of a hundred windows delays a short request by one pass, not by all of its own.
+(at most ``max_batch_tokens``) at a time, in turn with the other batches started: the jobs
+that arrive while any batch runs start at once (no waiting for others to join), ahead of the
+next pass of a batch whose pass they arrived during. So a document of a hundred windows delays
+a short request by one pass, not by all of its own.
 Admission is bounded: with ``max_concurrent`` requests already admitted, the next is refused at
 once (:class:`Overloaded`, answered 429). A job whose client went away (the route cancels its
 future) is dropped from the queue and from a batch still being collected, so it never runs; a
