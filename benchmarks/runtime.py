@@ -9,7 +9,8 @@ the N originals one after another (torch, float32: a deployment without hm3), th
 (torch, float32) and its ONNX exports (ONNX Runtime), each run in a fresh process on the same
 texts, batch size, threads and device, one warm-up round, then ``--repeats`` rounds in rotated
 order, medians. The texts are the first ``--texts`` distinct texts of the demo's test suite,
-taken from its datasets in turns (all tasks' lengths mixed), truncated at the demo's 64 tokens.
+taken from its datasets in turns (all tasks' lengths mixed), truncated at the demo's 64 tokens
+(``--max-length``: another length, e.g. hm3's own default 512).
 
 It prints the run record, one markdown table per case and the goals of issue 21: merged
 inference <= 1.05 x (1/N) of the originals'; the int8 export of the four-task model <= 0.15 x
@@ -56,6 +57,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--max-length", type=int, default=demo_max_length(),
+        help=f"tokens per text (default: the demo's {demo_max_length()})",
+    )  # fmt: skip
+    parser.add_argument(
         "--onnx", action=argparse.BooleanOptionalAction, default=True, help="also ONNX Runtime"
     )
     parser.add_argument("--work", type=Path, default=None, help="keep merges/exports here")
@@ -68,8 +73,8 @@ def main() -> None:
         lengths = token_lengths(inputs["zoo"]["prompt_attack"].path, texts)
         print(
             f"texts: {len(texts)} from the demo test suite; tokens per text median "
-            f"{sorted(lengths)[len(lengths) // 2]}, {sum(n > demo_max_length() for n in lengths)} "
-            f"longer than {demo_max_length()} (truncated)"
+            f"{sorted(lengths)[len(lengths) // 2]}, {sum(n > args.max_length for n in lengths)} "
+            f"longer than {args.max_length} (truncated)"
         )
         for case in args.cases:
             run_case(case, inputs, texts, work, args)
@@ -119,9 +124,9 @@ def run_case(
     if not merged.exists():
         config = merge_config(case, ties, inputs["base"], inputs["zoo"], seed=0)
         hm3.merge(config, merged, progress=False)
-    onnx = export(merged, work, texts) if args.onnx else []
+    onnx = export(merged, work, texts, args.max_length) if args.onnx else []
     options = RunOptions(
-        device=args.device, batch_size=args.batch_size, max_length=demo_max_length(),
+        device=args.device, batch_size=args.batch_size, max_length=args.max_length,
         progress=False,
     )  # fmt: skip
     result = bench(
@@ -136,7 +141,7 @@ def run_case(
     report(case, result, [name for name, _ in onnx])
 
 
-def export(merged: Path, work: Path, texts: list[str]) -> list[tuple[str, Path]]:
+def export(merged: Path, work: Path, texts: list[str], length: int) -> list[tuple[str, Path]]:
     """``hm3 export onnx`` float32 and int8 of ``merged`` (skipped, with a note, if it fails)."""
     import json
 
@@ -144,9 +149,10 @@ def export(merged: Path, work: Path, texts: list[str]) -> list[tuple[str, Path]]
     sample.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), "utf-8")
     out = []
     int8 = ["--quantize", "int8", "--texts", str(sample), "--min-agreement", "0"]
-    common = ["--max-length", str(demo_max_length()), "--no-progress"]
+    common = ["--max-length", str(length), "--no-progress"]
     for name, extra in (("fp32", common), ("int8", [*common, *int8])):
-        folder = work / f"{merged.name}-onnx-{name}"
+        folder = work / f"{merged.name}-onnx-{name}" if length == demo_max_length() else \
+            work / f"{merged.name}-onnx-{name}-{length}"  # fmt: skip
         if not folder.exists():
             cmd = [sys.executable, "-c", "from hm3.cli.app import main; main()", "export", "onnx"]
             done = subprocess.run(
