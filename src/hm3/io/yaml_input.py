@@ -90,13 +90,22 @@ def format_validation_error(
             continue
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
-        quiet = isinstance(given, dict | list) or err["type"] == "missing" or repr(given) in msg
-        shown = "" if quiet else f" (got {shorten(repr(given))})"
+        text = _as_written(given)
+        quiet = isinstance(given, dict | list) or err["type"] == "missing" or text in msg
+        shown = "" if quiet else f" (got {shorten(text)})"
         if within and not err["loc"]:  # the model's own check, whose message names its key
             lines.append(f"{within}.{msg}{shown}")
         else:
             lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
     return "; ".join(lines)
+
+
+def _as_written(value: object) -> str:
+    """A given value as YAML and JSON write it where Python's repr differs: ``null``, ``true``,
+    ``false`` (a config or a request says ``null``, never ``None``)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
 
 
 def did_you_mean(value: object, valid: typing.Iterable[str]) -> str:
