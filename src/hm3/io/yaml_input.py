@@ -90,7 +90,7 @@ def format_validation_error(
             continue
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")
-        text = _as_written(given)
+        text = as_written(given)
         quiet = isinstance(given, dict | list) or err["type"] == "missing" or text in msg
         shown = "" if quiet else f" (got {shorten(text)})"
         if within and not err["loc"]:  # the model's own check, whose message names its key
@@ -100,7 +100,7 @@ def format_validation_error(
     return "; ".join(lines)
 
 
-def _as_written(value: object) -> str:
+def as_written(value: object) -> str:
     """A given value as YAML and JSON write it where Python's repr differs: ``null``, ``true``,
     ``false`` (a config or a request says ``null``, never ``None``)."""
     if value is None or isinstance(value, bool):

@@ -39,8 +39,9 @@ _OPTIONS = {
     "seed": "--seed", "prune": "--prune/--no-prune", "dtype": "--dtype",
     "max_length": "--max-length", "text_column": "--text-column",
 }  # fmt: skip
-#: the value a key left out of the description stands for (options recorded only when set)
-_LEFT_OUT = {"dtype": "float32", "max_length": 512, "text_column": "text"}
+#: options added after the first studies: recorded only away from these values, so that
+#: older studies still resume; a key left out of the description stands for its value here
+LEFT_OUT = {"dtype": "float32", "max_length": 512, "text_column": "text"}
 
 
 def fingerprint(spec: dict[str, Any]) -> str:
@@ -85,7 +86,7 @@ def differences(then: dict[str, Any], now: dict[str, Any]) -> str:
     parts = []
     for key in sorted(set(then) | set(now), key=lambda k: list(_OPTIONS).index(k)
                       if k in _OPTIONS else len(_OPTIONS)):  # fmt: skip
-        a, b = then.get(key, _LEFT_OUT.get(key)), now.get(key, _LEFT_OUT.get(key))
+        a, b = then.get(key, LEFT_OUT.get(key)), now.get(key, LEFT_OUT.get(key))
         if a == b:
             continue
         name = _OPTIONS.get(key, key)

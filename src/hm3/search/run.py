@@ -111,11 +111,10 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
         "suite": _abs(spec.suite), "test_suite": _abs(spec.test_suite), "texts": _abs(spec.texts),
         "val": spec.val_samples, "test": spec.test_samples, "objective": spec.objective,
         "sampler": spec.sampler, "seed": spec.seed, "prune": spec.prune,
-        # options added later count only when not their default: older studies still resume
-        **({"dtype": options.dtype} if options.dtype not in (None, "float32") else {}),
-        **({"max_length": options.max_length} if options.max_length != 512 else {}),
-        **({"text_column": spec.text_column} if spec.text_column != "text" else {}),
     }  # fmt: skip
+    later = {"dtype": options.dtype or "float32", "max_length": options.max_length,
+             "text_column": spec.text_column}  # fmt: skip
+    described |= {k: v for k, v in later.items() if v != identity.LEFT_OUT[k]}
     files = identity.contents(p for p in reads if p != spec.config and str(p) != spec.storage)
     study = _open_study(spec, out, (described, files), replace, database)
     study.set_user_attr("originals", material.originals)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hm3.io.yaml_input import format_validation_error
+from hm3.io.yaml_input import as_written, format_validation_error
 from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
 
@@ -104,7 +104,7 @@ def json_name(value: Any) -> str:
     """A parsed JSON value's kind in JSON's words (``null``, ``true``, ``a list`` ...): Python's
     names (``NoneType``, ``dict``) mean nothing to a client."""
     if value is None or isinstance(value, bool):
-        return json.dumps(value)
+        return as_written(value)
     if isinstance(value, int | float):
         return "a number"
     return {str: "a string", list: "a list"}.get(type(value), "an object")
