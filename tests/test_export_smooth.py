@@ -94,6 +94,6 @@ def test_cli_smooths_by_default_records_it_and_no_smooth_turns_it_off(
     assert scaled_quantizer_inputs(tmp_path / "s") == (8, 8)
     plain = int8_export(capsys, bert_ties_merged, tmp_path / "p", texts, "--no-smooth")
     assert plain["quantization"]["smoothing"] is None
-    # unsmoothed, only the FFN output projections' inputs (the GELU ends in a Mul) read a Mul
-    assert scaled_quantizer_inputs(tmp_path / "p") == (8, 2)
+    # unsmoothed, no quantizer reads a Mul (the GELU, which ends in one, is fused: BiasGelu)
+    assert scaled_quantizer_inputs(tmp_path / "p") == (8, 0)
     assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]

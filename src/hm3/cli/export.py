@@ -64,6 +64,14 @@ SmoothOpt = Annotated[
         "moved into the weights, same float function; keeps more decisions).",
     ),
 ]
+FuseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fuse/--no-fuse",
+        help="Fuse attention and layer norms into ONNX Runtime's own operators (faster, less "
+        "memory; ONNX Runtime only), or keep standard ONNX operators for other engines.",
+    ),
+]
 MinAgreementOpt = Annotated[
     float,
     typer.Option(
@@ -85,6 +93,7 @@ def onnx(
     per_channel: PerChannelOpt = True,
     reduce_range: ReduceRangeOpt = False,
     smooth: SmoothOpt = True,
+    fuse: FuseOpt = True,
     min_agreement: MinAgreementOpt = 0.99,
     *,
     options: RunOptions,
@@ -94,11 +103,12 @@ def onnx(
     --out gets model.onnx (inputs input_ids, attention_mask and, where the model has token
     types, token_type_ids; outputs `logits` and one output per task), the tokenizer files,
     config.json with the hm3 metadata and an `onnx` block, and a README on running it with
-    plain onnxruntime or Triton. The float graph is checked against torch before anything is
-    written. With --quantize int8 the int8 graph's decisions are compared with the float
-    graph's on --texts, task by task, and printed; below --min-agreement nothing is written.
-    Without --quantize, an int8 option set away from its default (--texts to --min-agreement) is
-    refused.
+    plain onnxruntime or Triton. By default attention and layer norms are fused into ONNX
+    Runtime's own operators (com.microsoft domain); --no-fuse keeps standard operators for
+    other engines. The float graph is checked against torch before anything is written. With
+    --quantize int8 the int8 graph's decisions are compared with the float graph's on --texts,
+    task by task, and printed; below --min-agreement nothing is written. Without --quantize, an
+    int8 option set away from its default (--texts to --min-agreement) is refused.
     """
     from hm3.export.api import export_onnx
     from hm3.export.card import check_summary
@@ -115,6 +125,7 @@ def onnx(
         reduce_range=reduce_range,
         min_agreement=min_agreement,
         smooth=smooth,
+        fuse=fuse,
         options=options,
     )
     if result.agreement is not None:

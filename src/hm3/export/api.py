@@ -38,7 +38,7 @@ from hm3.export.graph import (
     graph_inputs,
     output_names,
 )
-from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, write_int8
+from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, refuse_int8_only, write_int8
 from hm3.export.quantize import Agreement, check_quantize
 from hm3.export.runtime import MODEL_FILE, load_onnx, require
 from hm3.export.smooth import smooth_classifier
@@ -95,6 +95,7 @@ def export_onnx(
     reduce_range: bool = False,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     smooth: bool = True,
+    fuse: bool = True,
     options: RunOptions | None = None,
     **run: Any,
 ) -> ExportResult:
@@ -113,6 +114,8 @@ def export_onnx(
         min_agreement: each task's share of unchanged decisions the int8 graph must reach.
         smooth: quantize a copy smoothed on ``texts`` (the first ``max_texts``), which has the
             same float function and keeps more decisions (:mod:`hm3.export.smooth`).
+        fuse: ONNX Runtime's fused attention and layer-norm operators (:mod:`hm3.export.fuse`;
+            faster, less memory, ONNX Runtime only); ``False``: standard operators only.
         options: ``max_length`` (recorded; capped by the model's positions), ``batch_size``,
             ``progress``, ``force``, ``allow_pickle``; or by name (``force=True``), overriding
             ``options``. Export runs on the CPU.
@@ -125,7 +128,7 @@ def export_onnx(
     options = run_options(options, run)
     model, out = Path(model), Path(out)
     if quantize is None:  # what only shapes an int8 export, given for a float one
-        _refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
+        refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
                           per_channel=per_channel, reduce_range=reduce_range,
                           min_agreement=min_agreement, smooth=smooth)  # fmt: skip
     _check_inputs(model, out, quantize, opset, texts, options)
@@ -143,30 +146,9 @@ def export_onnx(
     clf = load(model, options=options.with_(device="cpu", dtype=None))
     outputs = output_names(clf.tasks)
     with atomic_dir(out, options.force) as tmp:
-        diff, result, check = _write_export(clf, model, tmp, outputs, opset, spec, options)
+        diff, result, check = _write_export(clf, model, tmp, outputs, (opset, fuse), spec, options)
     seconds = time.perf_counter() - started
     return ExportResult(out, outputs, opset, quantize, diff, result, seconds, check)
-
-
-# each int8-only argument's default, and the option that sets another value
-_INT8_ONLY = {
-    "texts": (None, "--texts"),
-    "text_column": ("text", "--text-column"),
-    "max_texts": (None, "--max-texts"),
-    "per_channel": (True, "--per-tensor"),
-    "reduce_range": (False, "--reduce-range"),
-    "min_agreement": (DEFAULT_MIN_AGREEMENT, "--min-agreement"),
-    "smooth": (True, "--no-smooth"),
-}
-
-
-def _refuse_int8_only(**given: Any) -> None:
-    """Refuse, naming them all, the int8-only arguments that differ from their defaults."""
-    named = [_INT8_ONLY[k][1] for k, v in given.items() if v != _INT8_ONLY[k][0]]
-    if named:
-        names = ", ".join(named)
-        raise Hm3Error(f"{names}: only used with --quantize int8; add --quantize int8 or drop "
-                       f"{names}")  # fmt: skip
 
 
 def _check_inputs(
@@ -203,25 +185,26 @@ def _write_export(
     model: Path,
     tmp: Path,
     outputs: dict[str, str],
-    opset: int,
+    graph: tuple[int, bool],
     spec: Int8Spec | None,
     options: RunOptions,
 ) -> tuple[float, Agreement | None, dict[str, float]]:
     """The export's files in ``tmp``: the float graph, checked against torch (and with ``spec``
     the int8 graph in its place), config.json and the README; the float graph's max |onnx -
-    torch|, the int8 agreement and the ``check`` block (int8: not claimed within the float's)."""
+    torch|, the int8 agreement and the ``check`` block (int8: not claimed within the float's).
+    ``graph``: the opset, and whether to fuse."""
     float_dir = tmp if spec is None else tmp / _FLOAT_DIR
     float_dir.mkdir(exist_ok=True)
-    log.info("tracing %s to ONNX (opset %d)", model, opset)
-    block = _write_float(clf, model, float_dir, outputs, opset)
+    log.info("tracing %s to ONNX (opset %d)", model, graph[0])
+    block = _write_float(clf, model, float_dir, outputs, graph)
     diff = _check_float(clf, float_dir)
     log.info("the float graph equals torch within %.2g on the probe texts", diff)
     block["check"] = card.check_record(diff)
     result = None
     if spec is not None:
-        graph, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, outputs, opset, spec, options)
+        twin, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, block, graph, spec, options)
         result = write_int8(
-            model, clf.tasks, float_dir, tmp, block, spec, options, graph=graph, smoothing=smoothing
+            model, clf.tasks, float_dir, tmp, block, spec, options, graph=twin, smoothing=smoothing
         )
         block["check"] = card.check_record(diff, block["agreement"])
         shutil.rmtree(float_dir)
@@ -232,15 +215,18 @@ def _write_export(
 
 
 def _write_float(
-    clf: Classifier, model: Path, folder: Path, outputs: dict[str, str], opset: int
+    clf: Classifier, model: Path, folder: Path, outputs: dict[str, str], graph: tuple[int, bool]
 ) -> dict[str, Any]:
     """The float graph, tokenizer and config.json in ``folder``; returns the ``onnx`` block."""
-    inputs = graph_inputs(clf.model.config.to_dict())
-    export_graph(clf, folder / MODEL_FILE, inputs=inputs, outputs=list(outputs), opset=opset)
+    (opset, fuse), inputs = graph, graph_inputs(clf.model.config.to_dict())
+    fused = export_graph(
+        clf, folder / MODEL_FILE, inputs=inputs, outputs=list(outputs), opset=opset, fuse=fuse
+    )
     copy_tokenizer(model, folder)
     block = {
         "file": MODEL_FILE,
         "opset": opset,
+        "fused": fused,
         "inputs": list(inputs),
         "logits": LOGITS,
         "outputs": dict(outputs),
@@ -255,13 +241,14 @@ def _write_float(
 def _smoothed_graph(
     clf: Classifier,
     folder: Path,
-    outputs: dict[str, str],
-    opset: int,
+    block: dict[str, Any],
+    graph: tuple[int, bool],
     spec: Int8Spec,
     options: RunOptions,
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """With ``spec.smooth``, the float graph of a copy of ``clf`` smoothed on the int8 texts
-    (``None`` where smoothing was skipped) and the smoothing's record."""
+    (``None`` where smoothing was skipped) and the smoothing's record; ``block["fused"]``
+    becomes the twin's fusions (the smoothing's scales can keep a pattern from fusing)."""
     if not spec.smooth:
         return None, None
     batches = iter_text_batches(spec.texts, options.batch_size, spec.max_texts)
@@ -271,8 +258,11 @@ def _smoothed_graph(
     folder.mkdir()
     twin = copy.copy(clf)
     twin.model = model
-    inputs = graph_inputs(clf.model.config.to_dict())
-    export_graph(twin, folder / MODEL_FILE, inputs=inputs, outputs=list(outputs), opset=opset)
+    (opset, fuse), inputs = graph, graph_inputs(clf.model.config.to_dict())
+    block["fused"] = export_graph(
+        twin, folder / MODEL_FILE, inputs=inputs, outputs=list(block["outputs"]), opset=opset,
+        fuse=fuse,
+    )  # fmt: skip
     return folder / MODEL_FILE, done.record()
 
 

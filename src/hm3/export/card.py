@@ -67,6 +67,7 @@ def readme(tasks: list[Task], block: dict[str, Any]) -> str:
         rows,
         "",
         f"`logits` has {tasks[-1].end} columns: the tasks' segments side by side in this order.",
+        *_fused_lines(block),
         *_agreement_lines(block),
         *_check_lines(block),
         "",
@@ -120,6 +121,20 @@ def _check_lines(block: dict[str, Any]) -> list[str]:
     if not check:
         return []
     return ["", f"Largest probability differences when exported: {check_summary(check)}."]
+
+
+def _fused_lines(block: dict[str, Any]) -> list[str]:
+    fused = block.get("fused")
+    if not fused:
+        why = "exported with `--no-fuse`" if fused is None else "ONNX Runtime fused none here"
+        return ["", f"The graph uses standard ONNX operators only ({why})."]
+    ops = ", ".join(f"{name} × {count}" for name, count in fused.items())
+    return [
+        "",
+        f"The graph uses ONNX Runtime's fused operators (domain `com.microsoft`: {ops}): run it "
+        "with ONNX Runtime (CPU or CUDA, or Triton's onnxruntime backend). For an engine that "
+        "knows only standard ONNX operators, export again with `--no-fuse`.",
+    ]
 
 
 def _agreement_lines(block: dict[str, Any]) -> list[str]:

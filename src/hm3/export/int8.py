@@ -17,7 +17,7 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.export import card
-from hm3.export.quantize import Agreement, agreement, quantize_int8
+from hm3.export.quantize import OP_TYPES, Agreement, agreement, quantize_int8
 from hm3.export.runtime import MODEL_FILE, load_onnx
 from hm3.io.texts import TextFile, open_texts
 from hm3.io.tokenizer import copy_tokenizer
@@ -66,6 +66,27 @@ class Int8Spec:
         )
 
 
+# each int8-only argument's default, and the option that sets another value
+INT8_ONLY = {
+    "texts": (None, "--texts"),
+    "text_column": ("text", "--text-column"),
+    "max_texts": (None, "--max-texts"),
+    "per_channel": (True, "--per-tensor"),
+    "reduce_range": (False, "--reduce-range"),
+    "min_agreement": (DEFAULT_MIN_AGREEMENT, "--min-agreement"),
+    "smooth": (True, "--no-smooth"),
+}
+
+
+def refuse_int8_only(**given: Any) -> None:
+    """Refuse, naming them all, the int8-only arguments that differ from their defaults."""
+    named = [INT8_ONLY[k][1] for k, v in given.items() if v != INT8_ONLY[k][0]]
+    if named:
+        names = ", ".join(named)
+        raise Hm3Error(f"{names}: only used with --quantize int8; add --quantize int8 or drop "
+                       f"{names}")  # fmt: skip
+
+
 def write_int8(
     model: Path,
     tasks: list[Task],
@@ -98,7 +119,7 @@ def write_int8(
         "quantization": {
             "method": "onnxruntime.quantization.quantize_dynamic",
             "weight_type": "QInt8",
-            "op_types": ["MatMul"],
+            "op_types": list(OP_TYPES),
             "per_channel": spec.per_channel,
             "reduce_range": spec.reduce_range,
             "int8_matmuls": products,

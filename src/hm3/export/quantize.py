@@ -24,6 +24,9 @@ from hm3.io.texts import TextCount, TextFile, expected_texts, iter_text_batches
 from hm3.progress import progress_bar
 
 QUANTIZE = ("int8",)
+# the encoder's linear layers: plain products, and a fused Attention's query/key/value product
+OP_TYPES = ("MatMul", "Attention")
+_INT8_OPS = ("MatMulInteger", "QAttention")
 _TWO_GB = 2**31
 
 
@@ -39,7 +42,8 @@ def quantize_int8(
 ) -> int:
     """Write ``source`` with int8 encoder weights (ONNX Runtime's ``quantize_dynamic``).
 
-    The encoder's linear layers (``MatMul`` on ``[batch, sequence, hidden]``) are quantized;
+    The encoder's linear layers (``MatMul`` on ``[batch, sequence, hidden]``, and the
+    query/key/value product of a fused ``Attention``, :mod:`hm3.export.fuse`) are quantized;
     the head's (``Gemm`` on ``[batch, hidden]``: pooler, hidden head, label projection) stay
     float32, at no cost in time, since they decide the labels.
 
@@ -50,7 +54,7 @@ def quantize_int8(
         reduce_range: 7-bit weights (ONNX Runtime's advice for CPUs without VNNI).
 
     Returns:
-        How many matrix products were quantized.
+        How many matrix products were quantized (a fused attention's counts as one).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -64,17 +68,19 @@ def quantize_int8(
         quantize_dynamic(
             source,
             dest,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=list(OP_TYPES),
             nodes_to_exclude=head,
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             use_external_data_format=_size(source.parent) >= _TWO_GB,
+            # ONNX's shape inference gives no type to a fused operator's outputs; ours are float32
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         logging.disable(previous)
     graph = onnx.load(str(dest), load_external_data=False).graph
-    return sum(node.op_type == "MatMulInteger" for node in graph.node)
+    return sum(node.op_type in _INT8_OPS for node in graph.node)
 
 
 def _size(folder: Path) -> int:

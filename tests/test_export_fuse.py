@@ -1,0 +1,114 @@
+"""``hm3 export onnx`` fuses attention into ONNX Runtime's operators by default; ``--no-fuse`` not.
+
+The model is a real TIES merge of the tiny BERT zoo, trained a little so that parity means
+something (see ``test_export_onnx.merged``). Both graphs are run with plain onnxruntime on a
+padded batch, against torch and against each other; the int8 export's record of what it fused
+is checked against the operators its graph holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import hm3
+from hm3.export.graph import export_graph, graph_inputs, output_names
+from hm3.merging.config import MergeConfig
+from test_export_onnx import ATOL, TEXTS, run_cli, session_outputs, texts_file
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture(scope="module")
+def model(zoo_factory, tmp_path_factory, one_thread):
+    zoo = zoo_factory("bert", train_steps=40)
+    config = MergeConfig(
+        base_model=str(zoo.base),
+        merge_method="ties",
+        models=[{"model": str(m)} for m in zoo.models],
+    )
+    out = tmp_path_factory.mktemp("fuse") / "m"
+    return hm3.merge(config, out, progress=False).path
+
+
+def operators(folder) -> Counter:
+    graph = onnx.load(folder / "model.onnx").graph
+    return Counter((node.domain or "ai.onnx", node.op_type) for node in graph.node)
+
+
+def test_default_fuses_attention_and_no_fuse_keeps_standard_operators(model, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "export", "onnx", model, "--out", tmp_path / "fused")
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys, "export", "onnx", model, "--out", tmp_path / "plain", "--no-fuse"
+    )
+    assert code == 0, err
+    fused, plain = operators(tmp_path / "fused"), operators(tmp_path / "plain")
+    meta = json.loads((tmp_path / "fused" / "config.json").read_text())["onnx"]
+    # two layers: one Attention each; the record is what the graph holds
+    assert meta["fused"]["Attention"] == 2 == fused["com.microsoft", "Attention"]
+    assert (
+        meta["fused"]["SkipLayerNormalization"] == fused["com.microsoft", "SkipLayerNormalization"]
+    )
+    assert fused["ai.onnx", "Softmax"] < plain["ai.onnx", "Softmax"]  # attention's went inside
+    assert {domain for domain, _ in plain} == {"ai.onnx"}
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["onnx"]["fused"] is None
+    assert "com.microsoft" in (tmp_path / "fused" / "README.md").read_text()
+    assert "--no-fuse" in (tmp_path / "plain" / "README.md").read_text()
+    # the same function: both against torch, on one padded batch (the mask inside Attention)
+    clf = hm3.load(model)
+    want = clf.logits(TEXTS)
+    got_fused = session_outputs(tmp_path / "fused", TEXTS)
+    got_plain = session_outputs(tmp_path / "plain", TEXTS)
+    np.testing.assert_allclose(got_fused["logits"], want, atol=ATOL)
+    np.testing.assert_allclose(got_plain["logits"], want, atol=ATOL)
+    for task in clf.tasks:
+        np.testing.assert_allclose(got_fused[task.name], got_plain[task.name], atol=ATOL)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_int8_records_the_fusions_of_the_graph_it_quantized(model, tmp_path, capsys, smooth):
+    argv = ["export", "onnx", model, "--out", tmp_path / "q", "--quantize", "int8"]
+    argv += ["--texts", texts_file(tmp_path), "--min-agreement", "0", "--no-progress"]
+    code, _, err = run_cli(capsys, *argv, "--smooth" if smooth else "--no-smooth")
+    assert code == 0, err
+    block = json.loads((tmp_path / "q" / "config.json").read_text())["onnx"]
+    found = operators(tmp_path / "q")
+    attention = found["com.microsoft", "QAttention"]
+    assert attention == block["fused"].get("Attention", 0)
+    assert found["ai.onnx", "MatMulInteger"] + attention == block["quantization"]["int8_matmuls"]
+    assert block["quantization"]["op_types"] == ["MatMul", "Attention"]
+    if smooth:  # the smoothing's scales sit inside attention: it stays unfused, every product int8
+        assert attention == 0 and found["ai.onnx", "MatMulInteger"] == 2 * 6
+    else:  # query, key and value in one int8 QAttention; output, FFN in and out as products
+        assert attention == 2 and found["ai.onnx", "MatMulInteger"] == 2 * 3
+
+
+def test_the_trace_uses_eager_attention_and_gives_the_model_back(model, tmp_path):
+    clf = hm3.load(model)
+    before = clf.model.config._attn_implementation
+    assert before != "eager"  # transformers' default (sdpa): the switch is exercised
+    seen = []
+    hook = clf.model.register_forward_pre_hook(
+        lambda module, args: seen.append(module.config._attn_implementation)
+    )
+    inputs = graph_inputs(clf.model.config.to_dict())
+    names = list(output_names(clf.tasks))
+    with torch.inference_mode(False):
+        fused = export_graph(clf, tmp_path / "g.onnx", inputs=inputs, outputs=names, opset=17)
+    hook.remove()
+    assert seen and set(seen) == {"eager"}
+    assert clf.model.config._attn_implementation == before
+    assert fused and fused["Attention"] == 2
+    assert (
+        export_graph(clf, tmp_path / "p.onnx", inputs=inputs, outputs=names, opset=17, fuse=False)
+        is None
+    )
