@@ -55,3 +55,23 @@ def test_serve_onnx_refuses_a_torch_directory(dirs):
 
     with pytest.raises(Hm3Error, match="export"):
         build(dirs[0], ServeSettings(onnx=True))
+
+
+def test_info_reports_the_precision_the_export_runs_in(dirs, tmp_path):
+    """TEI's ``GET /info``: ``model_dtype`` is what the model runs in: an export's (int8)."""
+    from hm3.export.api import export_onnx
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(f'{{"text": "{t}"}}\n' for t in toy_texts(40, seed=2)))
+    int8 = export_onnx(
+        dirs[0], tmp_path / "q", quantize="int8", texts=texts, min_agreement=0, progress=False
+    ).path
+    bf16 = RunOptions(batch_size=64, dtype="bfloat16")
+    for folder, settings, dtype in (
+        (dirs[1], {"onnx": True}, "float32"),
+        (int8, {"onnx": True}, "int8"),
+        (dirs[0], {}, "float32"),
+        (dirs[0], {"options": bf16}, "bfloat16"),  # torch: the weights' dtype
+    ):
+        with running(folder, **settings) as url:
+            assert httpx.get(f"{url}/info").json()["model_dtype"] == dtype

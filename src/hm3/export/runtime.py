@@ -37,6 +37,7 @@ class OnnxClassifier(BasePredictor):
         session: the ``onnxruntime.InferenceSession``.
         outputs: task name → the graph's output name for that task's probabilities.
         inputs: the graph's input names (``token_type_ids`` only where the model has types).
+        precision: what the export stores its encoder weights in (``float32`` or ``int8``).
     """
 
     def __init__(
@@ -47,10 +48,12 @@ class OnnxClassifier(BasePredictor):
         path: Path,
         max_length: int,
         outputs: dict[str, str],
+        precision: str = "float32",
     ) -> None:
         super().__init__(tokenizer, tasks, path, max_length)
         self.session = session
         self.outputs = outputs
+        self.precision = precision
         self.inputs = tuple(i.name for i in session.get_inputs())
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -171,4 +174,5 @@ def load_onnx(
         raise Hm3Error(f"{path}/{MODEL_FILE}: has no output {absent[0]!r}; export it again")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     max_length = min(options.max_length, int(block.get("max_length") or options.max_length))
-    return OnnxClassifier(session, tokenizer, tasks, path, max_length, outputs)
+    precision = str(block.get("quantized") or "float32")
+    return OnnxClassifier(session, tokenizer, tasks, path, max_length, outputs, precision)

@@ -98,6 +98,10 @@ class Engine:
         self.tasks: list[Task] = list(predictor.tasks)
         self.tokenizer = predictor.tokenizer
         self.max_length = int(predictor.max_length)
+        # GET /info's model_dtype: an export's own precision (int8), else the torch weights'
+        self.dtype = getattr(predictor, "precision", None) or str(
+            getattr(predictor.model, "dtype", options.dtype or "float32")
+        ).removeprefix("torch.")
         self.windows = windows
         if windows is not None:  # a --default-label the model lacks: refused before serving
             default_labels(self.tasks, windows.default_labels)

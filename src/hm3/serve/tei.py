@@ -140,7 +140,7 @@ def info(engine: Engine, settings: ServeSettings, tokenization_workers: int) -> 
     return TeiInfo(
         model_id=engine.path.name,
         model_sha=None,
-        model_dtype=engine.options.dtype or "float32",
+        model_dtype=engine.dtype,
         model_type=TeiModelType(classifier=classifier),
         max_concurrent_requests=settings.max_concurrent,
         max_input_length=engine.max_length,
