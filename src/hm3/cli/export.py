@@ -68,8 +68,8 @@ FuseOpt = Annotated[
     bool,
     typer.Option(
         "--fuse/--no-fuse",
-        help="Fuse attention and layer norms into ONNX Runtime's own operators (faster, less "
-        "memory; ONNX Runtime only), or keep standard ONNX operators for other engines.",
+        help="Fuse attention and layer norms into ONNX Runtime's own operators (on long texts "
+        "faster, less memory; ONNX Runtime only), or keep standard ONNX for other engines.",
     ),
 ]
 MinAgreementOpt = Annotated[
@@ -87,13 +87,13 @@ def onnx(
     out: OutOpt,
     quantize: QuantizeOpt = None,
     opset: OpsetOpt = 17,
+    fuse: FuseOpt = True,
     texts: TextsOpt = None,
     text_column: TextColumnOpt = "text",
     max_texts: MaxTextsOpt = None,
     per_channel: PerChannelOpt = True,
     reduce_range: ReduceRangeOpt = False,
     smooth: SmoothOpt = True,
-    fuse: FuseOpt = True,
     min_agreement: MinAgreementOpt = 0.99,
     *,
     options: RunOptions,

@@ -129,8 +129,8 @@ def export_onnx(
     model, out = Path(model), Path(out)
     if quantize is None:  # what only shapes an int8 export, given for a float one
         refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
-                          per_channel=per_channel, reduce_range=reduce_range,
-                          min_agreement=min_agreement, smooth=smooth)  # fmt: skip
+                         per_channel=per_channel, reduce_range=reduce_range,
+                         min_agreement=min_agreement, smooth=smooth)  # fmt: skip
     _check_inputs(model, out, quantize, opset, texts, options)
     spec = None
     if quantize is not None:

@@ -126,7 +126,7 @@ def _check_lines(block: dict[str, Any]) -> list[str]:
 def _fused_lines(block: dict[str, Any]) -> list[str]:
     fused = block.get("fused")
     if not fused:
-        why = "exported with `--no-fuse`" if fused is None else "ONNX Runtime fused none here"
+        why = "exported with `--no-fuse`" if fused is None else "ONNX Runtime fused nothing"
         return ["", f"The graph uses standard ONNX operators only ({why})."]
     ops = ", ".join(f"{name} × {count}" for name, count in fused.items())
     return [

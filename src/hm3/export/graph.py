@@ -15,6 +15,7 @@ Nothing here quantizes, writes metadata files or runs the graph.
 from __future__ import annotations
 
 import re
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # 14: the lowest opset torch exports transformers' attention to; 20: the TorchScript exporter's top
 MIN_OPSET, MAX_OPSET = 14, 20
 DEFAULT_OPSET = 17
+_TRACE_DIR = ".trace"
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 # two texts of different lengths: the traced batch is padded, so the mask path is exercised
 _TRACE_TEXTS = ("hello world", "a longer text, so that the first one of the batch is padded")
@@ -105,7 +107,8 @@ def export_graph(
         fuse: rewrite the trace with ONNX Runtime's fused operators (:mod:`hm3.export.fuse`).
 
     Returns:
-        With ``fuse``, the fused operators and their counts; otherwise ``None``.
+        With ``fuse``, ONNX Runtime's own operators in the graph and their counts
+        (:func:`hm3.export.fuse.own_operators`); otherwise ``None``.
     """
     module = _Probabilities(clf.model, [(t.start, t.end) for t in clf.tasks], inputs).eval()
     batch = clf.tokenizer(list(_TRACE_TEXTS), padding=True, return_tensors="pt")
@@ -113,13 +116,16 @@ def export_graph(
     names = [LOGITS, *outputs]
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
     axes |= {name: {0: "batch"} for name in names}
+    # fused: traced into a folder of its own (a model over 2 GB writes a file per tensor there)
+    trace = file.parent / _TRACE_DIR / file.name if fuse else file
+    trace.parent.mkdir(exist_ok=True)
     with quiet_transformers(), warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape checks
         with _eager_attention(clf.model):
             torch.onnx.export(
                 module,
                 args,
-                str(file),
+                str(trace),
                 input_names=list(inputs),
                 output_names=names,
                 dynamic_axes=axes,
@@ -127,7 +133,12 @@ def export_graph(
                 do_constant_folding=True,
                 dynamo=False,
             )
-    return fuse_graph(file, clf.model.config) if fuse else None
+    if not fuse:
+        return None
+    try:
+        return fuse_graph(trace, file, clf.model.config)
+    finally:
+        shutil.rmtree(trace.parent)
 
 
 @contextmanager

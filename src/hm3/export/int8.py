@@ -17,6 +17,7 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.export import card
+from hm3.export.fuse import own_operators
 from hm3.export.quantize import OP_TYPES, Agreement, agreement, quantize_int8
 from hm3.export.runtime import MODEL_FILE, load_onnx
 from hm3.io.texts import TextFile, open_texts
@@ -114,6 +115,8 @@ def write_int8(
         reduce_range=spec.reduce_range,
     )
     copy_tokenizer(model, folder)
+    if block.get("fused") is not None:  # what the int8 graph holds: QAttention, not Attention
+        block["fused"] = own_operators(folder / MODEL_FILE)
     block |= {
         "quantized": "int8",
         "quantization": {
