@@ -133,3 +133,27 @@ def test_a_roberta_export_records_only_onnx_runtime_operators(zoo_factory, tmp_p
     assert "SkipLayerNormalization" in intro and not re.search(
         r"(?<!Skip)LayerNormalization", intro
     )
+
+
+def test_a_smoothed_graph_of_another_function_is_refused(model, tmp_path, monkeypatch):
+    """The int8 graph is quantized from the smoothed twin's graph, which must compute what the
+    float graph does: checked on the probes like the float graph against torch, so that even
+    ``--min-agreement 0`` cannot ship a twin that a trace or fusion got wrong."""
+    import hm3.export.api as api
+
+    real = api.smooth_classifier
+
+    def broken(clf, batches, *, batch_size):
+        smoothed, record = real(clf, batches, batch_size=batch_size)
+        with torch.no_grad():
+            smoothed.classifier.weight.mul_(3)  # logits x3: other probabilities
+        return smoothed, record
+
+    monkeypatch.setattr(api, "smooth_classifier", broken)
+    texts = texts_file(tmp_path)
+    with pytest.raises(RuntimeError, match="differ from the float graph's"):
+        api.export_onnx(
+            model, tmp_path / "q", quantize="int8", texts=texts, min_agreement=0, progress=False
+        )
+    assert not (tmp_path / "q").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

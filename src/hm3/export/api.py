@@ -47,6 +47,7 @@ from hm3.io.texts import iter_text_batches
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
+from hm3.model.predictor import BasePredictor
 from hm3.options import RunOptions, run_options
 from hm3.version import __version__
 
@@ -203,6 +204,10 @@ def _write_export(
     result = None
     if spec is not None:
         twin, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, block, graph, spec, options)
+        if twin is not None:  # same function as the float graph: checked like it, on the probes
+            for file in (f for f in float_dir.iterdir() if f.name != MODEL_FILE):
+                shutil.copy2(file, twin.parent / file.name)
+            _check_float(load_onnx(float_dir), twin.parent, "the float graph")
         result = write_int8(
             model, clf.tasks, float_dir, tmp, block, spec, options, graph=twin, smoothing=smoothing
         )
@@ -271,8 +276,9 @@ def _probes(max_length: int) -> list[str]:
     return ["x", "hello world, again and again " * 3, "long " * (2 * max_length), "ok then"]
 
 
-def _check_float(clf: Classifier, folder: Path) -> float:
-    """Largest |ONNX Runtime − torch| probability on the probes; an error above the tolerance."""
+def _check_float(clf: BasePredictor, folder: Path, reference: str = "torch") -> float:
+    """Largest |ONNX Runtime − ``clf``| probability on the probes; an error above the tolerance
+    (``clf``: torch, or the float graph for its smoothed twin in ``folder``)."""
     onnx_clf = load_onnx(folder, options=RunOptions(max_length=clf.max_length))
     texts = _probes(clf.max_length)
     diffs = []
@@ -283,8 +289,8 @@ def _check_float(clf: Classifier, folder: Path) -> float:
     diff = max(diffs)
     if not diff <= CHECK_TOLERANCE:
         raise RuntimeError(
-            f"the exported graph's probabilities differ from torch's by {diff:.3g} (> "
-            f"{CHECK_TOLERANCE}) on probe texts: the {clf.model.config.model_type} trace does "
-            "not generalise to other shapes"
+            f"the exported graph's probabilities differ from {reference}'s by {diff:.3g} (> "
+            f"{CHECK_TOLERANCE}) on probe texts: the trace or its fusion does not compute the "
+            "model's function on other shapes"
         )
     return diff
