@@ -116,7 +116,7 @@ def export_onnx(
         smooth: quantize a copy smoothed on ``texts`` (the first ``max_texts``), which has the
             same float function and keeps more decisions (:mod:`hm3.export.smooth`).
         fuse: ONNX Runtime's fused attention and layer-norm operators (:mod:`hm3.export.fuse`;
-            faster, less memory, ONNX Runtime only); ``False``: standard operators only.
+            on long texts faster, less memory; ONNX Runtime only); ``False``: standard ONNX.
         options: ``max_length`` (recorded; capped by the model's positions), ``batch_size``,
             ``progress``, ``force``, ``allow_pickle``; or by name (``force=True``), overriding
             ``options``. Export runs on the CPU.
@@ -205,8 +205,8 @@ def _write_export(
     if spec is not None:
         twin, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, block, graph, spec, options)
         if twin is not None:  # same function as the float graph: checked like it, on the probes
-            for file in (f for f in float_dir.iterdir() if f.name != MODEL_FILE):
-                shutil.copy2(file, twin.parent / file.name)
+            copy_tokenizer(model, twin.parent)  # not the float graph's external data, if any
+            shutil.copy2(float_dir / "config.json", twin.parent / "config.json")
             _check_float(load_onnx(float_dir), twin.parent, "the float graph")
         result = write_int8(
             model, clf.tasks, float_dir, tmp, block, spec, options, graph=twin, smoothing=smoothing

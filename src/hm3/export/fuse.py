@@ -9,8 +9,8 @@ the embeddings and their layer norm with ``EmbedLayerNormalization``, the residu
 with ``SkipLayerNormalization`` and GELU with its bias with ``BiasGelu``. The function is the
 same (``hm3.export.api`` checks the fused graph against torch on probe texts before anything is
 written). On the demo model's longest texts (512 tokens, 32 a batch) fusing cut ONNX Runtime's
-peak memory by 29 % against the same eager trace unfused, which was itself 27 % faster than
-the SDPA trace (docs/results/runtime.md).
+peak memory by 29 % against the same eager trace unfused, which itself took 27 % less time
+than the SDPA trace (docs/results/runtime.md).
 
 The fused operators are ONNX Runtime's own (domain ``com.microsoft``): such a graph runs on
 ONNX Runtime (CPU, CUDA, Triton's onnxruntime backend), not on engines that know only the
