@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -157,3 +158,20 @@ def test_a_smoothed_graph_of_another_function_is_refused(model, tmp_path, monkey
         )
     assert not (tmp_path / "q").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("smooth, hint", [(False, "--smooth"), (True, "--reduce-range")])
+def test_an_int8_refusal_names_the_worst_task_and_what_to_try(tmp_path, smooth, hint):
+    from hm3.export.int8 import Int8Spec, refusal
+    from hm3.export.quantize import Agreement, TaskAgreement
+
+    texts = texts_file(tmp_path)
+    spec = Int8Spec.checked(
+        texts, "text", per_channel=True, reduce_range=False, min_agreement=0.99, max_texts=None,
+        smooth=smooth,
+    )  # fmt: skip
+    tasks = (TaskAgreement("a", 0.985, 0.1, 3), TaskAgreement("b", 0.97, 0.2, 6))
+    message = str(refusal(Agreement(200, 0, tasks), spec))
+    assert "keeps only 0.9700 of b's decisions" in message and f"try {hint}," in message
+    assert "a 0.9850, b 0.9700" in message
+    assert refusal(Agreement(200, 0, tasks[:1]), replace(spec, min_agreement=0.98)) is None

@@ -37,7 +37,7 @@ OpsetOpt = Annotated[int, typer.Option(help="ONNX opset, 14 to 20.")]
 TextsOpt = Annotated[
     Path | None,
     typer.Option(
-        help="Texts (.jsonl, .csv, .parquet) on which int8 must keep the float decisions."
+        help="Texts (.jsonl, .csv, .tsv, .parquet) on which int8 must keep the float decisions."
     ),
 ]
 TextColumnOpt = Annotated[str, typer.Option(help="Column of --texts that holds the texts.")]

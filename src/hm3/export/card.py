@@ -38,7 +38,7 @@ feed = {{i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}}
 names = list(meta["onnx"]["outputs"])  # output name -> task name
 for name, probs in zip(names, session.run(names, feed)):
     task = next(t for t in meta["hm3"]["tasks"] if t["name"] == meta["onnx"]["outputs"][name])
-    print(task["name"], dict(zip(task["labels"], probs[0].round(3).tolist())))
+    print(task["name"], {{label: round(float(p), 3) for label, p in zip(task["labels"], probs[0])}})
 """
 
 
@@ -145,7 +145,9 @@ def _agreement_lines(block: dict[str, Any]) -> list[str]:
     return [
         "",
         f"The int8 graph takes the float graph's decision on these shares of {found['texts']} "
-        f"texts ({Path(found['file']).name}): {shares}.",
+        f"texts ({Path(found['file']).name}): {shares}. Its activations are quantized per "
+        "batch, so a text's int8 probabilities depend slightly on the other texts of its batch "
+        "(behind a batching server, on other requests'): a decision near a boundary can flip.",
     ]
 
 

@@ -140,13 +140,23 @@ def write_int8(
         progress=options.progress,
     )
     block["agreement"] = {"file": str(spec.texts.path), **result.record()}
-    low = result.below(spec.min_agreement)
-    if low:
-        shares = ", ".join(f"{t.task} {t.agreement:.4f}" for t in result.tasks)
-        hint = "--reduce-range" if spec.per_channel else "--per-channel"
-        raise Hm3Error(
-            f"--quantize int8: keeps only {low[0].agreement:.4f} of {low[0].task}'s decisions on "
-            f"{spec.texts.path} (all: {shares}; --min-agreement {spec.min_agreement}); nothing "
-            f"written; try {hint}, accept it with a lower --min-agreement, or export float32"
-        )
+    refused = refusal(result, spec)
+    if refused is not None:
+        raise refused
     return result
+
+
+def refusal(result: Agreement, spec: Int8Spec) -> Hm3Error | None:
+    """The error for an agreement below ``spec.min_agreement`` (naming the worst task and what
+    to try), or ``None`` when every task keeps enough."""
+    low = sorted(result.below(spec.min_agreement), key=lambda t: t.agreement)  # worst first
+    if not low:
+        return None
+    shares = ", ".join(f"{t.task} {t.agreement:.4f}" for t in result.tasks)
+    hint = "--smooth" if not spec.smooth else "--reduce-range" if spec.per_channel else (
+        "--per-channel")  # fmt: skip
+    return Hm3Error(
+        f"--quantize int8: keeps only {low[0].agreement:.4f} of {low[0].task}'s decisions on "
+        f"{spec.texts.path} (all: {shares}; --min-agreement {spec.min_agreement}); nothing "
+        f"written; try {hint}, accept it with a lower --min-agreement, or export float32"
+    )

@@ -136,7 +136,8 @@ def load_onnx(
     Args:
         path: the export directory.
         options: device (``cpu`` by default; ``cuda[:N]`` needs onnxruntime-gpu) and
-            ``max_length`` (capped by the exported model's positions); ``dtype`` must be
+            ``max_length`` (capped by the length the graph was exported at, ``hm3 export onnx
+            --max-length``, recorded in ``config.json``); ``dtype`` must be
             ``None`` or float32 (an export runs in the precision it was written in); the rest
             is unused.
         threads: intra-op threads of the session (``None``: ONNX Runtime's default, one per
