@@ -92,10 +92,10 @@ def test_int8_records_the_fusions_of_the_graph_it_quantized(model, tmp_path, cap
     assert block["fused"] == own(found)  # the int8 graph's: QAttention where attention fused
     assert found["ai.onnx", "MatMulInteger"] + attention == block["quantization"]["int8_matmuls"]
     assert block["quantization"]["op_types"] == ["MatMul", "Attention"]
-    if smooth:  # the smoothing's scales sit inside attention: it stays unfused, every product int8
-        assert attention == 0 and found["ai.onnx", "MatMulInteger"] == 2 * 6
-    else:  # query, key and value in one int8 QAttention; output, FFN in and out as products
-        assert attention == 2 and found["ai.onnx", "MatMulInteger"] == 2 * 3
+    # smoothed or not: query, key and value in one int8 QAttention (the smoothing's Mul goes in
+    # front of it, after the fusion); attention output, FFN in and out as products
+    assert attention == 2 and found["ai.onnx", "MatMulInteger"] == 2 * 3
+    assert block["fused"]["EmbedLayerNormalization"] == 1
 
 
 def test_the_trace_uses_eager_attention_and_gives_the_model_back(model, tmp_path):
@@ -137,20 +137,24 @@ def test_a_roberta_export_records_only_onnx_runtime_operators(zoo_factory, tmp_p
 
 
 def test_a_smoothed_graph_of_another_function_is_refused(model, tmp_path, monkeypatch):
-    """The int8 graph is quantized from the smoothed twin's graph, which must compute what the
-    float graph does: checked on the probes like the float graph against torch, so that even
-    ``--min-agreement 0`` cannot ship a twin that a trace or fusion got wrong."""
+    """The int8 graph is quantized from the smoothed graph, which must compute what the float
+    graph does: checked on the probes like the float graph against torch, so that even
+    ``--min-agreement 0`` cannot ship a smoothed graph that computes something else."""
     import hm3.export.api as api
 
-    real = api.smooth_classifier
+    real = api.smooth_graph
 
-    def broken(clf, batches, *, batch_size):
-        smoothed, record = real(clf, batches, batch_size=batch_size)
-        with torch.no_grad():
-            smoothed.classifier.weight.mul_(3)  # logits x3: other probabilities
-        return smoothed, record
+    def broken(clf, batches, source, dest, **kwargs):
+        written, record = real(clf, batches, source, dest, **kwargs)
+        graph = onnx.load(written)
+        for tensor in graph.graph.initializer:  # the smoothing's 1/s, doubled: another function
+            if tensor.name.startswith("hm3_smooth_"):
+                array = onnx.numpy_helper.to_array(tensor) * 2
+                tensor.CopyFrom(onnx.numpy_helper.from_array(array, tensor.name))
+        onnx.save(graph, written)
+        return written, record
 
-    monkeypatch.setattr(api, "smooth_classifier", broken)
+    monkeypatch.setattr(api, "smooth_graph", broken)
     texts = texts_file(tmp_path)
     with pytest.raises(RuntimeError, match="differ from the float graph's"):
         api.export_onnx(

@@ -261,8 +261,8 @@ def test_int8_records_agreement_that_an_independent_count_confirms(merged, tmp_p
     assert code == 0, err
     block = json.loads((tmp_path / "q" / "config.json").read_text())["onnx"]
     assert block["quantized"] == "int8" and block["quantization"]["per_channel"] is True
-    # per layer: query, key, value, attention output, ffn in, ffn out; 2 layers
-    assert block["quantization"]["int8_matmuls"] == 2 * 6
+    # per layer: query/key/value (one fused QAttention), attention output, ffn in, ffn out
+    assert block["quantization"]["int8_matmuls"] == 2 * 4
     found = block["agreement"]
     assert found["texts"] == 48  # the blank row is skipped
     float_dir = export_onnx(model, tmp_path / "f", options=QUIET).path
@@ -281,8 +281,10 @@ def test_int8_records_agreement_that_an_independent_count_confirms(merged, tmp_p
         assert entry["max_abs_diff"] == pytest.approx(entry["diff"], abs=2e-6)
         assert f"{name}: {entry['agreement']:.4f} ({entry['changed']} changed)" in out
     graph = onnx.load(tmp_path / "q" / "model.onnx").graph
-    quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
-    assert len(quantized) == 12 and all("/encoder/layer." in n for n in quantized)
+    quantized = [n.name for n in graph.node if n.op_type in ("MatMulInteger", "QAttention")]
+    assert len(quantized) == 8 and all(
+        "/encoder/layer." in n or "Attention" in n for n in quantized
+    )
     head = [
         n for n in graph.node if n.name.startswith(("/model/classifier/", "/model/bert/pooler/"))
     ]

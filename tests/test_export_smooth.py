@@ -10,12 +10,16 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
-import torch
+from onnx import numpy_helper
 
 import hm3
 from hm3.cli.app import main
-from hm3.export.smooth import DEFAULT_ALPHA, calibrate, factors, smooth_classifier
+from hm3.export.api import export_onnx
+from hm3.export.fuse import own_operators
+from hm3.export.runtime import OnnxClassifier
+from hm3.export.smooth import DEFAULT_ALPHA, calibrate, factors, smooth_graph
 from tiny import FAMILIES, toy_texts
 
 CALIBRATION = toy_texts(40, seed=3)
@@ -26,40 +30,59 @@ def batches(texts, size=16):
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
+def exported(model, folder):
+    """A float export (fused, the default) of ``model``: its ``model.onnx``."""
+    return export_onnx(model, folder, progress=False).path / "model.onnx"
+
+
+def graph_logits(clf, file, texts):
+    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    graph = OnnxClassifier(session, clf.tokenizer, clf.tasks, file.parent, clf.max_length, {})
+    return graph.logits(texts, 4)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_smoothed_model_has_the_same_logits(family, zoo_of, one_thread):
-    clf = hm3.load(zoo_of(family).models[0])
-    before = {n: p.detach().clone() for n, p in clf.model.named_parameters()}
-    model, done = smooth_classifier(clf, batches(CALIBRATION), batch_size=16)
+def test_smoothed_graph_has_the_same_logits(family, zoo_of, tmp_path, one_thread):
+    model = zoo_of(family).models[0]
+    clf, source = hm3.load(model), exported(model, tmp_path / "f")
+    before = source.read_bytes()
+    dest = tmp_path / "s.onnx"
+    written, done = smooth_graph(clf, batches(CALIBRATION), source, dest, batch_size=16)
     assert done.skipped is None, done.skipped
-    assert model is not None and done.layers > 0 and done.inputs <= done.layers
+    assert written == dest and done.layers > 0 and done.inputs <= done.layers
     assert done.texts == len(CALIBRATION) and done.alpha == DEFAULT_ALPHA
-    # the original is untouched; the copy's weights moved
-    assert all(torch.equal(p, before[n]) for n, p in clf.model.named_parameters())
-    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
-    assert len(moved) == done.layers
-    want = clf.logits(OTHER, 4)
-    clf.model = model
-    got = clf.logits(OTHER, 4)
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert source.read_bytes() == before  # the float graph is untouched
+    muls = [n for n in onnx.load(dest).graph.node if n.name.startswith("/hm3/smooth_")]
+    assert len(muls) == done.inputs and all(n.op_type == "Mul" for n in muls)
+    want = graph_logits(clf, source, OTHER)
+    np.testing.assert_allclose(graph_logits(clf, dest, OTHER), want, atol=1e-4)
     assert np.abs(want).max() > 1e-3  # logits that could differ
+    # the fusions survive: what ONNX Runtime fused in the float graph is still there
+    assert own_operators(dest) == own_operators(source)
 
 
-def test_smoothing_divides_each_input_channel_by_its_factor(zoo_of, one_thread):
-    """Recalibrated, the smoothed copy's query input range is the original's / s, and query, key
-    and value (one input) share s."""
-    clf = hm3.load(zoo_of("bert").models[0])
+def test_smoothing_divides_each_input_channel_by_its_factor(zoo_of, tmp_path, one_thread):
+    """The fused attention reads its input times 1/s, and its query/key/value weight's rows are
+    the float graph's times s, with s from the query, key and value layers' shared range."""
+    model = zoo_of("bert").models[0]
+    clf, source = hm3.load(model), exported(model, tmp_path / "f")
     ranges = calibrate(clf, batches(CALIBRATION), 16)
-    groups = ranges.groups()
-    qkv = next(g for g in groups.values() if any(n.endswith("query") for n in g))
+    qkv = next(g for g in ranges.groups().values() if any(n.endswith("query") for n in g))
     assert sorted(n.rsplit(".", 1)[1] for n in qkv) == ["key", "query", "value"]
     layers = dict(clf.model.named_modules())
-    s = factors(ranges.amax[qkv[0]], [layers[n].weight for n in qkv], DEFAULT_ALPHA)
+    s = factors(ranges.amax[qkv[0]], [layers[n].weight for n in qkv], DEFAULT_ALPHA).numpy()
     assert s.max() / s.min() > 1.5  # the channels' ranges differ: s is not a constant
-    model, _ = smooth_classifier(clf, batches(CALIBRATION), batch_size=16)
-    clf.model = model
-    again = calibrate(clf, batches(CALIBRATION), 16)
-    np.testing.assert_allclose(again.amax[qkv[0]], ranges.amax[qkv[0]] / s, rtol=1e-4)
+    dest = tmp_path / "s.onnx"
+    smooth_graph(clf, batches(CALIBRATION), source, dest, batch_size=16)
+    old, new = onnx.load(source).graph, onnx.load(dest).graph
+    first = next(n for n in new.node if n.op_type == "Attention")
+    made_by = {out: n for n in new.node for out in n.output}
+    mul = made_by[first.input[0]]
+    values = {t.name: numpy_helper.to_array(t) for t in new.initializer}
+    np.testing.assert_allclose(values[mul.input[1]], 1 / s, rtol=1e-5)
+    plain = next(n for n in old.node if n.op_type == "Attention")
+    weight = {t.name: numpy_helper.to_array(t) for t in old.initializer}[plain.input[1]]
+    np.testing.assert_allclose(values[first.input[1]], weight * s[:, None], rtol=1e-5)
 
 
 def int8_export(capsys, model, out, texts, *flags):

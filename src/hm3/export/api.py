@@ -7,8 +7,8 @@ temporary sibling renamed into place only when complete (:func:`hm3.io.atomic.at
 1. the float graph (:mod:`hm3.export.graph`), the tokenizer files and ``config.json`` (the
    model's, with its ``hm3`` block and an ``onnx`` block), then a check that ONNX Runtime's
    probabilities on probe texts of other batch sizes and lengths equal torch's;
-2. with ``quantize="int8"``, the int8 graph (:mod:`hm3.export.quantize`; by default of a
-   copy of the model smoothed on the texts, :mod:`hm3.export.smooth`) replaces the float one,
+2. with ``quantize="int8"``, the int8 graph (:mod:`hm3.export.quantize`; by default of the
+   float graph smoothed on the texts, :mod:`hm3.export.smooth`) replaces the float one,
    after its decisions were compared with the float graph's on the user's texts: a task
    below ``min_agreement`` stops the export and nothing is written;
 3. a README on running the directory without hm3 (:mod:`hm3.export.card`).
@@ -18,7 +18,6 @@ It loads the model on the CPU (tracing is device independent) and runs no server
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import time
@@ -41,7 +40,7 @@ from hm3.export.graph import (
 from hm3.export.int8 import DEFAULT_MIN_AGREEMENT, Int8Spec, refuse_int8_only, write_int8
 from hm3.export.quantize import Agreement, check_quantize
 from hm3.export.runtime import MODEL_FILE, load_onnx, require
-from hm3.export.smooth import smooth_classifier
+from hm3.export.smooth import smooth_graph
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.texts import iter_text_batches
 from hm3.io.tokenizer import copy_tokenizer
@@ -203,7 +202,7 @@ def _write_export(
     block["check"] = card.check_record(diff)
     result = None
     if spec is not None:
-        twin, smoothing = _smoothed_graph(clf, tmp / _SMOOTH_DIR, block, graph, spec, options)
+        twin, smoothing = _smoothed_graph(clf, float_dir, tmp / _SMOOTH_DIR, spec, options)
         if twin is not None:  # same function as the float graph: checked like it, on the probes
             copy_tokenizer(model, twin.parent)  # not the float graph's external data, if any
             shutil.copy2(float_dir / "config.json", twin.parent / "config.json")
@@ -244,31 +243,18 @@ def _write_float(
 
 
 def _smoothed_graph(
-    clf: Classifier,
-    folder: Path,
-    block: dict[str, Any],
-    graph: tuple[int, bool],
-    spec: Int8Spec,
-    options: RunOptions,
+    clf: Classifier, float_dir: Path, folder: Path, spec: Int8Spec, options: RunOptions
 ) -> tuple[Path | None, dict[str, Any] | None]:
-    """With ``spec.smooth``, the float graph of a copy of ``clf`` smoothed on the int8 texts
-    (``None`` where smoothing was skipped) and the smoothing's record; ``block["fused"]``
-    becomes the twin's fusions (the smoothing's scales can keep a pattern from fusing)."""
+    """With ``spec.smooth``, the float graph in ``float_dir`` smoothed on the int8 texts
+    (:mod:`hm3.export.smooth`; ``None`` where smoothing was skipped) and the smoothing's record."""
     if not spec.smooth:
         return None, None
     batches = iter_text_batches(spec.texts, options.batch_size, spec.max_texts)
-    model, done = smooth_classifier(clf, batches, batch_size=options.batch_size)
-    if model is None:
-        return None, done.record()
     folder.mkdir()
-    twin = copy.copy(clf)
-    twin.model = model
-    (opset, fuse), inputs = graph, graph_inputs(clf.model.config.to_dict())
-    block["fused"] = export_graph(
-        twin, folder / MODEL_FILE, inputs=inputs, outputs=list(block["outputs"]), opset=opset,
-        fuse=fuse,
-    )  # fmt: skip
-    return folder / MODEL_FILE, done.record()
+    graph, done = smooth_graph(
+        clf, batches, float_dir / MODEL_FILE, folder / MODEL_FILE, batch_size=options.batch_size
+    )
+    return graph, done.record()
 
 
 def _probes(max_length: int) -> list[str]:

@@ -9,26 +9,28 @@ over calibration texts), multiplies the weight's columns by ``s`` and divides th
 
 SmoothQuant folds ``1/s`` into a preceding LayerNorm. In the post-LayerNorm encoders hm3
 exports (BERT and its family) that LayerNorm's output is also the residual, so folding would
-change the model; here the division is an explicit element-wise product in front of the layer
-(a forward pre-hook, traced into one ``Mul`` per input), which needs no knowledge of the
-wiring and works for every layer, the FFN output projection included. Layers that read the
-same input tensor (query, key and value) share one factor and one ``Mul``. Only layers that see
-token vectors (``[batch, sequence, hidden]``, the ones :func:`hm3.export.quantize.quantize_int8`
-quantizes) are smoothed; the head stays as it is.
+change the model; here the division is an explicit element-wise product (one ``Mul`` per
+input) written into the exported graph in front of the products (:mod:`hm3.export.smooth_onnx`,
+after ONNX Runtime's fusion, which it keeps), so it needs no knowledge of the wiring and works
+for every layer, the FFN output projection included. Layers that read the same input tensor
+(query, key and value) share one factor and one ``Mul``. Only layers that see token vectors
+(``[batch, sequence, hidden]``, the ones :func:`hm3.export.quantize.quantize_int8` quantizes)
+are smoothed; the head stays as it is.
 
-:func:`smooth_classifier` calibrates on the user's texts, smooths a copy of the model and
-checks that the copy's logits equal the original's on the first batch; where they do not (or
-nothing can be smoothed) it returns no model and the reason, and the export quantizes the
-unsmoothed graph. It writes no files.
+:func:`smooth_graph` calibrates the torch model on the user's texts (:func:`calibrate`: each
+linear layer's input range per channel), writes the smoothed float graph and checks that its
+logits equal the unsmoothed graph's on the first batch; where they do not (or nothing can be
+smoothed) it writes nothing and returns the reason, and the export quantizes the unsmoothed
+graph.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,22 +119,6 @@ class _Ranges:
         return out
 
 
-class _Scale:
-    """``x / s`` for one group, computed once per input tensor (one ``Mul`` in a trace)."""
-
-    def __init__(self, inverse: torch.Tensor) -> None:
-        self.inverse = inverse
-        self._last: tuple[Any, torch.Tensor] | None = None
-
-    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        if self._last is not None and self._last[0]() is x:
-            return (self._last[1], *args[1:])
-        y = x * self.inverse.to(x.dtype)
-        self._last = (weakref.ref(x), y)
-        return (y, *args[1:])
-
-
 def _linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
@@ -158,68 +144,61 @@ def factors(amax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -
     return s.clamp(min=_FLOOR)
 
 
-def smoothed_copy(model: torch.nn.Module, ranges: _Ranges, alpha: float) -> tuple[Any, int, int]:
-    """A copy of ``model`` with every calibrated group smoothed; the copy, layers and groups."""
-    model = copy.deepcopy(model)
-    layers = _linears(model)
-    count = 0
-    groups = ranges.groups()
-    with torch.no_grad():
-        for names in groups.values():
-            amax = torch.stack([ranges.amax[n] for n in names]).amax(0)
-            s = factors(amax, [layers[n].weight for n in names], alpha)
-            scale = _Scale(1 / s)
-            for name in names:
-                weight = layers[name].weight
-                weight.mul_(s.to(weight.dtype))
-                layers[name].register_forward_pre_hook(scale)
-                count += 1
-    return model, count, len(groups)
-
-
-def smooth_classifier(
+def smooth_graph(
     clf: Classifier,
     batches: Iterable[Sequence[str]],
+    source: Path,
+    dest: Path,
     *,
     batch_size: int,
     alpha: float = DEFAULT_ALPHA,
-) -> tuple[Any | None, Smoothing]:
-    """A smoothed copy of ``clf.model`` (``None`` when skipped) and what was done.
+) -> tuple[Path | None, Smoothing]:
+    """Write the graph ``source`` (exported from ``clf``) smoothed to ``dest``, and say what was
+    done; ``None`` (nothing written) when skipped.
 
     Args:
-        clf: the loaded float32 classifier (left unchanged).
+        clf: the loaded float32 classifier ``source`` was exported from (left unchanged).
         batches: the calibration texts, in batches (the first one is also the check batch).
+        source: the float graph (``model.onnx``).
+        dest: where to write the smoothed graph (its folder exists).
         batch_size: texts per forward pass.
         alpha: the migration strength, from 0 to 1.
     """
+    import onnx
+
+    from hm3.export.smooth_onnx import smooth_onnx_model
+
     batches = [list(b) for b in batches]
     texts = sum(len(b) for b in batches)
     ranges = calibrate(clf, batches, batch_size)
     if not batches:
         return None, Smoothing(alpha, 0, 0, 0, None, "no calibration texts")
-    if not ranges.amax:
+    model = onnx.load(str(source))
+    layers, inputs = smooth_onnx_model(model, _linears(clf.model), ranges.amax, alpha)
+    if not layers:
         reason = "no linear layer reads token vectors ([batch, sequence, hidden])"
         return None, Smoothing(alpha, texts, 0, 0, None, reason)
-    model, layers, inputs = smoothed_copy(clf.model, ranges, alpha)
-    diff = _logit_diff(clf, model, batches[0], batch_size)
+    large = model.ByteSize() >= 2**31 - 2**20  # a protobuf cannot hold 2 GB
+    onnx.save(model, str(dest), save_as_external_data=large, location=f"{dest.name}.data")
+    diff = _logit_diff(clf, source, dest, batches[0])
     if not diff <= EXACT_TOLERANCE:
-        reason = (
-            f"smoothing changed the float logits by {diff:.3g} (> {EXACT_TOLERANCE}): "
-            f"{clf.model.config.model_type} uses a layer's weight outside its forward"
-        )
+        dest.unlink()
+        reason = f"smoothing changed the float logits by {diff:.3g} (> {EXACT_TOLERANCE})"
         log.warning("int8 smoothing skipped: %s", reason)
         return None, Smoothing(alpha, texts, 0, 0, diff, reason)
     log.info("smoothed %d linear layers (%d inputs, alpha %.2g)", layers, inputs, alpha)
-    return model, Smoothing(alpha, texts, layers, inputs, diff)
+    return dest, Smoothing(alpha, texts, layers, inputs, diff)
 
 
-def _logit_diff(clf: Classifier, model: Any, texts: Sequence[str], batch_size: int) -> float:
-    """Largest |logit| difference between ``clf``'s model and ``model`` on ``texts``."""
-    original = clf.model
-    want = clf.logits(texts, batch_size)
-    clf.model = model
-    try:
-        got = clf.logits(texts, batch_size)
-    finally:
-        clf.model = original
-    return float(np.abs(want - got).max())
+def _logit_diff(clf: Classifier, source: Path, dest: Path, texts: Sequence[str]) -> float:
+    """Largest |logit| difference between the graphs ``source`` and ``dest`` on ``texts``."""
+    import onnxruntime as ort
+
+    from hm3.export.runtime import OnnxClassifier
+
+    found = []
+    for file in (source, dest):
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        graph = OnnxClassifier(session, clf.tokenizer, clf.tasks, file.parent, clf.max_length, {})
+        found.append(graph.logits(list(texts), len(texts)))
+    return float(np.abs(found[0] - found[1]).max())
