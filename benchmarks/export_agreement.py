@@ -68,23 +68,21 @@ def smoothed_graph(
     cache: Path | None, model: Path, float_dir: Path, length: int, folder: Path
 ) -> Path:
     """The float graph of ``model`` smoothed on the demo's unlabeled texts at ``length`` tokens."""
-    from hm3.export.graph import export_graph
-    from hm3.export.runtime import MODEL_FILE, read_export
-    from hm3.export.smooth import smooth_classifier
+    from hm3.export.runtime import MODEL_FILE
+    from hm3.export.smooth import smooth_graph
     from hm3.io.texts import iter_text_batches, open_texts
     from hm3.model.classifier import load
     from hm3.options import RunOptions
 
     clf = load(model, options=RunOptions(device="cpu", max_length=length))
-    texts = open_texts(text_sets(cache, ["unlabeled"], folder)["unlabeled"])
-    smoothed, done = smooth_classifier(clf, iter_text_batches(texts, 32), batch_size=32)
-    print(f"smoothing at {length} tokens: {done.record()}", file=sys.stderr, flush=True)
+    texts = open_texts(text_sets(cache, ["unlabeled"], folder.parent)["unlabeled"])
     folder.mkdir()
-    clf.model = smoothed or clf.model
-    _, block, _ = read_export(float_dir)
-    inputs, outputs = block["inputs"], list(block["outputs"])
-    export_graph(clf, folder / MODEL_FILE, inputs=inputs, outputs=outputs, opset=block["opset"])
-    return folder / MODEL_FILE
+    batches = iter_text_batches(texts, 32)
+    written, done = smooth_graph(
+        clf, batches, float_dir / MODEL_FILE, folder / MODEL_FILE, batch_size=32
+    )
+    print(f"smoothing at {length} tokens: {done.record()}", file=sys.stderr, flush=True)
+    return written or float_dir / MODEL_FILE
 
 
 def main() -> None:

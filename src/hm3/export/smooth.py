@@ -49,7 +49,7 @@ _FLOOR = 1e-5  # no factor, channel range or weight range below this (dead chann
 
 @dataclass(frozen=True)
 class Smoothing:
-    """What :func:`smooth_classifier` did.
+    """What :func:`smooth_graph` did.
 
     Attributes:
         alpha: the migration strength (0: nothing moves into the weights, 1: all of it).
