@@ -60,8 +60,8 @@ SmoothOpt = Annotated[
     bool,
     typer.Option(
         "--smooth/--no-smooth",
-        help="int8: first smooth a copy of the model on --texts (SmoothQuant: input ranges "
-        "moved into the weights, same float function; keeps more decisions).",
+        help="int8: first smooth the float graph on --texts (SmoothQuant: input ranges moved "
+        "into the weights, same float function; keeps more decisions).",
     ),
 ]
 FuseOpt = Annotated[
