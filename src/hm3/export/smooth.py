@@ -27,7 +27,6 @@ graph.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,39 +83,21 @@ class Smoothing:
 
 
 class _Ranges:
-    """Per linear layer, the largest |input| per channel, and which layers share an input."""
+    """Per linear layer that reads token vectors, the largest |input| per channel."""
 
-    def __init__(self, layers: dict[str, torch.nn.Linear]) -> None:
+    def __init__(self) -> None:
         self.amax: dict[str, torch.Tensor] = {}
-        self.parent = {name: name for name in layers}
-        self._seen: dict[int, tuple[Any, str]] = {}
-
-    def find(self, name: str) -> str:
-        while self.parent[name] != name:
-            name = self.parent[name]
-        return name
 
     def hook(self, name: str):
         def record(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             if x.dim() < 3:
                 return
-            seen = self._seen.get(id(x))
-            if seen is not None and seen[0]() is x:  # same tensor object: query, key, value
-                self.parent[self.find(name)] = self.find(seen[1])
-            self._seen[id(x)] = (weakref.ref(x), name)
             peak = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float()
             old = self.amax.get(name)
             self.amax[name] = peak if old is None else torch.maximum(old, peak)
 
         return record
-
-    def groups(self) -> dict[str, list[str]]:
-        """Group root → the layers that read the same input (calibrated layers only)."""
-        out: dict[str, list[str]] = {}
-        for name in self.amax:
-            out.setdefault(self.find(name), []).append(name)
-        return out
 
 
 def _linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
@@ -126,7 +107,7 @@ def _linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
 def calibrate(clf: Classifier, batches: Iterable[Sequence[str]], batch_size: int) -> _Ranges:
     """Run ``clf`` on ``batches`` and record each linear layer's input range per channel."""
     layers = _linears(clf.model)
-    ranges = _Ranges(layers)
+    ranges = _Ranges()
     handles = [m.register_forward_pre_hook(ranges.hook(n)) for n, m in layers.items()]
     try:
         for batch in batches:
