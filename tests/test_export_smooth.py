@@ -20,7 +20,8 @@ from hm3.cli.app import main
 from hm3.export.api import export_onnx
 from hm3.export.fuse import own_operators
 from hm3.export.runtime import OnnxClassifier
-from hm3.export.smooth import DEFAULT_ALPHA, calibrate, factors, smooth_graph
+from hm3.export.smooth import DEFAULT_ALPHA, calibrate, smooth_graph
+from hm3.export.smooth_onnx import factors
 from tiny import FAMILIES, toy_texts
 
 CALIBRATION = toy_texts(40, seed=3)

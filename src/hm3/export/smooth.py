@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from hm3.export.smooth_onnx import smooth_onnx_model
+
 if TYPE_CHECKING:
     from hm3.model.classifier import Classifier
 
@@ -43,7 +45,6 @@ log = logging.getLogger("hm3")
 # migration strength: 0.8 kept the most decisions on the demo (docs/results/export-onnx.md)
 DEFAULT_ALPHA = 0.8
 EXACT_TOLERANCE = 1e-4  # |smoothed - original| on any logit of the check batch
-_FLOOR = 1e-5  # no factor, channel range or weight range below this (dead channels)
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,6 @@ def calibrate(clf: Classifier, batches: Iterable[Sequence[str]], batch_size: int
     return ranges
 
 
-def factors(amax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
-    """``s_j = max|x_j|^α / max|W_:,j|^(1-α)`` with ``W`` the group's weights stacked by rows."""
-    wmax = torch.cat([w.detach().abs().float() for w in weights], 0).amax(0)
-    s = amax.clamp(min=_FLOOR).pow(alpha) / wmax.clamp(min=_FLOOR).pow(1 - alpha)
-    return s.clamp(min=_FLOOR)
-
-
 def smooth_graph(
     clf: Classifier,
     batches: Iterable[Sequence[str]],
@@ -146,8 +140,6 @@ def smooth_graph(
         alpha: the migration strength, from 0 to 1.
     """
     import onnx
-
-    from hm3.export.smooth_onnx import smooth_onnx_model
 
     batches = [list(b) for b in batches]
     texts = sum(len(b) for b in batches)

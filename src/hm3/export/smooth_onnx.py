@@ -8,7 +8,7 @@ recognised it. The graph's products with a constant weight, ``MatMul`` and a fus
 classifier's linear layers by that weight: ONNX stores ``x Wᵀ``'s right operand as ``Wᵀ``, bit
 for bit, so the calibration taken in torch (:func:`hm3.export.smooth.calibrate`) applies to it.
 For each input tensor read by calibrated products, one ``Mul`` by ``1/s`` goes in front of them
-and their weights' rows are multiplied by ``s`` (:func:`hm3.export.smooth.factors`): the same
+and their weights' rows are multiplied by ``s`` (:func:`factors`): the same
 function, up to float rounding. Products it cannot match (a weight two layers share, one read
 elsewhere too, a layer without token vectors) stay as they are. It runs nothing.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     import torch
 
 _OWN = "com.microsoft"
+_FLOOR = 1e-5  # no factor, channel range or weight range below this (dead channels)
+
+
+def factors(amax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
+    """``s_j = max|x_j|^α / max|W_:,j|^(1-α)`` with ``W`` the group's weights (torch layout,
+    ``[out, in]``) stacked by rows: one factor per input channel ``j``."""
+    import torch
+
+    wmax = torch.cat([w.detach().abs().float() for w in weights], 0).amax(0)
+    s = amax.clamp(min=_FLOOR).pow(alpha) / wmax.clamp(min=_FLOOR).pow(1 - alpha)
+    return s.clamp(min=_FLOOR)
 
 
 def smooth_onnx_model(
@@ -48,8 +59,6 @@ def smooth_onnx_model(
         The linear layers smoothed, and the ``Mul`` nodes inserted (one per distinct input).
     """
     from onnx import helper, numpy_helper
-
-    from hm3.export.smooth import factors
 
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
