@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 OWN_DOMAIN = "com.microsoft"  # ONNX Runtime's operators
-_TWO_GB = 2**31
+_TWO_GB = 2**31  # the most one protobuf file holds: larger graphs keep their weights beside it
 
 
 def fuse_graph(source: Path, dest: Path, config: Any) -> dict[str, int]:
@@ -48,17 +48,22 @@ def fuse_graph(source: Path, dest: Path, config: Any) -> dict[str, int]:
 
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
-    size = sum(f.stat().st_size for f in source.parent.iterdir() if f.is_file())
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # the optimizer's notes on each pattern it did not match
     try:
         model = optimizer.optimize_model(
             str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
         )
-        model.save_model_to_file(str(dest), use_external_data_format=size >= _TWO_GB)
+        model.save_model_to_file(str(dest), use_external_data_format=needs_external_data(source))
     finally:
         logging.disable(previous)
     return own_operators(dest)
+
+
+def needs_external_data(graph: Path) -> bool:
+    """Whether the graph ``graph`` (with any data files in its folder) is too large for one
+    protobuf file, so that a rewrite of it must keep its weights in a file beside it."""
+    return sum(f.stat().st_size for f in graph.parent.iterdir() if f.is_file()) >= _TWO_GB
 
 
 def own_operators(file: Path) -> dict[str, int]:

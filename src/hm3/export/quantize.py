@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hm3.errors import Hm3Error
+from hm3.export.fuse import needs_external_data
 from hm3.export.runtime import OnnxClassifier
 from hm3.io.texts import TextCount, TextFile, expected_texts, iter_text_batches
 from hm3.progress import progress_bar
@@ -27,7 +28,6 @@ QUANTIZE = ("int8",)
 # the encoder's linear layers: plain products, and a fused Attention's query/key/value product
 OP_TYPES = ("MatMul", "Attention")
 _INT8_OPS = ("MatMulInteger", "QAttention")
-_TWO_GB = 2**31
 
 
 def check_quantize(value: str | None) -> str | None:
@@ -73,7 +73,7 @@ def quantize_int8(
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
-            use_external_data_format=_size(source.parent) >= _TWO_GB,
+            use_external_data_format=needs_external_data(source),
             # ONNX's shape inference gives no type to a fused operator's outputs; ours are float32
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
@@ -81,10 +81,6 @@ def quantize_int8(
         logging.disable(previous)
     graph = onnx.load(str(dest), load_external_data=False).graph
     return sum(node.op_type in _INT8_OPS for node in graph.node)
-
-
-def _size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
 @dataclass(frozen=True)

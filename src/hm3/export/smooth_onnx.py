@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hm3.export.fuse import OWN_DOMAIN
+
 if TYPE_CHECKING:
     import torch
 
-_OWN = "com.microsoft"
 _FLOOR = 1e-5  # no factor, channel range or weight range below this (dead channels)
 
 
@@ -105,7 +106,7 @@ def _layers_of(node: Any, weights: dict, by_weight: dict, numpy_helper: Any) -> 
         return None
     if node.op_type == "MatMul" and node.domain in ("", "ai.onnx"):
         parts = [numpy_helper.to_array(weights[node.input[1]])]
-    elif node.op_type == "Attention" and node.domain == _OWN:
+    elif node.op_type == "Attention" and node.domain == OWN_DOMAIN:
         parts = np.split(numpy_helper.to_array(weights[node.input[1]]), 3, axis=1)
     else:
         return None
