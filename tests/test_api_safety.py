@@ -8,6 +8,7 @@ gives an :class:`~hm3.errors.Hm3Error` that names the argument, not a crash deep
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -155,13 +156,26 @@ def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, be
         "merged_dir": lambda v: hm3.align(v, texts, tmp_path / "o", progress=False),
         "texts_file": lambda v: hm3.align(bert_ties_merged, v, tmp_path / "o", progress=False),
     }
+    if importlib.util.find_spec("onnxruntime"):  # the export extra's entry points
+        from hm3.export.api import export_onnx
+        from hm3.export.runtime import load_onnx
+
+        calls["export model"] = lambda v: export_onnx(v, tmp_path / "o", progress=False)
+        calls["export out"] = lambda v: export_onnx(bert_ties_merged, v, progress=False)
+        calls["onnx path"] = lambda v: load_onnx(v)
     for what, call in calls.items():
         for bad in (None, 5, b"dir"):
             with pytest.raises(Hm3Error) as e:
                 call(bad)
-            want = f"{what}: expected a path (str or pathlib.Path), got {type(bad).__name__}"
+            name = what.split()[-1] if what.startswith(("export", "onnx")) else what
+            want = f"{name}: expected a path (str or pathlib.Path), got {type(bad).__name__}"
             assert _one_line(e) == want
     clf = hm3.load(bert_ties_merged)
+    with pytest.raises(Hm3Error) as e:  # a loaded model where its directory was meant
+        hm3.align(clf, texts, tmp_path / "o", progress=False)
+    want = "got Classifier; give the directory it was loaded from (merged_dir=model.path)"
+    assert _one_line(e) == f"merged_dir: expected a path (str or pathlib.Path), {want}"
+    assert not (tmp_path / "o").exists()
     for bad in (None, 5, b"good"):
         with pytest.raises(Hm3Error) as e:
             clf.predict(bad)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hm3.errors import Hm3Error
+from hm3.io.paths import as_path
 from hm3.model.labels import Task, tasks_from_config
 from hm3.model.predictor import BasePredictor
 from hm3.options import RunOptions, run_options
@@ -158,7 +159,7 @@ def load_onnx(
             "(float32, or int8 with hm3 export onnx --quantize int8); drop --dtype or run the "
             "torch model"
         )
-    path = Path(path)
+    path = as_path(path, "path")
     _, block, tasks = read_export(path)
     if threads is not None and (type(threads) is not int or threads < 1):
         raise Hm3Error(f"threads {threads}: expected a whole number >= 1 (or None: all cores)")

@@ -21,4 +21,8 @@ def as_path(value: object, what: str) -> Path:
     """
     if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
         return Path(value).expanduser()
-    raise Hm3Error(f"{what}: expected a path (str or pathlib.Path), got {type(value).__name__}")
+    found = type(value).__name__
+    hint = ""
+    if isinstance(getattr(value, "path", None), Path):  # a loaded model: its directory will do
+        hint = f"; give the directory it was loaded from ({what}=model.path)"
+    raise Hm3Error(f"{what}: expected a path (str or pathlib.Path), got {found}{hint}")
