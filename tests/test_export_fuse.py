@@ -54,10 +54,12 @@ def own(found: Counter) -> dict[str, int]:
 def test_default_fuses_attention_and_no_fuse_keeps_standard_operators(model, tmp_path, capsys):
     code, _, err = run_cli(capsys, "export", "onnx", model, "--out", tmp_path / "fused")
     assert code == 0, err
+    assert "(float32, fused, opset" in err  # the success line says what kind of graph it wrote
     code, _, err = run_cli(
         capsys, "export", "onnx", model, "--out", tmp_path / "plain", "--no-fuse"
     )
     assert code == 0, err
+    assert "(float32, standard ONNX, opset" in err
     fused, plain = operators(tmp_path / "fused"), operators(tmp_path / "plain")
     meta = json.loads((tmp_path / "fused" / "config.json").read_text())["onnx"]
     # two layers: one Attention each; the record is what the graph holds

@@ -131,10 +131,11 @@ def onnx(
     if result.agreement is not None:
         _print_agreement(result)
     outputs = ", ".join(result.outputs)
+    graph = "fused" if result.fused else "standard ONNX" if result.fused is None else "unfused"
     err_console.print(
-        f"exported {count_of(len(result.outputs), 'task')} ({result.quantize or 'float32'}, opset "
-        f"{result.opset}; outputs logits, {outputs}; {check_summary(result.check)}) → "
-        f"{result.path} ({result.seconds:.1f} s)",
+        f"exported {count_of(len(result.outputs), 'task')} ({result.quantize or 'float32'}, "
+        f"{graph}, opset {result.opset}, up to {result.max_length} tokens; outputs logits, "
+        f"{outputs}; {check_summary(result.check)}) → {result.path} ({result.seconds:.1f} s)",
         highlight=False,
         soft_wrap=True,
     )

@@ -42,6 +42,7 @@ from hm3.export.quantize import Agreement, check_quantize
 from hm3.export.runtime import MODEL_FILE, load_onnx, require
 from hm3.export.smooth import smooth_graph
 from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.paths import as_path
 from hm3.io.texts import iter_text_batches
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
@@ -70,6 +71,9 @@ class ExportResult:
         agreement: int8 against float on the texts (``None`` for a float export).
         seconds: wall time.
         check: ``config.json``'s ``onnx.check`` (:func:`hm3.export.card.check_record`).
+        fused: ONNX Runtime's own operators in the graph, operator → count (``{}``: nothing
+            fused; ``None``: exported with ``fuse=False``), as ``config.json``'s ``onnx.fused``.
+        max_length: the tokens per text the export serves up to (``onnx.max_length``).
     """
 
     path: Path
@@ -80,6 +84,8 @@ class ExportResult:
     agreement: Agreement | None
     seconds: float
     check: dict[str, float] = field(default_factory=dict)
+    fused: dict[str, int] | None = None
+    max_length: int = 0
 
 
 def export_onnx(
@@ -126,7 +132,7 @@ def export_onnx(
     """
     started = time.perf_counter()
     options = run_options(options, run)
-    model, out = Path(model), Path(out)
+    model, out = as_path(model, "model"), as_path(out, "out")
     if quantize is None:  # what only shapes an int8 export, given for a float one
         refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
                          per_channel=per_channel, reduce_range=reduce_range,
@@ -146,9 +152,12 @@ def export_onnx(
     clf = load(model, options=options.with_(device="cpu", dtype=None))
     outputs = output_names(clf.tasks)
     with atomic_dir(out, options.force) as tmp:
-        diff, result, check = _write_export(clf, model, tmp, outputs, (opset, fuse), spec, options)
+        diff, result, block = _write_export(clf, model, tmp, outputs, (opset, fuse), spec, options)
     seconds = time.perf_counter() - started
-    return ExportResult(out, outputs, opset, quantize, diff, result, seconds, check)
+    return ExportResult(
+        out, outputs, opset, quantize, diff, result, seconds, block["check"], block["fused"],
+        block["max_length"],
+    )  # fmt: skip
 
 
 def _check_inputs(
@@ -188,11 +197,11 @@ def _write_export(
     graph: tuple[int, bool],
     spec: Int8Spec | None,
     options: RunOptions,
-) -> tuple[float, Agreement | None, dict[str, float]]:
+) -> tuple[float, Agreement | None, dict[str, Any]]:
     """The export's files in ``tmp``: the float graph, checked against torch (and with ``spec``
     the int8 graph in its place), config.json and the README; the float graph's max |onnx -
-    torch|, the int8 agreement and the ``check`` block (int8: not claimed within the float's).
-    ``graph``: the opset, and whether to fuse."""
+    torch|, the int8 agreement and config.json's ``onnx`` block, whose ``check`` for int8 claims
+    nothing within the float's tolerance. ``graph``: the opset, and whether to fuse."""
     float_dir = tmp if spec is None else tmp / _FLOAT_DIR
     float_dir.mkdir(exist_ok=True)
     log.info("tracing %s to ONNX (opset %d)", model, graph[0])
@@ -215,7 +224,7 @@ def _write_export(
         shutil.rmtree(tmp / _SMOOTH_DIR, ignore_errors=True)
     card.write_config(model, clf.tasks, tmp, block)
     (tmp / "README.md").write_text(card.readme(clf.tasks, block), encoding="utf-8")
-    return diff, result, block["check"]
+    return diff, result, block
 
 
 def _write_float(
