@@ -9,6 +9,7 @@ import pytest
 
 import hm3
 from hm3.merging.config import MergeConfig
+from hm3.model.windows import Windows
 from hm3.options import RunOptions
 from serving import running
 from tiny import toy_texts
@@ -75,3 +76,24 @@ def test_info_reports_the_precision_the_export_runs_in(dirs, tmp_path):
     ):
         with running(folder, **settings) as url:
             assert httpx.get(f"{url}/info").json()["model_dtype"] == dtype
+
+
+def test_an_export_shorter_than_max_length_says_so_at_startup(dirs, tmp_path, caplog):
+    """An export reads at most the tokens it was exported at: serving it with a longer
+    --max-length warns once, naming both lengths; an export at the model's length does not."""
+    from hm3.export.api import export_onnx
+    from hm3.serve.server import build
+    from hm3.serve.settings import ServeSettings
+
+    short = export_onnx(dirs[0], tmp_path / "short", max_length=8, progress=False).path
+    for windows in (Windows(), None):
+        caplog.clear()
+        build(short, ServeSettings(onnx=True, windows=windows))
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        how = "read in windows of 8" if windows else "cut to their first 8"
+        assert len(warned) == 1 and "exported at 8 tokens" in warned[0] and how in warned[0]
+        assert "--max-length 512 asked" in warned[0]
+    caplog.clear()
+    build(short, ServeSettings(onnx=True, options=RunOptions(max_length=8)))
+    build(dirs[1], ServeSettings(onnx=True))  # exported at the merged model's full length
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -87,10 +87,16 @@ def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> 
     config, tasks = _check_checkpoint(path, opts.allow_pickle)
     model = _load_model(path, torch_dtype(opts.dtype)).eval().to(device)
     tokenizer = _load_tokenizer(path)
-    positions = int(config.get("max_position_embeddings") or opts.max_length)
+    return Classifier(model, tokenizer, tasks, path, usable_length(config, opts.max_length))
+
+
+def usable_length(config: dict, asked: int) -> int:
+    """Tokens per text a model of ``config`` reads when ``asked`` for that many: ``asked``,
+    capped by the model's positions."""
+    positions = int(config.get("max_position_embeddings") or asked)
     if config.get("model_type") in ("roberta", "xlm-roberta"):
         positions -= 2  # positions are offset by padding_idx + 1
-    return Classifier(model, tokenizer, tasks, path, min(opts.max_length, positions))
+    return min(asked, positions)
 
 
 _NO_HEAD_FIX = "point at a fine-tuned classifier (a *ForSequenceClassification directory)"

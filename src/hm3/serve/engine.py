@@ -233,9 +233,26 @@ def load_engine(
             ) from None
         predictor = load_onnx(path, options=options)
         kind = "onnxruntime"
+        _warn_if_exported_shorter(path, predictor.max_length, options.max_length, windows)
     else:
         from hm3.model.classifier import load
 
         predictor = load(path, options=options)
         kind = "torch"
     return Engine(predictor, Path(path), kind=kind, options=options, budget=budget, windows=windows)
+
+
+def _warn_if_exported_shorter(path: Path, exported: int, asked: int, windows: Windows | None):
+    """One warning where the export reads fewer tokens than ``--max-length`` and its model's
+    positions allow: it was exported at a shorter length, which caps what it serves."""
+    from hm3.model.classifier import usable_length
+
+    possible = usable_length(read_config(path, str(path)), asked)
+    if exported >= possible:
+        return
+    how = "read in windows of" if windows is not None else "cut to their first"
+    log.warning(
+        "%s was exported at %d tokens, so longer texts are %s %d tokens (--max-length %d asked);"
+        " export it again with --max-length %d to read more of each text at once",
+        path, exported, how, exported, asked, possible,
+    )  # fmt: skip
