@@ -183,12 +183,13 @@ def test_the_reported_max_length_is_the_one_that_ran(setup, accepted):
 
 
 # 9 ---------------------------------------------------------------------------------------------
-def fake_export(merged, folder):
+def fake_export(merged, folder, **block):
     """A directory bench accepts as an export of ``merged`` (config.json with an onnx block,
-    tokenizer files, an empty model.onnx); only ever run by a stand-in for the worker."""
+    more of it in ``block``, tokenizer files, an empty model.onnx); only ever run by a stand-in
+    for the worker."""
     shutil.copytree(merged, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     config = json.loads((folder / "config.json").read_text())
-    config["onnx"] = {"outputs": {t["name"]: t["name"] for t in config["hm3"]["tasks"]}}
+    config["onnx"] = {"outputs": {t["name"]: t["name"] for t in config["hm3"]["tasks"]}, **block}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.onnx").write_bytes(b"")
     return folder
@@ -210,7 +211,9 @@ def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, t
     merged, originals, texts = setup
     dirs = [tmp_path / "onnx32", tmp_path / "onnx8", tmp_path / "a" / "onnx", tmp_path / "b/onnx"]
     monkeypatch.setattr(api, "spawn", measured)
-    onnx = [arg for d in dirs for arg in ("--onnx", fake_export(merged, d))]
+    kinds = [{"quantized": "int8", "fused": {"QAttention": 2}}, {"fused": {}}, {}, {}]
+    exports = [fake_export(merged, d, **k) for d, k in zip(dirs, kinds, strict=True)]
+    onnx = [arg for export in exports for arg in ("--onnx", export)]
     code, out, err = run(capsys, monkeypatch, *_argv(merged, originals, "--texts", texts),
                          "--json", *onnx)  # fmt: skip
     assert code == 0, err
@@ -221,7 +224,11 @@ def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, t
     print_bench(api.BenchResult.model_validate(result))
     table = capsys.readouterr().out.splitlines()
     rows = [line.split("│")[1].strip() for line in table if line.startswith("│")]
-    assert rows == ["originals", "merged", *(f"onnx {n}" for n in names)], table
+    graphs = ["int8, fused", *["float32, standard ONNX"] * 3]  # what each config.json says
+    labels = [f"onnx {n} ({g})" for n, g in zip(names, graphs, strict=True)]
+    assert rows == ["originals", "merged", *labels], table
+    assert [result["onnx"][n]["precision"] for n in names] == ["int8", *["float32"] * 3]
+    assert [result["onnx"][n]["fused"] for n in names] == [True, False, False, False]
     deeper = ["x/a/onnx", "y/a/onnx", "z/onnx8"]
     assert export_names([tmp_path / d for d in deeper]) == [*deeper[:2], "onnx8"]
 

@@ -10,7 +10,8 @@ first, and every figure is the median over the rounds. Ratios are merged (or ONN
 originals; the physical limit of the inference ratio is 1/N (``setup.limit``: docs/design.md).
 
 Timings are not asserted anywhere: they depend on the machine and its load. This module reads
-the texts it is given; :mod:`hm3.bench.texts` finds them in files and suites.
+the texts it is given; :mod:`hm3.bench.texts` finds them in files and suites, and
+:mod:`hm3.bench.systems` checks the models against each other before any run.
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hm3.bench.names import export_names
+from hm3.bench.systems import MERGED, ORIGINALS, Export, check_systems
 from hm3.bench.worker import RunSpec, check_models, model_windows, spawn
 from hm3.errors import Hm3Error
-from hm3.io.checkpoint import read_config
-from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.labels import Task
 from hm3.model.windows import Windows, default_labels
 from hm3.options import RunOptions, resolve_device
 from hm3.progress import progress_bar
-
-ORIGINALS, MERGED = "originals", "merged"
 
 
 class Measure(BaseModel):
@@ -56,6 +54,8 @@ class Ratio(BaseModel):
 
 class OnnxMeasure(Measure):
     ratio: Ratio
+    precision: str = "float32"  # what the graph computes in: float32 or int8
+    fused: bool = False  # holds ONNX Runtime's fused operators (hm3 export onnx --fuse)
 
 
 class Setup(BaseModel):
@@ -119,7 +119,7 @@ def bench(
         raise Hm3Error(f"--threads {threads}: expected at least 1")
     if not texts:
         raise Hm3Error("texts: nothing to classify; give a texts file or a suite with rows")
-    ours, systems = _check_tasks(merged, originals, onnx)
+    ours, systems, exports = check_systems(merged, originals, onnx)
     torch_models = {"--merged": merged, **{f"--originals {t}": p for t, p in originals.items()}}
     check_models(torch_models, onnx, options)
     if windows is not None:
@@ -139,7 +139,7 @@ def bench(
             for name, (runtime, models) in systems.items()
         }
         runs = _rounds(specs, repeats, threads, options.progress)
-    return _result(runs, ours, len(texts), options, repeats, windows is not None)
+    return _result(runs, ours, len(texts), options, repeats, windows is not None, exports)
 
 
 def _rounds(
@@ -160,74 +160,6 @@ def _rounds(
                     runs[name].append(measured)
                 bar.advance(job)
     return runs
-
-
-def _check_tasks(
-    merged: Path, originals: Mapping[str, Path], onnx: Sequence[Path]
-) -> tuple[list[Task], dict[str, tuple[str, list[tuple[Path, list[tuple[Task, Task]]]]]]]:
-    """The merged model's tasks, and per system its runtime and its models: each model's
-    directory and the tasks it answers as (merged task, its own task) pairs. An original has
-    one task (any name), an export the merged model's; each the labels of the merged task."""
-    from hm3.export.runtime import read_export
-
-    ours = _tasks(merged, "--merged")
-    tasks = [t.name for t in ours]
-    own = {task: _tasks(path, f"--originals {task}") for task, path in originals.items()}
-    for task, path in originals.items():
-        if len(own[task]) != 1:
-            raise Hm3Error(
-                f"--originals {task}={path}: expected a single-task classifier, found "
-                f"{len(own[task])} tasks; give the original classifier of {task!r}"
-            )
-    missing = [t for t in tasks if t not in originals]
-    extra = [t for t in originals if t not in tasks]
-    if missing or extra:
-        raise Hm3Error(
-            f"--originals: the merged model {merged} answers {', '.join(tasks)}; give exactly one "
-            f"original per task (missing: {', '.join(missing) or 'none'}; not in the merged "
-            f"model: {', '.join(extra) or 'none'})"
-        )
-    for t in ours:
-        _check_labels(t, own[t.name][0], f"--originals {t.name}={originals[t.name]}")
-    systems = {
-        ORIGINALS: ("torch", [(originals[t.name], [(t, own[t.name][0])]) for t in ours]),
-        MERGED: ("torch", [(merged, [(t, t) for t in ours])]),
-    }
-    for name, path in zip(export_names(onnx), onnx, strict=True):
-        theirs = {t.name: t for t in read_export(path)[2]}
-        if sorted(theirs) != sorted(tasks):
-            raise Hm3Error(
-                f"--onnx {path}: answers {', '.join(theirs)}, the merged model "
-                f"{', '.join(tasks)}; export the merged model (hm3 export onnx {merged} --out "
-                "NEW_DIR)"
-            )
-        for t in ours:
-            _check_labels(t, theirs[t.name], f"--onnx {path}")
-        systems[f"onnx:{name}"] = ("onnx", [(path, [(t, theirs[t.name]) for t in ours])])
-    return ours, systems
-
-
-def _check_labels(task: Task, mine: Task, option: str) -> None:
-    """``mine`` must have ``task``'s labels: the same names, or as many where one side has
-    placeholder names (``LABEL_0``), as ``hm3 evaluate`` compares models."""
-    if set(mine.labels) == set(task.labels):
-        return
-    placeholders = any(all(map(is_uninformative, t.labels)) for t in (task, mine))
-    if placeholders and len(mine.labels) == len(task.labels):
-        return
-    raise Hm3Error(
-        f"{option}: its labels are {', '.join(mine.labels)} but task {task.name!r} of the "
-        f"merged model has {', '.join(task.labels)}; give the original classifier of "
-        f"{task.name!r} (models compared on a task must share its labels)"
-    )
-
-
-def _tasks(path: Path, option: str) -> list[Task]:
-    path = Path(path)
-    if not path.is_dir():
-        raise Hm3Error(f"{option} {path}: model directory not found; check the path")
-    label = f"{option} {path}"
-    return tasks_from_config(read_config(path, label), path.resolve().name, label)
 
 
 def _median(runs: list[dict]) -> Measure:
@@ -254,6 +186,7 @@ def _result(
     options: RunOptions,
     repeats: int,
     windows: bool,
+    exports: dict[str, Export],
 ) -> BenchResult:
     medians = {name: _median(r) for name, r in runs.items()}
     base = medians[ORIGINALS]
@@ -277,9 +210,12 @@ def _result(
         merged=medians[MERGED],
         ratio=_ratio(medians[MERGED], base),
         onnx={
-            name.partition(":")[2]: OnnxMeasure(**m.model_dump(), ratio=_ratio(m, base))
-            for name, m in medians.items()
-            if name.startswith("onnx:")
+            name: OnnxMeasure(
+                **medians[f"onnx:{name}"].model_dump(),
+                ratio=_ratio(medians[f"onnx:{name}"], base),
+                **asdict(export),
+            )
+            for name, export in exports.items()
         },
         setup=setup,
         runs={

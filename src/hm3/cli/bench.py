@@ -17,7 +17,7 @@ from hm3.cli.long_texts import with_windows
 from hm3.options import RunOptions
 
 if TYPE_CHECKING:
-    from hm3.bench.api import BenchResult
+    from hm3.bench.api import BenchResult, OnnxMeasure
     from hm3.model.windows import Windows
 
 TextColumnOpt = Annotated[
@@ -104,7 +104,7 @@ def print_bench(result: BenchResult) -> None:
         f"of {s.repeats})",
     )  # fmt: skip
     rows = [("originals", result.originals, None), ("merged", result.merged, result.ratio)]
-    rows += [(f"onnx {name}", m, m.ratio) for name, m in result.onnx.items()]
+    rows += [(f"onnx {name} ({_graph(m)})", m, m.ratio) for name, m in result.onnx.items()]
     for name, m, ratio in rows:
         table.add_row(
             name,
@@ -128,3 +128,8 @@ def print_bench(result: BenchResult) -> None:
         f"{s.max_length}{others}, long texts {'in windows' if s.windows else 'truncated'}; peak "
         "MB is resident memory above each process's baseline (GPU: allocated)"
     )
+
+
+def _graph(m: OnnxMeasure) -> str:
+    """What an export's graph is: its precision, and fused or standard ONNX."""
+    return f"{m.precision}, {'fused' if m.fused else 'standard ONNX'}"
