@@ -42,7 +42,7 @@ from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_a
 from hm3.errors import Hm3Error
 from hm3.io.atomic import atomic_dir, check_output
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, read_config
-from hm3.io.paths import as_path
+from hm3.io.paths import as_path, dir_name
 from hm3.io.texts import (
     TextCount,
     TextFile,
@@ -186,7 +186,7 @@ def _prepare(
     if not merged.is_dir():
         raise Hm3Error(f"{merged}: model directory not found; check the path")
     config = read_config(merged, str(merged))
-    tasks = tasks_from_config(config, merged.resolve().name, str(merged))
+    tasks = tasks_from_config(config, dir_name(merged), str(merged))
     if config.get("hm3") is None:  # an ordinary classifier records no original
         tasks = [replace(t, source="") for t in tasks]
     if not ((merged / SAFE_SINGLE).is_file() or (merged / SAFE_INDEX).is_file()):

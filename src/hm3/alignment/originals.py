@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import locate, read_config
+from hm3.io.paths import dir_name
 from hm3.model.features import Original
 from hm3.model.labels import Task, is_uninformative, own_labels, resolve_labels, tasks_from_config
 
@@ -88,7 +89,7 @@ def check_labels(task: Task, path: Path) -> tuple[int, int]:
     label = f"original of task {task.name!r} ({path})"
     config = read_config(path, label)
     if config.get("hm3") is not None:
-        candidates = tasks_from_config(config, path.resolve().name, label)
+        candidates = tasks_from_config(config, dir_name(path), label)
         named = [t for t in candidates if t.name == task.name]
         if not named and len(candidates) > 1:
             raise Hm3Error(

@@ -19,6 +19,7 @@ from rich.console import Console, ConsoleDimensions
 
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE, DEFAULT_RIDGE, DEFAULT_SCALE
 from hm3.errors import Hm3Error
+from hm3.io.paths import dir_name
 from hm3.options import DEVICE_RULE, DTYPES, RUN_FIELDS, RunOptions
 from hm3.options import run_options as make_run_options
 
@@ -216,7 +217,7 @@ def parse_named_paths(specs: Sequence[str], option: str, *, need_name: bool) -> 
         named, path = split_named(spec, option, task=need_name)  # MODEL: a display name
         if named is None and need_name:
             raise Hm3Error(f"{option} {spec}: expected TASK=DIR, e.g. toxicity=models/toxicity")
-        name = named or Path(path).expanduser().resolve().name
+        name = named or dir_name(path)
         if name in out:
             fix = "give each a name of its own" if named else "name one with NAME=DIR"
             raise Hm3Error(f"{option} {spec}: name {name!r} given twice; {fix}")

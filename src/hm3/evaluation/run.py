@@ -29,6 +29,7 @@ from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tas
 from hm3.evaluation.suite import Dataset, Suite, check_expectations, check_originals, load_datasets
 from hm3.evaluation.windowed import check_default_labels, windowed_proba
 from hm3.io.checkpoint import read_config
+from hm3.io.paths import dir_name
 from hm3.model.classifier import Classifier, load
 from hm3.model.labels import Task, is_uninformative, tasks_from_config
 from hm3.model.predictor import Predictor, check_windows, segment_softmax
@@ -192,7 +193,7 @@ def _tasks_of(ref: ModelRef, what: str) -> list[Task]:
     path = Path(ref)
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
-    return tasks_from_config(read_config(path, str(path)), path.resolve().name, str(path))
+    return tasks_from_config(read_config(path, str(path)), dir_name(path), str(path))
 
 
 def _align_labels(members: Sequence[_Member]) -> tuple[list[_Member], dict[str, tuple[str, ...]]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hm3.errors import Hm3Error
-from hm3.io.paths import as_path
+from hm3.io.paths import as_path, dir_name
 from hm3.model.labels import Task, tasks_from_config
 from hm3.model.predictor import BasePredictor
 from hm3.options import RunOptions, run_options
@@ -85,7 +85,7 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[Task]]
     block = config.get("onnx") if isinstance(config, dict) else None
     if not isinstance(block, dict) or not isinstance(block.get("outputs"), dict):
         raise Hm3Error(f"{path}: config.json has no onnx block (not written by hm3); {fix}")
-    tasks = tasks_from_config(config, path.resolve().name, str(path))
+    tasks = tasks_from_config(config, dir_name(path), str(path))
     missing = sorted({t.name for t in tasks} - set(block["outputs"].values()))
     if missing:
         raise Hm3Error(f"{path}: the onnx block maps no output to task {missing[0]!r}; {fix}")

@@ -26,3 +26,10 @@ def as_path(value: object, what: str) -> Path:
     if isinstance(getattr(value, "path", None), Path):  # a loaded model: its directory will do
         hint = f"; give the directory it was loaded from ({what}=model.path)"
     raise Hm3Error(f"{what}: expected a path (str or pathlib.Path), got {found}{hint}")
+
+
+def dir_name(path: str | os.PathLike) -> str:
+    """The name a model directory gives the task it answers by default: its last component as
+    the user wrote it (``.`` and ``..`` made absolute first; a link keeps its own name, as in
+    ``hm3 merge``, not its target's)."""
+    return Path(os.path.abspath(os.path.expanduser(path))).name

@@ -176,7 +176,7 @@ def _tasks(
         arch.check_head(shapes, len(own), ckpt.label, _NO_HEAD_FIX)
         if ckpt.config.get("problem_type") == "multi_label_classification":
             log.warning("%s is a multi-label classifier; hm3 applies softmax per task", ckpt.label)
-        name = entry.name or _default_name(entry.model, path, used)
+        name = entry.name or default_name(entry.model, path, used)
         if not entry.name and name in named:
             _name_taken(config, j, named[name], name)
         used.add(name)
@@ -216,7 +216,9 @@ _NO_HEAD_FIX = (
 )
 
 
-def _default_name(ref: str, path: Path, used: set[str]) -> str:
+def default_name(ref: str, path: Path, used: set[str]) -> str:
+    """The name of a task whose entry gives none: its directory's, as ``ref`` writes it (not
+    resolved through links), numbered on from 2 where ``used`` has it."""
     stem = Path(ref.rstrip("/")).name or path.name
     name, n = stem, 1
     while name in used:

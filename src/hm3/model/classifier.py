@@ -21,7 +21,7 @@ import torch
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint
-from hm3.io.paths import as_path
+from hm3.io.paths import as_path, dir_name
 from hm3.io.tokenizer import has_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.labels import Task, tasks_from_config
@@ -111,7 +111,7 @@ def _check_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict, list[Task]]
     know, and a model without tokenizer files are refused here.
     """
     with Checkpoint(path, allow_pickle=allow_pickle, role="model") as ckpt:
-        tasks = tasks_from_config(ckpt.config, path.resolve().name, str(path))
+        tasks = tasks_from_config(ckpt.config, dir_name(path), str(path))
         check_model_type(ckpt.config, str(path / "config.json"))
         arch = SUPPORTED.get(str(ckpt.config.get("model_type", "")))
         if arch is not None:

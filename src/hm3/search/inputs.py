@@ -22,6 +22,7 @@ from hm3.errors import Hm3Error
 from hm3.evaluation.suite import load_suite
 from hm3.io.atomic import check_not_cwd, check_output
 from hm3.io.checkpoint import locate, read_config
+from hm3.io.paths import dir_name
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MergeConfig
 from hm3.model.labels import Task
@@ -144,7 +145,7 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     if not base:
         raise Hm3Error(f"--self {spec.self_model}: its config.json names no base model; pass "
                        "--base DIR with the model it was fine-tuned from")  # fmt: skip
-    name = spec.self_task or Path(model).resolve().name  # as a merge names it: its directory
+    name = spec.self_task or dir_name(model)  # as a merge names it: its directory
     recipe = {
         "base_model": str(locate(base, "--base").resolve()),
         "merge_method": "dare_ties",

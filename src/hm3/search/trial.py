@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hm3.merging.config import MergeConfig
+from hm3.merging.plan import default_name
 from hm3.methods import METHODS
 from hm3.search.space import Range, SearchSpace
 
@@ -72,12 +73,33 @@ def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]
         return str(resolved.resolve()) if resolved.exists() else ref
 
     out["base_model"] = fix(out["base_model"])
-    for entry in out.get("models") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("model"), str):
-            entry["model"] = fix(entry["model"])
+    entries = [e for e in out.get("models") or [] if isinstance(e, dict)]
+    entries = [e for e in entries if isinstance(e.get("model"), str)]
+    written = [e["model"] for e in entries]
+    for entry in entries:
+        entry["model"] = fix(entry["model"])
+    _keep_written_names(entries, written)
     if isinstance(out.get("align"), dict) and isinstance(out["align"].get("texts"), str):
         out["align"]["texts"] = fix(out["align"]["texts"])
     return out
+
+
+def _keep_written_names(entries: list[dict[str, Any]], written: list[str]) -> None:
+    """Where a model path is a link, resolving it renames the task ``hm3 merge`` names after
+    the directory: the names the paths as written give are then written into the entries."""
+
+    def names(refs: list[str]) -> list[str]:
+        used: set[str] = set()
+        out = []
+        for entry, ref in zip(entries, refs, strict=True):
+            out.append(entry.get("name") or default_name(ref, Path(ref), used))
+            used.add(out[-1])
+        return out
+
+    as_written = names(written)
+    if as_written != names([e["model"] for e in entries]):
+        for entry, name in zip(entries, as_written, strict=True):
+            entry["name"] = name
 
 
 def trial_config(
