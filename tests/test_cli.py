@@ -333,6 +333,10 @@ def test_yaml_unknown_key_and_misspelled_method(bert_zoo, tmp_path, capsys):
     text = expect_user_error(capsys, tmp_path, "merge", cfg, "--out", tmp_path / "out", match=clean)
     assert text.count("dare-ties") == 1 and text.count("merge_method") == 1  # said once
     assert "linear, task_arithmetic, ties" in text  # the valid names are listed
+    (tmp_path / "list.yaml").write_text(f"- base_model: {bert_zoo.base}\n")  # a list, not keys
+    expect_user_error(capsys, tmp_path, "merge", tmp_path / "list.yaml", "--out", tmp_path / "out",
+                      match="found a list; a merge config starts with `base_model:`, "
+                      "`merge_method:` and `models:`")  # fmt: skip
     (tmp_path / "bad.yaml").write_text("base_model: [unclosed\n")
     expect_user_error(
         capsys,

@@ -208,7 +208,7 @@ BAD = [
         "texts[1]: Input should be a valid string (got null)",
     ),
     ("unknown key", {"texts": ["a"], "tex": 1}, 422, "unknown key 'tex'"),
-    ("missing key", {"inputs": ["a"]}, 422, "texts: Field required"),
+    ("missing key", {"inputs": ["a"]}, 422, "texts: missing; add it"),
     ("empty list", {"texts": []}, 422, "at least 1 item"),
     ("blank text", {"texts": ["ok", "   "]}, 422, "texts[1]: empty text"),
     ("too many texts", {"texts": ["a"] * 5}, 422, "over the server's limit of 4"),

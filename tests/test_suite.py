@@ -182,7 +182,24 @@ def test_bad_files_and_formats(tmp_path):
             {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}], "limt": 3},
             "(did you mean 'limit'?); valid keys at the top level: datasets, limit, seed",
         ),
-        ({"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": {"col": "y"}}}]}, "expect"),
+        (
+            {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": {"col": "y"}}}]},
+            "datasets[0].expect: t: expected a label (t: LABEL) or a column of per-row labels (t: "
+            "{column: NAME}), got {'col': 'y'}",
+        ),
+        (
+            {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": ["x"]}}]},
+            "datasets[0].expect: t: expected a label (t: LABEL) or a column",
+        ),
+        (
+            {"datasets": [{"path": "a.jsonl", "expect": {"t": "x"}}]},
+            "datasets[0].name: missing; add it",
+        ),
+        (
+            [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}],
+            "at the top level, found a list; a suite starts with `datasets:`, a list of "
+            "{name, path, expect}",
+        ),
         (
             {"limit": 0, "datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}]},
             "limit",

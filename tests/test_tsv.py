@@ -178,7 +178,11 @@ def test_bad_values_are_named(params, options, message):
     ("doc", "message"),
     [
         ({"models": [{"model": "a", "parameters": {"weight": -1}}]}, "tsv weights scale each"),
-        ({"parameters": {"density": 0.5}}, "density not used by merge_method 'tsv'"),
+        (
+            {"parameters": {"density": 0.5}},
+            "density not used by merge_method 'tsv' \\(it uses: "
+            "weight; method-wide in parameters: lambda\\)",
+        ),
         ({"parameters": {"rescale": True}}, "rescale not used by merge_method 'tsv'"),
     ],
 )

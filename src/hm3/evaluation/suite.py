@@ -31,12 +31,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hm3.errors import Hm3Error
 from hm3.io.paths import as_path
 from hm3.io.tables import read_columns, table_format
-from hm3.io.yaml_input import UserModel, format_validation_error, load_yaml_mapping
+from hm3.io.yaml_input import (
+    UserModel,
+    as_written,
+    format_validation_error,
+    load_yaml_mapping,
+    shorten,
+)
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _NAME = r"^[A-Za-z0-9_.\-]+$"
@@ -60,6 +74,24 @@ class DatasetSpec(BaseModel):
     text: str = Field(default="text", min_length=1)
     expect: dict[str, str | ColumnExpect] = Field(min_length=1)
     limit: int | None = Field(default=None, gt=0)
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _one_expectation_each(cls, value: Any) -> Any:
+        """A label or ``{column: NAME}`` per task, said in one line (pydantic would report
+        both branches of the union, under their class names)."""
+        for task, want in value.items() if isinstance(value, dict) else ():
+            ok = isinstance(want, str) or (
+                isinstance(want, dict)
+                and list(want) == ["column"]
+                and isinstance(want["column"], str)
+            )
+            if not ok:
+                raise ValueError(
+                    f"{task}: expected a label ({task}: LABEL) or a column of per-row labels "
+                    f"({task}: {{column: NAME}}), got {shorten(as_written(want))}"
+                )
+        return value
 
     def describe(self, task: str) -> str:
         """The expected label of ``task`` for humans: a label, or ``column <name>``."""
@@ -141,7 +173,7 @@ class Suite(UserModel):
 def load_suite(path: str | Path) -> Suite:
     """Load and validate a suite file (YAML); errors name the file and the key."""
     path = as_path(path, "suite")
-    data = load_yaml_mapping(path, "suite")
+    data = load_yaml_mapping(path, "suite", "`datasets:`, a list of {name, path, expect}")
     return Suite.from_dict(data, source=str(path), root=path.parent)
 
 

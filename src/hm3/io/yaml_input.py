@@ -41,9 +41,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+def load_yaml_mapping(path: Path, what: str, top: str = "") -> dict[str, Any]:
     """Read a YAML file that must hold a mapping, with no key given twice; errors name the
-    file."""
+    file. ``top``: the keys such a file starts with, named when it holds no mapping."""
     if path.is_dir():
         raise Hm3Error(f"{path}: a directory, not a {what} file; give the YAML file's path")
     if not path.is_file():
@@ -56,7 +56,12 @@ def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         detail = " ".join(str(exc).split())  # one line: YAML errors quote the source
         raise Hm3Error(f"{path}: not valid YAML ({detail})") from None
     if not isinstance(data, dict):
-        raise Hm3Error(f"{path}: expected a YAML mapping of keys to values at the top level")
+        found = "nothing" if data is None else f"a {type(data).__name__}"
+        hint = f"; a {what} starts with {top}" if top else ""
+        raise Hm3Error(
+            f"{path}: expected a YAML mapping of keys to values at the top level, found {found}"
+            f"{hint}"
+        )
     return data
 
 
@@ -87,6 +92,9 @@ def format_validation_error(
         loc = _format_loc((within, *err["loc"]) if within else err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(_unknown_key(err["loc"], model, within))
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{loc}: missing; add it" if loc else "missing; add it")
             continue
         msg = err["msg"].removeprefix("Value error, ")
         given = err.get("input")

@@ -50,6 +50,9 @@ from hm3.options import DTYPES, DtypeName
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+MERGE_TOP = "`base_model:`, `merge_method:` and `models:`"  # named where a file has no mapping
+
+
 class ModelParameters(BaseModel):
     """Per-model merge parameters; unset values fall back to the config-wide defaults."""
 
@@ -174,10 +177,13 @@ class MergeConfig(UserModel):
         for where, given in sources:
             unused = sorted(set(given) - used)
             if unused:
+                switches = sorted(method.global_parameters)  # read in `parameters` only
+                reads = ", ".join(sorted(used)) or "nothing"
+                reads += f"; method-wide in parameters: {', '.join(switches)}" * bool(switches)
                 raise ValueError(
                     f"{where}: {', '.join(unused)} not used by merge_method "
-                    f"{self.merge_method!r} (it uses: {', '.join(sorted(used)) or 'nothing'}); "
-                    "remove it or pick a method that uses it"
+                    f"{self.merge_method!r} (it uses: {reads}); remove it or pick a method that "
+                    "uses it"
                 )
         names = [m.name for m in self.models if m.name]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -264,7 +270,7 @@ class MergeConfig(UserModel):
     def from_yaml(cls, path: str | Path) -> MergeConfig:
         """Load and validate a merge config file."""
         path = as_path(path, "merge config")
-        data = load_yaml_mapping(path, "merge config")
+        data = load_yaml_mapping(path, "merge config", MERGE_TOP)
         config = cls.from_dict(data, source=str(path), root=path.parent)
         config._path = path
         return config

@@ -24,7 +24,7 @@ from hm3.io.atomic import check_not_cwd, check_output
 from hm3.io.checkpoint import locate, read_config
 from hm3.io.paths import dir_name
 from hm3.io.yaml_input import load_yaml_mapping
-from hm3.merging.config import MergeConfig
+from hm3.merging.config import MERGE_TOP, MergeConfig
 from hm3.model.labels import Task
 from hm3.search import outputs
 from hm3.search import study as studies
@@ -129,7 +129,7 @@ def read_recipe(spec: SearchSpec) -> tuple[dict[str, Any], Any, str]:
     """The recipe mapping (paths absolute), its search space, and its name for messages."""
     if spec.config is not None:
         source = str(spec.config)
-        data = load_yaml_mapping(spec.config, "merge config")
+        data = load_yaml_mapping(spec.config, "merge config", MERGE_TOP)
         plain, space, declared = split_search(data, source)
         config = MergeConfig.from_dict(plain, source=source, root=spec.config.parent)
         space = space if declared else paper_space()  # a block replaces the paper's space

@@ -117,7 +117,7 @@ class Policy:
 
 def load_policy(path: Path, tasks: Sequence[Task]) -> Policy:
     """Read and check a policy file against the model's tasks (one-line errors)."""
-    data = load_yaml_mapping(path, "policy")
+    data = load_yaml_mapping(path, "policy", "`rules:`, a list of rules")
     try:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as exc:
