@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,6 +63,13 @@ def test_report_holds_table1_every_case_and_the_plots(first_run):
     ]
     assert all(not o["reused"] for o in summary["originals"])  # a clean cache: trained here
     assert not (first_run / "models").exists()  # merged models are scratch unless kept
+    # where the models and data are, for a user's own configs: real directories, all of them
+    tried = report.split("## Try hm3 on these models")[1]
+    listed = [Path(p) for p in re.findall(r"`(/[^`]+)`", tried)]
+    assert [p.name for p in listed[1:5]] == [Path(o["path"]).name for o in summary["originals"]]
+    assert all((p / "config.json").is_file() for p in listed[:5])  # the base, the originals
+    assert (listed[5] / "suite.yaml").is_file() and (listed[5] / "unlabeled.jsonl").is_file()
+    assert summary["base_model"] == str(listed[0])
     assert not list(first_run.parent.glob(".report*"))
 
 

@@ -95,4 +95,8 @@ def demo(
     )
     result = run_demo(out, cache_dir=cache, options=options, console=err_console)
     print_table1(result, out_console)
-    err_console.print(f"report → {result.path}/report.md ({result.seconds:.0f} s)", highlight=False)
+    err_console.print(
+        f"report → {result.path}/report.md ({result.seconds:.0f} s); its last section lists the "
+        "models and data to try hm3 on",
+        highlight=False,
+    )

@@ -109,6 +109,7 @@ def run_demo(
             cases=tuple(cases),
             timings={k: round(v, 1) for k, v in say.timings.items()},
             seconds=round(time.perf_counter() - started, 1),
+            base_model=str(base),
         )
         write_summary(result, tmp, data)
     return result

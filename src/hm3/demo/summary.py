@@ -62,6 +62,7 @@ class DemoResult:
     cases: tuple[CaseResult, ...]
     timings: Mapping[str, float]  # step → seconds
     seconds: float
+    base_model: str = ""  # the base the originals were fine-tuned from (a directory)
 
     def columns(self) -> list[str]:
         """Table 1's model columns: original, then each method (and its aligned twin)."""
@@ -164,8 +165,27 @@ def _markdown(result: DemoResult, data: DemoData) -> str:
         ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())
         + f"; total {result.seconds:.0f} s.",
         "",
+        *_try_it(result, data),
     ]
     return "\n".join(lines)
+
+
+def _try_it(result: DemoResult, data: DemoData) -> list[str]:
+    """Where the demo's models and data are, for a user's own merges (the README's
+    Quickstart) and searches."""
+    tasks = ", ".join(o.task for o in result.originals)
+    return [
+        "## Try hm3 on these models",
+        "",
+        "The demo's models and data stay in its cache, for your own merge configs and suites:",
+        "",
+        f"- base model (`base_model:`): `{result.base_model}`",
+        *(f"- {o.task} (`model:`, `--originals {o.task}=`): `{o.path}`" for o in result.originals),
+        f"- data: `{data.root}`: `{data.suite.name}` (the suite above, from the test splits), "
+        f"`{data.unlabeled.name}` (unlabeled texts for `align:`), and per task ({tasks}) "
+        "`<task>/train.jsonl`, `validation.jsonl`, `test.jsonl` (column `text`, `label`)",
+        "",
+    ]
 
 
 def _originals_table(result: DemoResult) -> tuple[list[str], list[list[str]]]:
