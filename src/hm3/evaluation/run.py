@@ -64,7 +64,8 @@ def evaluate(
     """Run every model on the suite's datasets and score each task it answers.
 
     Args:
-        suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`).
+        suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`); for some of its
+            tasks only (``hm3 evaluate --tasks``), pass ``suite.restricted([...])``.
         models: column name → merged or ordinary classifier: its directory, or a loaded
             :class:`~hm3.model.predictor.Predictor` (a ``Classifier``, ...).
         originals: task name → original single-task classifier; together they form the model
