@@ -211,6 +211,7 @@ BAD = [
     ("missing key", {"inputs": ["a"]}, 422, "texts: missing; add it"),
     ("empty list", {"texts": []}, 422, "at least 1 item"),
     ("blank text", {"texts": ["ok", "   "]}, 422, "texts[1]: empty text"),
+    ("invisible text", {"texts": ["ok", "\u200b\ufeff\u0000 "]}, 422, "texts[1]: empty text"),
     ("too many texts", {"texts": ["a"] * 5}, 422, "over the server's limit of 4"),
     ("text too long", {"texts": ["a" * 2001]}, 422, "2001 characters"),
     ("lone surrogate", b'{"texts": ["\\ud800"]}', 422, "lone surrogate"),
@@ -390,6 +391,11 @@ def test_api_key(merged, monkeypatch):
         ([{"task": "task0", "not": ["benign", "jailbreak"]}], "excludes every label"),
         ([{"task": "task0", "not": []}], "not: [] leaves out no label, so the rule would flag"),
         ([{"task": "task0", "label": []}], "label: [] names no label"),
+        ([{"task": "task0", "label": ["jailbreak", "benign"]}], "names every label of task task0"),
+        (
+            [{"task": "task0", "label": "benign", "min_score": "0.5e0"}],  # YAML reads it as text
+            "(got '0.5e0': text, not a number; write it as a number, e.g. 0.5)",
+        ),
         ([{"task": "task0", "label": "benign", "not": "jailbreak"}], "exactly one of"),
         ([{"task": "task0", "label": "benign", "min_score": 1.5}], "min_score"),
         (

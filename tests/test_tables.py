@@ -118,3 +118,24 @@ def test_parquet_reads_only_the_columns_asked_for(tmp_path):
     path = write(tmp_path / "t.parquet")
     assert [r for _, r in iter_records(path, "t", ["label"])] == [{"label": v} for v in "aba"]
     assert read_columns(path, "t", ["nope"]) == (["text", "label"], {}, 3)
+
+
+def test_blank_means_nothing_a_tokenizer_reads(tmp_path):
+    """White space, zero-width spaces, byte order marks and control characters only: blank
+    (the tokenizer drops them all, so the model would score the empty string). A blank row of
+    a texts file is skipped; a text of them is refused by predict (and the server)."""
+    from hm3.io.texts import TextCount, is_blank
+    from hm3.model.predictor import check_texts
+
+    for text in ("", "  \n\t", "\u200b", "\ufeff \u200d", "\x00\x07", "\u2028"):
+        assert is_blank(text), repr(text)
+    for text in ("a", "\u200bok", " ✓ ", "日本", "\u00a0x"):
+        assert not is_blank(text), repr(text)
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "one"}, {"text": "\u200b\u200b"}, {"text": "two"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    count = TextCount()
+    batches = list(iter_text_batches(open_texts(path, "text"), 8, count=count))
+    assert batches == [["one", "two"]] and count.skipped == 1
+    with pytest.raises(Hm3Error, match=r"texts\[0\]: empty text '\\u200b'; give every text"):
+        check_texts(["\u200b"])

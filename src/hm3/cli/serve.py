@@ -48,6 +48,13 @@ KeepAliveOpt = Annotated[
         help="Seconds an idle connection stays open; keep it above your proxy's idle timeout.",
     ),
 ]
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--shutdown-grace",
+        help="Seconds requests in flight may take after SIGTERM or Ctrl-C; later ones get 503.",
+    ),
+]
 ApiKeyEnvOpt = Annotated[
     str | None,
     typer.Option(
@@ -81,6 +88,7 @@ def serve(
     max_body_bytes: BodyBytesOpt = 4 * 2**20,
     api_key_env: ApiKeyEnvOpt = None,
     keep_alive: KeepAliveOpt = 75,
+    shutdown_grace: GraceOpt = 10.0,
     *,
     options: RunOptions,
     windows: Windows | None,
@@ -91,7 +99,7 @@ def serve(
     Requests that arrive together share one forward pass (by token budget, waiting at most
     --max-wait-ms); every task is answered from that one pass. A text longer than --max-length
     tokens is scored in overlapping windows unless --no-windows truncates it. Stop it with
-    Ctrl-C or SIGTERM.
+    Ctrl-C or SIGTERM: requests in flight get --shutdown-grace seconds, then a 503.
     """
     from hm3.serve.server import serve as run_server
     from hm3.serve.settings import ServeSettings
@@ -109,6 +117,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         api_key_env=api_key_env,
         keep_alive_s=keep_alive,
+        shutdown_grace_s=shutdown_grace,
         windows=windows,
         options=options,
     )

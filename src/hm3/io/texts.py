@@ -15,6 +15,7 @@ runs no model.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,15 @@ from typing import Any
 
 from hm3.errors import Hm3Error
 from hm3.io.tables import FORMATS, iter_records, peek_columns, table_format
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has nothing a tokenizer reads: only white space, control and format
+    characters (zero-width spaces, byte order marks, NUL), which BERT-style tokenizers drop, so
+    the model would score it as the empty string. Stops at the first visible character."""
+    if not text.strip():
+        return True
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,7 @@ def iter_text_batches(
     for row, value in _values(texts):
         if max_texts is not None and count.texts >= max_texts:
             break
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if value is None or (isinstance(value, str) and is_blank(value)):
             count.skipped += 1
             if len(count.first_skipped) < 3:
                 count.first_skipped.append(row)

@@ -100,12 +100,29 @@ def format_validation_error(
         given = err.get("input")
         text = as_written(given)
         quiet = isinstance(given, dict | list) or err["type"] == "missing" or text in msg
-        shown = "" if quiet else f" (got {shorten(text)})"
+        shown = "" if quiet else f" (got {shorten(text)}{_as_number(err['type'], given)})"
         if within and not err["loc"]:  # the model's own check, whose message names its key
             lines.append(f"{within}.{msg}{shown}")
         else:
             lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
+    if len(lines) > _SHOWN_PROBLEMS:  # a list of a million wrong items: the first few say it
+        lines[_SHOWN_PROBLEMS:] = [f"and {len(lines) - _SHOWN_PROBLEMS} more problems"]
     return "; ".join(lines)
+
+
+_SHOWN_PROBLEMS = 5
+
+
+def _as_number(kind: str, given: object) -> str:
+    """Where a number was expected and text that reads as one given (YAML 1.1 reads
+    ``0.5e0``, an exponent without a sign, as text): the fix."""
+    if kind not in ("float_type", "int_type") or not isinstance(given, str):
+        return ""
+    try:
+        number = float(given)
+    except ValueError:
+        return ""
+    return f": text, not a number; write it as a number, e.g. {number:g}"
 
 
 def as_written(value: object) -> str:

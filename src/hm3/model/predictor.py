@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hm3.errors import Hm3Error
+from hm3.io.texts import is_blank
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step
 from hm3.options import whole_number
@@ -262,9 +263,9 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(out):
         if not isinstance(text, str):
             raise Hm3Error(f"texts[{i}]: expected a string, got {type(text).__name__}")
-        if not text.strip():
+        if is_blank(text):
             raise Hm3Error(
-                f"texts[{i}]: empty text {text!r}; give every text at least one non-space "
+                f"texts[{i}]: empty text {text!r}; give every text at least one visible "
                 "character (drop the empty ones)"
             )
     return out

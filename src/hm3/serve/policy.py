@@ -100,6 +100,11 @@ class Policy:
                     f"{source}: rules[{i}].not excludes every label of task {task.name}, so "
                     "it could never fire; leave at least one label out"
                 )
+            if len(labels) == len(task.labels):  # their probabilities sum to 1 on every text
+                raise Hm3Error(
+                    f"{source}: rules[{i}].label names every label of task {task.name}, so it "
+                    "would flag every text; name only the labels to flag"
+                )
             index = [task.labels.index(x) for x in labels]
             self._rules.append((i, rule, task.name, index, labels))
 

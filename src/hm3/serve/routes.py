@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from hm3.serve import tei
-from hm3.serve.batcher import Batcher
+from hm3.serve.batcher import Batcher, ShuttingDown
 from hm3.serve.engine import Cost, Engine, Mode, Scores
 from hm3.serve.guard import BodyTooLarge, too_large
 from hm3.serve.metrics import Metrics
@@ -99,11 +100,15 @@ class Server:
 async def unless_gone(work: Coroutine[Any, Any, T], receive: Callable) -> T:
     """``work``'s result, unless the client disconnects first: then ``work`` is cancelled (a
     queued job with it) and :class:`ClientGone` raised. ``receive``: the request's ASGI channel,
-    its body already read, so its next message is the disconnect."""
+    its body already read, so its next message is the disconnect. Cancelled itself, by uvicorn
+    when a shutdown's grace period (``hm3 serve``: 10 s) ends before the answer, it raises
+    :class:`ShuttingDown`: the client gets the 503 it can retry elsewhere, not a bare 500."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        raise ShuttingDown() from None
     finally:
         gone.cancel()
         task.cancel()  # nothing when it is done
@@ -137,7 +142,9 @@ async def _read(request: Request, model: type[BaseModel]) -> Any:
     except BodyTooLarge:  # counted (body_too_large) by the guard, which found it
         limit = _server(request).settings.max_body_bytes
         raise BadRequest(413, too_large(limit), reason=None) from None
-    except Exception as exc:  # the client went away or sent a broken stream
+    except ClientDisconnect:  # went away mid-upload: no bad request of its own
+        raise ClientGone() from None
+    except Exception as exc:  # a broken stream
         raise BadRequest(400, f"could not read the body ({type(exc).__name__})") from None
     return parse_body(raw, model)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hm3.io.texts import is_blank
 from hm3.io.yaml_input import as_written, format_validation_error
 from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
@@ -38,6 +39,18 @@ class ClassifyRequest(BaseModel):
 
     texts: list[str] = Field(min_length=1, description="Texts to classify with every task.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_bad_text(cls, data: Any) -> Any:
+        """The first text that is not a string, at once: pydantic would report every one, and
+        a body of two million numbers would take seconds and a 100 MB answer."""
+        texts = data.get("texts") if isinstance(data, dict) else None
+        for i, text in enumerate(texts if isinstance(texts, list) else ()):
+            if not isinstance(text, str):
+                got = "" if isinstance(text, dict | list) else f" (got {as_written(text)})"
+                raise ValueError(f"texts[{i}]: Input should be a valid string{got}")
+        return data
+
 
 class ClassifyResult(Prediction):
     """One text's answer: every task's label and scores; ``flagged``/``reasons`` with a policy."""
@@ -55,10 +68,21 @@ class TaskInfo(BaseModel):
     labels: list[str]
 
 
+class LongTexts(BaseModel):
+    """How a text over ``max_length`` tokens is scored: ``windows`` (with their stride in
+    tokens, how they combine and each task's default label) or ``truncate``."""
+
+    mode: str
+    stride: int | None = None
+    combine: str | None = None
+    default_labels: dict[str, str] | None = None
+
+
 class TasksResponse(BaseModel):
     model: str
     runtime: str
     max_length: int
+    long_texts: LongTexts
     tasks: list[TaskInfo]
     recipe: dict[str, Any] | None = None
     align: dict[str, Any] | None = None
@@ -76,6 +100,7 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         raise BadRequest(
             400, f"body is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON"
         ) from None
+    text = text.removeprefix("\ufeff")  # a byte order mark, which JSON lets a reader ignore
     if not text.strip():
         raise BadRequest(400, "empty body; send a JSON object")
     try:
@@ -119,10 +144,8 @@ def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str)
             "request (--max-texts); split the request",
         )
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise BadRequest(
-                422, f"{where}[{i}]: empty text; give every text a non-space character"
-            )
+        if is_blank(text):
+            raise BadRequest(422, f"{where}[{i}]: empty text; give every text a visible character")
         if len(text) > max_chars:
             raise BadRequest(
                 422,

@@ -105,7 +105,7 @@ def serve(
         app,
         log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
         access_log=log.isEnabledFor(logging.INFO),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
         timeout_keep_alive=settings.keep_alive_s,
     )
     host, port = sock.getsockname()[:2]

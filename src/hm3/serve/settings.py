@@ -37,6 +37,9 @@ class ServeSettings:
         keep_alive_s: how long an idle connection stays open. Longer than the idle timeout of
             the client's pool or proxy (nginx, load balancers: 60 s), so the server never
             closes a connection just as a client reuses it (the client then sees a reset).
+        shutdown_grace_s: on SIGTERM or Ctrl-C, how long requests in flight may still take;
+            those left then get 503 (retry on another instance). Keep it below the grace your
+            orchestrator gives (Kubernetes: 30 s).
         windows: how texts longer than ``max_length`` tokens are scored (overlapping windows,
             combined per task); ``None``: truncated.
         options: device, dtype, batch size (rows per forward pass at most), max length.
@@ -54,6 +57,7 @@ class ServeSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     api_key_env: str | None = None
     keep_alive_s: int = 75
+    shutdown_grace_s: float = 10.0
     windows: Windows | None = field(default_factory=Windows)
     options: RunOptions = field(default_factory=lambda: RunOptions(batch_size=64))
 
@@ -71,6 +75,9 @@ class ServeSettings:
                 raise Hm3Error(f"{flag} {value}: expected a whole number >= 1")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise Hm3Error(f"--max-wait-ms {self.max_wait_ms}: expected 0 to 10000 milliseconds")
+        if not 0 <= self.shutdown_grace_s <= 3600:  # nan too
+            grace = f"--shutdown-grace {self.shutdown_grace_s:g}"
+            raise Hm3Error(f"{grace}: expected 0 to 3600 seconds")
         if not 0 <= self.port <= 65535:
             raise Hm3Error(f"--port {self.port}: expected 0 to 65535 (0: any free port)")
         if self.max_batch_tokens < self.options.max_length:
