@@ -356,3 +356,50 @@ def test_failed_merge_leaves_no_parent_folders(bert_zoo, tmp_path, capsys):
     expect_user_error(capsys, tmp_path, "merge", cfg, "--out", out, "--no-progress",
                       match="NaN or Inf", names="lambda")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
+
+
+def test_a_long_warning_is_one_line_in_a_log_file(capsys):
+    """Off a terminal (a log file, a pipe, CI) a record is one line however long: Rich's
+    handler would wrap it at the console's width onto padded lines."""
+    import logging
+
+    from hm3.cli.app import _setup
+
+    _setup(verbose=False, version=False)
+    logging.getLogger("hm3").warning("%s", "a long warning " * 40)
+    err = capsys.readouterr().err
+    assert err == "WARNING  " + "a long warning " * 40 + "\n"
+
+
+def test_a_sigterm_during_an_import_waits_for_the_import(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised inside an import can surface in a C++ extension's callback
+    (torch's pybind11 set-up) and abort the process (SIGABRT, no clean-up): hm3 sends the
+    SIGTERM again once the import is done, and unwinds then."""
+    import importlib
+    import time
+
+    from hm3.cli.app import _sigterm_interrupts
+
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "deadline = time.monotonic() + 0.5\n"
+        "while time.monotonic() < deadline:\n"  # bytecode running: the handler gets its turn
+        "    pass\n"
+        "DONE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[int] = []
+    imported = []
+    caller = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt), _sigterm_interrupts():
+            imported.append(importlib.import_module("slow_module").DONE)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the SIGTERM, sent again, interrupts this
+                pass
+        assert imported == [True]  # the import ran to its end, and the interrupt came after
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, caller)
+        sys.modules.pop("slow_module", None)

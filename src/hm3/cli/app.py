@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -64,10 +66,16 @@ def _setup(
         ),
     ] = False,
 ) -> None:
+    if err_console.is_terminal:
+        handler: logging.Handler = RichHandler(console=err_console, show_time=False,
+                                               show_path=False)  # fmt: skip
+    else:  # a log file or a pipe: one line a record, however long (Rich would wrap it)
+        handler = logging.StreamHandler(err_console.file)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+        handlers=[handler],
         force=True,
     )
 
@@ -134,6 +142,11 @@ def _sigterm_interrupts() -> Iterator[None]:
     received: list[int] = []
 
     def interrupt(signum, frame):
+        if _importing(frame):  # raised in a module's import, it can abort the process (below)
+            again = threading.Timer(_RETRY_S, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
         received.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
@@ -147,6 +160,21 @@ def _sigterm_interrupts() -> Iterator[None]:
             sys.stdout.flush()
             sys.stderr.flush()
             signal.raise_signal(signal.SIGTERM)
+
+
+_RETRY_S = 0.05  # a SIGTERM that came during an import is sent again this much later
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an import. There, an exception from a signal handler may
+    surface in a C++ extension's callback (torch's pybind11 module set-up), which then calls
+    ``std::terminate``: the process dies by SIGABRT, its clean-up never run. So the SIGTERM
+    waits until the import is done."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupted(exc: KeyboardInterrupt) -> None:
