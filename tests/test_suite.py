@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hm3.errors import Hm3Error
-from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets, load_suite
+from hm3.evaluation.expectations import check_expectations
+from hm3.evaluation.suite import Dataset, Suite, load_datasets, load_suite
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

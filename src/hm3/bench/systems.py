@@ -14,9 +14,7 @@ from pathlib import Path
 
 from hm3.bench.names import export_names
 from hm3.errors import Hm3Error
-from hm3.io.checkpoint import read_config
-from hm3.io.paths import dir_name
-from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.labels import Task, directory_tasks, is_uninformative
 
 ORIGINALS, MERGED = "originals", "merged"
 
@@ -100,4 +98,4 @@ def _tasks(path: Path, option: str) -> list[Task]:
     if not path.is_dir():
         raise Hm3Error(f"{option} {path}: model directory not found; check the path")
     label = f"{option} {path}"
-    return tasks_from_config(read_config(path, label), dir_name(path), label)
+    return directory_tasks(path, label)

@@ -24,14 +24,13 @@ from rich.progress import TextColumn
 
 from hm3.errors import Hm3Error
 from hm3.evaluation.bootstrap import compare_with_originals
+from hm3.evaluation.expectations import check_expectations, check_originals
 from hm3.evaluation.results import DatasetInfo, EvaluationResult, TaskInfo
 from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tasks
-from hm3.evaluation.suite import Dataset, Suite, check_expectations, check_originals, load_datasets
+from hm3.evaluation.suite import Dataset, Suite, load_datasets
 from hm3.evaluation.windowed import check_default_labels, windowed_proba
-from hm3.io.checkpoint import read_config
-from hm3.io.paths import dir_name
 from hm3.model.classifier import Classifier, load
-from hm3.model.labels import Task, is_uninformative, tasks_from_config
+from hm3.model.labels import Task, directory_tasks, is_uninformative
 from hm3.model.predictor import Predictor, check_windows, segment_softmax
 from hm3.model.windows import Windows
 from hm3.options import RunOptions, run_options
@@ -64,8 +63,7 @@ def evaluate(
     """Run every model on the suite's datasets and score each task it answers.
 
     Args:
-        suite: a validated suite (:func:`hm3.evaluation.suite.load_suite`); for some of its
-            tasks only (``hm3 evaluate --tasks``), pass ``suite.restricted([...])``.
+        suite: a :func:`~hm3.evaluation.suite.load_suite` suite (some tasks: ``.restricted``).
         models: column name → merged or ordinary classifier: its directory, or a loaded
             :class:`~hm3.model.predictor.Predictor` (a ``Classifier``, ...).
         originals: task name → original single-task classifier; together they form the model
@@ -194,7 +192,7 @@ def _tasks_of(ref: ModelRef, what: str) -> list[Task]:
     path = Path(ref)
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
-    return tasks_from_config(read_config(path, str(path)), dir_name(path), str(path))
+    return directory_tasks(path, str(path))
 
 
 def _align_labels(members: Sequence[_Member]) -> tuple[list[_Member], dict[str, tuple[str, ...]]]:

@@ -18,8 +18,9 @@ cross-check of another task's data) or read per row from a column::
 
 This module validates the file (frozen pydantic models, unknown keys refused), reads the
 datasets into :class:`Dataset` objects (texts and expected labels per task, seeded sample
-applied) and checks them against the tasks of the models being evaluated. Every error names
-the dataset. It runs no model and computes no metric (see :mod:`hm3.evaluation.run`).
+applied); :mod:`hm3.evaluation.expectations` checks them against the tasks of the models being
+evaluated. Every error names the dataset. It runs no model and computes no metric (see
+:mod:`hm3.evaluation.run`).
 """
 
 from __future__ import annotations
@@ -217,58 +218,6 @@ def read_dataset(suite: Suite, spec: DatasetSpec) -> Dataset:
     expect = {task: spec.describe(task) for task in spec.expect}
     row_ids = tuple(int(i) for i in keep)
     return Dataset(spec.name, path, texts, expected, expect, label_columns, row_ids, rows)
-
-
-def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence[str]]) -> None:
-    """Check every expected task and label against the tasks of the models being evaluated.
-
-    Args:
-        datasets: the suite's datasets, as read.
-        tasks: task name → its label names, over all models being evaluated.
-
-    Raises:
-        Hm3Error: naming the dataset, the unknown task or label, and the valid names.
-    """
-    for data in datasets:
-        for task, labels in data.expected.items():
-            if task not in tasks:
-                raise Hm3Error(
-                    f"dataset {data.name!r}: expect names task {task!r}, which no model being "
-                    f"evaluated answers; valid tasks: {', '.join(tasks) or 'none'}; fix the name, "
-                    "add a model that answers it (--originals TASK=DIR), or evaluate only the "
-                    "tasks the models answer (--tasks)"
-                )
-            valid = set(tasks[task])
-            bad = [i for i, label in enumerate(labels) if label not in valid]
-            if bad:
-                column = data.label_columns.get(task)
-                row = f" (row {data.row_ids[bad[0]] + 1}, column {column!r})" if column else ""
-                raise Hm3Error(
-                    f"dataset {data.name!r}: expected label {labels[bad[0]]!r} for task {task!r}"
-                    f"{row} is not one of its labels: {', '.join(tasks[task])}; fix the suite or "
-                    "the data"
-                )
-
-
-def check_originals(
-    datasets: Sequence[Dataset], originals: Sequence[str], answered: Sequence[str]
-) -> None:
-    """Refuse an original whose task (``--originals TASK=DIR``) no model answers and no dataset
-    expects: a misspelt or misnamed task that would silently go unscored.
-
-    Args:
-        datasets: the suite's datasets, as read.
-        originals: the originals' task names, as the user gave them.
-        answered: the tasks the models other than the originals answer.
-    """
-    known = dict.fromkeys([*answered, *(t for data in datasets for t in data.expected)])
-    for task in originals:
-        if task not in known:
-            raise Hm3Error(
-                f"--originals {task}=…: no model answers task {task!r} and no dataset expects "
-                f"it; known tasks: {', '.join(known) or 'none'}; name the original after one "
-                "(a model's task is its `name:` in the merge config, else its directory's name)"
-            )
 
 
 def _read_columns(path: Path, needed: list[str], where: str) -> dict[str, list[Any]]:

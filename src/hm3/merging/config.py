@@ -48,8 +48,6 @@ from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
 from hm3.options import DTYPES, DtypeName
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
 MERGE_TOP = "`base_model:`, `merge_method:` and `models:`"  # named where a file has no mapping
 
 

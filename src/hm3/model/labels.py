@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hm3.errors import Hm3Error
+from hm3.io.checkpoint import read_config
+from hm3.io.paths import dir_name
 
 log = logging.getLogger("hm3")
 
@@ -207,3 +210,9 @@ def _check_segments(tasks: list[Task], num_labels: int, source: str) -> None:
         raise Hm3Error(
             f"{source}: hm3 tasks cover {position} labels but the model has {num_labels}"
         )
+
+
+def directory_tasks(path: Path, label: str) -> list[Task]:
+    """The tasks of the classifier directory ``path``, from its ``config.json`` alone (no
+    weights read); a single task is named after the directory. ``label`` names it in errors."""
+    return tasks_from_config(read_config(path, label), dir_name(path), label)

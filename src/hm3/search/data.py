@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from hm3.errors import Hm3Error
+from hm3.evaluation.expectations import check_expectations
 from hm3.evaluation.scoring import score_model
-from hm3.evaluation.suite import Dataset, Suite, check_expectations, load_datasets
+from hm3.evaluation.suite import Dataset, Suite, load_datasets
 from hm3.model.classifier import Classifier
 from hm3.model.labels import Task
 from hm3.model.predictor import segment_softmax
