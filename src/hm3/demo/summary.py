@@ -180,7 +180,11 @@ def _try_it(result: DemoResult, data: DemoData) -> list[str]:
         "The demo's models and data stay in its cache, for your own merge configs and suites:",
         "",
         f"- base model (`base_model:`): `{result.base_model}`",
-        *(f"- {o.task} (`model:`, `--originals {o.task}=`): `{o.path}`" for o in result.originals),
+        *(
+            f"- {o.task} (`model:` with `name: {o.task}`, as the suites name it; `--originals "
+            f"{o.task}=`): `{o.path}`"
+            for o in result.originals
+        ),
         f"- data: `{data.root}`: `{data.suite.name}` (the suite above, from the test splits), "
         f"`{data.unlabeled.name}` (unlabeled texts for `align:`), and per task ({tasks}) "
         "`<task>/train.jsonl`, `validation.jsonl`, `test.jsonl` (column `text`, `label`)",
