@@ -173,7 +173,7 @@ def test_a_path_texts_or_a_batch_size_of_the_wrong_type_is_one_line(bert_zoo, be
     clf = hm3.load(bert_ties_merged)
     with pytest.raises(Hm3Error) as e:  # a loaded model where its directory was meant
         hm3.align(clf, texts, tmp_path / "o", progress=False)
-    want = "got Classifier; give the directory it was loaded from (merged_dir=model.path)"
+    want = "got Classifier; give its directory (merged_dir=model.path)"
     assert _one_line(e) == f"merged_dir: expected a path (str or pathlib.Path), {want}"
     assert not (tmp_path / "o").exists()
     for bad in (None, 5, b"good"):

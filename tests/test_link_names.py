@@ -55,3 +55,28 @@ def test_every_command_names_a_linked_model_after_the_link(zoo_of, tmp_path, one
     assert [m["name"] for m in recipe["models"]] == list(links)
     assert [Path(m["model"]) for m in recipe["models"]] == [p.resolve() for p in links.values()]
     assert [t.name for t in hm3.load(out / "best").tasks] == list(links)
+
+
+def test_a_model_given_as_dot_is_named_after_its_directory(zoo_of, tmp_path, monkeypatch):
+    """`model: .` (the config inside the model's directory) or `..`: the task is named after
+    the directory they stand for, by hm3 merge and in a search's recipe alike, never ''."""
+    import shutil
+
+    from hm3.search.trial import absolute_recipe
+
+    zoo = zoo_of("bert")
+    guard = Path(shutil.copytree(zoo.models[0], tmp_path / "guard"))
+    (guard / "inner").mkdir()
+    doc = {"base_model": str(zoo.base), "merge_method": "ties",
+           "models": [{"model": "."}, {"model": str(zoo.models[2])}]}  # fmt: skip
+    (guard / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    doc["models"][0]["model"] = ".."
+    (guard / "inner" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    for config, where in ((guard / "m.yaml", guard), (guard / "inner" / "m.yaml", guard / "inner")):
+        monkeypatch.chdir(where)
+        loaded = hm3.MergeConfig.from_yaml(config.name)  # relative: resolved from the cwd
+        merged = hm3.merge(loaded, tmp_path / f"out-{where.name}", progress=False)
+        names = [t.name for t in hm3.load(merged.path).tasks]
+        assert names == ["guard", zoo.models[2].name]
+        recipe = absolute_recipe(yaml.safe_load(config.read_text()), loaded)
+        assert [m.get("name", dir_name(m["model"])) for m in recipe["models"]] == names

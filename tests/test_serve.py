@@ -396,6 +396,10 @@ def test_api_key(merged, monkeypatch):
             [{"task": "task0", "label": "benign", "min_score": "0.5e0"}],  # YAML reads it as text
             "(got '0.5e0': text, not a number; write it as a number, e.g. 0.5)",
         ),
+        (
+            [{"task": "task0", "label": "benign", "min_score": "1e-5"}],
+            "e.g. 1.0e-05)",  # a form YAML 1.1 reads as a number
+        ),
         ([{"task": "task0", "label": "benign", "not": "jailbreak"}], "exactly one of"),
         ([{"task": "task0", "label": "benign", "min_score": 1.5}], "min_score"),
         (

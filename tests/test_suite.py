@@ -157,6 +157,8 @@ def test_missing_values_name_dataset_and_row(tmp_path):
     assert "'my_set'" in msg and "row 2 has no text" in msg  # the first row is row 1
     msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "b"}, {"text": "  "}])
     assert "'my_set'" in msg and "row 3 has no text" in msg
+    msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "\u200b"}])  # nothing to read
+    assert "'my_set'" in msg and "row 2 has no text" in msg
     rows = [{"text": "a", "y": "x"}, {"text": "b", "y": ""}]
     msg = _error(tmp_path, {"expect": {"t": {"column": "y"}}}, rows=rows, ext="csv")
     assert "'my_set'" in msg and "row 2 has no expected label" in msg
@@ -187,6 +189,10 @@ def test_bad_files_and_formats(tmp_path):
             {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": {"col": "y"}}}]},
             "datasets[0].expect: t: expected a label (t: LABEL) or a column of per-row labels (t: "
             "{column: NAME}), got {'col': 'y'}",
+        ),
+        (
+            {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": 1}}]},
+            "got 1; quote a label that reads as a number",
         ),
         (
             {"datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": ["x"]}}]},

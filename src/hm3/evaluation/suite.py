@@ -45,6 +45,7 @@ from pydantic import (
 from hm3.errors import Hm3Error
 from hm3.io.paths import as_path
 from hm3.io.tables import read_columns, table_format
+from hm3.io.texts import is_blank
 from hm3.io.yaml_input import (
     UserModel,
     as_written,
@@ -88,9 +89,10 @@ class DatasetSpec(BaseModel):
                 and isinstance(want["column"], str)
             )
             if not ok:
+                quote = "; quote a label that reads as a number" * isinstance(want, int | float)
                 raise ValueError(
                     f"{task}: expected a label ({task}: LABEL) or a column of per-row labels "
-                    f"({task}: {{column: NAME}}), got {shorten(as_written(want))}"
+                    f"({task}: {{column: NAME}}), got {shorten(as_written(want))}{quote}"
                 )
         return value
 
@@ -240,7 +242,7 @@ def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list
     out = []
     for i in keep:
         value = values[i]
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or is_blank(value):
             raise Hm3Error(
                 f"{where}: row {i + 1} has no text in column {column!r} (got {value!r}); remove "
                 "the row or fill it in"

@@ -24,7 +24,7 @@ def as_path(value: object, what: str) -> Path:
     found = type(value).__name__
     hint = ""
     if isinstance(getattr(value, "path", None), Path):  # a loaded model: its directory will do
-        hint = f"; give the directory it was loaded from ({what}=model.path)"
+        hint = f"; give its directory ({what}=model.path)"
     raise Hm3Error(f"{what}: expected a path (str or pathlib.Path), got {found}{hint}")
 
 

@@ -10,6 +10,7 @@ unknown key. Shared by the merge config (:mod:`hm3.merging.config`) and the eval
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -83,31 +84,32 @@ def format_validation_error(
     ``within`` names the block the model was read from (``"search"``): every place is given
     inside it.
     """
-    lines = []
     errors = exc.errors(include_url=False)
     inner = {e["loc"][:n] for e in errors for n in range(len(e["loc"]))}
-    for err in errors:
-        if err["type"] == "too_short" and err["loc"] in inner:
-            continue  # a list whose bad items are reported: its length error is noise
-        loc = _format_loc((within, *err["loc"]) if within else err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(_unknown_key(err["loc"], model, within))
-            continue
-        if err["type"] == "missing":
-            lines.append(f"{loc}: missing; add it" if loc else "missing; add it")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        given = err.get("input")
-        text = as_written(given)
-        quiet = isinstance(given, dict | list) or err["type"] == "missing" or text in msg
-        shown = "" if quiet else f" (got {shorten(text)}{_as_number(err['type'], given)})"
-        if within and not err["loc"]:  # the model's own check, whose message names its key
-            lines.append(f"{within}.{msg}{shown}")
-        else:
-            lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
-    if len(lines) > _SHOWN_PROBLEMS:  # a list of a million wrong items: the first few say it
-        lines[_SHOWN_PROBLEMS:] = [f"and {len(lines) - _SHOWN_PROBLEMS} more problems"]
+    # a list's length error where its bad items are reported is noise
+    errors = [e for e in errors if not (e["type"] == "too_short" and e["loc"] in inner)]
+    lines = [_problem(err, model, within) for err in errors[:_SHOWN_PROBLEMS]]
+    more = len(errors) - len(lines)  # a million wrong items: the first few say it, at once
+    if more:
+        lines.append(f"and {more} more problem{'s' * (more > 1)}")
     return "; ".join(lines)
+
+
+def _problem(err: Any, model: type[BaseModel] | None, within: str) -> str:
+    """One pydantic error as ``where: what (got value)``."""
+    loc = _format_loc((within, *err["loc"]) if within else err["loc"])
+    if err["type"] == "extra_forbidden":
+        return _unknown_key(err["loc"], model, within)
+    if err["type"] == "missing":
+        return f"{loc}: missing; add it" if loc else "missing; add it"
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    text = as_written(given)
+    quiet = isinstance(given, dict | list) or text in msg
+    shown = "" if quiet else f" (got {shorten(text)}{_as_number(err['type'], given)})"
+    if within and not err["loc"]:  # the model's own check, whose message names its key
+        return f"{within}.{msg}{shown}"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
 _SHOWN_PROBLEMS = 5
@@ -122,7 +124,14 @@ def _as_number(kind: str, given: object) -> str:
         number = float(given)
     except ValueError:
         return ""
-    return f": text, not a number; write it as a number, e.g. {number:g}"
+    if not math.isfinite(number) or (kind == "int_type" and not number.is_integer()):
+        return ""
+    if kind == "int_type":
+        return f": text, not a number; write it as a whole number, e.g. {int(number)}"
+    mantissa, _, exponent = repr(number).partition("e")  # YAML 1.1 floats: 1.0e-05, not 1e-05
+    mantissa += "" if "." in mantissa else ".0"
+    written = mantissa + (f"e{'' if exponent[0] in '+-' else '+'}{exponent}" if exponent else "")
+    return f": text, not a number; write it as a number, e.g. {written}"
 
 
 def as_written(value: object) -> str:

@@ -25,6 +25,7 @@ import torch
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import Checkpoint, locate
+from hm3.io.paths import dir_name
 from hm3.merging.checks import check_counterparts, check_family, check_vocab, same_tensors
 from hm3.merging.config import MergeConfig
 from hm3.methods import METHODS
@@ -219,7 +220,9 @@ _NO_HEAD_FIX = (
 def default_name(ref: str, path: Path, used: set[str]) -> str:
     """The name of a task whose entry gives none: its directory's, as ``ref`` writes it (not
     resolved through links), numbered on from 2 where ``used`` has it."""
-    stem = Path(ref.rstrip("/")).name or path.name
+    stem = Path(ref.rstrip("/")).name
+    if stem in ("", ".", ".."):  # `.` or `..`: the directory they stand for
+        stem = dir_name(path)
     name, n = stem, 1
     while name in used:
         n += 1

@@ -75,7 +75,7 @@ def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]
     out["base_model"] = fix(out["base_model"])
     entries = [e for e in out.get("models") or [] if isinstance(e, dict)]
     entries = [e for e in entries if isinstance(e.get("model"), str)]
-    written = [e["model"] for e in entries]
+    written = [(e["model"], Path(config.resolve(e["model"])).expanduser()) for e in entries]
     for entry in entries:
         entry["model"] = fix(entry["model"])
     _keep_written_names(entries, written)
@@ -84,20 +84,21 @@ def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]
     return out
 
 
-def _keep_written_names(entries: list[dict[str, Any]], written: list[str]) -> None:
+def _keep_written_names(entries: list[dict[str, Any]], written: list[tuple[str, Path]]) -> None:
     """Where a model path is a link, resolving it renames the task ``hm3 merge`` names after
-    the directory: the names the paths as written give are then written into the entries."""
+    the directory: the names the paths as written give are then written into the entries.
+    ``written``: each entry's path as written, and where it points from the config."""
 
-    def names(refs: list[str]) -> list[str]:
+    def names(refs: list[tuple[str, Path]]) -> list[str]:
         used: set[str] = set()
         out = []
-        for entry, ref in zip(entries, refs, strict=True):
-            out.append(entry.get("name") or default_name(ref, Path(ref), used))
+        for entry, (ref, path) in zip(entries, refs, strict=True):
+            out.append(entry.get("name") or default_name(ref, path, used))
             used.add(out[-1])
         return out
 
     as_written = names(written)
-    if as_written != names([e["model"] for e in entries]):
+    if as_written != names([(e["model"], Path(e["model"])) for e in entries]):
         for entry, name in zip(entries, as_written, strict=True):
             entry["name"] = name
 

@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hm3.io.paths import dir_name
 from hm3.serve import tei
 from hm3.serve.batcher import Batcher, Overloaded, ShuttingDown
 from hm3.serve.engine import Engine, NonFiniteScores
@@ -63,7 +64,7 @@ def create_app(
     app = FastAPI(
         title="hm3 guard server",
         version=__version__,
-        description=f"Every task of {engine.path.name} in one forward pass.",
+        description=f"Every task of {dir_name(engine.path)} in one forward pass.",
         lifespan=lifespan,
     )
     app.state.server = server

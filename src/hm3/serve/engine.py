@@ -30,6 +30,7 @@ import numpy as np
 
 from hm3.errors import Hm3Error
 from hm3.io.checkpoint import read_config
+from hm3.io.paths import dir_name
 from hm3.model.labels import Task
 from hm3.model.predictor import BasePredictor, Scoring, segment_softmax
 from hm3.model.windows import Windows, content_step, default_labels, spans
@@ -205,7 +206,7 @@ class Engine:
                 "default_labels": default_labels(self.tasks, self.windows.default_labels),
             }
         return {
-            "model": self.path.name,
+            "model": dir_name(self.path),
             "runtime": self.kind,
             "max_length": self.max_length,
             "long_texts": long_texts,

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hm3.io.paths import dir_name
 from hm3.io.yaml_input import shorten
 from hm3.model.labels import Task
 from hm3.serve.engine import Cost, Engine, Mode, Scores
@@ -138,7 +139,7 @@ def info(engine: Engine, settings: ServeSettings, tokenization_workers: int) -> 
     }
     classifier = TeiClassifier(id2label={str(i): label for label, i in ids.items()}, label2id=ids)
     return TeiInfo(
-        model_id=engine.path.name,
+        model_id=dir_name(engine.path),
         model_sha=None,
         model_dtype=engine.dtype,
         model_type=TeiModelType(classifier=classifier),
