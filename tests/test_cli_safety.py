@@ -371,18 +371,21 @@ def test_a_long_warning_is_one_line_in_a_log_file(capsys):
     assert err == "WARNING  " + "a long warning " * 40 + "\n"
 
 
-def test_a_sigterm_during_an_import_waits_for_the_import(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_an_import_waits_for_the_import(tmp_path, monkeypatch, signum):
     """A KeyboardInterrupt raised inside an import can surface in a C++ extension's callback
-    (torch's pybind11 set-up) and abort the process (SIGABRT, no clean-up): hm3 sends the
-    SIGTERM again once the import is done, and unwinds then."""
+    (torch's pybind11 set-up) and abort the process (SIGABRT, no clean-up): hm3 sends a
+    SIGTERM, or a Ctrl-C under Python's own handler, again once the import is done, and
+    unwinds then. Afterwards the handlers that were there are back."""
     import importlib
     import time
 
     from hm3.cli.app import _sigterm_interrupts
 
-    (tmp_path / "slow_module.py").write_text(
+    module = f"slow_module_{signum.name}"
+    (tmp_path / f"{module}.py").write_text(
         "import os, signal, time\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"os.kill(os.getpid(), signal.{signum.name})\n"
         "deadline = time.monotonic() + 0.5\n"
         "while time.monotonic() < deadline:\n"  # bytecode running: the handler gets its turn
         "    pass\n"
@@ -392,14 +395,17 @@ def test_a_sigterm_during_an_import_waits_for_the_import(tmp_path, monkeypatch):
     seen: list[int] = []
     imported = []
     caller = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    default_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt), _sigterm_interrupts():
-            imported.append(importlib.import_module("slow_module").DONE)
+            imported.append(importlib.import_module(module).DONE)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # the SIGTERM, sent again, interrupts this
+            while time.monotonic() < deadline:  # the signal, sent again, interrupts this
                 pass
         assert imported == [True]  # the import ran to its end, and the interrupt came after
-        assert seen == [signal.SIGTERM]
+        assert seen == ([signal.SIGTERM] if signum == signal.SIGTERM else [])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, caller)
-        sys.modules.pop("slow_module", None)
+        signal.signal(signal.SIGINT, default_int)
+        sys.modules.pop(module, None)

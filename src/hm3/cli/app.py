@@ -15,9 +15,9 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
@@ -130,39 +130,54 @@ def _sigterm_interrupts() -> Iterator[None]:
     temporary files removed, its one line printed); a second SIGTERM meanwhile is ignored. Then
     the handler that was there before is put back and the signal raised again: by default the
     process ends by SIGTERM, as its sender expects. Where SIGTERM was ignored, or handled
-    outside Python, nothing changes.
+    outside Python, nothing changes. SIGTERM and Ctrl-C (under Python's own SIGINT handler)
+    that come during an import wait for it to end (:func:`_importing`).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_IGN, None):
-        yield
-        return
+    previous_int = signal.getsignal(signal.SIGINT)
     received: list[int] = []
 
     def interrupt(signum, frame):
-        if _importing(frame):  # raised in a module's import, it can abort the process (below)
-            again = threading.Timer(_RETRY_S, os.kill, (os.getpid(), signum))
-            again.daemon = True
-            again.start()
-            return
         received.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    if previous not in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGTERM, _after_imports(interrupt))
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _after_imports(signal.default_int_handler))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        if previous not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGTERM, previous)
         if received:
             sys.stdout.flush()
             sys.stderr.flush()
             signal.raise_signal(signal.SIGTERM)
 
 
-_RETRY_S = 0.05  # a SIGTERM that came during an import is sent again this much later
+_RETRY_S = 0.05  # a signal that came during an import is sent again this much later
+
+
+def _after_imports(handler: Callable[[int, FrameType | None], Any]) -> Callable[..., Any]:
+    """``handler``, except that a signal landing inside an import is sent again a little later
+    and the import goes on."""
+
+    def deferring(signum: int, frame: FrameType | None) -> Any:
+        if _importing(frame):
+            again = threading.Timer(_RETRY_S, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return None
+        return handler(signum, frame)
+
+    return deferring
 
 
 def _importing(frame: FrameType | None) -> bool:
