@@ -6,7 +6,12 @@ HTTP: uvicorn on loopback."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from hm3.serve.server import bind, build
+from hm3.serve.server import bind, build, uvicorn_config
 from hm3.serve.settings import ServeSettings
 from serving import metric, running, wait_ready
 from test_cli import expect_user_error
@@ -26,8 +31,8 @@ def test_requests_still_running_when_the_grace_ends_get_503(bert_ties_merged, on
     settings = ServeSettings(port=0, shutdown_grace_s=0.3)
     app = build(bert_ties_merged, settings)
     sock = bind("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_level="critical", access_log=False,
-                            timeout_graceful_shutdown=settings.shutdown_grace_s)  # fmt: skip
+    config = uvicorn_config(app, settings)  # what `hm3 serve --shutdown-grace 0.3` runs
+    assert config.timeout_graceful_shutdown == 0.3
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -54,6 +59,42 @@ def test_requests_still_running_when_the_grace_ends_get_503(bert_ties_merged, on
     (r,) = answers
     assert r.status_code == 503, r.text
     assert r.json() == {"error": "server shutting down; retry on another instance"}
+
+
+def test_hm3_serve_gives_uvicorn_its_shutdown_grace(bert_ties_merged):
+    """End to end: `hm3 serve --shutdown-grace 0.2`, its model thread held, answers a request
+    in flight with the 503 once SIGTERM's grace is over; under the default 10 s grace the
+    client's own 8 s timeout would run out first."""
+    held = (
+        "import signal, time, hm3.serve.batcher as b; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "b.Batcher._advance = lambda self, run: time.sleep(300); "  # a pass that will not end
+        "from hm3.cli.app import main; main()"
+    )
+    cmd = [sys.executable, "-c", held, "serve", str(bert_ties_merged), "--port", "0",
+           "--shutdown-grace", "0.2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stderr.readline())
+        assert found, "no address announced"
+        url = f"http://127.0.0.1:{found.group(1)}"
+        wait_ready(url)
+        answers = []
+        client = threading.Thread(target=lambda: answers.append(
+            httpx.post(url + "/v1/classify", json={"texts": ["hello"]}, timeout=8)))  # fmt: skip
+        client.start()
+        deadline = time.monotonic() + 60
+        while metric(httpx.get(url + "/metrics").text, "hm3_admitted") < 1:
+            assert time.monotonic() < deadline, "the request was never admitted"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        client.join(timeout=60)
+        (r,) = answers  # an httpx.ReadTimeout in the thread would leave this empty
+        assert r.status_code == 503, r.text
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_client_gone_mid_upload_is_499_not_a_bad_request(bert_ties_merged, one_thread):

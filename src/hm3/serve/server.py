@@ -101,13 +101,7 @@ def serve(
         sock.close()
         raise
     sock.listen(_BACKLOG)
-    config = uvicorn.Config(
-        app,
-        log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
-        access_log=log.isEnabledFor(logging.INFO),
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    config = uvicorn_config(app, settings)
     host, port = sock.getsockname()[:2]
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
@@ -115,6 +109,19 @@ def serve(
         announce(f"serving {model} on http://{shown}:{port} ({keyed}; API docs: /docs)")
     with contextlib.suppress(KeyboardInterrupt):  # raised again by uvicorn after shutdown
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def uvicorn_config(app: Any, settings: ServeSettings) -> Any:
+    """uvicorn's configuration for ``app`` under ``settings`` (logging follows hm3's level)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
+        access_log=log.isEnabledFor(logging.INFO),
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 def bind(host: str, port: int, *, listen: bool = True) -> socket.socket:
