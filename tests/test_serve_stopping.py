@@ -25,6 +25,20 @@ from serving import metric, running, wait_ready
 from test_cli import expect_user_error
 
 
+def _one_request_admitted(url: str, timeout: float) -> tuple[threading.Thread, list]:
+    """A request sent from a thread, once the server has admitted it: the thread, and the list
+    its response lands in (empty if it failed, e.g. ran past ``timeout``)."""
+    answers: list[httpx.Response] = []
+    client = threading.Thread(target=lambda: answers.append(
+        httpx.post(url + "/v1/classify", json={"texts": ["hello"]}, timeout=timeout)))  # fmt: skip
+    client.start()
+    deadline = time.monotonic() + 60
+    while metric(httpx.get(url + "/metrics").text, "hm3_admitted") < 1:
+        assert time.monotonic() < deadline, "the request was never admitted"
+        time.sleep(0.01)
+    return client, answers
+
+
 def test_requests_still_running_when_the_grace_ends_get_503(bert_ties_merged, one_thread):
     """The model thread is held, so a request cannot finish; SIGTERM's path (``should_exit``)
     waits --shutdown-grace, then uvicorn cancels the request: it is answered 503 in JSON."""
@@ -43,14 +57,7 @@ def test_requests_still_running_when_the_grace_ends_get_503(bert_ties_merged, on
         state = state.app
     release = threading.Event()
     state.state.server.batcher._model.submit(release.wait, 120)  # a pass that will not end
-    answers = []
-    client = threading.Thread(target=lambda: answers.append(
-        httpx.post(url + "/v1/classify", json={"texts": ["hello world"]}, timeout=60)))  # fmt: skip
-    client.start()
-    deadline = time.monotonic() + 60
-    while metric(httpx.get(url + "/metrics").text, "hm3_admitted") < 1:
-        assert time.monotonic() < deadline, "the request was never admitted"
-        time.sleep(0.01)
+    client, answers = _one_request_admitted(url, timeout=60)
     server.should_exit = True  # what SIGTERM sets
     client.join(timeout=60)
     release.set()
@@ -80,14 +87,7 @@ def test_hm3_serve_gives_uvicorn_its_shutdown_grace(bert_ties_merged):
         assert found, "no address announced"
         url = f"http://127.0.0.1:{found.group(1)}"
         wait_ready(url)
-        answers = []
-        client = threading.Thread(target=lambda: answers.append(
-            httpx.post(url + "/v1/classify", json={"texts": ["hello"]}, timeout=8)))  # fmt: skip
-        client.start()
-        deadline = time.monotonic() + 60
-        while metric(httpx.get(url + "/metrics").text, "hm3_admitted") < 1:
-            assert time.monotonic() < deadline, "the request was never admitted"
-            time.sleep(0.01)
+        client, answers = _one_request_admitted(url, timeout=8)
         proc.send_signal(signal.SIGTERM)
         client.join(timeout=60)
         (r,) = answers  # an httpx.ReadTimeout in the thread would leave this empty
