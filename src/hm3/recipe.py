@@ -43,6 +43,9 @@ class RecipeResult(MergeResult):
     regmean: dict[str, Any] | None = None  # what RegMean's statistics were computed on
 
 
+_UNREAD = {"max_length": "set max_length in the config's align: or regmean: block"}
+
+
 def merge(
     config: MergeConfig, out: str | Path, *, options: RunOptions | None = None, **run: Any
 ) -> RecipeResult:
@@ -55,8 +58,8 @@ def merge(
             and aligning; CPU unless asked), ``dtype`` (output dtype, overriding
             ``config.dtype``), ``force`` (replace ``out`` once the new model is complete),
             ``allow_pickle``, ``progress``, and ``batch_size`` (texts per forward pass while
-            aligning and collecting RegMean's Gram matrices). ``max_length`` is not read: the
-            ``align`` and ``regmean`` blocks of ``config`` set their own.
+            aligning and collecting RegMean's Gram matrices). ``max_length`` is not read (so
+            refused as a keyword): the ``align`` and ``regmean`` blocks of ``config`` set it.
         **run: run options by name, overriding ``options`` (``hm3.merge(cfg, out,
             progress=False)``).
 
@@ -72,7 +75,7 @@ def merge(
             f"config: expected a hm3.MergeConfig, got {type(config).__name__}; build it with "
             "MergeConfig.from_yaml(path) or MergeConfig.from_dict(data)"
         )
-    opts = run_options(options, run).resolved()  # a bad device fails before any work
+    opts = run_options(options, run, unread=_UNREAD).resolved()  # a bad device fails first
     out = as_path(out, "out")
     started = time.perf_counter()
     # texts are checked before any model runs, so a wrong path or column fails in seconds,

@@ -113,6 +113,7 @@ def align(
     opts = run_options(options, run, unread=_UNREAD)
     ridge, scale = ridge_or_auto(ridge), scale_or_auto(scale)
     out = as_path(out, "out")
+    base_model = None if base_model is None else as_path(base_model, "base_model")
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
     plan = _prepare(merged_dir, texts_file, originals, text_column)
     inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
@@ -123,31 +124,7 @@ def align(
     record = stats.record(solution, ridge, digest, max_texts)
     with atomic_dir(out, opts.force) as tmp:
         _write(stats, solution, tmp, record)
-    return _result(out, ridge, stats, solution, record, digest, time.perf_counter() - started)
-
-
-def _result(
-    out: Path,
-    ridge: float | str,
-    stats: AlignStats,
-    solution: RidgeSolution,
-    record: dict[str, Any],
-    digest: str,
-    seconds: float,
-) -> AlignResult:
-    """The :class:`AlignResult` of a finished fit written to ``out``."""
-    return AlignResult(
-        out,
-        stats.n_texts,
-        ridge,
-        record["lambda"],  # None with "auto": each task's is in its TaskAlignment
-        digest,
-        stats.residuals(solution),
-        seconds,
-        stats.count.skipped,
-        stats.scale,
-        stats.scores,
-    )
+    return stats.result(out, ridge, solution, record, digest, time.perf_counter() - started)
 
 
 def collect(
@@ -170,6 +147,7 @@ def collect(
     """
     opts = run_options(options, run, unread=_UNREAD)
     scale = scale_or_auto(scale)
+    base_model = None if base_model is None else as_path(base_model, "base_model")
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
     plan = _prepare(merged_dir, texts_file, originals, text_column)
     return _accumulate(plan, opts, max_texts, scale, base_model)

@@ -118,6 +118,29 @@ class AlignStats:
             )
         return tuple(out)
 
+    def result(
+        self,
+        out: Path,
+        ridge: float | str,
+        solution: RidgeSolution,
+        record: dict[str, Any],
+        digest: str,
+        seconds: float,
+    ) -> AlignResult:
+        """The :class:`AlignResult` of ``solution`` once written to ``out``."""
+        return AlignResult(
+            out,
+            self.n_texts,
+            ridge,
+            record["lambda"],  # None with "auto": each task's is in its TaskAlignment
+            digest,
+            self.residuals(solution),
+            seconds,
+            self.count.skipped,
+            self.scale,
+            self.scores,
+        )
+
     def record(
         self,
         solution: RidgeSolution,

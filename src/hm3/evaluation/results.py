@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hm3.errors import Hm3Error
+from hm3.io.yaml_input import format_validation_error
 
 #: 2 added ``TaskResult.agreement``, 3 ``ModelResult.vs_original`` (older files read back as
 #: version 3, with None where they have nothing)
@@ -107,8 +108,11 @@ class EvaluationResult(_Result):
                 return model
         raise KeyError(f"no model {name!r}; models: {', '.join(m.name for m in self.models)}")
 
-    def average_f1(self, model: str, tasks: Sequence[str] | None = None) -> float | None:
-        """Mean macro-F1 of ``model`` over ``tasks`` (default: all it was evaluated on)."""
+    def average_f1(self, model: str, tasks: str | Sequence[str] | None = None) -> float | None:
+        """Mean macro-F1 of ``model`` over ``tasks``, a task or several (default: all it was
+        evaluated on); None where it was not evaluated on one of them."""
+        if isinstance(tasks, str):
+            tasks = (tasks,)
         results = self.model(model).tasks
         chosen = [t.f1 for t in results if tasks is None or t.task in tasks]
         if tasks is not None and len(chosen) != len(set(tasks)):
@@ -126,12 +130,25 @@ class EvaluationResult(_Result):
 
     @classmethod
     def from_json(cls, text: str) -> EvaluationResult:
-        """Read ``results.json``: any version up to this hm3's, as the current version."""
-        data = json.loads(text)
+        """Read ``results.json``: any version up to this hm3's, as the current version.
+
+        Raises:
+            Hm3Error: the text is not JSON, not evaluation results, or from a newer hm3.
+        """
+        fix = "give the results.json that hm3 evaluate wrote"
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise Hm3Error(f"results.json: not JSON ({exc}); {fix}") from None
         version = data.get("version", RESULTS_VERSION) if isinstance(data, dict) else None
         if isinstance(version, int) and version > RESULTS_VERSION:
             raise Hm3Error(
                 f"results.json version {version!r}: this hm3 reads versions up to "
                 f"{RESULTS_VERSION}; upgrade hm3 to read it"
             )
-        return cls.model_validate_json(text).model_copy(update={"version": RESULTS_VERSION})
+        try:
+            result = cls.model_validate(data)
+        except ValidationError as exc:
+            problem = format_validation_error(exc, cls)
+            raise Hm3Error(f"results.json: not hm3 evaluation results ({problem}); {fix}") from None
+        return result.model_copy(update={"version": RESULTS_VERSION})

@@ -43,10 +43,11 @@ from pydantic import (
 )
 
 from hm3.errors import Hm3Error
-from hm3.io.paths import as_path
+from hm3.io.paths import absolute, as_path
 from hm3.io.tables import read_columns, table_format
 from hm3.io.texts import is_blank
 from hm3.io.yaml_input import (
+    PathText,
     UserModel,
     as_written,
     format_validation_error,
@@ -72,7 +73,7 @@ class DatasetSpec(BaseModel):
     model_config = _FROZEN
 
     name: str = Field(pattern=_NAME)
-    path: str = Field(min_length=1)
+    path: PathText = Field(min_length=1)
     text: str = Field(default="text", min_length=1)
     expect: dict[str, str | ColumnExpect] = Field(min_length=1)
     limit: int | None = Field(default=None, gt=0)
@@ -127,14 +128,15 @@ class Suite(UserModel):
 
     @classmethod
     def from_dict(
-        cls, data: dict[str, Any], *, source: str = "suite", root: Path | None = None
+        cls, data: dict[str, Any], *, source: str = "suite", root: str | Path | None = None
     ) -> Suite:
-        """Validate a suite mapping; relative paths resolve against ``root`` (default: cwd)."""
+        """Validate a suite mapping; relative paths resolve against ``root`` (default: the
+        current directory), made absolute now: a later ``os.chdir`` changes nothing."""
         try:
             suite = cls.model_validate(data)
         except ValidationError as exc:
             raise Hm3Error(f"{source}: {format_validation_error(exc, cls)}") from None
-        suite._root = Path(root) if root is not None else Path()
+        suite._root = absolute(root if root is not None else ".")
         suite._source = source
         return suite
 

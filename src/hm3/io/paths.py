@@ -33,3 +33,9 @@ def dir_name(path: str | os.PathLike) -> str:
     the user wrote it (``.`` and ``..`` made absolute first; a link keeps its own name, as in
     ``hm3 merge``, not its target's)."""
     return Path(os.path.abspath(os.path.expanduser(path))).name
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute against the current directory now (``~`` expanded, a link kept
+    as given): where a config's relative paths stay valid after an ``os.chdir``."""
+    return Path(os.path.abspath(os.path.expanduser(path)))

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from hm3.errors import Hm3Error
+
+#: A path field: text, or a ``pathlib.Path`` (any ``os.PathLike``) given from Python, kept as text.
+PathText = Annotated[
+    str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)
+]
 
 
 class _DuplicateKey(Exception):

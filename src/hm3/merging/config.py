@@ -39,12 +39,17 @@ from pydantic import (
     model_validator,
 )
 
-from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
-from hm3.io.paths import as_path
-from hm3.io.yaml_input import UserModel, did_you_mean, format_validation_error, load_yaml_mapping
+from hm3.io.paths import absolute, as_path
+from hm3.io.yaml_input import (
+    PathText,
+    UserModel,
+    did_you_mean,
+    format_validation_error,
+    load_yaml_mapping,
+)
+from hm3.merging.blocks import AlignConfig, HeadsConfig, RegMeanConfig
 from hm3.methods import METHODS, ModelParams
-from hm3.methods.regmean import DEFAULT_REGMEAN_TEXTS
 from hm3.options import DTYPES, DtypeName
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -82,54 +87,11 @@ class ModelEntry(BaseModel):
 
     model_config = _FROZEN
 
-    model: str = Field(min_length=1)
+    model: PathText = Field(min_length=1)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
     labels: tuple[str, ...] | None = None
     parameters: ModelParameters = ModelParameters()
-    texts: str | None = Field(default=None, min_length=1)  # regmean: this model's own texts
-
-
-class HeadsConfig(BaseModel):
-    """Declares the label projection of an architecture hm3 does not know."""
-
-    model_config = _FROZEN
-
-    projection: tuple[str, ...] = Field(min_length=1, max_length=2)
-
-
-class AlignConfig(BaseModel):
-    """Optional head alignment after merging (see ``hm3 align``)."""
-
-    model_config = _FROZEN
-
-    texts: str = Field(min_length=1)
-    text_column: str = "text"
-    ridge: float | Literal["auto"] = DEFAULT_RIDGE
-    scale: float | Literal["auto"] = DEFAULT_SCALE  # the body's task vector, as `hm3 align --scale`
-    max_texts: int | None = Field(default=None, gt=0)
-    max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
-
-    # pydantic names the key and the value given; Hm3Error is a ValueError
-    @field_validator("ridge", mode="before")
-    @classmethod
-    def _ridge(cls, value: Any) -> float | str:
-        return ridge_or_auto(value, None)
-
-    @field_validator("scale", mode="before")
-    @classmethod
-    def _scale(cls, value: Any) -> float | str:
-        return scale_or_auto(value, None)
-
-
-class RegMeanConfig(BaseModel):
-    """Where ``merge_method: regmean`` reads texts: the default file and how to read it."""
-
-    model_config = _FROZEN
-
-    texts: str | None = Field(default=None, min_length=1)  # for models without their own
-    text_column: str = "text"
-    max_texts: int | None = Field(default=DEFAULT_REGMEAN_TEXTS, gt=0)  # per model; null: all
-    max_length: int = Field(default=512, gt=0)  # tokens per text
+    texts: PathText | None = Field(default=None, min_length=1)  # regmean: its own texts
 
 
 class MergeConfig(UserModel):
@@ -139,7 +101,7 @@ class MergeConfig(UserModel):
 
     model_config = _FROZEN
 
-    base_model: str = Field(min_length=1)
+    base_model: PathText = Field(min_length=1)
     merge_method: str
     parameters: MethodParameters = MethodParameters()
     models: tuple[ModelEntry, ...] = Field(min_length=1)
@@ -269,19 +231,25 @@ class MergeConfig(UserModel):
         """Load and validate a merge config file."""
         path = as_path(path, "merge config")
         data = load_yaml_mapping(path, "merge config", MERGE_TOP)
-        config = cls.from_dict(data, source=str(path), root=path.parent)
+        config = cls.from_dict(data, source=str(path), root=path.parent)  # made absolute
         config._path = path
         return config
 
     @classmethod
     def from_dict(
-        cls, data: dict[str, Any], *, source: str = "merge config", root: Path | None = None
+        cls,
+        data: dict[str, Any],
+        *,
+        source: str = "merge config",
+        root: str | Path | None = None,
     ) -> MergeConfig:
+        """Validate a config mapping; relative paths resolve against ``root`` (made absolute
+        now, so a later ``os.chdir`` changes nothing), or else the current directory."""
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
             raise Hm3Error(f"{source}: {format_validation_error(exc, cls)}") from None
-        config._root = root
+        config._root = absolute(root) if root is not None else None
         return config
 
     @property
@@ -294,6 +262,14 @@ class MergeConfig(UserModel):
         """The YAML file this config was read from (``None`` when built from a dict)."""
         return self._path
 
-    def to_yaml(self) -> str:
+    def to_yaml(self, *, absolute_paths: bool = False) -> str:
+        """The config as YAML. Paths are written as given, so relative ones hold beside the
+        file it was read from (:attr:`root`); ``absolute_paths=True`` writes each one that
+        resolves to a local file or directory as an absolute path, for a file kept elsewhere."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if absolute_paths:
+            here = [data, *data["models"], data.get("align") or {}, data.get("regmean") or {}]
+            for block, key in [(d, k) for d in here for k in ("base_model", "model", "texts")]:
+                if block.get(key) is not None and Path(self.resolve(block[key])).exists():
+                    block[key] = str(absolute(self.resolve(block[key])))
         return yaml.safe_dump(data, sort_keys=False)

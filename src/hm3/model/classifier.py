@@ -61,6 +61,13 @@ class Classifier(BasePredictor):
             return self.model(**inputs).logits.float().cpu().numpy()
 
 
+_UNREAD = {
+    "batch_size": "give it to each call: clf.predict(texts, batch_size=N)",
+    "force": "loading writes nothing",
+    "progress": "loading shows no progress",
+}
+
+
 def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> Classifier:
     """Load a merged or ordinary sequence classifier directory for inference.
 
@@ -71,7 +78,8 @@ def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> 
             ``dtype`` (``None`` keeps float32), ``max_length`` (texts are truncated to this many
             tokens, capped by the model's positions) and ``allow_pickle`` (accept pickled
             ``.bin`` weights, loaded with ``weights_only=True``).
-        **run: run options by name, overriding ``options`` (``load(path, device="cuda")``).
+        **run: run options by name, overriding ``options`` (``load(path, device="cuda")``);
+            ``batch_size``, ``force`` and ``progress`` are not read, so refused here.
 
     Returns:
         A :class:`Classifier`.
@@ -79,7 +87,7 @@ def load(path: str | Path, *, options: RunOptions | None = None, **run: Any) -> 
     Raises:
         Hm3Error: a missing, truncated or headless checkpoint, or a bad device or dtype.
     """
-    opts = run_options(options, run)
+    opts = run_options(options, run, unread=_UNREAD)
     path = as_path(path, "path")
     if not path.is_dir():
         raise Hm3Error(f"{path}: model directory not found; check the path")
@@ -162,8 +170,11 @@ def _load_tokenizer(path: Path):
 
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # the last three: a tokenizer.json that is JSON but not a tokenizer's (e.g. `{}`)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if not isinstance(exc, OSError | ValueError) or not first:
+            first = f"{type(exc).__name__}: {first}".rstrip(": ")
         raise Hm3Error(
             f"{path}: its tokenizer cannot be loaded ({first}); copy the tokenizer files from "
             "the base model"
