@@ -134,7 +134,7 @@ def test_config_and_suite_built_from_keywords_raise_one_hm3_error():
 
 def test_run_options_is_public_at_the_package_root():
     assert hm3.RunOptions is RunOptions and "RunOptions" in hm3.__all__
-    assert "RunOptions" in dir(hm3)
+    assert "RunOptions" in dir(hm3) and "TYPE_CHECKING" not in dir(hm3)
     assert hm3.RunOptions(progress=False).progress is False
     from hm3.model.windows import Windows
 

@@ -64,4 +64,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | set(__all__))  # not this module's own imports
