@@ -165,7 +165,7 @@ def test_auto_scale_leaves_a_self_merge_as_it_is(zoo_of, tmp_path):
 @pytest.mark.parametrize("scale", [0, -1, math.nan, math.inf, "big"])
 def test_a_bad_scale_is_refused_before_anything_is_written(merged_of, tmp_path, scale):
     _, merged, texts = merged_of("bert")
-    with pytest.raises(Hm3Error, match=r"--scale .*expected a finite number > 0"):
+    with pytest.raises(Hm3Error, match=r"^scale=.*: expected a finite number > 0"):
         align(merged, texts, tmp_path / "out", scale=scale, progress=False)
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValidationError, match="expected a finite number > 0 or auto"):
@@ -176,7 +176,7 @@ def test_scale_without_a_base_names_the_fix(zoo_of, tmp_path):
     zoo = zoo_of("bert")
     merged = one_task_merged(zoo.models[0], tmp_path / "one")  # records no merge, so no base
     texts = write_texts(tmp_path / "fit.jsonl", FIT)
-    with pytest.raises(Hm3Error, match=r"records no base model.*pass --base DIR"):
+    with pytest.raises(Hm3Error, match=r"records no base model.*pass base_model=DIR"):
         align(merged, texts, tmp_path / "out", scale=1.5, progress=False)
     assert not (tmp_path / "out").exists()
     # given the base, it runs
@@ -187,7 +187,7 @@ def test_scale_without_a_base_names_the_fix(zoo_of, tmp_path):
 def test_a_base_of_another_model_is_refused(merged_of, zoo_of, tmp_path):
     _, merged, texts = merged_of("bert")
     other = zoo_of("roberta").base
-    with pytest.raises(Hm3Error, match=r"pass --base DIR with the model the merge started from"):
+    with pytest.raises(Hm3Error, match=r"pass base_model=DIR with the model the merge started"):
         align(merged, texts, tmp_path / "out", scale="auto", base_model=other, progress=False)
     assert not (tmp_path / "out").exists()
 

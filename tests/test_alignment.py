@@ -296,7 +296,7 @@ def test_collect_solves_any_ridge_and_folds_in_memory(aligned_merge):
 def test_ordinary_classifier_aligns_to_another_with_the_same_labels(bert_words, tmp_path):
     texts = write_texts(tmp_path / "fit.csv", FIT)
     other = make_classifier(bert_words.base, tmp_path / "other", ["benign", "jailbreak"], seed=99)
-    with pytest.raises(Hm3Error, match=r"records no original.*--originals other=DIR"):
+    with pytest.raises(Hm3Error, match=r"records no original.*originals=\{'other': DIR\}"):
         align(other, texts, tmp_path / "out", progress=False)
     result = align(
         other,
@@ -396,7 +396,7 @@ def _original(labels):
 
 
 BAD = {
-    "missing file": (lambda t, z: {"texts_file": t / "nope.jsonl"}, "nope.jsonl: file not found"),
+    "missing file": (lambda t, z: {"texts_file": t / "nope.jsonl"}, "nope.jsonl': file not found"),
     "empty file": (_file("e.jsonl", ""), "has no rows"),
     "header-only csv": (_file("h.csv", "id,text\n"), "has no rows"),
     "blank texts": (
@@ -405,7 +405,7 @@ BAD = {
     ),
     "missing column": (
         _file("c.jsonl", '{"body": "hi", "id": 1}\n'),
-        "no column 'text'; columns in the file: body, id; set --text-column",
+        "no column 'text'; columns in the file: body, id; set text_column",
     ),
     "not text": (_file("n.jsonl", '{"text": 3}\n'), "row 1 of column 'text' is not text"),
     "bad json": (_file("j.jsonl", '{"text": "a"}\n{oops\n'), "line 2 is not valid JSON"),
@@ -428,7 +428,7 @@ BAD = {
     ),
     "original dir missing": (
         lambda t, z: {"originals": {"task": t / "nowhere"}},
-        "--originals task=",
+        "originals={'task': ",
     ),
     "unknown task": (
         lambda t, z: {"originals": {"toxicity": z.models[0]}},
@@ -439,8 +439,8 @@ BAD = {
         _file("s.jsonl", '{"text": "the same words"}\n' * 40),
         "its 40 text(s) all give the merged model the same features",
     ),
-    "negative ridge": (lambda t, z: {"ridge": -0.1}, "--ridge -0.1: expected a finite number >= 0"),
-    "unknown ridge": (lambda t, z: {"ridge": "best"}, "--ridge best: expected a finite number"),
+    "negative ridge": (lambda t, z: {"ridge": -0.1}, "ridge=-0.1: expected a finite number >= 0"),
+    "unknown ridge": (lambda t, z: {"ridge": "best"}, "ridge='best': expected a finite number"),
     "no merged dir": (lambda t, z: {"merged_dir": t / "absent"}, "model directory not found"),
 }
 
@@ -480,7 +480,7 @@ def test_original_not_found_suggests_originals(bert_words, tmp_path):
     with pytest.raises(
         Hm3Error,
         match=r"task 'task': its original .*gone .*cannot be found; pass "
-        r"--originals task=DIR",
+        r"originals=\{'task': DIR\}",
     ):
         align(merged, texts, tmp_path / "out", progress=False)
 
@@ -489,7 +489,7 @@ def test_existing_output_needs_force(case, tmp_path):
     merged, texts = case
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep").write_text("mine")
-    with pytest.raises(Hm3Error, match="already exists; choose another path or pass --force"):
+    with pytest.raises(Hm3Error, match="already exists; choose another path or pass force=True"):
         align(merged, texts, tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "keep").read_text() == "mine"
     align(merged, texts, tmp_path / "out", force=True, progress=False, device="cpu")

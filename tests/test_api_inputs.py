@@ -99,7 +99,7 @@ def test_export_onnx_takes_run_options_by_name(tmp_path, zoo_of, one_thread):
     (tmp_path / "onnx").mkdir()
     with pytest.raises(Hm3Error, match="unknown option 'bogus'"):
         export_onnx(model, tmp_path / "onnx", bogus=1)
-    with pytest.raises(Hm3Error, match="--force"):
+    with pytest.raises(Hm3Error, match="force=True"):
         export_onnx(model, tmp_path / "onnx", progress=False)
     result = export_onnx(model, tmp_path / "onnx", progress=False, force=True)
     assert (result.path / "model.onnx").is_file()

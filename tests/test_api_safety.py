@@ -56,7 +56,7 @@ def test_device_must_be_a_device_name(bert_ties_merged):
         with pytest.raises(Hm3Error, match=f"device {bad!r}: expected a string such as 'cpu'"):
             RunOptions(device=bad)
     for blank in ("", "  "):
-        with pytest.raises(Hm3Error, match=r"--device '.*': expected cpu or cuda"):
+        with pytest.raises(Hm3Error, match=r"device='.*': expected 'cpu' or 'cuda'"):
             RunOptions(device=blank)
     with pytest.raises(Hm3Error, match="device 0: expected a string") as exc:
         hm3.load(bert_ties_merged, device=0)  # torch's GPU 0, not the CPU
@@ -115,7 +115,7 @@ def test_merge_with_align_to_an_out_under_a_file_is_a_user_error(bert_zoo, tmp_p
     for extra in ({}, {"align": {"texts": str(texts)}}):  # the plain merge and the align path
         with pytest.raises(Hm3Error, match=r"cannot create it \(Not a directory\); check") as e:
             hm3.merge(_config(tmp_path, bert_zoo, **extra), out, progress=False)
-        assert _one_line(e).startswith(f"--out {out}: ")
+        assert _one_line(e).startswith(f"out={str(out)!r}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*before, "m.yaml"})
 
 
@@ -203,7 +203,7 @@ def test_align_max_texts_must_be_a_whole_number(bert_ties_merged, tmp_path):
     texts = tmp_path / "t.jsonl"
     write_texts(texts, toy_texts(8))
     for bad in ("5", 2.5, True, 0, -1):
-        with pytest.raises(Hm3Error, match=f"--max-texts {bad!r}: expected a whole number >= 1"):
+        with pytest.raises(Hm3Error, match=f"max_texts {bad!r}: expected a whole number >= 1"):
             hm3.align(bert_ties_merged, texts, tmp_path / "out", max_texts=bad, progress=False)
     assert not (tmp_path / "out").exists()
     # a numpy integer is a whole number: taken, and recorded as a plain one
@@ -218,7 +218,7 @@ def test_a_max_length_with_no_room_for_text_is_refused(bert_ties_merged, tmp_pat
     # [CLS] and [SEP] take two tokens: at 2 every text would read the same; at 1 the tokenizer
     # would not truncate at all (a text past the positions, a crash)
     for n in (1, 2):
-        with pytest.raises(Hm3Error, match=f"--max-length {n}: too small .* at least 3") as e:
+        with pytest.raises(Hm3Error, match=f"max_length={n}: too small .* at least 3") as e:
             hm3.load(bert_ties_merged, max_length=n).predict(["some words " * 80])
         _one_line(e)
     expect_user_error(capsys, tmp_path, "predict", bert_ties_merged, "some words " * 80,

@@ -15,6 +15,7 @@ import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
+import torch
 
 import hm3
 from hm3.cli.app import main
@@ -119,6 +120,22 @@ def test_an_unknown_model_type_is_one_line_exit_2(setup, capsys, monkeypatch, tm
     assert str(weird) in str(exc.value) and "\n" not in str(exc.value)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_worker_spells_its_fix_as_its_caller_does(setup):
+    """A worker process's own refusal names the option as the parent's caller writes it: the
+    flag under a CLI command, the keyword from Python."""
+    from hm3.bench.worker import RunSpec, spawn
+    from hm3.errors import cli_spelling
+
+    merged, _, texts = setup
+    spec = RunSpec(models=[str(merged)], runtime="torch", texts=str(texts),
+                   options={"device": "cuda"})  # fmt: skip
+    with pytest.raises(Hm3Error, match=r"^device='cuda': CUDA is not available here; use device="):
+        spawn(spec, 1)
+    with cli_spelling(), pytest.raises(Hm3Error, match=r"^--device cuda: .*use --device cpu$"):
+        spawn(spec, 1)
+
+
 # 4 ---------------------------------------------------------------------------------------------
 def test_exports_and_model_files_are_checked_before_any_run(setup, capsys, monkeypatch, tmp_path):
     merged, originals, texts = setup
@@ -158,7 +175,7 @@ def test_default_label_is_refused_with_combine_mean(setup, capsys, monkeypatch):
     argv = _argv(merged, originals, "--texts", texts, "--windows", "--combine", "mean")
     line = refused(capsys, monkeypatch, *argv, "--default-label", "task0=benign")
     assert "--default-label task0=benign" in line and "--combine max" in line
-    with pytest.raises(Hm3Error, match="apply to --combine max only"):
+    with pytest.raises(Hm3Error, match="apply to combine='max' only"):
         Windows(combine="mean", default_labels={"task0": "benign"})
 
 

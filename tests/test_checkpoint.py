@@ -101,7 +101,7 @@ def test_pickle_refused_unless_allowed_then_weights_only(tmp_path):
     d.mkdir()
     (d / "config.json").write_text("{}")
     torch.save({"x": torch.ones(2)}, d / "pytorch_model.bin")
-    with pytest.raises(Hm3Error, match="--allow-pickle"):
+    with pytest.raises(Hm3Error, match="allow_pickle=True"):
         Checkpoint(d)
     with Checkpoint(d, allow_pickle=True) as ckpt:
         assert torch.equal(ckpt.get("x"), torch.ones(2))

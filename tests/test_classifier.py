@@ -158,11 +158,11 @@ def test_load_names_unused_tensors_in_one_warning_and_no_transformers_report(
 
 
 def test_load_refuses_bad_device_and_dtype(bert_zoo, monkeypatch):
-    with pytest.raises(Hm3Error, match="--device tpu: expected cpu or cuda"):
+    with pytest.raises(Hm3Error, match="device='tpu': expected 'cpu' or 'cuda'"):
         hm3.load(bert_zoo.models[0], device="tpu")
     with pytest.raises(Hm3Error, match="dtype 'float8': expected one of float32"):
         hm3.load(bert_zoo.models[0], dtype="float8")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(Hm3Error, match="CUDA is not available here; use --device cpu"):
+    with pytest.raises(Hm3Error, match="CUDA is not available here; use device='cpu'"):
         hm3.load(bert_zoo.models[0], device="cuda")
     assert hm3.load(bert_zoo.models[0]).device.type == "cpu"  # the default without CUDA

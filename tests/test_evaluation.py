@@ -325,7 +325,7 @@ def test_bootstrap_compares_each_model_with_the_originals(zoo, suite_file, merge
 
 def test_bootstrap_needs_originals_and_a_model(zoo, suite_file):
     suite, one = load_suite(suite_file), {"task0": zoo.models[0]}
-    with pytest.raises(Hm3Error, match=r"bootstrap: compares .*\(--originals TASK=DIR\)"):
+    with pytest.raises(Hm3Error, match=r"compares .*\(originals=\{TASK: DIR\}\) or set bootstrap"):
         evaluate(suite, {"m": zoo.models[0]}, bootstrap=10, progress=False)
     with pytest.raises(Hm3Error, match=r"bootstrap: no model to compare"):
         evaluate(suite, {}, originals=one, bootstrap=10, progress=False)

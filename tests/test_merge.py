@@ -247,7 +247,7 @@ def test_existing_output_refused_then_replaced_with_force(bert_zoo, tmp_path):
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(Hm3Error, match=r"already exists.*--force"):
+    with pytest.raises(Hm3Error, match=r"already exists.*force=True"):
         merge(_config(bert_zoo), out, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
     merge(_config(bert_zoo), out, force=True, progress=False)

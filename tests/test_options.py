@@ -16,7 +16,7 @@ import torch
 from typer.main import get_command
 
 from hm3.cli.app import app, main
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, cli_spelling
 from hm3.merging.config import MergeConfig
 from hm3.options import (
     DEVICE_RULE,
@@ -41,10 +41,14 @@ def test_the_device_rule(monkeypatch):
     assert resolve_device("cuda") == "cuda" and resolve_device("cuda:1") == "cuda:1"
     _cuda(monkeypatch, False)
     assert resolve_device("auto") == "cpu"
-    with pytest.raises(Hm3Error, match="--device cuda:0: CUDA is not available here; use --device"):
+    with pytest.raises(Hm3Error, match="device='cuda:0': CUDA is not available here; use device"):
+        resolve_device("cuda:0")
+    with cli_spelling(), pytest.raises(Hm3Error, match="--device cuda:0: CUDA is not available"):
         resolve_device("cuda:0")
     for bad in ("tpu", "cuda:x", "cuda0", "gpu"):
-        with pytest.raises(Hm3Error, match=f"--device {bad}: expected cpu or cuda .* or auto"):
+        with pytest.raises(Hm3Error, match=f"device='{bad}': expected 'cpu' or 'cuda' .* 'auto'"):
+            resolve_device(bad)
+        with cli_spelling(), pytest.raises(Hm3Error, match=f"--device {bad}: expected cpu or cuda"):
             resolve_device(bad)
 
 
@@ -54,7 +58,7 @@ def test_run_options_check_their_values_and_names():
     for field, value in (("batch_size", 0), ("max_length", -1), ("batch_size", 1.5)):
         with pytest.raises(Hm3Error, match=f"{field} .*: expected a whole number >= 1"):
             RunOptions(**{field: value})
-    with pytest.raises(Hm3Error, match="--dtype 'float8': expected one of float32, float16"):
+    with pytest.raises(Hm3Error, match=r"^dtype 'float8': expected one of float32, float16"):
         RunOptions(dtype="float8")
     base = RunOptions(batch_size=8)
     assert run_options(None, {}) == RunOptions()
@@ -86,14 +90,19 @@ def test_number_or_auto_accepts(value, expected):
 def test_number_or_auto_names_the_flag_the_value_and_the_choices(value):
     with pytest.raises(Hm3Error) as err:
         number_or_auto(value, "--ridge")
+    assert str(err.value) == f"ridge={value!r}: expected a finite number >= 0 or auto"
+    with cli_spelling(), pytest.raises(Hm3Error) as err:
+        number_or_auto(value, "--ridge")
     assert str(err.value) == f"--ridge {value}: expected a finite number >= 0 or auto"
 
 
 def test_number_or_auto_bounds_and_defaults():
     assert number_or_auto(None, "--scale", strict=True, default=1.0) == 1.0
     with pytest.raises(
-        Hm3Error, match=r"^--scale 0: expected a finite number > 0 or auto \(default 1\)$"
+        Hm3Error, match=r"^scale=0: expected a finite number > 0 or auto \(default 1\)$"
     ):
+        number_or_auto(0, "--scale", strict=True, default=1.0)
+    with cli_spelling(), pytest.raises(Hm3Error, match=r"^--scale 0: expected a finite number"):
         number_or_auto(0, "--scale", strict=True, default=1.0)
     with pytest.raises(Hm3Error, match=r"^expected a finite number >= 0 or auto$"):  # no name
         number_or_auto(-1, None)

@@ -59,7 +59,7 @@ def test_existing_report_needs_force(result, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "old.txt").write_text("x")
-    with pytest.raises(Hm3Error, match="--force"):
+    with pytest.raises(Hm3Error, match="pass force=True"):
         write_report(result, out)
     write_report(result, out, force=True)
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()

@@ -160,18 +160,18 @@ def test_a_sentiment_task_defaults_to_neutral_not_its_first_safe_name(
 
 def test_bad_window_options_are_refused(detector):
     clf = hm3.load(detector, max_length=16)
-    with pytest.raises(Hm3Error, match="--stride 15: expected at most 14"):
+    with pytest.raises(Hm3Error, match="stride=15: expected at most 14"):
         clf.predict(["hello"], windows=Windows(stride=15))
-    with pytest.raises(Hm3Error, match="--stride 0"):
+    with pytest.raises(Hm3Error, match="stride=0"):
         Windows(stride=0)
-    with pytest.raises(Hm3Error, match="--combine median"):
+    with pytest.raises(Hm3Error, match="combine='median'"):
         Windows(combine="median")  # type: ignore[arg-type]
     for stride in ("10", 10.5, True):
-        with pytest.raises(Hm3Error, match=f"--stride {stride!r}: expected a positive number"):
+        with pytest.raises(Hm3Error, match=f"^stride={stride!r}: expected a positive number"):
             Windows(stride=stride)  # type: ignore[arg-type]
     with pytest.raises(Hm3Error, match="default_labels: expected a dict of task -> label, got str"):
         Windows(default_labels="guard=benign")  # type: ignore[arg-type]
-    with pytest.raises(Hm3Error, match="--max-length 2: too small for windows"):
+    with pytest.raises(Hm3Error, match="max_length=2: too small for windows"):
         hm3.load(detector, max_length=2).predict(["hello"], windows=Windows())
 
 
@@ -254,5 +254,5 @@ def test_evaluate_truncates_by_default_and_scores_windows_when_asked(
     assert json.loads(out)["models"][0]["tasks"][0]["datasets"][0]["accuracy"] == 1.0
     with pytest.raises(Hm3Error, match="no evaluated model answers task 'nope'"):
         accuracy(windows=Windows(default_labels={"nope": "safe"}))
-    with pytest.raises(Hm3Error, match="--default-label guard=x: task 'guard' has no label 'x'"):
+    with pytest.raises(Hm3Error, match=r"\{'guard': 'x'\}: task 'guard' has no label 'x'"):
         accuracy(windows=Windows(default_labels={"guard": "x"}))

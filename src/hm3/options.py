@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 
 if TYPE_CHECKING:
     import torch
@@ -38,10 +39,24 @@ DtypeName = Literal["float32", "float16", "bfloat16"]
 DTYPES: tuple[str, ...] = get_args(DtypeName)
 
 
+def option_name(name: str) -> str:
+    """How a message names an option given as its flag (``--max-texts``): the flag while a CLI
+    command runs, else the keyword it stands for (``max_texts``); any other name as it is."""
+    return spell(name, name[2:].replace("-", "_")) if name.startswith("--") else name
+
+
+def named(flag: str, keyword: str, value: Any) -> str:
+    """How a message names an option set to ``value``: ``flag``, the command line's words
+    (``--stride 0``), while a CLI command runs, else ``keyword=value`` as Python writes it
+    (``stride=0``; a path as its string: ``out='merged'``)."""
+    shown = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return spell(flag, f"{keyword}={shown!r}")
+
+
 def check_dtype(name: str, flag: str = "--dtype") -> str:
     """``name`` if it is one of :data:`DTYPES`, else an error naming ``flag``."""
     if name not in DTYPES:
-        raise Hm3Error(f"{flag} {name!r}: expected one of {', '.join(DTYPES)}")
+        raise Hm3Error(f"{option_name(flag)} {name!r}: expected one of {', '.join(DTYPES)}")
     return name
 
 
@@ -68,7 +83,12 @@ def check_device(device: str | None) -> str:
     if name in ("cpu", "cuda", AUTO) or (name.startswith("cuda:") and name[5:].isdigit()):
         return name
     shown = device if name else repr(device)  # an empty name is shown, not left out
-    raise Hm3Error(f"--device {shown}: expected cpu or cuda (cuda:N: GPU N), or auto: {_AUTO_IS}")
+    expected = spell(
+        "cpu or cuda (cuda:N: GPU N), or auto", "'cpu' or 'cuda' ('cuda:N': GPU N), or 'auto'"
+    )
+    raise Hm3Error(
+        f"{named(f'--device {shown}', 'device', device)}: expected {expected}: {_AUTO_IS}"
+    )
 
 
 def resolve_device(device: str | None) -> str:
@@ -85,7 +105,10 @@ def resolve_device(device: str | None) -> str:
     if name == AUTO:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available():
-        raise Hm3Error(f"--device {device}: CUDA is not available here; use --device cpu")
+        raise Hm3Error(
+            f"{named(f'--device {device}', 'device', device)}: CUDA is not available here; use "
+            f"{spell('--device cpu', 'device=' + repr(DEFAULT_DEVICE))}"
+        )
     return name
 
 
@@ -100,9 +123,10 @@ def number_or_auto(
     """A finite number (``> minimum`` if ``strict``, else ``>= minimum``) or ``"auto"``.
 
     Strings are parsed (``"0.03"``, ``" Auto "``); ``None`` gives ``default`` when there is one.
-    The error names ``name`` (``--ridge``) and the value as given, what is accepted and the
-    default; with ``name=None`` it says only what is accepted, for a pydantic validator (which
-    names the key and the value itself; :class:`~hm3.errors.Hm3Error` is a ``ValueError``).
+    The error names ``name`` (``--ridge``; from Python ``ridge=``, as :func:`named` says) and
+    the value as given, what is accepted and the default; with ``name=None`` it says only what
+    is accepted, for a pydantic validator (which names the key and the value itself;
+    :class:`~hm3.errors.Hm3Error` is a ``ValueError``).
     """
     if value is None and default is not None:
         return default
@@ -121,7 +145,9 @@ def number_or_auto(
     if default is not None:
         shown = f"{default:g}" if isinstance(default, float) else default
         expected += f" (default {shown})"
-    raise Hm3Error(expected if name is None else f"{name} {value}: {expected}")
+    if name is None:
+        raise Hm3Error(expected)
+    raise Hm3Error(f"{named(f'{name} {value}', option_name(name), value)}: {expected}")
 
 
 @dataclass(frozen=True)
@@ -153,7 +179,8 @@ class RunOptions:
         if self.dtype is not None:
             check_dtype(self.dtype)
         for name, flag in (("batch_size", "--batch-size"), ("max_length", "--max-length")):
-            object.__setattr__(self, name, whole_number(getattr(self, name), name, f" ({flag} N)"))
+            hint = spell(f" ({flag} N)", "")
+            object.__setattr__(self, name, whole_number(getattr(self, name), name, hint))
         for name in ("progress", "force", "allow_pickle"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # "false" is truthy: it would replace an output
@@ -176,9 +203,10 @@ RUN_FIELDS = tuple(f.name for f in fields(RunOptions))
 
 def whole_number(value: Any, name: str, hint: str = "") -> int:
     """``value`` as a plain ``int`` >= 1 (a numpy integer too); anything else is a user error
-    naming ``name`` (``hint`` ends the message)."""
+    naming ``name`` (a flag, ``--max-texts``, is named as :func:`option_name` says; ``hint``
+    ends the message)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise Hm3Error(f"{name} {value!r}: expected a whole number >= 1{hint}")
+        raise Hm3Error(f"{option_name(name)} {value!r}: expected a whole number >= 1{hint}")
     return int(value)
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.io.checkpoint import locate, read_config
-from hm3.io.paths import dir_name
+from hm3.io.paths import as_path, dir_name
 from hm3.model.features import Original
 from hm3.model.labels import Task, is_uninformative, own_labels, resolve_labels, tasks_from_config
 
@@ -48,20 +48,25 @@ def resolve_originals(
     unknown = [name for name in overrides if name not in names]
     if unknown:
         raise Hm3Error(
-            f"--originals {unknown[0]}=...: {merged} has no task {unknown[0]!r}; its tasks are: "
+            f"{_option(unknown[0], '...')}: {merged} has no task {unknown[0]!r}; its tasks are: "
             f"{', '.join(names)}"
         )
     return {task.name: _original(task, overrides.get(task.name), merged) for task in tasks}
 
 
+def _option(task: str, value: str = "DIR", python: str | None = None) -> str:
+    """``--originals TASK=DIR`` on the command line, ``originals={'TASK': DIR}`` from Python
+    (``python``: how Python writes ``value``, if not as it is)."""
+    return spell(f"--originals {task}={value}", f"originals={{{task!r}: {python or value}}}")
+
+
 def _original(task: Task, override: str | Path | None, merged: Path) -> Original:
-    hint = f"pass --originals {task.name}=DIR with the classifier this task came from"
+    hint = f"pass {_option(task.name)} with the classifier this task came from"
     if override is not None:
-        path = Path(override).expanduser()
+        path = as_path(override, f"originals[{task.name!r}]")
         if not path.is_dir():
-            raise Hm3Error(
-                f"--originals {task.name}={override}: directory not found; check the path"
-            )
+            given = _option(task.name, str(override), repr(str(override)))
+            raise Hm3Error(f"{given}: directory not found; check the path")
         ref = str(path.resolve())
     elif not task.source:
         raise Hm3Error(
@@ -94,7 +99,7 @@ def check_labels(task: Task, path: Path) -> tuple[int, int]:
         if not named and len(candidates) > 1:
             raise Hm3Error(
                 f"{label}: a merged model without a task named {task.name!r} (it has "
-                f"{', '.join(t.name for t in candidates)}); pass --originals {task.name}=DIR"
+                f"{', '.join(t.name for t in candidates)}); pass {_option(task.name)}"
             )
         own = list((named or candidates)[0].labels)
         names, start = own, (named or candidates)[0].start
@@ -106,7 +111,7 @@ def check_labels(task: Task, path: Path) -> tuple[int, int]:
 
 
 def _compare(task: Task, own: list[str], names: list[str], label: str) -> None:
-    fix = f"pass --originals {task.name}=DIR with the classifier this task was merged from"
+    fix = f"pass {_option(task.name)} with the classifier this task was merged from"
     if len(own) != task.size:
         raise Hm3Error(
             f"{label}: has {len(own)} labels ({', '.join(own)}) but task {task.name!r} has "

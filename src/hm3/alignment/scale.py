@@ -27,7 +27,7 @@ import torch
 
 from hm3.alignment.fit import AUTO_RIDGES, RidgeStats
 from hm3.defaults import AUTO_RIDGE, AUTO_SCALE
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.io.checkpoint import Checkpoint, locate
 from hm3.model.architectures import (
     Architecture,
@@ -40,6 +40,11 @@ from hm3.model.features import Projection
 # The scales tried with ``scale="auto"``: from half to twice the merge's update, which brackets
 # the choices on the demo zoo (docs/results/scale.md).
 SCALE_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def _base() -> str:
+    """``--base DIR`` on the command line, ``base_model=DIR`` from Python."""
+    return spell("--base DIR", "base_model=DIR")
 
 
 def scales_for(scale: float | str) -> tuple[float, ...]:
@@ -85,13 +90,14 @@ def load_body_scale(
     recorded = ((config.get("hm3") or {}).get("merge") or {}).get("base_model")
     ref = str(base_model) if base_model is not None else recorded
     if not ref:
+        scale = spell("--scale", "a scale other than 1")
         raise Hm3Error(
-            f"{merged}: records no base model, and --scale needs one; pass --base DIR with the "
+            f"{merged}: records no base model, and {scale} needs one; pass {_base()} with the "
             "model the merged classifiers were fine-tuned from"
         )
     params = model.state_dict(keep_vars=True)
     device = next(iter(params.values())).device
-    base_dir = locate(ref, "base model (--base)")
+    base_dir = locate(ref, spell("base model (--base)", "base model (base_model)"))
     with (
         Checkpoint(base_dir, allow_pickle=allow_pickle, role="base model") as base,
         Checkpoint(merged, role="merged model") as ckpt,
@@ -102,7 +108,7 @@ def load_body_scale(
         if not pairs:
             raise Hm3Error(
                 f"{base_dir}: shares no tensor with {merged} (same name up to a prefix like "
-                "`bert.`, same shape); pass --base DIR with the model the merge started from"
+                f"`bert.`, same shape); pass {_base()} with the model the merge started from"
             )
         out = BodyScale(ref, {}, {})
         for name, base_name in pairs.items():
@@ -130,7 +136,7 @@ def _counterparts(
         if base.tensors[base_name].shape != info.shape:
             raise Hm3Error(
                 f"{base.label}: tensor {base_name} has shape {list(base.tensors[base_name].shape)}"
-                f" but the merged model's {name} has {list(info.shape)}; pass --base DIR with "
+                f" but the merged model's {name} has {list(info.shape)}; pass {_base()} with "
                 "the model the merge started from"
             )
         pairs[name] = base_name

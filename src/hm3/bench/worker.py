@@ -25,6 +25,7 @@ gives each model its own default labels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -34,7 +35,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, cli_spelling, spelling_for_cli
+
+_CLI_ENV = "HM3_CLI_SPELLING"  # set by spawn() when the parent runs a CLI command
 
 if TYPE_CHECKING:
     from hm3.model.labels import Task
@@ -208,6 +211,7 @@ def spawn(spec: RunSpec, threads: int | None) -> dict[str, Any]:
     import subprocess
 
     env = dict(os.environ)
+    env[_CLI_ENV] = "1" if spelling_for_cli() else ""  # its messages spelt as ours are
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run(
@@ -237,7 +241,8 @@ def _sync(cuda: bool) -> None:
 
 def main() -> None:
     try:
-        result = run(RunSpec(**json.loads(sys.stdin.read())))
+        with cli_spelling() if os.environ.get(_CLI_ENV) else contextlib.nullcontext():
+            result = run(RunSpec(**json.loads(sys.stdin.read())))
     except Hm3Error as exc:
         print(str(exc), file=sys.stderr)
         print(json.dumps({"error": str(exc)}), flush=True)

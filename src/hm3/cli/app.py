@@ -27,7 +27,7 @@ from hm3.cli import align, bench, demo, evaluate, expand, merge, predict, search
 from hm3.cli import export as export_cli
 from hm3.cli.common import err_console, help_paragraphs
 from hm3.cli.usage import OneLineUsage
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, cli_spelling
 from hm3.version import __version__
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     says (the exception's message), status 130. SIGTERM does the same, and then the process
     ends by SIGTERM, as its sender expects.
     """
-    with _sigterm_interrupts():
+    with _sigterm_interrupts(), cli_spelling():
         _main(argv)
 
 

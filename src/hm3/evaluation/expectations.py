@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.evaluation.suite import Dataset
+
+# The fixes an evaluation's messages name, as the caller writes them: flags on the command line
+# (``hm3 evaluate``), keywords from Python (:func:`hm3.evaluate`).
+FIXES = {
+    "originals": ("--originals TASK=DIR", "originals={TASK: DIR}"),
+    "tasks": ("--tasks", "suite.restricted([TASK, ...])"),
+    "bootstrap": ("drop --bootstrap", "set bootstrap=0"),
+    "name": ("NAME=DIR", "models={'NAME': ...}"),
+}
+
+
+def fix(name: str) -> str:
+    """The fix :data:`FIXES` names ``name``, spelt for the caller (:func:`hm3.errors.spell`)."""
+    return spell(*FIXES[name])
 
 
 def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence[str]]) -> None:
@@ -28,8 +42,8 @@ def check_expectations(datasets: Sequence[Dataset], tasks: Mapping[str, Sequence
                 raise Hm3Error(
                     f"dataset {data.name!r}: expect names task {task!r}, which no model being "
                     f"evaluated answers; valid tasks: {', '.join(tasks) or 'none'}; fix the name, "
-                    "add a model that answers it (--originals TASK=DIR), or evaluate only the "
-                    "tasks the models answer (--tasks)"
+                    f"add a model that answers it ({fix('originals')}), or evaluate only the tasks "
+                    f"the models answer ({fix('tasks')})"
                 )
             valid = set(tasks[task])
             bad = [i for i, label in enumerate(labels) if label not in valid]
@@ -57,8 +71,9 @@ def check_originals(
     known = dict.fromkeys([*answered, *(t for data in datasets for t in data.expected)])
     for task in originals:
         if task not in known:
+            where = spell(f"--originals {task}=…", f"originals={{{task!r}: …}}")
             raise Hm3Error(
-                f"--originals {task}=…: no model answers task {task!r} and no dataset expects "
+                f"{where}: no model answers task {task!r} and no dataset expects "
                 f"it; known tasks: {', '.join(known) or 'none'}; name the original after one "
                 "(a model's task is its `name:` in the merge config, else its directory's name)"
             )

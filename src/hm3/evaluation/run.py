@@ -24,7 +24,7 @@ from rich.progress import TextColumn
 
 from hm3.errors import Hm3Error
 from hm3.evaluation.bootstrap import compare_with_originals
-from hm3.evaluation.expectations import check_expectations, check_originals
+from hm3.evaluation.expectations import check_expectations, check_originals, fix
 from hm3.evaluation.results import DatasetInfo, EvaluationResult, TaskInfo
 from hm3.evaluation.scoring import ORIGINAL, Predictions, score_model, suite_tasks
 from hm3.evaluation.suite import Dataset, Suite, load_datasets
@@ -131,10 +131,11 @@ def _check_args(suite: Any, models: Any, originals: Any, draws: Any, windows: An
         raise Hm3Error(f"bootstrap: expected a number of redraws >= 0 (e.g. 1000), got {draws!r}")
     if draws and not originals:
         raise Hm3Error("bootstrap: compares each model with the originals, and none were given; "
-                       "pass the originals (--originals TASK=DIR) or drop --bootstrap")  # fmt: skip
+                       f"pass the originals ({fix('originals')}) or "
+                       f"{fix('bootstrap')}")  # fmt: skip
     if draws and not models:
         raise Hm3Error("bootstrap: no model to compare with the originals; give a merged model "
-                       "too or drop --bootstrap")  # fmt: skip
+                       f"too or {fix('bootstrap')}")  # fmt: skip
 
 
 def _check_shared_tasks(members: Sequence[_Member], scored: Sequence[str]) -> None:
@@ -145,14 +146,14 @@ def _check_shared_tasks(members: Sequence[_Member], scored: Sequence[str]) -> No
         raise Hm3Error(
             f"bootstrap: no model answers a task the originals answer in this suite (originals: "
             f"{', '.join(sorted(theirs)) or 'none'}; models: {', '.join(sorted(ours))}); give the "
-            "originals of the models' tasks or drop --bootstrap")  # fmt: skip
+            f"originals of the models' tasks or {fix('bootstrap')}")  # fmt: skip
 
 
 def _members(models: Mapping[str, ModelRef], originals: Mapping[str, ModelRef]) -> list[_Member]:
     if not models and not originals:
         raise Hm3Error("models: nothing to evaluate; give at least one model or original")
-    if originals and ORIGINAL in models:
-        raise Hm3Error(f"models: {ORIGINAL!r} is the name of the originals; rename that model")
+    if ORIGINAL in models:  # originals given or not, the results would report it as them
+        raise Hm3Error(f"models: {ORIGINAL!r} names the originals; rename it ({fix('name')})")
     members = []
     for task, ref in originals.items():
         own = _tasks_of(ref, f"originals[{task!r}]")

@@ -15,18 +15,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.model.labels import Task
 from hm3.model.predictor import BasePredictor
-from hm3.model.windows import Windows
+from hm3.model.windows import Windows, default_label
 
 
 def check_default_labels(windows: Windows | None, tasks: Sequence[str]) -> None:
-    """Every task named by ``--default-label`` must be one the evaluation scores."""
+    """Every task given a default label (``--default-label``, ``Windows(default_labels=...)``)
+    must be one the evaluation scores."""
     unknown = [t for t in (windows.default_labels if windows else {}) if t not in tasks]
     if unknown:
         raise Hm3Error(
-            f"--default-label {unknown[0]}=...: no evaluated model answers task {unknown[0]!r}; "
+            f"{default_label(unknown[0], None)}: no evaluated model answers task {unknown[0]!r}; "
             f"tasks: {', '.join(tasks)}"
         )
 
@@ -50,9 +51,10 @@ def windowed_proba(
         Hm3Error: a classifier that hm3 did not load (windows need its tokenizer and forward).
     """
     if not isinstance(clf, BasePredictor):
+        off = spell("--windows", "windows (windows=None)")
         raise Hm3Error(
             f"model {model!r}: texts in windows need a classifier hm3 loads (give its "
-            f"directory), not a {type(clf).__name__}; or evaluate without --windows"
+            f"directory), not a {type(clf).__name__}; or evaluate without {off}"
         )
     own = list(clf.tasks)
     defaults = {}
@@ -61,7 +63,7 @@ def windowed_proba(
             label = windows.default_labels[theirs.name]
             if label not in theirs.labels:
                 raise Hm3Error(
-                    f"--default-label {theirs.name}={label}: task {theirs.name!r} has no label "
+                    f"{default_label(theirs.name, label)}: task {theirs.name!r} has no label "
                     f"{label!r}; its labels are {', '.join(theirs.labels)}"
                 )
             defaults[mine.name] = mine.labels[theirs.labels.index(label)]

@@ -14,7 +14,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
+from hm3.options import named
+
+
+def _named(out: Path) -> str:
+    """``--out DIR`` on the command line, ``out='DIR'`` from Python."""
+    return named(f"--out {out}", "out", out)
+
+
+def _force() -> str:
+    """``--force`` on the command line, ``force=True`` from Python."""
+    return spell("--force", "force=True")
 
 
 def check_output(
@@ -29,24 +40,22 @@ def check_output(
     a caller may keep an existing ``out`` (``hm3 search --resume``).
     """
     out = Path(out)
-    resolved = out.resolve()
+    resolved, where = out.resolve(), _named(out)
     for path in inputs:
         p = Path(path).resolve()
         if resolved == p or resolved in p.parents:
-            raise Hm3Error(f"--out {out}: would overwrite the input {path}; choose another path")
+            raise Hm3Error(f"{where}: would overwrite the input {path}; choose another path")
         if not allow_inside and p in resolved.parents and p.is_dir():
             raise Hm3Error(
-                f"--out {out}: lies inside the input {path}, which would then hold it; choose a "
+                f"{where}: lies inside the input {path}, which would then hold it; choose a "
                 "path outside it"
             )
     if out.exists() and not out.is_dir():
-        raise Hm3Error(
-            f"--out {out}: exists and is not a directory; remove it or choose another path"
-        )
+        raise Hm3Error(f"{where}: exists and is not a directory; remove it or choose another path")
     if not force:
         check_not_cwd(out)
     if out.exists() and not force:
-        raise Hm3Error(f"--out {out}: already exists; choose another path or pass --force")
+        raise Hm3Error(f"{where}: already exists; choose another path or pass {_force()}")
 
 
 def check_not_cwd(out: Path) -> None:
@@ -54,7 +63,7 @@ def check_not_cwd(out: Path) -> None:
     here = Path.cwd().resolve()
     if Path(out).resolve() in (here, *here.parents):
         raise Hm3Error(
-            f"--out {out}: is the current directory or holds it, which cannot be "
+            f"{_named(out)}: is the current directory or holds it, which cannot be "
             "replaced; choose another path"
         )
 
@@ -112,7 +121,8 @@ def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
     except OSError as exc:
         remove_empty(missing)
         raise Hm3Error(
-            f"--out {out}: cannot create it ({exc.strerror or type(exc).__name__}); check the path"
+            f"{_named(out)}: cannot create it ({exc.strerror or type(exc).__name__}); check the "
+            "path"
         ) from None
 
 
@@ -142,7 +152,7 @@ def _swap(tmp: Path, out: Path, force: bool) -> None:
         tmp.rename(out)
         return
     if not force:
-        raise Hm3Error(f"--out {out}: appeared while writing; pass --force to replace it")
+        raise Hm3Error(f"{_named(out)}: appeared while writing; pass {_force()} to replace it")
     old = _fresh_dir(out.parent, f".{out.name}.old-")
     try:
         out.rename(old / out.name)

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -84,9 +84,10 @@ class Checkpoint:
                 "save the model with `save_pretrained(dir)`"
             )
         if not allow_pickle:
+            fix = spell("--allow-pickle", "allow_pickle=True")
             raise Hm3Error(
                 f"{self.label}: weights are pickled ({pickled[0].name}) and pickles can run code; "
-                "convert them to safetensors, or pass --allow-pickle to load them with "
+                f"convert them to safetensors, or pass {fix} to load them with "
                 "torch.load(weights_only=True)"
             )
         return self._index_pickle(pickled)

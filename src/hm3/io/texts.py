@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.io.tables import FORMATS, iter_records, peek_columns, table_format
 
 
@@ -58,15 +58,17 @@ def open_texts(
     path: str | Path,
     column: str = "text",
     *,
-    options: tuple[str, str] = ("--texts", "--text-column"),
+    options: tuple[str, str] | None = None,
 ) -> TextFile:
     """Check a text file without reading it whole.
 
     Args:
         path: a ``.jsonl``, ``.csv``, ``.tsv`` or ``.parquet`` file.
         column: the column (or JSON key) that holds the texts.
-        options: how the user gave the file and the column, for error messages (the CLI's
-            options by default; a merge YAML's ``align.texts`` / ``align.text_column``).
+        options: how the user gave the file and the column, for error messages (a merge
+            YAML's ``align.texts`` / ``align.text_column``); by default the command line's
+            ``--texts``/``--text-column``, or from Python :func:`hm3.align`'s ``texts_file``
+            and ``text_column``.
 
     Returns:
         A :class:`TextFile` for :func:`iter_text_batches`.
@@ -75,7 +77,11 @@ def open_texts(
         Hm3Error: missing file, unsupported type, no rows, or no such column.
     """
     path = Path(path)
-    where = f"{options[0]} {path}"
+    if options is None:  # the command line's flags, or hm3.align's keywords
+        where = spell(f"--texts {path}", f"texts_file={str(path)!r}")
+        column_option = spell("--text-column", "text_column")
+    else:
+        where, column_option = f"{options[0]} {path}", options[1]
     table_format(path, where, f"give a {', '.join(FORMATS)} file of texts")
     names, rows = peek_columns(path, where)
     if rows == 0:
@@ -83,10 +89,10 @@ def open_texts(
     if column not in names:
         shown = ", ".join(map(str, names)) or "none"
         raise Hm3Error(
-            f"{where}: no column {column!r}; columns in the file: {shown}; set {options[1]} "
+            f"{where}: no column {column!r}; columns in the file: {shown}; set {column_option} "
             "to one of them"
         )
-    return TextFile(path, column, rows, where, options[1])
+    return TextFile(path, column, rows, where, column_option)
 
 
 def expected_texts(texts: TextFile, max_texts: int | None = None) -> int | None:

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.io.texts import is_blank
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step
-from hm3.options import whole_number
+from hm3.options import named, whole_number
 
 # What the tokenizer returns besides model inputs; never passed to a forward.
 _NOT_INPUTS = ("overflow_to_sample_mapping", "offset_mapping", "special_tokens_mask", "length")
@@ -134,9 +134,10 @@ class BasePredictor(ABC):
         extra: dict[str, Any] = {}
         special = self.tokenizer.num_special_tokens_to_add(pair=False)
         if windows is None and self.max_length <= special:  # the tokenizer would not truncate
+            where = named(f"--max-length {self.max_length}", "max_length", self.max_length)
             raise Hm3Error(
-                f"--max-length {self.max_length}: too small to read any text ({special} special "
-                f"tokens); give at least {special + 1}"
+                f"{where}: too small to read any text ({special} special tokens); give at least "
+                f"{special + 1}"
             )
         if windows is not None:
             content, step = content_step(self.max_length, special, windows.stride)
@@ -145,9 +146,10 @@ class BasePredictor(ABC):
         owner = np.arange(len(texts))
         if windows is not None:
             if "overflow_to_sample_mapping" not in enc:
+                off = spell("--no-windows", "windows=None")
                 raise Hm3Error(
                     f"model {self.path}: its tokenizer ({type(self.tokenizer).__name__}) cannot "
-                    "cut texts into windows (no fast tokenizer); use --no-windows"
+                    f"cut texts into windows (no fast tokenizer); use {off}"
                 )
             owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
         rows = {k: list(v) for k, v in enc.items() if k not in _NOT_INPUTS}
@@ -160,7 +162,8 @@ class BasePredictor(ABC):
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None and min(lengths) < width:
             raise Hm3Error(
-                f"model {self.path}: its tokenizer has no padding token; use --batch-size 1"
+                f"model {self.path}: its tokenizer has no padding token; use "
+                f"{spell('--batch-size 1', 'batch_size=1')}"
             )
         values = {
             "input_ids": pad_id or 0,
@@ -242,7 +245,7 @@ def segment_softmax(logits: np.ndarray, tasks: list[Task]) -> dict[str, np.ndarr
 
 
 def check_batch_size(batch_size: int) -> None:
-    whole_number(batch_size, "batch_size", " (--batch-size N)")
+    whole_number(batch_size, "batch_size", spell(" (--batch-size N)", ""))
 
 
 def check_windows(windows: Windows | None) -> None:

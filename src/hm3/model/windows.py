@@ -32,8 +32,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.model.labels import Task
+from hm3.options import named
 
 Combine = Literal["max", "mean"]
 COMBINE: tuple[str, ...] = get_args(Combine)
@@ -75,21 +76,36 @@ class Windows:
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE:
-            raise Hm3Error(f"--combine {self.combine}: expected one of {', '.join(COMBINE)}")
+            where = named(f"--combine {self.combine}", "combine", self.combine)
+            raise Hm3Error(f"{where}: expected one of {', '.join(COMBINE)}")
         whole = isinstance(self.stride, numbers.Integral) and not isinstance(self.stride, bool)
         if self.stride is not None and (not whole or self.stride < 1):
-            raise Hm3Error(f"--stride {self.stride!r}: expected a positive number of tokens")
+            where = named(f"--stride {self.stride!r}", "stride", self.stride)
+            raise Hm3Error(f"{where}: expected a positive number of tokens")
         if not isinstance(self.default_labels, Mapping):
             got = type(self.default_labels).__name__
             raise Hm3Error(f"default_labels: expected a dict of task -> label, got {got}, e.g. "
                            "{'guard': 'benign'}")  # fmt: skip
         if self.default_labels and self.combine != "max":
             given = next(iter(self.default_labels.items()))
+            mine, use = _combine(self.combine), _combine("max")
+            drop = spell("--default-label", "default_labels")
             raise Hm3Error(
-                f"--default-label {given[0]}={given[1]}: default labels apply to --combine max "
-                f"only (--combine {self.combine} uses no default label); drop --default-label or "
-                "use --combine max"
+                f"{default_label(*given)}: default labels apply to {use} only ({mine} uses no "
+                f"default label); drop {drop} or use {use}"
             )
+
+
+def _combine(rule: str) -> str:
+    """``--combine max`` on the command line, ``combine='max'`` from Python."""
+    return named(f"--combine {rule}", "combine", rule)
+
+
+def default_label(task: str, label: str | None) -> str:
+    """``--default-label TASK=LABEL`` on the command line, ``default_labels={'TASK': 'LABEL'}``
+    from Python (``label=None``: whatever label was given, shown as ``...``)."""
+    cli, py = ("...", "...") if label is None else (label, repr(label))
+    return spell(f"--default-label {task}={cli}", f"default_labels={{{task!r}: {py}}}")
 
 
 def content_step(max_length: int, special: int, stride: int | None) -> tuple[int, int]:
@@ -105,18 +121,19 @@ def content_step(max_length: int, special: int, stride: int | None) -> tuple[int
             (tokens between windows would never be seen).
     """
     content = max_length - special
+    length = named(f"--max-length {max_length}", "max_length", max_length)
     if content < 1:
         raise Hm3Error(
-            f"--max-length {max_length}: too small for windows ({special} special tokens); "
-            f"give at least {special + 1}"
+            f"{length}: too small for windows ({special} special tokens); give at least "
+            f"{special + 1}"
         )
     if stride is None:
         return content, max(1, content - content // 4)
     if stride > content:
         raise Hm3Error(
-            f"--stride {stride}: expected at most {content}, the content tokens of a window "
-            f"(--max-length {max_length} minus {special} special tokens); a larger stride "
-            "would skip tokens"
+            f"{named(f'--stride {stride}', 'stride', stride)}: expected at most {content}, the "
+            f"content tokens of a window ({length} minus {special} special tokens); a larger "
+            "stride would skip tokens"
         )
     return content, stride
 
@@ -151,12 +168,12 @@ def default_labels(tasks: Sequence[Task], given: Mapping[str, str] | None = None
     for name, label in given.items():
         if name not in by_name:
             raise Hm3Error(
-                f"--default-label {name}={label}: the model has no task {name!r}; its tasks "
+                f"{default_label(name, label)}: the model has no task {name!r}; its tasks "
                 f"are {', '.join(by_name)}"
             )
         if label not in by_name[name].labels:
             raise Hm3Error(
-                f"--default-label {name}={label}: task {name!r} has no label {label!r}; its "
+                f"{default_label(name, label)}: task {name!r} has no label {label!r}; its "
                 f"labels are {', '.join(by_name[name].labels)}"
             )
     out = {}
