@@ -273,3 +273,58 @@ def test_workers_opening_a_fresh_postgresql_database_at_once_all_get_it(tmp_path
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         admin.dispose()
+
+
+def _running_of(journal: str, study: str, pid: int) -> list[int]:
+    """The trials of ``study`` that process ``pid`` runs now, by the journal."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    loaded = optuna.load_study(
+        study_name=study, storage=JournalStorage(JournalFileBackend(journal))
+    )
+    running = loaded.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t.number for t in running if str(t.user_attrs.get("worker", "")).endswith(f":{pid}")]
+
+
+def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_others(tmp_path, zoo_of):
+    """One of two workers dies (SIGKILL) mid-trial after the other has started: the other fails
+    the dead worker's trial, runs one in its place, and writes ``best/`` as the finisher."""
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    journal, trials = str(tmp_path / "shared.journal"), 12
+    lock = Path(journal + ".lock")
+    extra = ["--trials", str(trials), "--storage", journal, "--study", "s"]
+    start = lambda out: subprocess.Popen(_cmd(case, out, *extra), env=_env(),  # noqa: E731
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         text=True)  # fmt: skip
+    doomed = start(tmp_path / "w0")
+    deadline = time.monotonic() + 300
+    while not ((tmp_path / "w0" / "study.json").exists() and _hold(doomed, lock)):
+        assert time.monotonic() < deadline and doomed.poll() is None, "w0 never joined"
+        time.sleep(0.01)
+    survivor = start(tmp_path / "w1")  # w0 waits, stopped, until w1 runs trials too
+    while not (tmp_path / "w1" / "trials.csv").exists():
+        assert time.monotonic() < deadline and survivor.poll() is None, "w1 ran no trial"
+        time.sleep(0.01)
+    cut = None
+    while cut is None:
+        assert time.monotonic() < deadline and doomed.poll() is None, "w0 ended unkilled"
+        mine = _running_of(journal, "s", doomed.pid)  # w0 is stopped here
+        if mine:
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+            cut = mine[0]
+            break
+        doomed.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+        while not _hold(doomed, lock):
+            time.sleep(0.001)
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-2000:]
+    from hm3.search.study import open_storage
+
+    _, finished = _finished(open_storage(journal, tmp_path), "s")
+    assert len(finished) == trials and cut not in {t.number for t in finished}
+    assert (tmp_path / "w1" / "best" / "recipe.yaml").is_file()

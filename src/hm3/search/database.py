@@ -43,3 +43,20 @@ def open_fix(url: str) -> str:
         "psycopg2: pip install 'hm3[search]'" if scheme in _POSTGRES else "its SQLAlchemy driver"
     )
     return f"check the URL, that the server runs and that {driver} is installed"
+
+
+def lost(exc: BaseException, url: str) -> Hm3Error | None:
+    """The one-line error for a database that went away mid-search (the server stopped, the
+    network cut), when ``exc`` or an exception behind it is SQLAlchemy's; else ``None``.
+    Optuna may surface it as one of its own errors, or a bug of its own (``UnboundLocalError``)
+    raised while handling it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.startswith("sqlalchemy"):
+            detail = (str(seen).strip().splitlines() or [type(seen).__name__])[0][:200]
+            return Hm3Error(
+                f"--storage {shown(url)}: the database went away mid-search ({detail}); the "
+                "trials finished are kept in it: rerun the same command once it is back"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

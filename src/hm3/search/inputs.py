@@ -11,6 +11,7 @@ file), against :func:`search_inputs`. :mod:`hm3.search.run` runs the search on t
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import numbers
 import os
@@ -100,6 +101,9 @@ def check_spec(spec: SearchSpec) -> None:
             raise Hm3Error(f"{name} {value}: expected a whole number >= 1")
     if spec.sampler not in studies.SAMPLERS:
         raise Hm3Error(f"--sampler {spec.sampler}: expected one of {', '.join(studies.SAMPLERS)}")
+    if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise Hm3Error("--sampler cmaes: needs the cmaes package; pip install cmaes, or choose "
+                       "another --sampler")  # fmt: skip
     if spec.objective not in OBJECTIVES:
         raise Hm3Error(f"--objective {spec.objective}: expected f1 or agreement")
     if spec.objective == "f1" and spec.suite is None:

@@ -95,6 +95,9 @@ class Material:
         if texts is not None:
             lines = open_texts(texts, text_column, options=("--texts", "--text-column"))
             found = [t for b in iter_text_batches(lines, 256, max_texts, TextCount()) for t in b]
+            if not found:  # every trial would score NaN, which Optuna fails and never counts
+                raise Hm3Error(f"--texts {texts}: every text in column {text_column!r} is blank; "
+                               "give a file of unlabeled texts")  # fmt: skip
             stage = (np.arange(len(found)) * SLICES) // max(len(found), 1)
             bank = Bank.build(eng.clf, found, stage, bs, pruned == "texts")
             self.unlabelled = Unlabelled(bank, logits_of(bank))
@@ -125,6 +128,8 @@ class Material:
                 if stage < SLICES - 1 and self.pruner.should_stop(trial.study, logits, stage):
                     self._store(trial, attrs, started)
                     raise optuna.TrialPruned
+        if not math.isfinite(value):  # Optuna would fail the trial and draw another, forever
+            raise RuntimeError(f"trial {trial.number} scored {value}; this is a bug in hm3")
         if self.objective_kind == "agreement" and self.val is not None:  # labels, to compare
             val_logits = np.zeros((len(self.val.bank.texts), logits.shape[1]), np.float32)
             self.val.bank.run(model, val_logits, range(SLICES))

@@ -16,20 +16,21 @@ The options, their checks, the recipe and the samples are :mod:`hm3.search.input
 
 from __future__ import annotations
 
-import shutil
+import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.progress import TextColumn
 
-from hm3.errors import Hm3Error
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
 from hm3.search import identity, outputs
 from hm3.search import study as studies
+from hm3.search.database import lost
 from hm3.search.engine import Engine
 from hm3.search.inputs import (
     SearchSpec,
@@ -41,6 +42,7 @@ from hm3.search.inputs import (
     search_inputs,
 )
 from hm3.search.objective import Material
+from hm3.search.out_dir import OutLock, is_database, open_study
 from hm3.search.trial import trial_config
 
 
@@ -93,8 +95,23 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
     check_recipe(config, options.max_length)
     reads = search_inputs(spec, config)
     replace = check_out(spec, out, options.force, reads)
+    lock = OutLock(out)  # --out's own study: one process at a time (shared ones take none)
+    try:
+        if spec.storage is None:
+            lock.take()  # an --out that exists: refused now if a search runs there
+        return _search_out(spec, out, options, started, config, recipe, space, source, reads,
+                           replace, lock)  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _search_out(
+    spec: SearchSpec, out: Path, options: RunOptions, started: float, config: MergeConfig,
+    recipe: dict[str, Any], space: Any, source: str, reads: list[Path], replace: bool,
+    lock: OutLock,
+) -> SearchResult:  # fmt: skip
     # a database is reached before the models load, so that a bad URL or a server down fails fast
-    database = studies.open_storage(spec.storage, out) if _is_database(spec.storage) else None
+    database = studies.open_storage(spec.storage, out) if is_database(spec.storage) else None
     engine = Engine(config, options)
     names = [t.name for t in engine.tasks]
     for method in space.methods(config.merge_method):  # every method's config, before any trial
@@ -116,7 +133,9 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
              "text_column": spec.text_column}  # fmt: skip
     described |= {k: v for k, v in later.items() if v != identity.LEFT_OUT[k]}
     files = identity.contents(p for p in reads if p != spec.config and str(p) != spec.storage)
-    study = _open_study(spec, out, (described, files), replace, database)
+    study = open_study(spec, out, (described, files), replace, database)
+    if spec.storage is None:
+        lock.take()  # a new --out: held from now on
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
     try:
@@ -127,55 +146,12 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
         where = f"{out}; rerun with --resume" if spec.storage is None else \
             f"study {spec.study!r}; rerun the command"  # fmt: skip
         raise KeyboardInterrupt(f"{done} trials finished are kept in {where} to go on") from None
-    return _finish(study, material, spec, out, options, mine, timed_out, started)
-
-
-def _is_database(storage: str | None) -> bool:
-    return storage is not None and "://" in storage
-
-
-def _open_study(
-    spec: SearchSpec,
-    out: Path,
-    ident: tuple[dict[str, Any], dict[str, str]],
-    replace: bool,
-    database: Any,
-) -> Any:
-    """Open the storage (``database``, when already open) and the study, and make ``--out``: a
-    storage or study refused leaves no ``--out`` behind, and ``replace`` (``--force``) deletes
-    the old one only past them."""
-    shared = spec.storage is not None
-    if shared:  # checked before --out is touched
-        journal = None if _is_database(spec.storage) else Path(spec.storage)
-        fresh = journal is not None and not journal.exists()
-        try:
-            storage = database if database is not None else studies.open_storage(spec.storage, out)
-            study = studies.load_study(storage, spec.study, *ident, resume=spec.resume,
-                                       shared=True)  # fmt: skip
-        except BaseException:
-            if fresh and journal.is_file():  # e.g. --resume of a study it does not hold
-                journal.unlink()
+    except Exception as exc:  # a database server stopped mid-search is not a bug of hm3's
+        gone = lost(exc, spec.storage) if is_database(spec.storage) else None
+        if gone is None:
             raise
-    if replace:
-        _clear(out)
-    made = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Hm3Error(f"--out {out}: cannot make it ({exc.strerror or exc}); check the path "
-                       "and that you may write there") from None  # fmt: skip
-    try:
-        if shared:
-            outputs.write_study_file(out, spec.storage, spec.study)
-        else:
-            storage = studies.open_storage(None, out)
-            study = studies.load_study(storage, spec.study, *ident, resume=spec.resume,
-                                       shared=False)  # fmt: skip
-    except BaseException:
-        if made:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    return study
+        raise gone from None
+    return _finish(study, material, spec, out, options, mine, timed_out, started)
 
 
 def _loop(
@@ -204,7 +180,7 @@ def _loop(
             ran = studies.run_one(
                 study, material.objective, spec.sampler, spec.seed, spec.trials, mine.add
             )
-            if not ran:
+            if not ran and not _waited_for_others(study, spec, deadline):
                 return mine, False
             outputs.write_trials_csv(study, out)
             done, _ = studies.counted(study)
@@ -214,6 +190,34 @@ def _loop(
             if line:
                 bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return mine, True
+
+
+def _waited_for_others(study: Any, spec: SearchSpec, deadline: float | None) -> bool:
+    """With the study's last trials running in other workers of a shared study: wait for them,
+    failing those whose worker died (a pid of this machine gone, or an RDB heartbeat stopped),
+    and say whether that left trials to run. Not where nothing could tell a dead worker from a
+    live one (a journal's worker on another machine): the others then finish the study."""
+    import optuna
+    from optuna.trial import TrialState
+
+    here = socket.gethostname()
+    while spec.storage is not None and (deadline is None or time.perf_counter() < deadline):
+        studies.reap_dead_trials(study)
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: noise to a user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeats (30 s grace)
+        done, running = studies.counted(study)
+        if done + running < spec.trials:
+            return True
+        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        hosts = {str(t.user_attrs.get(studies.WORKER, "")).rpartition(":")[0] for t in others}
+        if not others or (not is_database(spec.storage) and hosts != {here}):
+            return False
+        time.sleep(_WAIT_S)
+    return False
+
+
+_WAIT_S = 2.0  # between looks at the other workers' running trials
 
 
 def _finish(
@@ -277,12 +281,6 @@ def _best_due(
     last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
     finisher = full and last is not None and last.number in mine
     return finisher or (full and (out / "best").is_dir())
-
-
-def _clear(out: Path) -> None:
-    """--force: the old study and its outputs go (the new ones are written as trials finish)."""
-    if out.is_dir():
-        shutil.rmtree(out)
 
 
 def _abs(path: Path | None) -> str | None:

@@ -1,0 +1,88 @@
+"""hm3 search against what a hands-on review hit: label-free texts that are all blank, the
+``cmaes`` sampler, a second search on an ``--out`` whose search still runs, and a database
+that goes away mid-search. On the tiny zoo; real files, real processes' locks."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import sqlalchemy
+
+from hm3.cli.app import main
+from hm3.search.database import lost
+from hm3.search.out_dir import OutLock
+from search_case import fails, make_case, write_jsonl
+
+ARGS = ["--val-samples", "6", "--test-samples", "4", "--no-progress"]
+
+
+def _search(case, out, *extra) -> list[str]:
+    return ["search", str(case.config), "--suite", str(case.suite), "--out", str(out), *ARGS,
+            *extra]  # fmt: skip
+
+
+def test_label_free_texts_that_are_all_blank_are_refused(tmp_path, zoo_of, capsys):
+    """Every trial would score NaN, which Optuna fails and never counts: it ran forever."""
+    case = make_case(tmp_path / "case", zoo_of("bert"))
+    rows = [{"text": ""}, {"text": "  "}, {"text": "\u200b"}]
+    blank = write_jsonl(tmp_path / "blank.jsonl", rows)
+    out = tmp_path / "out"
+    argv = ["search", str(case.config), "--objective", "agreement", "--texts", str(blank),
+            "--out", str(out), "--trials", "2", "--no-progress"]  # fmt: skip
+    fails(capsys, argv, f"--texts {blank}", "every text in column 'text' is blank")
+    assert not out.exists()
+
+
+def test_the_cmaes_sampler_runs(tmp_path, zoo_of, one_thread):
+    space = {"density": {"uniform": [0.2, 0.9]}, "weight": {"uniform": [0.5, 1.5]}}
+    case = make_case(tmp_path / "case", zoo_of("bert"), rows=12, search=space)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "4", "--sampler", "cmaes"))
+    assert exc.value.code == 0
+    with (out / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and len({r["density"] for r in rows}) == 4
+
+
+def test_a_second_search_on_a_running_out_is_refused(tmp_path, zoo_of, capsys, one_thread):
+    """The first search's running trial would be failed as a dead worker's (the first then
+    died on its next write); --force would delete its study under it."""
+    case = make_case(tmp_path / "case", zoo_of("bert"), rows=12)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "2"))
+    assert exc.value.code == 0
+    capsys.readouterr()
+    running = OutLock(out)  # what the first search holds while it runs
+    running.take()
+    try:
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+        for flag in ("--resume", "--force"):
+            refused = f"--out {out}: another hm3 search (pid {os.getpid()}) is running in it"
+            fails(capsys, _search(case, out, "--trials", "3", flag), refused)
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+    finally:
+        running.release()
+    with pytest.raises(SystemExit) as exc:  # released (as when its process ends): resumed
+        main(_search(case, out, "--trials", "3", "--resume"))
+    assert exc.value.code == 0
+
+
+def test_a_database_gone_mid_search_is_one_line_not_a_bug():
+    url = "postgresql+psycopg2://hm3:secret@127.0.0.1:1/nothing"  # port 1: nothing listens
+    try:
+        sqlalchemy.create_engine(url).connect()
+    except sqlalchemy.exc.OperationalError as real:
+        try:  # as Optuna surfaces it: its own error (or a bug of its own) raised on the way out
+            raise UnboundLocalError("cannot access local variable 'updated_state'") from real
+        except UnboundLocalError as wrapped:
+            error = lost(wrapped, url)
+    assert error is not None
+    text = str(error)
+    assert text.startswith("--storage postgresql+psycopg2://***@127.0.0.1:1/nothing: the database")
+    assert "rerun the same command once it is back" in text and "secret" not in text
+    assert "\n" not in text
+    assert lost(ValueError("not a database's"), url) is None
