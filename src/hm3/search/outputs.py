@@ -1,18 +1,17 @@
 """What a search leaves in ``--out``: ``trials.csv``, ``search.png``, ``importance.png``, ``best/``.
 
 - ``trials.csv``: one row per finished trial (complete or pruned), from the study's storage:
-  number, merge_method, seed, every parameter's value, validation score per task and average
-  (F1, or agreement and probability similarity with ``--objective agreement``, whichever were
-  computed), test score when taken, the objective, pruned, seconds. Rewritten atomically after
-  every trial.
+  number, merge_method, seed, every parameter's value (empty where the trial did not draw
+  it), validation score per task and average (F1, or agreement and probability similarity
+  with ``--objective agreement``), test score when taken, the objective, pruned, seconds, in
+  that order whichever trial drew what. Rewritten atomically after every trial.
 - ``search.png``: validation scores (dots; bold where they triggered a test) and test scores
   (stars) against the parameter that mattered most, the originals' averages as horizontal
-  lines (the paper's Figure 3). ``importance.png``: Optuna's parameter importances, when more
-  than one parameter was searched.
+  lines (the paper's Figure 3). ``importance.png``: fANOVA's importances, when more than one
+  parameter was searched, of those all complete trials drew (it names the others).
 - ``best/``: the best trial rebuilt by :func:`hm3.recipe.merge` (what ``hm3 merge`` runs) from
-  its recipe, which is saved beside it as ``best/recipe.yaml``; the recipe's first line, a
-  comment, names the trial and the study's fingerprint, so a ``best/`` that is no longer the
-  study's best is known and rewritten.
+  its recipe, saved beside it as ``best/recipe.yaml``, whose first line, a comment, names the
+  trial and the study's fingerprint: a ``best/`` no longer the study's best is rewritten.
 - ``study.json``: with ``--storage``, which storage and study the ``--out`` is a worker's, so
   that a worker coming back to it joins, and another search does not overwrite it.
 
@@ -37,6 +36,7 @@ from hm3.io.atomic import atomic_dir
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
 from hm3.search.data import SLICES
+from hm3.search.space import SearchSpace
 
 log = logging.getLogger("hm3")
 
@@ -50,30 +50,39 @@ def atomic_write(path: Path, data: bytes) -> None:
 def finished(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    return [t for t in study.get_trials(deepcopy=False, states=states)]
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """One flat mapping per finished trial, in trial order."""
+    """One mapping per finished trial, in trial order: every :func:`columns` key, or None."""
     from optuna.trial import TrialState
 
     rows = []
     for t in finished(study):
         a = t.user_attrs
-        row: dict[str, Any] = {"number": t.number, "merge_method": a.get("values", {}).get(
-            "merge_method"), "seed": a.get("seed")}  # fmt: skip
-        row.update({k: v for k, v in a.get("values", {}).items() if k != "merge_method"})
-        for prefix in ("val", "agreement", "similarity", "test"):
-            for task, value in (a.get(prefix) or {}).items():
-                row[f"{prefix}_{task}"] = value
-            if f"{prefix}_average" in a:
-                row[f"{prefix}_average"] = a[f"{prefix}_average"]
-        row["objective"] = t.value if t.state == TrialState.COMPLETE else None
-        row["pruned"] = t.state == TrialState.PRUNED
-        row["seconds"] = a.get("seconds")
+        row: dict[str, Any] = {"number": t.number, "merge_method": None, "seed": a.get("seed")}
+        row.update(a.get("values", {}))  # in any order: columns() orders them
+        row.update({f"{p}{k}": v for p in _SCORES for k, v in (a.get(p[:-1]) or {}).items()})
+        row.update({k: v for k, v in a.items() if k.startswith(_SCORES) and k.endswith("_average")})
+        done = t.state == TrialState.COMPLETE  # else pruned
+        row.update(objective=t.value if done else None, pruned=not done, seconds=a.get("seconds"))
         rows.append(row)
-    return rows
+    keys = columns(rows)
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows' keys as docs/design.md orders them, whichever trial drew what: the parameters
+    in the space's order (per model: by task), each score per task then its average."""
+    seen = list(dict.fromkeys(k for row in rows for k in row))
+    order = (*_HEAD, *_PARAMETERS, *_SCORES, *_TAIL)  # merge_method (twice): at its first
+
+    def rank(key: str) -> tuple[Any, ...]:  # an unknown parameter: after the known, by name
+        group = next((p for p in _SCORES if key.startswith(p)), key.partition("[")[0])
+        at = order.index(group) if group in order else order.index(_SCORES[0]) - 0.5
+        return (at, group, key == f"{group}average", seen.index(key))
+
+    return sorted(seen, key=rank)
 
 
 def best_text(study: Any) -> str:
@@ -108,26 +117,23 @@ def trial_line(
 
 def write_trials_csv(study: Any, out: Path) -> Path:
     rows = trial_rows(study)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
     path = out / "trials.csv"
     atomic_write(path, buf.getvalue().encode())
     return path
-
-
-def _cell(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def importances(study: Any) -> dict[str, float]:
     """Optuna's fANOVA parameter importances by value key (a Beta quantile counts as its value).
 
     fANOVA, seeded, not Optuna's default PED-ANOVA: the same trials always give the same plot,
-    and its share-of-variance reading is the one the plot's axis names.
+    and its share-of-variance reading is the one the plot's axis names. It ranks only what every
+    complete trial drew (not the density of a method list with ``tsv``); :func:`write_plots`
+    notes the others.
     """
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
@@ -148,20 +154,22 @@ def importances(study: Any) -> dict[str, float]:
 def write_plots(study: Any, out: Path, originals: dict[str, dict[str, Any]]) -> list[Path]:
     """``search.png`` always (with at least one finished trial), ``importance.png`` when more
     than one parameter was searched. ``originals``: the originals' scores per sample."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # it saves through Agg: no canvas to attach
 
     rows = [r for r in trial_rows(study) if r["objective"] is not None]
     if not rows:
         return []
     originals = reference_lines(originals)
     ranks = importances(study)
+    drawn = {p.removesuffix("~q") for t in finished(study) if t.value is not None for p in t.params}
+    missing = sorted(drawn - set(ranks)) if ranks else []  # drawn by only some complete trials
+    note = f"not ranked (drawn by only some trials): {', '.join(missing)}" * bool(missing)
+    if note:
+        log.warning("importance.png: %s", note)
     keys = [k for k in rows[0] if k not in _NOT_PARAMS and not k.startswith(_SCORES)]
     keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
     x_key = max(ranks, key=ranks.__getitem__) if ranks else (keys[0] if keys else "number")
-    written = []
     fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs, labels = _positions([r.get(x_key) for r in rows])
     ax.scatter(xs, [r["objective"] for r in rows], s=10, alpha=0.5, label="validation")
@@ -181,14 +189,14 @@ def write_plots(study: Any, out: Path, originals: dict[str, dict[str, Any]]) -> 
     ax.set_title(f"{len(rows)} trials")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    written.append(_save(fig, out / "search.png"))
-    if len(ranks) > 1:
-        fig = Figure(figsize=(6, 0.5 + 0.4 * len(ranks)))
-        FigureCanvasAgg(fig)
+    written = [_save(fig, out / "search.png")]
+    if ranks and len(ranks) + len(missing) > 1:
+        fig = Figure(figsize=(6, 0.5 + 0.4 * len(ranks) + 0.3 * bool(note)))
         ax = fig.add_subplot()
         names = sorted(ranks, key=ranks.__getitem__)
         ax.barh(names, [ranks[n] for n in names])
         ax.set_xlabel("importance (fANOVA, share of variance)")
+        ax.set_title(note, fontsize=8, wrap=True)
         fig.tight_layout()
         written.append(_save(fig, out / "importance.png"))
     return written
@@ -199,8 +207,10 @@ def reference_lines(originals: dict[str, dict[str, Any]]) -> dict[str, float | N
     return {f"originals ({name})": scores.get("average") for name, scores in originals.items()}
 
 
-_NOT_PARAMS = ("number", "seed", "objective", "pruned", "seconds")
+_HEAD, _TAIL = ("number", "merge_method", "seed"), ("objective", "pruned", "seconds")
+_NOT_PARAMS = ("number", "seed", *_TAIL)
 _SCORES = ("val_", "agreement_", "similarity_", "test_")
+_PARAMETERS = [f.alias or name for name, f in SearchSpace.model_fields.items()]
 
 
 def _positions(values: list[Any]) -> tuple[list[float], list[str]]:
@@ -226,10 +236,8 @@ def write_best(config: MergeConfig, out: Path, options: RunOptions, trial: str) 
     best = out / "best"
     with atomic_dir(best, force=True) as tmp:
         built = tmp / ".model"
-        merge(
-            config, built, device=options.device, allow_pickle=options.allow_pickle,
-            progress=False, batch_size=options.batch_size,
-        )  # fmt: skip
+        merge(config, built, device=options.device, allow_pickle=options.allow_pickle,
+              progress=False, batch_size=options.batch_size)  # fmt: skip
         for item in built.iterdir():
             shutil.move(str(item), tmp / item.name)
         built.rmdir()

@@ -198,14 +198,15 @@ def split_search(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Sea
 
     Returns:
         ``(recipe, space, declared)``: the mapping without ``search:`` (``align.scale`` set to 1
-        when it was a range), the validated space, and whether a ``search:`` block was given.
+        when it was a range), the validated space, and whether a ``search:`` block was given
+        (a null one is an empty block, refused by :func:`check_space`).
 
     Raises:
         Hm3Error: one line naming the file, the key and the fix.
     """
     recipe = dict(data)
+    declared = "search" in recipe  # a null `search:` too
     block = recipe.pop("search", None)
-    declared = block is not None
     if block is None:
         block = {}
     if not isinstance(block, dict):
