@@ -86,3 +86,23 @@ def test_a_database_gone_mid_search_is_one_line_not_a_bug():
     assert "rerun the same command once it is back" in text and "secret" not in text
     assert "\n" not in text
     assert lost(ValueError("not a database's"), url) is None
+
+
+def test_a_resume_clears_what_a_killed_search_left_half_written(tmp_path, zoo_of, one_thread):
+    """SIGKILL mid-write leaves a temporary best/ (up to a model's size), a plot's temporary
+    file and the journal's lock file (which stalls the next run for Optuna's 30 s of grace)."""
+    case = make_case(tmp_path / "case", zoo_of("bert"), rows=12)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "2"))
+    assert exc.value.code == 0
+    (out / ".best.tmp-k1ll3d").mkdir()
+    (out / ".best.tmp-k1ll3d" / "model.safetensors").write_bytes(b"x" * 1000)
+    (out / ".search.tmp-99999.png").write_bytes(b"png")
+    (out / "study.journal.lock").write_text("")
+    (out / "study.journal.lock1234.rename").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "3", "--resume"))
+    assert exc.value.code == 0
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith(".") or "lock" in p.name)
+    assert left == [".lock"]

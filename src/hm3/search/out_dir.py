@@ -55,11 +55,25 @@ class OutLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
         self._fd = fd
+        _sweep(self.out)
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the file drops the lock
             self._fd = None
+
+
+def _sweep(out: Path) -> None:
+    """What a search killed mid-write left in ``out``, which only the lock's holder may remove:
+    half-written outputs (``.best.tmp-*``, ``.trials.csv.tmp-*``, ...), and the journal's own
+    lock files, which would stall the next run for Optuna's 30 s of grace."""
+    journal_lock = f"{studies.JOURNAL}.lock"
+    for child in out.iterdir():
+        name = child.name
+        debris = name.startswith(".") and (".tmp-" in name or ".old-" in name)
+        if debris or name == journal_lock or (name.startswith(journal_lock) and
+                                              name.endswith(".rename")):  # fmt: skip
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def is_database(storage: str | None) -> bool:
