@@ -375,8 +375,8 @@ def test_a_long_warning_is_one_line_in_a_log_file(capsys):
 def test_a_signal_during_an_import_waits_for_the_import(tmp_path, monkeypatch, signum):
     """A KeyboardInterrupt raised inside an import can surface in a C++ extension's callback
     (torch's pybind11 set-up) and abort the process (SIGABRT, no clean-up): hm3 sends a
-    SIGTERM, or a Ctrl-C under Python's own handler, again once the import is done, and
-    unwinds then. Afterwards the handlers that were there are back."""
+    SIGTERM, or a Ctrl-C under Python's own handler, again once the import is done (once for
+    several), and unwinds then. Afterwards the handlers that were there are back."""
     import importlib
     import time
 
@@ -385,7 +385,11 @@ def test_a_signal_during_an_import_waits_for_the_import(tmp_path, monkeypatch, s
     module = f"slow_module_{signum.name}"
     (tmp_path / f"{module}.py").write_text(
         "import os, signal, time\n"
-        f"os.kill(os.getpid(), signal.{signum.name})\n"
+        "for _ in range(3):\n"  # three presses, each handled apart
+        f"    os.kill(os.getpid(), signal.{signum.name})\n"
+        "    pause = time.monotonic() + 0.1\n"
+        "    while time.monotonic() < pause:\n"
+        "        pass\n"
         "deadline = time.monotonic() + 0.5\n"
         "while time.monotonic() < deadline:\n"  # bytecode running: the handler gets its turn
         "    pass\n"
@@ -403,6 +407,9 @@ def test_a_signal_during_an_import_waits_for_the_import(tmp_path, monkeypatch, s
             while time.monotonic() < deadline:  # the signal, sent again, interrupts this
                 pass
         assert imported == [True]  # the import ran to its end, and the interrupt came after
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # one interrupt for the three: none follows
+            pass
         assert seen == ([signal.SIGTERM] if signum == signal.SIGTERM else [])
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 
 import pytest
 import sqlalchemy
@@ -86,6 +87,8 @@ def test_a_database_gone_mid_search_is_one_line_not_a_bug():
     assert "rerun the same command once it is back" in text and "secret" not in text
     assert "\n" not in text
     assert lost(ValueError("not a database's"), url) is None
+    integrity = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+    assert lost(integrity, url) is None  # a bug, not a server gone
 
 
 def test_a_resume_clears_what_a_killed_search_left_half_written(tmp_path, zoo_of, one_thread):
@@ -106,3 +109,89 @@ def test_a_resume_clears_what_a_killed_search_left_half_written(tmp_path, zoo_of
     assert exc.value.code == 0
     left = sorted(p.name for p in out.iterdir() if p.name.startswith(".") or "lock" in p.name)
     assert left == [".lock"]
+
+
+def _journal_study(tmp_path):
+    import optuna
+
+    from hm3.search import study as studies
+
+    journal = str(tmp_path / "j.journal")
+    storage = studies.open_storage(journal, tmp_path)
+    return optuna.create_study(storage=storage, study_name="s", direction="maximize"), journal
+
+
+def test_a_trial_marked_as_this_process_is_a_predecessors_and_reaped(tmp_path):
+    """A restarted container keeps its host name and often its pid: the RUNNING trial of the
+    process that died there looks like this one's, which runs none while it reaps."""
+    from hm3.search import study as studies
+
+    study, _ = _journal_study(tmp_path)
+    for own in (False, True):
+        ghost = study.ask()
+        ghost.set_user_attr(studies.WORKER, studies.worker_id())
+        assert studies.reap_dead_trials(study, own=own) == 1
+    assert studies.counted(study) == (0, 0)
+
+
+def test_two_workers_reaping_one_dead_trial_at_once_both_go_on(tmp_path):
+    """Both saw it RUNNING; the second's write finds it failed already (Optuna raises)."""
+    import optuna
+
+    from hm3.search import study as studies
+
+    study, journal = _journal_study(tmp_path)
+    dead = study.ask()
+    dead.set_user_attr(studies.WORKER, f"{socket.gethostname()}:999999999")  # no such pid
+    other = optuna.load_study(study_name="s", storage=studies.open_storage(journal, tmp_path))
+    listed = other.get_trials
+
+    def listed_then_reaped_by_the_first(*args, **kwargs):
+        trials = listed(*args, **kwargs)
+        assert studies.reap_dead_trials(study) == 1  # the first worker, between read and write
+        return trials
+
+    other.get_trials = listed_then_reaped_by_the_first
+    assert studies.reap_dead_trials(other) == 0
+
+
+def test_a_worker_that_ran_nothing_yet_waits_then_runs_a_dead_peers_trial(
+    tmp_path, zoo_of, capsys, one_thread
+):
+    """Logging a line per trial (progress on, not a terminal), a worker that had run no trial
+    when the study's last one (a peer's) ended in its peer's death goes on to replace it."""
+    import subprocess
+    import threading
+
+    import optuna
+
+    from hm3.search import study as studies
+
+    case = make_case(tmp_path / "case", zoo_of("bert"), rows=12)
+    journal = str(tmp_path / "j.journal")
+    shared = ["--storage", journal, "--study", "s", "--val-samples", "6", "--test-samples", "4"]
+    argv = ["search", str(case.config), "--suite", str(case.suite), *shared]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "w0"), "--trials", "1", "--no-progress"])
+    assert exc.value.code == 0
+    peer = subprocess.Popen(["sleep", "3"])  # alive when w1 starts, dead while it waits
+    threading.Thread(target=peer.wait, daemon=True).start()  # no zombie: its pid ends
+    study = optuna.load_study(study_name="s", storage=studies.open_storage(journal, tmp_path))
+    running = study.ask()
+    running.set_user_attr(studies.WORKER, f"{socket.gethostname()}:{peer.pid}")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "w1"), "--trials", "2"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0, err
+    assert studies.counted(study) == (2, 0)
+    assert (tmp_path / "w1" / "best" / "recipe.yaml").is_file()
+
+
+def test_an_out_that_cannot_be_locked_is_one_line():
+    from pathlib import Path
+
+    from hm3.errors import Hm3Error
+
+    with pytest.raises(Hm3Error, match=r"^--out /proc/self: cannot lock it \(.*\); check that"):
+        OutLock(Path("/proc/self")).take()

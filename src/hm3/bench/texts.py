@@ -43,7 +43,7 @@ def bench_texts(
     if limit is not None and limit < 1:
         raise Hm3Error(f"--limit {limit}: expected at least 1 text")
     if texts is not None:
-        opened = open_texts(texts, column or "text")
+        opened = open_texts(texts, column or "text", options=("--texts", "--text-column"))
         out = list(chain.from_iterable(iter_text_batches(opened, 1024, max_texts=limit)))
         where = f"--texts {texts}"
     else:

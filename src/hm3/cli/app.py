@@ -167,14 +167,24 @@ _RETRY_S = 0.05  # a signal that came during an import is sent again this much l
 
 def _after_imports(handler: Callable[[int, FrameType | None], Any]) -> Callable[..., Any]:
     """``handler``, except that a signal landing inside an import is sent again a little later
-    and the import goes on."""
+    and the import goes on. Signals that come while one is pending are that one (three
+    Ctrl-C presses during torch's import are one interrupt, not three in its clean-up)."""
+    pending = threading.Event()
+
+    def resend(signum: int) -> None:
+        pending.clear()
+        os.kill(os.getpid(), signum)
 
     def deferring(signum: int, frame: FrameType | None) -> Any:
         if _importing(frame):
-            again = threading.Timer(_RETRY_S, os.kill, (os.getpid(), signum))
-            again.daemon = True
-            again.start()
+            if not pending.is_set():
+                pending.set()
+                again = threading.Timer(_RETRY_S, resend, (signum,))
+                again.daemon = True
+                again.start()
             return None
+        if pending.is_set():
+            return None  # the one already on its way stands for this one
         return handler(signum, frame)
 
     return deferring

@@ -58,7 +58,7 @@ class Int8Spec:
         if max_texts is not None and max_texts < 1:
             raise Hm3Error(f"--max-texts {max_texts}: expected a whole number >= 1")
         return cls(
-            open_texts(texts, text_column),
+            open_texts(texts, text_column, options=("--texts", "--text-column")),
             bool(per_channel),
             bool(reduce_range),
             float(min_agreement),

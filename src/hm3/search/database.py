@@ -11,6 +11,7 @@ from __future__ import annotations
 from hm3.errors import Hm3Error
 
 _POSTGRES = ("postgresql", "postgres")
+_GONE = ("OperationalError", "InterfaceError", "DisconnectionError")  # sqlalchemy.exc
 
 
 def database_url(url: str) -> str:
@@ -47,12 +48,14 @@ def open_fix(url: str) -> str:
 
 def lost(exc: BaseException, url: str) -> Hm3Error | None:
     """The one-line error for a database that went away mid-search (the server stopped, the
-    network cut), when ``exc`` or an exception behind it is SQLAlchemy's; else ``None``.
+    network cut), when ``exc`` or an exception behind it is SQLAlchemy's connection error
+    (not, say, a constraint that failed: that stays a bug); else ``None``.
     Optuna may surface it as one of its own errors, or a bug of its own (``UnboundLocalError``)
     raised while handling it."""
     seen: BaseException | None = exc
     while seen is not None:
-        if type(seen).__module__.startswith("sqlalchemy"):
+        kind = type(seen)
+        if kind.__module__.startswith("sqlalchemy") and kind.__name__ in _GONE:
             detail = (str(seen).strip().splitlines() or [type(seen).__name__])[0][:200]
             return Hm3Error(
                 f"--storage {shown(url)}: the database went away mid-search ({detail}); the "

@@ -41,7 +41,10 @@ class OutLock:
         """
         if self._fd is not None or not self.out.is_dir():
             return
-        fd = os.open(self.out / NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.out / NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _unlockable(self.out, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,6 +55,9 @@ class OutLock:
                 "it to end (then --resume), or share one study between workers with --storage "
                 "FILE --study NAME"
             ) from None
+        except OSError as exc:  # a file system without locks (some network ones)
+            os.close(fd)
+            raise _unlockable(self.out, exc) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
         self._fd = fd
@@ -61,6 +67,11 @@ class OutLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the file drops the lock
             self._fd = None
+
+
+def _unlockable(out: Path, exc: OSError) -> Hm3Error:
+    return Hm3Error(f"--out {out}: cannot lock it ({exc.strerror or type(exc).__name__}); check "
+                    "that you may write there, or choose an --out on a local disk")  # fmt: skip
 
 
 def _sweep(out: Path) -> None:

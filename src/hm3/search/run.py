@@ -97,7 +97,7 @@ def _search(spec: SearchSpec, out: Path, options: RunOptions, started: float) ->
     replace = check_out(spec, out, options.force, reads)
     lock = OutLock(out)  # --out's own study: one process at a time (shared ones take none)
     try:
-        if spec.storage is None:
+        if spec.storage is None or replace:
             lock.take()  # an --out that exists: refused now if a search runs there
         return _search_out(spec, out, options, started, config, recipe, space, source, reads,
                            replace, lock)  # fmt: skip
@@ -180,7 +180,9 @@ def _loop(
             ran = studies.run_one(
                 study, material.objective, spec.sampler, spec.seed, spec.trials, mine.add
             )
-            if not ran and not _waited_for_others(study, spec, deadline):
+            if not ran:  # others' trials left: wait for them (and redo a dead worker's)
+                if _waited_for_others(study, spec, deadline):
+                    continue
                 return mine, False
             outputs.write_trials_csv(study, out)
             done, _ = studies.counted(study)
@@ -213,7 +215,8 @@ def _waited_for_others(study: Any, spec: SearchSpec, deadline: float | None) -> 
         hosts = {str(t.user_attrs.get(studies.WORKER, "")).rpartition(":")[0] for t in others}
         if not others or (not is_database(spec.storage) and hosts != {here}):
             return False
-        time.sleep(_WAIT_S)
+        left = _WAIT_S if deadline is None else deadline - time.perf_counter()
+        time.sleep(max(0.0, min(_WAIT_S, left)))
     return False
 
 

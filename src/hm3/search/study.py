@@ -185,11 +185,14 @@ def load_study(
 def reap_dead_trials(study: Any, *, own: bool = False) -> int:
     """Fail the RUNNING trials whose worker was a process of this machine that is gone.
 
-    With ``own`` (the study is ``--out``'s own, which one worker runs) every RUNNING trial not
-    of this process is failed: its worker is gone, whatever it was (killed between the trial's
-    creation and its first write, or on a host whose name has changed since, as a restarted
-    container's does).
+    Called only while this process runs no trial, so one marked as its own is a predecessor's
+    with the same host name and pid (a restarted container). With ``own`` (the study is
+    ``--out``'s own, which one worker runs) every RUNNING trial is failed: its worker is gone,
+    whatever it was (killed between the trial's creation and its first write, or on a host
+    whose name has changed since, as a restarted container's does). A trial another worker
+    failed first is skipped.
     """
+    import optuna
     from optuna.trial import TrialState
 
     host, me = socket.gethostname(), worker_id()
@@ -197,16 +200,17 @@ def reap_dead_trials(study: Any, *, own: bool = False) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(trial.user_attrs.get(WORKER, ""))
         worker_host, _, pid = who.rpartition(":")
-        orphan = own and who != me
-        if orphan or (worker_host == host and pid.isdigit() and not _alive(int(pid))):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        gone = who == me or (worker_host == host and pid.isdigit() and not _alive(int(pid)))
+        if own or gone:
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another waiting worker failed it first
             reaped += 1
     return reaped
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
