@@ -84,7 +84,7 @@ def _sweep(out: Path) -> None:
         debris = name.startswith(".") and (".tmp-" in name or ".old-" in name)
         if debris or name == journal_lock or (name.startswith(journal_lock) and
                                               name.endswith(".rename")):  # fmt: skip
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            _remove(child)
 
 
 def is_database(storage: str | None) -> bool:
@@ -139,4 +139,9 @@ def _clear(out: Path) -> None:
     """--force: the old study and its outputs go (the new ones are written as trials finish)."""
     for child in out.iterdir() if out.is_dir() else ():  # the lock stays: it is held
         if child.name != NAME:
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            _remove(child)
+
+
+def _remove(path: Path) -> None:
+    """A file, a link or a whole directory (a link to one: the link only)."""
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
