@@ -147,3 +147,28 @@ def test_a_null_search_block_is_refused_as_an_empty_one(tmp_path, zoo_of, capsys
     )  # fmt: skip
     assert "name at least one parameter" in message
     assert "remove it to search the paper's density" in message
+
+
+def test_search_png_plots_against_a_parameter_every_trial_drew(tmp_path, monkeypatch):
+    """With nothing ranked, the x axis was the first parameter any trial drew: trials without it
+    stood at a "None" category. It is now the first that every plotted trial drew."""
+    import optuna
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(direction="maximize")
+    for value, drew in ((0.4, {"density": 0.3, "lambda": 1.1}), (0.5, {"lambda": 1.4})):
+        study.add_trial(create_trial(value=value, user_attrs={"values": drew, "seed": 1}))
+    seen = {}
+    save = outputs._save
+
+    def keep_axis(fig, path):
+        seen[path.name] = (
+            fig.axes[0].get_xlabel(),
+            [t.get_text() for t in fig.axes[0].get_xticklabels()],
+        )
+        return save(fig, path)
+
+    monkeypatch.setattr(outputs, "_save", keep_axis)
+    assert outputs.write_plots(study, tmp_path, {}) == [tmp_path / "search.png"]
+    label, ticks = seen["search.png"]
+    assert label == "lambda" and "None" not in ticks

@@ -195,3 +195,40 @@ def test_an_out_that_cannot_be_locked_is_one_line():
 
     with pytest.raises(Hm3Error, match=r"^--out /proc/self: cannot lock it \(.*\); check that"):
         OutLock(Path("/proc/self")).take()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_ctrl_c_while_best_is_written_says_how_to_get_it_and_a_rerun_writes_it(
+    tmp_path, zoo_of, capsys, monkeypatch, one_thread, shared
+):  # fmt: skip
+    """Ctrl-C as ``best/`` was being written said only "interrupted"; a shared study's rerun
+    then never wrote ``best/``, as the worker that was to write it had ended its trials."""
+    from hm3.search import outputs
+
+    case = make_case(tmp_path / "case", zoo_of("bert"), rows=12)
+    out = tmp_path / "out"
+    storage = ["--storage", str(tmp_path / "s.journal"), "--study", "s"] if shared else []
+    real = outputs.write_best
+
+    def pressed(*args, **kwargs):  # Ctrl-C as the write starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "write_best", pressed)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "2", *storage))
+    assert exc.value.code == 130
+    where = "study 's'; rerun the command" if shared else f"{out}; rerun with --resume"
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: 2 trials finished are kept in {where} to write best/ and the plots"
+    )
+    assert not (out / "best").exists()
+    monkeypatch.setattr(outputs, "write_best", real)
+    with pytest.raises(SystemExit) as exc:
+        main(_search(case, out, "--trials", "2", *storage, *([] if shared else ["--resume"])))
+    assert exc.value.code == 0
+    assert (out / "best" / "recipe.yaml").is_file()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # written once: a second rerun leaves it be
+        main(_search(case, out, "--trials", "2", *storage, *([] if shared else ["--resume"])))
+    assert exc.value.code == 0 and "/best (already trial #" in capsys.readouterr().err

@@ -110,6 +110,7 @@ def test_a_refused_storage_or_study_writes_nothing(tmp_path, case, capsys, one_t
         ("sqlite:///:memory:", "give a file (sqlite:///search.db) or leave --storage out"),
         (f"sqlite:///{tmp_path}/no-such-dir/s.db", "the database file's folder exists"),
         (str(tmp_path), "is a directory"),
+        ("", "empty; give a journal file path or a database URL"),
         (str(afile / "x.journal"), "cannot use it"),
         (str(case.suite), "line 1 is not an Optuna journal record"),
         (str(not_journal), "line 1 is not an Optuna journal record"),

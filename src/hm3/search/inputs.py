@@ -124,6 +124,9 @@ def check_spec(spec: SearchSpec) -> None:
     if spec.base is not None and spec.self_model is None:
         raise Hm3Error(f"--base {spec.base}: read only with --self (a merge config names its "
                        "base_model); drop --base")  # fmt: skip
+    if spec.storage is not None and not spec.storage.strip():
+        raise Hm3Error("--storage '': empty; give a journal file path or a database URL, or drop "
+                       "--storage to keep the study in --out")  # fmt: skip
     if spec.timeout is not None and not spec.timeout > 0:  # nan too
         raise Hm3Error(f"--timeout {spec.timeout:g}: expected a positive duration, e.g. 30m "
                        "or 2h")  # fmt: skip

@@ -167,7 +167,7 @@ def write_plots(study: Any, out: Path, originals: dict[str, dict[str, Any]]) -> 
     if note:
         log.warning("importance.png: %s", note)
     keys = [k for k in rows[0] if k not in _NOT_PARAMS and not k.startswith(_SCORES)]
-    keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+    keys = [k for k in keys if all(r.get(k) is not None for r in rows)]  # no "None" on the axis
     x_key = max(ranks, key=ranks.__getitem__) if ranks else (keys[0] if keys else "number")
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()

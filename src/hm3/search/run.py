@@ -16,9 +16,7 @@ The options, their checks, the recipe and the samples are :mod:`hm3.search.input
 
 from __future__ import annotations
 
-import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from rich.progress import TextColumn
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions, run_options
 from hm3.progress import progress_bar
-from hm3.search import identity, outputs
+from hm3.search import identity, outputs, workers
 from hm3.search import study as studies
 from hm3.search.database import lost
 from hm3.search.engine import Engine
@@ -138,20 +136,23 @@ def _search_out(
         lock.take()  # a new --out: held from now on
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
+    searching = True
     try:
         mine, timed_out = _loop(study, material, spec, out, options, started)
+        searching = False
+        return _finish(study, material, spec, out, options, mine, timed_out, started)
     except KeyboardInterrupt:
         outputs.write_trials_csv(study, out)  # it may have stopped between a trial and its row
         done, _ = studies.counted(study)
         where = f"{out}; rerun with --resume" if spec.storage is None else \
             f"study {spec.study!r}; rerun the command"  # fmt: skip
-        raise KeyboardInterrupt(f"{done} trials finished are kept in {where} to go on") from None
+        goal = "to go on" if searching else "to write best/ and the plots"
+        raise KeyboardInterrupt(f"{done} trials finished are kept in {where} {goal}") from None
     except Exception as exc:  # a database server stopped mid-search is not a bug of hm3's
         gone = lost(exc, spec.storage) if is_database(spec.storage) else None
         if gone is None:
             raise
         raise gone from None
-    return _finish(study, material, spec, out, options, mine, timed_out, started)
 
 
 def _loop(
@@ -181,7 +182,7 @@ def _loop(
                 study, material.objective, spec.sampler, spec.seed, spec.trials, mine.add
             )
             if not ran:  # others' trials left: wait for them (and redo a dead worker's)
-                if _waited_for_others(study, spec, deadline):
+                if workers.waited_for_others(study, spec, deadline):
                     continue
                 return mine, False
             outputs.write_trials_csv(study, out)
@@ -192,35 +193,6 @@ def _loop(
             if line:
                 bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return mine, True
-
-
-def _waited_for_others(study: Any, spec: SearchSpec, deadline: float | None) -> bool:
-    """With the study's last trials running in other workers of a shared study: wait for them,
-    failing those whose worker died (a pid of this machine gone, or an RDB heartbeat stopped),
-    and say whether that left trials to run. Not where nothing could tell a dead worker from a
-    live one (a journal's worker on another machine): the others then finish the study."""
-    import optuna
-    from optuna.trial import TrialState
-
-    here = socket.gethostname()
-    while spec.storage is not None and (deadline is None or time.perf_counter() < deadline):
-        studies.reap_dead_trials(study)
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: noise to a user
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # RDB storages: heartbeats (30 s grace)
-        done, running = studies.counted(study)
-        if done + running < spec.trials:
-            return True
-        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        hosts = {str(t.user_attrs.get(studies.WORKER, "")).rpartition(":")[0] for t in others}
-        if not others or (not is_database(spec.storage) and hosts != {here}):
-            return False
-        left = _WAIT_S if deadline is None else deadline - time.perf_counter()
-        time.sleep(max(0.0, min(_WAIT_S, left)))
-    return False
-
-
-_WAIT_S = 2.0  # between looks at the other workers' running trials
 
 
 def _finish(
@@ -238,12 +210,13 @@ def _finish(
     if best_trial is not None:
         label = outputs.best_label(best_trial.number, study.user_attrs[identity.FINGERPRINT])
         current = outputs.written_best(out) == label
-        if not current and _best_due(study, spec, out, mine, timed_out):
+        if not current and workers.best_due(study, spec, out, mine, timed_out, label):
             names = [t.name for t in material.engine.tasks]
             values = best_trial.user_attrs["values"]
             config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],
                                   material.source)  # fmt: skip
             files.append(outputs.write_best(config, out, options, label))
+            study.set_user_attr(workers.BEST_WRITTEN, label)
             wrote = current = True
     files += outputs.write_plots(study, out, material.originals)
     attrs = best_trial.user_attrs if best_trial is not None else {}
@@ -261,29 +234,6 @@ def _finish(
         self_merge=spec.self_model is not None,
         files=files,
     )
-
-
-def _best_due(
-    study: Any, spec: SearchSpec, out: Path, mine: set[int], timed_out: bool
-) -> bool:  # fmt: skip
-    """Whether this worker is to write ``best/`` (when it does not hold the study's best).
-
-    ``--out``'s own study: once it is full (whatever stopped an earlier run first), or when the
-    timeout stopped this run (even before a trial of its own: a resume of a killed run). A
-    shared study: written once, by the worker whose trial ended last
-    (a surplus one included), or by one whose timeout stopped it; a worker that finds the study
-    full rewrites a ``best/`` of its ``--out`` that is no longer the best.
-    """
-    done, running = studies.counted(study)
-    full = done >= spec.trials and running == 0
-    if timed_out and (mine or spec.storage is None):
-        return True
-    if spec.storage is None:
-        return full
-    ended = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
-    last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
-    finisher = full and last is not None and last.number in mine
-    return finisher or (full and (out / "best").is_dir())
 
 
 def _abs(path: Path | None) -> str | None:
