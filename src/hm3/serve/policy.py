@@ -15,7 +15,9 @@ A policy file::
 
 Each rule names one task and a set of its labels, given either as ``label`` (those labels) or as
 ``not`` (every label but those); it fires when the set's probability (the sum, within the
-task's own softmax) reaches ``min_score`` (default 0.5). A text is flagged when any rule
+task's own softmax, added in float64) reaches ``min_score`` (default 0.5), allowing for float32
+rounding (:data:`ROUNDING`): a sum that is 1 up to rounding fires ``min_score: 1``. A text is
+flagged when any rule
 fires; each fired rule is one reason. Unknown keys, tasks or labels are refused when the server
 starts. What it does not: score texts or combine tasks' probabilities with each other.
 """
@@ -112,12 +114,17 @@ class Policy:
         """``(flagged, reasons)`` for one text, from its per-task probability vectors."""
         reasons = []
         for i, rule, task, index, labels in self._rules:
-            score = float(np.asarray(scores[task])[index].sum())
-            if score >= rule.min_score:
+            score = float(np.asarray(scores[task], dtype=np.float64)[index].sum())
+            if score >= rule.min_score - ROUNDING:
                 reasons.append(
                     Reason(rule=i, task=task, labels=labels, score=score, min_score=rule.min_score)
                 )
         return bool(reasons), reasons
+
+
+#: how far below ``min_score`` a sum of float32 probabilities may fall and still fire: a few
+#: float32 units in the last place at 1 (each probability is rounded to 6e-8 there)
+ROUNDING = 1e-6
 
 
 def load_policy(path: Path, tasks: Sequence[Task]) -> Policy:
