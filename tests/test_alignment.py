@@ -409,6 +409,10 @@ BAD = {
     ),
     "not text": (_file("n.jsonl", '{"text": 3}\n'), "row 1 of column 'text' is not text"),
     "bad json": (_file("j.jsonl", '{"text": "a"}\n{oops\n'), "line 2 is not valid JSON"),
+    "lone surrogate": (
+        _file("u.jsonl", '{"text": "a"}\n{"text": "b \\ud800"}\n'),
+        "row 2 of column 'text' is not valid Unicode text (a lone surrogate at character 2",
+    ),
     "wrong type": (_file("x.txt", "hello\n"), "'.txt' not supported"),
     "swapped labels": (
         _original(["jailbreak", "benign"]),

@@ -106,6 +106,9 @@ def test_bad_texts_get_a_clear_error(bert_zoo):
         clf.predict(["fine", None])
     with pytest.raises(Hm3Error, match=r"texts\[0\]: expected a string, got int"):
         clf.logits([3])
+    with pytest.raises(Hm3Error, match=r"texts\[1\]: not valid Unicode text \(a lone surrogate at "
+                                        "character 3"):  # fmt: skip
+        clf.predict(["fine", "ok \ud800"])  # was transformers' TypeError
     assert len(clf.predict("one text")) == 1  # a bare string is one text, not its characters
 
 

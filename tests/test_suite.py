@@ -159,6 +159,8 @@ def test_missing_values_name_dataset_and_row(tmp_path):
     assert "'my_set'" in msg and "row 3 has no text" in msg
     msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "\u200b"}])  # nothing to read
     assert "'my_set'" in msg and "row 2 has no text" in msg
+    msg = _error(tmp_path, {}, rows=[{"text": "a"}, {"text": "b \ud800"}])  # a JSON \ud800
+    assert "'my_set'" in msg and "row 2 of column 'text' is not valid Unicode text" in msg
     rows = [{"text": "a", "y": "x"}, {"text": "b", "y": ""}]
     msg = _error(tmp_path, {"expect": {"t": {"column": "y"}}}, rows=rows, ext="csv")
     assert "'my_set'" in msg and "row 2 has no expected label" in msg

@@ -45,7 +45,7 @@ from pydantic import (
 from hm3.errors import Hm3Error
 from hm3.io.paths import absolute, as_path
 from hm3.io.tables import read_columns, table_format
-from hm3.io.texts import is_blank
+from hm3.io.texts import NOT_UNICODE, is_blank, lone_surrogate
 from hm3.io.yaml_input import (
     PathText,
     UserModel,
@@ -249,6 +249,10 @@ def _texts(values: list[Any], keep: np.ndarray, column: str, where: str) -> list
                 f"{where}: row {i + 1} has no text in column {column!r} (got {value!r}); remove "
                 "the row or fill it in"
             )
+        at = lone_surrogate(value)
+        if at is not None:
+            raise Hm3Error(f"{where}: row {i + 1} of column {column!r} is "
+                           f"{NOT_UNICODE.format(at=at)}; fix the row or remove it")  # fmt: skip
         out.append(value)
     return out
 

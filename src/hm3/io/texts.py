@@ -34,6 +34,23 @@ def is_blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
+def lone_surrogate(text: str) -> int | None:
+    """The position of ``text``'s first lone surrogate (a ``\\ud800`` JSON escape without its
+    pair, or a byte that was not UTF-8 on the command line), which no tokenizer can read; else
+    ``None``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+NOT_UNICODE = (
+    "not valid Unicode text (a lone surrogate at character {at}: bytes that are not UTF-8, or "
+    "half of a \\ud800-style escape)"
+)
+
+
 @dataclass(frozen=True)
 class TextFile:
     """A checked text file. ``rows`` is known up front only for parquet (from its footer)."""
@@ -130,6 +147,12 @@ def iter_text_batches(
                 f"{texts.where}: row {row} of column {texts.column!r} is not text (got "
                 f"{type(value).__name__} {value!r:.40}); set {texts.column_option} to the text "
                 "column"
+            )
+        at = lone_surrogate(value)
+        if at is not None:
+            raise Hm3Error(
+                f"{texts.where}: row {row} of column {texts.column!r} is "
+                f"{NOT_UNICODE.format(at=at)}; fix the row or drop it"
             )
         batch.append(value)
         count.texts += 1

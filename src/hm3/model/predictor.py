@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from hm3.errors import Hm3Error, spell
-from hm3.io.texts import is_blank
+from hm3.io.texts import NOT_UNICODE, is_blank, lone_surrogate
 from hm3.model.labels import Task
 from hm3.model.windows import Windows, combine, content_step
 from hm3.options import named, whole_number
@@ -271,4 +271,7 @@ def check_texts(texts: Sequence[str]) -> list[str]:
                 f"texts[{i}]: empty text {text!r}; give every text at least one visible "
                 "character (drop the empty ones)"
             )
+        at = lone_surrogate(text)
+        if at is not None:
+            raise Hm3Error(f"texts[{i}]: {NOT_UNICODE.format(at=at)}; give UTF-8 text")
     return out

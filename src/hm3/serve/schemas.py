@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hm3.io.texts import is_blank
+from hm3.io.texts import is_blank, lone_surrogate
 from hm3.io.yaml_input import as_written, format_validation_error
 from hm3.model.predictor import Prediction, TaskPrediction
 from hm3.serve.policy import Reason
@@ -152,14 +152,13 @@ def check_texts(texts: list[str], *, max_texts: int, max_chars: int, where: str)
                 f"{where}[{i}]: {len(text)} characters, over the server's limit of "
                 f"{max_chars} (--max-chars); split the text",
             )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
+        at = lone_surrogate(text)
+        if at is not None:
             raise BadRequest(
                 422,
                 f"{where}[{i}]: not valid Unicode (a lone surrogate at character "
-                f"{exc.start}); send well-formed UTF-16 escapes or UTF-8",
-            ) from None
+                f"{at}); send well-formed UTF-16 escapes or UTF-8",
+            )
 
 
 def task_prediction(labels: tuple[str, ...], probs: Any) -> TaskPrediction:
