@@ -113,7 +113,9 @@ def test_merge_with_align_to_an_out_under_a_file_is_a_user_error(bert_zoo, tmp_p
     before = sorted(p.name for p in tmp_path.iterdir())
     out = texts / "sub" / "merged"  # its parent runs through a file
     for extra in ({}, {"align": {"texts": str(texts)}}):  # the plain merge and the align path
-        with pytest.raises(Hm3Error, match=r"cannot create it \(Not a directory\); check") as e:
+        with pytest.raises(
+            Hm3Error, match=f"cannot create it: {texts} is a file, not a folder; ch"
+        ) as e:
             hm3.merge(_config(tmp_path, bert_zoo, **extra), out, progress=False)
         assert _one_line(e).startswith(f"out={str(out)!r}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*before, "m.yaml"})

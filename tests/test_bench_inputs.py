@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,7 +138,9 @@ def test_a_worker_spells_its_fix_as_its_caller_does(setup):
 
 
 # 4 ---------------------------------------------------------------------------------------------
-def test_exports_and_model_files_are_checked_before_any_run(setup, capsys, monkeypatch, tmp_path):
+def test_exports_and_model_files_are_checked_before_any_run(
+    setup, float_export, capsys, monkeypatch, tmp_path
+):  # fmt: skip
     merged, originals, texts = setup
     fake = tmp_path / "fake-onnx"
     fake.mkdir()
@@ -156,6 +159,36 @@ def test_exports_and_model_files_are_checked_before_any_run(setup, capsys, monke
     assert f"--out {merged}`" not in str(exc.value) and f"hm3 export onnx {merged}" in str(
         exc.value
     )
+    cut = shutil.copytree(float_export, tmp_path / "cut")  # was an internal error mid-bench
+    (cut / "model.onnx").write_bytes((cut / "model.onnx").read_bytes()[:1000])
+    line = refused(capsys, monkeypatch, *base, "--onnx", cut)
+    assert f"{cut}/model.onnx: ONNX Runtime cannot load it" in line
+    (cut / "model.onnx").write_bytes((float_export / "model.onnx").read_bytes())
+    (cut / "vocab.txt").unlink()
+    (cut / "tokenizer.json").unlink(missing_ok=True)
+    line = refused(capsys, monkeypatch, *base, "--onnx", cut)
+    assert f"error: {cut}: no tokenizer files" in line
+
+
+def test_one_string_is_one_text_and_bad_texts_are_refused(setup, monkeypatch):
+    """bench(texts="hello") timed five one-letter texts."""
+    from hm3.bench import api
+
+    merged, originals, _ = setup
+    seen = []
+
+    def one_run(spec, threads):
+        seen.append(json.loads(Path(spec.texts).read_text()))
+        return measured(spec, threads)
+
+    monkeypatch.setattr(api, "spawn", one_run)
+    result = api.bench(merged, originals, "hello", repeats=1, options=hm3.RunOptions(
+        progress=False, max_length=32))  # fmt: skip
+    assert result.setup.texts == 1 and seen and all(texts == ["hello"] for texts in seen)
+    with pytest.raises(Hm3Error, match=r"^texts\[1\]: empty text"):
+        api.bench(merged, originals, ["fine", " "], repeats=1)
+    with pytest.raises(Hm3Error, match=r"^repeats=0: expected at least 1"):
+        api.bench(merged, originals, ["fine"], repeats=0)
 
 
 # 5 ---------------------------------------------------------------------------------------------
@@ -200,15 +233,23 @@ def test_the_reported_max_length_is_the_one_that_ran(setup, accepted):
 
 
 # 9 ---------------------------------------------------------------------------------------------
-def fake_export(merged, folder, **block):
-    """A directory bench accepts as an export of ``merged`` (config.json with an onnx block,
-    more of it in ``block``, tokenizer files, an empty model.onnx); only ever run by a stand-in
-    for the worker."""
-    shutil.copytree(merged, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+@pytest.fixture(scope="module")
+def float_export(setup, tmp_path_factory):
+    """A real float32 export of the merged model, which bench opens before any run."""
+    from hm3.export.api import export_onnx
+
+    folder = tmp_path_factory.mktemp("bench-export") / "onnx"
+    export_onnx(setup[0], folder, options=hm3.RunOptions(progress=False, max_length=32))
+    return folder
+
+
+def fake_export(export, folder, **block):
+    """A copy of ``export`` whose config.json's onnx block says ``block`` too (int8, fused...);
+    bench reads what it reports from there, and only a stand-in for the worker runs it."""
+    shutil.copytree(export, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["onnx"] = {"outputs": {t["name"]: t["name"] for t in config["hm3"]["tasks"]}, **block}
+    config["onnx"].update(block)
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "model.onnx").write_bytes(b"")
     return folder
 
 
@@ -218,7 +259,9 @@ def measured(spec, threads):
     return {**figures, "threads": 1, "max_lengths": [32] * len(spec.models)}
 
 
-def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, tmp_path):
+def test_exports_are_named_after_their_directories(
+    setup, float_export, capsys, monkeypatch, tmp_path
+):  # fmt: skip
     """Every export keeps its directory's name (not NAME#1 after the first); two of the same
     name keep the parent folders that tell them apart."""
     from hm3.bench import api
@@ -228,8 +271,12 @@ def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, t
     merged, originals, texts = setup
     dirs = [tmp_path / "onnx32", tmp_path / "onnx8", tmp_path / "a" / "onnx", tmp_path / "b/onnx"]
     monkeypatch.setattr(api, "spawn", measured)
-    kinds = [{"quantized": "int8", "fused": {"QAttention": 2}}, {"fused": {}}, {}, {}]
-    exports = [fake_export(merged, d, **k) for d, k in zip(dirs, kinds, strict=True)]
+    kinds = [
+        {"quantized": "int8", "fused": {"QAttention": 2}},
+        {"fused": {}},
+        *[{"fused": None}] * 2,
+    ]
+    exports = [fake_export(float_export, d, **k) for d, k in zip(dirs, kinds, strict=True)]
     onnx = [arg for export in exports for arg in ("--onnx", export)]
     code, out, err = run(capsys, monkeypatch, *_argv(merged, originals, "--texts", texts),
                          "--json", *onnx)  # fmt: skip
@@ -250,9 +297,9 @@ def test_exports_are_named_after_their_directories(setup, capsys, monkeypatch, t
     assert export_names([tmp_path / d for d in deeper]) == [*deeper[:2], "onnx8"]
 
 
-def test_the_same_export_twice_is_refused(setup, capsys, monkeypatch, tmp_path):
+def test_the_same_export_twice_is_refused(setup, float_export, capsys, monkeypatch, tmp_path):
     merged, originals, texts = setup
-    export = fake_export(merged, tmp_path / "onnx8")
+    export = fake_export(float_export, tmp_path / "onnx8")
     monkeypatch.chdir(tmp_path)
     argv = _argv(merged, originals, "--texts", texts, "--onnx", export, "--onnx", "onnx8/")
     line = refused(capsys, monkeypatch, *argv)

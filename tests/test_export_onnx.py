@@ -432,21 +432,26 @@ def test_int8_options_without_quantize_are_refused(merged, tmp_path, capsys, giv
 
 
 @pytest.mark.parametrize(
-    ("given", "named"),
+    "given",
     [
-        ({"texts": "TEXTS"}, "--texts"),
-        ({"text_column": "body"}, "--text-column"),
-        ({"max_texts": 3}, "--max-texts"),
-        ({"per_channel": False}, "--per-tensor"),
-        ({"reduce_range": True}, "--reduce-range"),
-        ({"min_agreement": 0.5}, "--min-agreement"),
-        ({"smooth": False}, "--no-smooth"),
+        {"texts": "TEXTS"},
+        {"text_column": "body"},
+        {"max_texts": 3},
+        {"per_channel": False},
+        {"reduce_range": True},
+        {"min_agreement": 0.5},
+        {"smooth": False},
     ],
 )
-def test_the_library_refuses_int8_arguments_without_quantize_too(merged, tmp_path, given, named):
+def test_the_library_refuses_int8_arguments_without_quantize_too(merged, tmp_path, given):
+    """As Python names them: the keyword, and quantize='int8' (the fix said --quantize int8)."""
     out = tmp_path / "out"
     given = {k: texts_file(tmp_path) if v == "TEXTS" else v for k, v in given.items()}
-    with pytest.raises(Hm3Error, match=f"^{named}: only used with .* or drop {named}$"):
+    (named,) = given
+    with pytest.raises(
+        Hm3Error, match=f"^{named}: only used with quantize='int8'; add quantize='int8' or drop "
+        f"{named}$"
+    ):  # fmt: skip
         export_onnx(merged("bert"), out, **given, options=QUIET)
     assert not out.exists()
     # their defaults, said aloud, change nothing: a float export
@@ -459,9 +464,42 @@ def test_load_onnx_refuses_what_is_not_an_export(merged, exported, tmp_path):
         load_onnx(merged("bert"))
     with pytest.raises(Hm3Error, match="threads 0"):
         load_onnx(exported("bert").path, threads=0)
-    with pytest.raises(Hm3Error, match="--dtype bfloat16: an ONNX export runs in the precision"):
+    with pytest.raises(Hm3Error, match=r"^dtype='bfloat16': an ONNX export runs in the precision"):
         load_onnx(exported("bert").path, dtype="bfloat16")
     assert load_onnx(exported("bert").path, dtype="float32").tasks  # the default, said aloud
+
+
+def test_an_export_without_its_tokenizer_or_with_a_cut_graph_is_refused(exported, tmp_path):
+    """Without its tokenizer files transformers built a 5-token vocabulary and every text got
+    the same scores; a cut-short model.onnx was onnxruntime's InvalidProtobuf (internal error)."""
+    notok = shutil.copytree(exported("bert").path, tmp_path / "notok")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (notok / name).unlink(missing_ok=True)
+    with pytest.raises(Hm3Error, match=f"^{re.escape(str(notok))}: no tokenizer files"):
+        load_onnx(notok)
+    cut = shutil.copytree(exported("bert").path, tmp_path / "cut")
+    graph = cut / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    with pytest.raises(Hm3Error, match=r"model\.onnx: ONNX Runtime cannot load it \(.*\); export "):
+        load_onnx(cut)
+
+
+def test_the_library_names_export_options_as_python_does(merged, tmp_path):
+    """Errors said --quantize, --texts, --opset from Python; the CPU-only export silently took
+    device= and dtype=."""
+    model, out = merged("bert"), tmp_path / "out"
+    for kwargs, says in [
+        ({"quantize": "int8"}, "quantize='int8': needs texts=FILE"),
+        ({"quantize": "int4"}, "quantize='int4': expected one of int8"),
+        ({"opset": 21}, "opset=21: expected a whole number from"),
+        ({"device": "cuda"}, "device: not read here (an export is traced on the CPU"),
+        ({"dtype": "bfloat16"}, "dtype: not read here (an export is float32"),
+        ({"quantize": "int8", "texts": "TEXTS", "min_agreement": 2}, "min_agreement=2: expected"),
+    ]:
+        kwargs = {k: texts_file(tmp_path) if v == "TEXTS" else v for k, v in kwargs.items()}
+        with pytest.raises(Hm3Error, match=f"^{re.escape(says)}"):
+            export_onnx(model, out, **kwargs, options=QUIET)
+        assert not out.exists()
 
 
 def test_an_export_given_where_torch_runs_says_how_to_run_it(exported, capsys):

@@ -65,9 +65,17 @@ def test_an_empty_table_has_no_rows(tmp_path, suffix):
 @pytest.mark.parametrize(
     ("name", "content", "error"),
     [
-        ("bad.jsonl", '{"text": "a"}\n\n{"text": \n', r"bad\.jsonl: line 3 is not valid JSON"),
+        (
+            "bad.jsonl",
+            '{"text": "a"}\n\n{"text": \n',
+            r"bad\.jsonl: line 3 is not valid JSON .*; fix that line",
+        ),
         ("bad.jsonl", '{"text": "a"}\n["a"]\n', "line 2 is not a JSON object"),
-        ("bad.csv", 'text,label\na,b\n"open quote,b\n', r"bad\.csv: line 3 is not valid csv"),
+        (
+            "bad.csv",
+            'text,label\na,b\n"open quote,b\n',
+            r"bad\.csv: line 3 is not valid csv .*; fix that line",
+        ),
         ("bad.csv", "text,label\na,b\nc,d,e\n", "line 3 has 3 fields, the header 2; quote"),
         ("bad.tsv", "text\tlabel\na\tb\tc\n", "line 2 has 3 fields, the header 2"),
     ],
@@ -82,7 +90,13 @@ def test_a_bad_line_is_named_by_its_number(tmp_path, name, content, error):
 def test_undecodable_bytes_and_broken_parquet_name_the_file(tmp_path):
     path = tmp_path / "latin.jsonl"
     path.write_bytes(b'{"text": "a"}\n{"text": "caf\xe9"}\n')
-    with pytest.raises(Hm3Error, match=r"latin\.jsonl: line 2 is not UTF-8 text"):
+    with pytest.raises(Hm3Error, match=r"latin\.jsonl: line 2 is not UTF-8 text; save the file as"):
+        list(iter_records(path, str(path)))
+    path = tmp_path / "latin.csv"  # read by the csv module: its decoding error
+    path.write_bytes(b"text\ncaf\xe9\n")
+    with pytest.raises(
+        Hm3Error, match=r"latin\.csv: not UTF-8 text \(.*\); save the file as UTF-8"
+    ):
         list(iter_records(path, str(path)))
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"PAR1 not really")

@@ -29,8 +29,9 @@ from hm3.bench.systems import MERGED, ORIGINALS, Export, check_systems
 from hm3.bench.worker import RunSpec, check_models, model_windows, spawn
 from hm3.errors import Hm3Error
 from hm3.model.labels import Task
+from hm3.model.predictor import check_texts
 from hm3.model.windows import Windows, default_labels
-from hm3.options import RunOptions, resolve_device
+from hm3.options import RunOptions, named, resolve_device
 from hm3.progress import progress_bar
 
 
@@ -114,11 +115,12 @@ def bench(
     options = options or RunOptions()
     resolve_device(options.device)
     if isinstance(repeats, bool) or repeats < 1:
-        raise Hm3Error(f"--repeats {repeats}: expected at least 1")
+        raise Hm3Error(f"{named(f'--repeats {repeats}', 'repeats', repeats)}: expected at least 1")
     if threads is not None and threads < 1:
-        raise Hm3Error(f"--threads {threads}: expected at least 1")
+        raise Hm3Error(f"{named(f'--threads {threads}', 'threads', threads)}: expected at least 1")
     if not texts:
         raise Hm3Error("texts: nothing to classify; give a texts file or a suite with rows")
+    texts = check_texts(texts)  # one string is one text, not its characters
     ours, systems, exports = check_systems(merged, originals, onnx)
     torch_models = {"--merged": merged, **{f"--originals {t}": p for t, p in originals.items()}}
     check_models(torch_models, onnx, options)

@@ -77,7 +77,8 @@ def check_models(
 ) -> None:
     """Refuse, before any run, what would stop one: missing, pickled or truncated weights
     (headers only), an unknown architecture or no tokenizer files in a torch model directory
-    (option → directory), no tokenizer files or no onnxruntime (or its device) for an export.
+    (option → directory); for an export, no onnxruntime (or its device), or a directory that
+    ONNX Runtime cannot open (a cut-short graph, no tokenizer files).
     """
     from hm3.io.checkpoint import Checkpoint
     from hm3.io.tokenizer import has_tokenizer
@@ -86,17 +87,19 @@ def check_models(
         with Checkpoint(Path(path), allow_pickle=options.allow_pickle, role=option):
             pass
         check_model_type(path, f"{option} {path}")
-    for option, path in [*torch_models.items(), *(("--onnx", p) for p in onnx)]:
+    for option, path in torch_models.items():  # an export's: read_export's (check_systems)
         if not has_tokenizer(Path(path)):
             raise Hm3Error(
                 f"{option} {path}: no tokenizer files (tokenizer.json or vocab.txt); copy them "
                 "from the base model"
             )
     if onnx:
-        from hm3.export.runtime import providers, require
+        from hm3.export.runtime import load_onnx, providers, require
 
         require("onnxruntime")
         providers(options.device)
+        for path in onnx:  # its graph parsed, its outputs and tokenizer there: opened once here
+            load_onnx(path, options=options, threads=1)
 
 
 def rss_mb() -> float:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.export import card
 from hm3.export.graph import (
     DEFAULT_OPSET,
@@ -48,13 +48,18 @@ from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.architectures import SUPPORTED
 from hm3.model.classifier import Classifier, load
 from hm3.model.predictor import BasePredictor
-from hm3.options import RunOptions, run_options
+from hm3.options import RunOptions, named, run_options
 from hm3.version import __version__
 
 log = logging.getLogger("hm3")
 
 CHECK_TOLERANCE = 1e-4  # |ONNX Runtime - torch| on any probability of the probe texts
 _FLOAT_DIR = ".float"
+_UNREAD = {
+    "device": "an export is traced on the CPU; choose the device when it runs: load_onnx(DIR, "
+    "device=...)",
+    "dtype": "an export is float32, or int8 with quantize='int8'",
+}
 _SMOOTH_DIR = ".smoothed"
 
 
@@ -131,7 +136,7 @@ def export_onnx(
             (nothing is written).
     """
     started = time.perf_counter()
-    options = run_options(options, run)
+    options = run_options(options, run, unread=_UNREAD)
     model, out = as_path(model, "model"), as_path(out, "out")
     if quantize is None:  # what only shapes an int8 export, given for a float one
         refuse_int8_only(texts=texts, text_column=text_column, max_texts=max_texts,
@@ -175,8 +180,9 @@ def _check_inputs(
     check_opset(opset)
     if quantize is not None and texts is None:
         raise Hm3Error(
-            f"--quantize {quantize}: needs --texts FILE (texts like the ones you will classify), "
-            "on which the int8 model's decisions are compared with the float model's"
+            f"{named(f'--quantize {quantize}', 'quantize', quantize)}: needs "
+            f"{spell('--texts FILE', 'texts=FILE')} (texts like the ones you will classify), on "
+            "which the int8 model's decisions are compared with the float model's"
         )
     config = card.read_config(model)
     model_type = str(config.get("model_type", ""))

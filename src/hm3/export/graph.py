@@ -29,6 +29,7 @@ from hm3.export.fuse import fuse_graph
 from hm3.export.runtime import LOGITS
 from hm3.model.classifier import quiet_transformers
 from hm3.model.labels import Task
+from hm3.options import named
 
 if TYPE_CHECKING:
     from hm3.model.classifier import Classifier
@@ -50,9 +51,10 @@ def check_opset(opset: int) -> int:
         or not isinstance(opset, int)
         or not (MIN_OPSET <= opset <= MAX_OPSET)
     ):
+        given = named(f"--opset {opset}", "opset", opset)
         raise Hm3Error(
-            f"--opset {opset}: expected a whole number from {MIN_OPSET} to {MAX_OPSET} (the "
-            f"range torch's ONNX exporter writes for these encoders; default {DEFAULT_OPSET})"
+            f"{given}: expected a whole number from {MIN_OPSET} to {MAX_OPSET} (the range "
+            f"torch's ONNX exporter writes for these encoders; default {DEFAULT_OPSET})"
         )
     return opset
 

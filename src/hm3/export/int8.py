@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.export import card
 from hm3.export.fuse import own_operators
 from hm3.export.quantize import OP_TYPES, Agreement, agreement, quantize_int8
@@ -23,7 +23,7 @@ from hm3.export.runtime import MODEL_FILE, load_onnx
 from hm3.io.texts import TextFile, open_texts
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.labels import Task
-from hm3.options import RunOptions
+from hm3.options import RunOptions, named, option_name
 
 # the issue's goal for a guard: at most 1 decision in 100 may change, per task
 DEFAULT_MIN_AGREEMENT = 0.99
@@ -54,11 +54,15 @@ class Int8Spec:
     ) -> Int8Spec:
         """The spec, every value checked (the texts file is opened, not read)."""
         if not 0 <= min_agreement <= 1:
-            raise Hm3Error(f"--min-agreement {min_agreement}: expected a share from 0 to 1")
+            given = named(f"--min-agreement {min_agreement}", "min_agreement", min_agreement)
+            raise Hm3Error(f"{given}: expected a share from 0 to 1")
         if max_texts is not None and max_texts < 1:
-            raise Hm3Error(f"--max-texts {max_texts}: expected a whole number >= 1")
+            given = named(f"--max-texts {max_texts}", "max_texts", max_texts)
+            raise Hm3Error(f"{given}: expected a whole number >= 1")
         return cls(
-            open_texts(texts, text_column, options=("--texts", "--text-column")),
+            open_texts(
+                texts, text_column, options=(option_name("--texts"), option_name("--text-column"))
+            ),
             bool(per_channel),
             bool(reduce_range),
             float(min_agreement),
@@ -79,13 +83,16 @@ INT8_ONLY = {
 }
 
 
+QUANTIZE_INT8 = "quantize='int8'"
+
+
 def refuse_int8_only(**given: Any) -> None:
     """Refuse, naming them all, the int8-only arguments that differ from their defaults."""
-    named = [INT8_ONLY[k][1] for k, v in given.items() if v != INT8_ONLY[k][0]]
-    if named:
-        names = ", ".join(named)
-        raise Hm3Error(f"{names}: only used with --quantize int8; add --quantize int8 or drop "
-                       f"{names}")  # fmt: skip
+    changed = [spell(INT8_ONLY[k][1], k) for k, v in given.items() if v != INT8_ONLY[k][0]]
+    if changed:
+        names = ", ".join(changed)
+        add = spell("--quantize int8", QUANTIZE_INT8)
+        raise Hm3Error(f"{names}: only used with {add}; add {add} or drop {names}")
 
 
 def write_int8(
@@ -153,10 +160,13 @@ def refusal(result: Agreement, spec: Int8Spec) -> Hm3Error | None:
     if not low:
         return None
     shares = ", ".join(f"{t.task} {t.agreement:.4f}" for t in result.tasks)
-    hint = "--smooth" if not spec.smooth else "--reduce-range" if spec.per_channel else (
-        "--per-channel")  # fmt: skip
+    hint = spell("--smooth", "smooth=True") if not spec.smooth else (
+        spell("--reduce-range", "reduce_range=True") if spec.per_channel else
+        spell("--per-channel", "per_channel=True"))  # fmt: skip
+    floor, least = option_name("--min-agreement"), spec.min_agreement
     return Hm3Error(
-        f"--quantize int8: keeps only {low[0].agreement:.4f} of {low[0].task}'s decisions on "
-        f"{spec.texts.path} (all: {shares}; --min-agreement {spec.min_agreement}); nothing "
-        f"written; try {hint}, accept it with a lower --min-agreement, or export float32"
+        f"{spell('--quantize int8', QUANTIZE_INT8)}: keeps only {low[0].agreement:.4f} of "
+        f"{low[0].task}'s decisions on {spec.texts.path} (all: {shares}; "
+        f"{named(f'--min-agreement {least}', 'min_agreement', least)}); nothing written; "
+        f"try {hint}, accept it with a lower {floor}, or export float32"
     )

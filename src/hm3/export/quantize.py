@@ -22,6 +22,7 @@ from hm3.errors import Hm3Error
 from hm3.export.fuse import needs_external_data
 from hm3.export.runtime import OnnxClassifier
 from hm3.io.texts import TextCount, TextFile, expected_texts, iter_text_batches
+from hm3.options import named
 from hm3.progress import progress_bar
 
 QUANTIZE = ("int8",)
@@ -34,7 +35,8 @@ def check_quantize(value: str | None) -> str | None:
     """``None`` (float) or a supported quantization name."""
     if value is None or value in QUANTIZE:
         return value
-    raise Hm3Error(f"--quantize {value}: expected one of {', '.join(QUANTIZE)} (or leave it out)")
+    raise Hm3Error(f"{named(f'--quantize {value}', 'quantize', value)}: expected one of "
+                   f"{', '.join(QUANTIZE)} (or leave it out)")  # fmt: skip
 
 
 def quantize_int8(

@@ -22,9 +22,10 @@ import numpy as np
 
 from hm3.errors import Hm3Error
 from hm3.io.paths import as_path, dir_name
+from hm3.io.tokenizer import has_tokenizer
 from hm3.model.labels import Task, tasks_from_config
 from hm3.model.predictor import BasePredictor
-from hm3.options import RunOptions, run_options
+from hm3.options import RunOptions, named, option_name, run_options
 
 MODEL_FILE = "model.onnx"
 LOGITS = "logits"
@@ -89,6 +90,9 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[Task]]
     missing = sorted({t.name for t in tasks} - set(block["outputs"].values()))
     if missing:
         raise Hm3Error(f"{path}: the onnx block maps no output to task {missing[0]!r}; {fix}")
+    if not has_tokenizer(path):  # transformers would build a 5-token vocabulary and go on
+        raise Hm3Error(f"{path}: no tokenizer files (tokenizer.json or vocab.txt); copy them from "
+                       f"the exported model, or {fix}")  # fmt: skip
     return config, block, tasks
 
 
@@ -154,10 +158,11 @@ def load_onnx(
 
     options = run_options(options, run)
     if options.dtype not in (None, "float32"):
+        given = named(f"--dtype {options.dtype}", "dtype", options.dtype)
         raise Hm3Error(
-            f"--dtype {options.dtype}: an ONNX export runs in the precision it was written in "
-            "(float32, or int8 with hm3 export onnx --quantize int8); drop --dtype or run the "
-            "torch model"
+            f"{given}: an ONNX export runs in the precision "
+            "it was written in (float32, or int8 with hm3 export onnx --quantize int8); drop "
+            f"{option_name('--dtype')} or run the torch model"
         )
     path = as_path(path, "path")
     _, block, tasks = read_export(path)
@@ -166,9 +171,17 @@ def load_onnx(
     session_options = ort.SessionOptions()
     if threads is not None:
         session_options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(path / MODEL_FILE), sess_options=session_options, providers=providers(options.device)
-    )
+    chosen = providers(options.device)
+    try:
+        session = ort.InferenceSession(
+            str(path / MODEL_FILE), sess_options=session_options, providers=chosen
+        )
+    except Exception as exc:  # onnxruntime's own types: InvalidProtobuf, Fail, InvalidGraph...
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        raise Hm3Error(
+            f"{path}/{MODEL_FILE}: ONNX Runtime cannot load it ({detail}); export the model "
+            "again with `hm3 export onnx`"
+        ) from None
     outputs = {task: name for name, task in block["outputs"].items()}
     graph_outputs = {o.name for o in session.get_outputs()}
     absent = [n for n in [LOGITS, *outputs.values()] if n not in graph_outputs]

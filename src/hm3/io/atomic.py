@@ -120,6 +120,10 @@ def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
         return _fresh_dir(out.parent, prefix), missing
     except OSError as exc:
         remove_empty(missing)
+        blocker = next((p for p in out.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():  # mkdir says only "File exists"
+            raise Hm3Error(f"{_named(out)}: cannot create it: {blocker} is a file, not a "
+                           "folder; choose another path") from None  # fmt: skip
         raise Hm3Error(
             f"{_named(out)}: cannot create it ({exc.strerror or type(exc).__name__}); check the "
             "path"

@@ -134,13 +134,15 @@ def jsonl_records(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError:
-                raise Hm3Error(f"{where}: line {lineno} is not UTF-8 text") from None
+                raise Hm3Error(f"{where}: line {lineno} is not UTF-8 text; save the file as "
+                               "UTF-8") from None  # fmt: skip
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise Hm3Error(f"{where}: line {lineno} is not valid JSON ({exc.msg})") from None
+                raise Hm3Error(f"{where}: line {lineno} is not valid JSON ({exc.msg}); fix that "
+                               "line (one JSON object per line)") from None  # fmt: skip
             if not isinstance(record, dict):
                 raise Hm3Error(
                     f"{where}: line {lineno} is not a JSON object; write one object per line"
@@ -161,7 +163,8 @@ def _delimited(path: Path, where: str, suffix: str) -> Iterator[tuple[int, dict[
             try:
                 fields = next(reader, None)
             except csv.Error as exc:
-                raise Hm3Error(f"{where}: line {start} is not valid {suffix[1:]} ({exc})") from None
+                raise Hm3Error(f"{where}: line {start} is not valid {suffix[1:]} ({exc}); fix "
+                               "that line") from None  # fmt: skip
             if fields is None:
                 return
             if header is None:
@@ -209,5 +212,8 @@ def _errors_named(where: str) -> Iterator[None]:
         yield
     except Hm3Error:
         raise
+    except UnicodeDecodeError as exc:  # a .csv/.tsv saved in another encoding
+        raise Hm3Error(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the "
+                       "file as UTF-8") from None  # fmt: skip
     except _READ_ERRORS as exc:
         raise Hm3Error(f"{where}: cannot read the file ({exc}); check its format") from None
