@@ -88,6 +88,7 @@ def test_bad_run_options(tmp_path, zoo_of, capsys):
     _fails(capsys, [*base, "--suite", str(case.suite), "--self", str(case.models[0])], "--self")
     _fails(capsys, [*base, "--suite", str(case.suite), "--device", "tpu"], "--device tpu")
     _fails(capsys, [*base, "--suite", str(case.suite), "--timeout", "0"], "--timeout 0:")
+    _fails(capsys, [*base, "--suite", str(case.suite), "--seed", "-1"], "--seed -1: expected")
     _fails(capsys, [*base, "--suite", str(case.suite), "--texts", str(case.texts)],
            "read only by --objective agreement")  # fmt: skip
     _fails(capsys, [*base, "--objective", "agreement", "--texts", str(case.root)], "a directory")

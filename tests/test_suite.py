@@ -213,6 +213,10 @@ def test_bad_files_and_formats(tmp_path):
             {"limit": 0, "datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}]},
             "limit",
         ),
+        (  # numpy's generator refused it mid-run: an internal error
+            {"seed": -5, "datasets": [{"name": "a", "path": "a.jsonl", "expect": {"t": "x"}}]},
+            "seed: Input should be greater than or equal to 0 (got -5)",
+        ),
         (
             {
                 "datasets": [

@@ -112,7 +112,7 @@ class Suite(UserModel):
 
     datasets: tuple[DatasetSpec, ...] = Field(min_length=1)
     limit: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)  # numpy draws from a seed >= 0
     _root: Path = PrivateAttr(default_factory=Path)
     _source: str = PrivateAttr(default="suite")
 

@@ -99,6 +99,8 @@ def check_spec(spec: SearchSpec) -> None:
                         ("--test-samples", spec.test_samples)):  # fmt: skip
         if value < 1:
             raise Hm3Error(f"{name} {value}: expected a whole number >= 1")
+    if spec.seed < 0:  # numpy's generators take none
+        raise Hm3Error(f"--seed {spec.seed}: expected a whole number >= 0")
     if spec.sampler not in studies.SAMPLERS:
         raise Hm3Error(f"--sampler {spec.sampler}: expected one of {', '.join(studies.SAMPLERS)}")
     if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
