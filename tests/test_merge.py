@@ -343,3 +343,26 @@ def test_a_base_whose_names_do_not_match_is_refused(tmp_path):
     with pytest.raises(Hm3Error, match=r"base_model .*: \d+ of \d+ body tensors .* no counterpart"):
         merge(cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_parameters_that_change_nothing_are_named(bert_zoo, tmp_path, caplog):
+    """A model of density 1 is not pruned (as in mergekit): its gamma or epsilon, and rescale
+    with no model pruned, were accepted and silently changed nothing."""
+    models = [{"model": str(m)} for m in bert_zoo.models]
+    models[1] = {**models[1], "parameters": {"density": 0.5}}
+    cfg = _config(bert_zoo, "breadcrumbs", models, parameters={"gamma": 0.2})
+    assert cfg.idle_parameters() == [
+        "gamma changes nothing for models[0, 2]: breadcrumbs prunes nothing at density 1 (the "
+        "default); set a density below 1"
+    ]
+    result = merge(cfg, tmp_path / "m", progress=False)
+    assert result.warnings == cfg.idle_parameters() and "gamma changes nothing" in caplog.text
+    della = _config(bert_zoo, "della", parameters={"epsilon": 0.9, "rescale": False})
+    assert [n.split(":")[0] for n in della.idle_parameters()] == [
+        "epsilon changes nothing for models[0, 1, 2]", "parameters"
+    ]  # fmt: skip
+    assert "rescale changes nothing" in della.idle_parameters()[1]
+    pruned = _config(bert_zoo, "della", parameters={"density": 0.5, "epsilon": 0.2})
+    assert pruned.idle_parameters() == []
+    with pytest.raises(Hm3Error, match="rescale not used by merge_method 'task_arithmetic'"):
+        _config(bert_zoo, "task_arithmetic", parameters={"rescale": True})

@@ -130,6 +130,8 @@ def check_parity(monkeypatch, name: str, params: Sequence[ModelParams], options:
     method = METHODS[name]
     if method.kernel == "linear":
         options = MergeOptions(normalize=options.normalize)
+    elif "rescale" not in method.global_parameters:  # task_arithmetic prunes nothing to rescale
+        options = MergeOptions(normalize=options.normalize, lambda_=options.lambda_)
     draw_seeds = [s for s, p in zip(SEEDS, params, strict=False) if p.density < 1]
     for kind, (base, models) in hm3_shaped(len(params)).items():
         generators = [torch.Generator().manual_seed(s) for s in SEEDS[: len(params)]]

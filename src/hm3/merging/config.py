@@ -208,6 +208,23 @@ class MergeConfig(UserModel):
         if normalize and all(w == 0 for w in weights):
             raise ValueError("parameters: every model weight is zero; give at least one a weight")
 
+    def idle_parameters(self) -> list[str]:
+        """What the config sets that changes nothing (as in mergekit, a model of density 1 is
+        not pruned): its gamma or epsilon, and ``rescale`` when no model is pruned."""
+        params, defaults = self.model_params(), set(self.parameters.model_defaults())
+        notes = []
+        for name in sorted(METHODS[self.merge_method].per_model_parameters & {"gamma", "epsilon"}):
+            idle = [str(i) for i, (p, m) in enumerate(zip(params, self.models, strict=True))
+                    if p.density >= 1 and name in defaults | set(m.parameters.given())]  # fmt: skip
+            if idle:
+                notes.append(f"{name} changes nothing for models[{', '.join(idle)}]: "
+                              f"{self.merge_method} prunes nothing at density 1 (the default); "
+                              "set a density below 1")  # fmt: skip
+        if self.parameters.rescale is not None and all(p.density >= 1 for p in params):
+            notes.append("parameters: rescale changes nothing: no model has a density below 1, "
+                         "so nothing is pruned")  # fmt: skip
+        return notes
+
     def model_params(self) -> list[ModelParams]:
         """Effective per-model parameters: model values, else config defaults, else method's."""
         defaults = self.parameters.model_defaults()

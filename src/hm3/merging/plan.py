@@ -156,6 +156,9 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
         if no_base:
             warnings.append(no_base_note(config, no_base))
             log.warning(warnings[-1])
+        for note in config.idle_parameters():  # parameters set that change nothing
+            warnings.append(note)
+            log.warning(note)
         check_vocab(base, models)
     except BaseException:
         for ckpt in (base, *models):

@@ -91,6 +91,8 @@ class MergeMethod:
             return frozenset({"alpha"})
         if self.kernel == "tsv":
             return frozenset({"lambda"})
+        if self.sparsification is None:  # task_arithmetic: nothing is pruned, so none rescaled
+            return frozenset({"normalize", "lambda"})
         return frozenset({"normalize", "rescale", "lambda"})
 
     def validate(
