@@ -98,3 +98,22 @@ def test_expanded_base_holds_the_mean_where_the_base_lacks_a_tensor(zoo_factory,
     out = _expand(zoo, tmp_path / "method", "ties", no_base="method")
     header = (out / "mergekit.yaml").read_text().split("merge_method")[0]
     assert "classifier.dense.weight" in header and "no_base: mean" not in header
+
+
+def test_what_mergekit_yaml_cannot_say_is_said(bert_zoo, tmp_path, caplog):
+    """An align: block was dropped without a word: a mergekit user lost the alignment."""
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in toy_texts(8, seed=1)))
+    config = MergeConfig.from_dict({
+        "base_model": str(bert_zoo.base), "merge_method": "dare_ties", "seed": 7,
+        "models": [{"model": str(m)} for m in bert_zoo.models],
+        "parameters": {"density": 0.5}, "align": {"texts": str(texts)},
+    })  # fmt: skip
+    out = expand(config, tmp_path / "x", progress=False)
+    header = (out / "mergekit.yaml").read_text()
+    assert (
+        "# the config's align: block is not in mergekit.yaml (mergekit aligns no heads)" in header
+    )
+    assert "mergekit's are its own, not those of `hm3 merge` with seed 7" in header
+    assert "align: block is not in mergekit.yaml" in caplog.text
+    MergeConfiguration.model_validate(yaml.safe_load(header))  # comments only

@@ -366,3 +366,10 @@ def test_parameters_that_change_nothing_are_named(bert_zoo, tmp_path, caplog):
     assert pruned.idle_parameters() == []
     with pytest.raises(Hm3Error, match="rescale not used by merge_method 'task_arithmetic'"):
         _config(bert_zoo, "task_arithmetic", parameters={"rescale": True})
+
+
+def test_an_empty_label_name_is_refused(bert_zoo):
+    """It became a score keyed "" in every answer and a "task/" entry in id2label."""
+    models = [{"model": str(bert_zoo.models[0]), "labels": ["benign", " "]}]
+    with pytest.raises(Hm3Error, match=r"models\[0\]\.labels: label 1 is empty; give every label"):
+        _config(bert_zoo, models=models)

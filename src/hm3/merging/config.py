@@ -93,6 +93,14 @@ class ModelEntry(BaseModel):
     parameters: ModelParameters = ModelParameters()
     texts: PathText | None = Field(default=None, min_length=1)  # regmean: its own texts
 
+    @field_validator("labels")
+    @classmethod
+    def _visible(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        blank = [i for i, label in enumerate(value or ()) if not label.strip()]
+        if blank:  # a score keyed "" in every answer, a "task/" in id2label
+            raise ValueError(f"label {blank[0]} is empty; give every label a name")
+        return value
+
 
 class MergeConfig(UserModel):
     """A whole merge recipe: :meth:`from_yaml`, :meth:`from_dict` or keyword arguments build it.

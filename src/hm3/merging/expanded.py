@@ -12,6 +12,7 @@ differ. One pass over the tensors, streamed like a merge.
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +32,8 @@ from hm3.merging.stream import constant_value, tokenizer_source, write_config
 from hm3.methods import METHODS, ModelParams
 from hm3.options import RunOptions, run_options, torch_dtype
 from hm3.progress import progress_bar
+
+log = logging.getLogger("hm3")
 
 
 def expand(
@@ -56,6 +59,8 @@ def expand(
     inputs = config_inputs(config)
     check_output(out, opts.force, inputs=inputs)
     plan = build_plan(config, allow_pickle=opts.allow_pickle)
+    if config.align is not None:  # on the terminal, and in mergekit.yaml's header
+        log.warning(not_carried(config)[0])
     try:
         check_output(out, opts.force, inputs=[*inputs, plan.base.path, *plan.model_dirs])
         tokenizer = tokenizer_source(plan)
@@ -120,6 +125,20 @@ def _mergekit_yaml(plan: MergePlan, root: Path, dtype: str) -> str:
     return _header(plan) + yaml.safe_dump(doc, sort_keys=False)
 
 
+def not_carried(config: MergeConfig) -> list[str]:
+    """What of ``config`` mergekit.yaml cannot say: its ``align:`` block first (mergekit aligns
+    no heads), then that mergekit draws random masks of its own."""
+    notes = []
+    if config.align is not None:
+        notes.append("the config's align: block is not in mergekit.yaml (mergekit aligns no "
+                     "heads); align its output with `hm3 align OUT --texts FILE`")  # fmt: skip
+    drawn = any(p.density < 1 for p in config.model_params())
+    if METHODS[config.merge_method].is_random and drawn:
+        notes.append(f"{config.merge_method} draws random masks: mergekit's are its own, not "
+                     f"those of `hm3 merge` with seed {config.seed}")  # fmt: skip
+    return notes
+
+
 def _header(plan: MergePlan) -> str:
     lines = [
         "HM3-expanded inputs written by `hm3 expand`; run: mergekit-yaml mergekit.yaml OUT",
@@ -127,6 +146,7 @@ def _header(plan: MergePlan) -> str:
     ]
     if not METHODS[plan.config.merge_method].uses_base:
         lines.append("linear reads no base model, so base_model is left out (as hm3 does)")
+    lines += not_carried(plan.config)
     missing = [tp.name for tp in plan.tensors if tp.kind == "no_base"]
     if missing and METHODS[plan.config.merge_method].uses_base:
         lines.append(
