@@ -484,7 +484,7 @@ def test_an_export_without_its_tokenizer_or_with_a_cut_graph_is_refused(exported
         load_onnx(cut)
 
 
-def test_the_library_names_export_options_as_python_does(merged, tmp_path):
+def test_the_library_names_export_options_as_python_does(merged, tmp_path, monkeypatch):
     """Errors said --quantize, --texts, --opset from Python; the CPU-only export silently took
     device= and dtype=."""
     model, out = merged("bert"), tmp_path / "out"
@@ -500,6 +500,12 @@ def test_the_library_names_export_options_as_python_does(merged, tmp_path):
         with pytest.raises(Hm3Error, match=f"^{re.escape(says)}"):
             export_onnx(model, out, **kwargs, options=QUIET)
         assert not out.exists()
+    blank = tmp_path / "blank.jsonl"  # refused before the float export, not after it
+    blank.write_text('{"text": " "}\n{"text": ""}\n', encoding="utf-8")
+    monkeypatch.setattr("hm3.export.api.export_graph", lambda *a, **k: pytest.fail("traced"))
+    with pytest.raises(Hm3Error, match="no non-blank texts in column 'text'"):
+        export_onnx(model, out, quantize="int8", texts=blank, progress=False, force=True)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 def test_an_export_given_where_torch_runs_says_how_to_run_it(exported, capsys):

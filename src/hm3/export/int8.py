@@ -18,9 +18,9 @@ from typing import Any
 from hm3.errors import Hm3Error, spell
 from hm3.export import card
 from hm3.export.fuse import own_operators
-from hm3.export.quantize import OP_TYPES, Agreement, agreement, quantize_int8
+from hm3.export.quantize import OP_TYPES, Agreement, agreement, no_texts, quantize_int8
 from hm3.export.runtime import MODEL_FILE, load_onnx
-from hm3.io.texts import TextFile, open_texts
+from hm3.io.texts import TextFile, iter_text_batches, open_texts
 from hm3.io.tokenizer import copy_tokenizer
 from hm3.model.labels import Task
 from hm3.options import RunOptions, named, option_name
@@ -59,10 +59,13 @@ class Int8Spec:
         if max_texts is not None and max_texts < 1:
             given = named(f"--max-texts {max_texts}", "max_texts", max_texts)
             raise Hm3Error(f"{given}: expected a whole number >= 1")
+        opened = open_texts(
+            texts, text_column, options=(option_name("--texts"), option_name("--text-column"))
+        )
+        if next(iter_text_batches(opened, 1), None) is None:  # before minutes of export
+            raise no_texts(opened)
         return cls(
-            open_texts(
-                texts, text_column, options=(option_name("--texts"), option_name("--text-column"))
-            ),
+            opened,
             bool(per_channel),
             bool(reduce_range),
             float(min_agreement),

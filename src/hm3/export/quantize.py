@@ -31,6 +31,14 @@ OP_TYPES = ("MatMul", "Attention")
 _INT8_OPS = ("MatMulInteger", "QAttention")
 
 
+def no_texts(texts: TextFile) -> Hm3Error:
+    """The error for an int8 texts file whose every text is blank."""
+    return Hm3Error(
+        f"{texts.where}: no non-blank texts in column {texts.column!r}; give texts to compare "
+        "the int8 model's decisions with the float model's"
+    )
+
+
 def check_quantize(value: str | None) -> str | None:
     """``None`` (float) or a supported quantization name."""
     if value is None or value in QUANTIZE:
@@ -146,10 +154,7 @@ def agreement(
                 worst[name] = max(worst[name], float(np.abs(ref[name] - got[name]).max()))
             bar.advance(job, len(batch))
     if count.texts == 0:
-        raise Hm3Error(
-            f"{texts.where}: no non-blank texts in column {texts.column!r}; give texts to compare "
-            "the int8 model's decisions with the float model's"
-        )
+        raise no_texts(texts)
     tasks = tuple(
         TaskAgreement(n, same[n] / count.texts, worst[n], count.texts - same[n]) for n in names
     )
