@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import hm3
+from hm3.bench.worker import check_models
 from hm3.cli.app import main
 from hm3.errors import Hm3Error
 from hm3.export.runtime import read_export
@@ -168,6 +169,8 @@ def test_exports_and_model_files_are_checked_before_any_run(
     (cut / "tokenizer.json").unlink(missing_ok=True)
     line = refused(capsys, monkeypatch, *base, "--onnx", cut)
     assert f"error: {cut}: no tokenizer files" in line
+    # torch runs in bfloat16, exports in their own precision: not refused by the export's check
+    check_models({}, [float_export], hm3.RunOptions(dtype="bfloat16"))
 
 
 def test_one_string_is_one_text_and_bad_texts_are_refused(setup, monkeypatch):

@@ -114,6 +114,7 @@ def test_what_mergekit_yaml_cannot_say_is_said(bert_zoo, tmp_path, caplog):
     assert (
         "# the config's align: block is not in mergekit.yaml (mergekit aligns no heads)" in header
     )
+    assert "`hm3 align OUT --texts FILE --out ALIGNED`" in header  # a command that runs
     assert "mergekit's are its own, not those of `hm3 merge` with seed 7" in header
     assert "align: block is not in mergekit.yaml" in caplog.text
     MergeConfiguration.model_validate(yaml.safe_load(header))  # comments only

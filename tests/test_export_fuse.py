@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import hm3
+from hm3.errors import cli_spelling
 from hm3.export.graph import export_graph, graph_inputs, output_names
 from hm3.merging.config import MergeConfig
 from test_export_onnx import ATOL, TEXTS, run_cli, session_outputs, texts_file
@@ -166,8 +167,11 @@ def test_a_smoothed_graph_of_another_function_is_refused(model, tmp_path, monkey
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("smooth, hint", [(False, "--smooth"), (True, "--reduce-range")])
-def test_an_int8_refusal_names_the_worst_task_and_what_to_try(tmp_path, smooth, hint):
+@pytest.mark.parametrize(
+    "smooth, hint, keyword", [(False, "--smooth", "smooth=True"), (True, "--reduce-range",
+                                                                   "reduce_range=True")]
+)  # fmt: skip
+def test_an_int8_refusal_names_the_worst_task_and_what_to_try(tmp_path, smooth, hint, keyword):
     from hm3.export.int8 import Int8Spec, refusal
     from hm3.export.quantize import Agreement, TaskAgreement
 
@@ -177,7 +181,12 @@ def test_an_int8_refusal_names_the_worst_task_and_what_to_try(tmp_path, smooth, 
         smooth=smooth,
     )  # fmt: skip
     tasks = (TaskAgreement("a", 0.985, 0.1, 3), TaskAgreement("b", 0.97, 0.2, 6))
-    message = str(refusal(Agreement(200, 0, tasks), spec))
+    with cli_spelling():
+        message = str(refusal(Agreement(200, 0, tasks), spec))
     assert "keeps only 0.9700 of b's decisions" in message and f"try {hint}," in message
+    assert "(all: a 0.9850, b 0.9700; --min-agreement 0.99)" in message
+    python = str(refusal(Agreement(200, 0, tasks), spec))  # as Python names them
+    assert python.startswith("quantize='int8': keeps only") and f"try {keyword}," in python
+    assert "min_agreement=0.99)" in python and "a lower min_agreement," in python
     assert "a 0.9850, b 0.9700" in message
     assert refusal(Agreement(200, 0, tasks[:1]), replace(spec, min_agreement=0.98)) is None

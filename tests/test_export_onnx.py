@@ -495,6 +495,7 @@ def test_the_library_names_export_options_as_python_does(merged, tmp_path, monke
         ({"device": "cuda"}, "device: not read here (an export is traced on the CPU"),
         ({"dtype": "bfloat16"}, "dtype: not read here (an export is float32"),
         ({"quantize": "int8", "texts": "TEXTS", "min_agreement": 2}, "min_agreement=2: expected"),
+        ({"quantize": "int8", "texts": "/no/t.jsonl"}, "texts='/no/t.jsonl': file not found"),
     ]:
         kwargs = {k: texts_file(tmp_path) if v == "TEXTS" else v for k, v in kwargs.items()}
         with pytest.raises(Hm3Error, match=f"^{re.escape(says)}"):

@@ -29,6 +29,20 @@ def case(tmp_path, zoo_of):
     return make_case(tmp_path / "case", zoo_of("bert"))
 
 
+def test_the_engine_warns_of_no_parameter_its_trials_draw(tmp_path, zoo_of, caplog):
+    """A searched density makes the recipe's gamma count: no "changes nothing" warning from the
+    recipe's own density of 1 (``hm3 merge`` of it still warns)."""
+    zoo = zoo_of("bert")
+    config = MergeConfig.from_dict({
+        "base_model": str(zoo.base), "merge_method": "breadcrumbs",
+        "models": [{"model": str(m)} for m in zoo.models[:2]], "parameters": {"gamma": 0.1},
+    })  # fmt: skip
+    Engine(config, QUIET)
+    assert "changes nothing" not in caplog.text
+    assert merge(config, tmp_path / "m", progress=False).warnings == config.idle_parameters()
+    assert "gamma changes nothing" in caplog.text
+
+
 @pytest.mark.parametrize("method", ["dare_ties", "ties", "tsv"])
 def test_trial_tensors_equal_hm3_merge(tmp_path, case, method, one_thread):
     """The engine's live model holds exactly the tensors `hm3 merge` writes for the recipe."""

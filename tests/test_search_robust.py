@@ -220,7 +220,8 @@ def test_ctrl_c_while_best_is_written_says_how_to_get_it_and_a_rerun_writes_it(
     assert exc.value.code == 130
     where = "study 's'; rerun the command" if shared else f"{out}; rerun with --resume"
     assert capsys.readouterr().err.strip() == (
-        f"interrupted: 2 trials finished are kept in {where} to write best/ and the plots"
+        f"interrupted: 2 trials finished are kept in {where} to finish its outputs (best/, the "
+        "plots)"
     )
     assert not (out / "best").exists()
     monkeypatch.setattr(outputs, "write_best", real)
@@ -232,3 +233,26 @@ def test_ctrl_c_while_best_is_written_says_how_to_get_it_and_a_rerun_writes_it(
     with pytest.raises(SystemExit) as exc:  # written once: a second rerun leaves it be
         main(_search(case, out, "--trials", "2", *storage, *([] if shared else ["--resume"])))
     assert exc.value.code == 0 and "/best (already trial #" in capsys.readouterr().err
+
+
+def test_best_is_written_by_a_rerun_that_found_the_study_full_not_by_a_waiting_worker(tmp_path):
+    """A worker that waited for the others' last trials ends with no trial of its own, as a
+    rerun does: only the rerun (the study full when it started) may write a best/ nobody wrote,
+    or a worker that waited would merge it beside the finisher."""
+    import optuna
+    from optuna.trial import create_trial
+
+    from hm3.search.inputs import SearchSpec
+    from hm3.search.study import open_storage
+    from hm3.search.workers import BEST_WRITTEN, best_due
+
+    journal = tmp_path / "s.journal"
+    study = optuna.create_study(study_name="s", storage=open_storage(str(journal), tmp_path))
+    for value in (0.4, 0.6):
+        study.add_trial(create_trial(value=value))
+    spec = SearchSpec(config=tmp_path / "m.yaml", trials=2, storage=str(journal), study="s")
+    out, label = tmp_path / "out", "hm3 search: trial 1 of the study with fingerprint f"
+    assert not best_due(study, spec, out, (set(), False, False), label)  # it waited
+    assert best_due(study, spec, out, (set(), False, True), label)  # a rerun, none written
+    study.set_user_attr(BEST_WRITTEN, label)
+    assert not best_due(study, spec, out, (set(), False, True), label)  # written once

@@ -105,8 +105,8 @@ def test_classify_equals_predict_with_policy_flags(server, clf, policy_file):
     flags = []
     for result in got:
         p = result["tasks"]
-        fire0 = 1 - p["task0"]["scores"]["benign"] >= not_benign - ROUNDING
-        fire2 = p["task2"]["scores"]["y"] + p["task2"]["scores"]["z"] >= y_or_z - ROUNDING
+        fire0 = 1 - p["task0"]["scores"]["benign"] >= not_benign * (1 - ROUNDING)
+        fire2 = p["task2"]["scores"]["y"] + p["task2"]["scores"]["z"] >= y_or_z * (1 - ROUNDING)
         assert result["flagged"] == (fire0 or fire2)
         assert [r["task"] for r in result["reasons"]] == [
             t for t, fired in (("task0", fire0), ("task2", fire2)) if fired
@@ -453,3 +453,5 @@ def test_min_score_1_fires_on_a_sum_that_is_1_up_to_float32_rounding():
     ]
     flagged, reasons = Policy(rules, [task], "p.yaml").apply({"t": probs.numpy()})
     assert flagged and [r.rule for r in reasons] == [0]  # P(a) = 0.01084 stays below 0.0109
+    tiny = [Rule(task="t", label="benign", min_score=1e-6)]  # the allowance is relative
+    assert Policy(tiny, [task], "p.yaml").apply({"t": probs.numpy()}) == (False, [])

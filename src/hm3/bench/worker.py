@@ -99,7 +99,7 @@ def check_models(
         require("onnxruntime")
         providers(options.device)
         for path in onnx:  # its graph parsed, its outputs and tokenizer there: opened once here
-            load_onnx(path, options=options, threads=1)
+            load_onnx(path, options=options.with_(dtype=None), threads=1)  # as its runs
 
 
 def rss_mb() -> float:

@@ -52,16 +52,16 @@ class Int8Spec:
         max_texts: int | None,
         smooth: bool = True,
     ) -> Int8Spec:
-        """The spec, every value checked (the texts file is opened, not read)."""
+        """The spec, every value checked (the texts file read up to its first non-blank text)."""
         if not 0 <= min_agreement <= 1:
             given = named(f"--min-agreement {min_agreement}", "min_agreement", min_agreement)
             raise Hm3Error(f"{given}: expected a share from 0 to 1")
         if max_texts is not None and max_texts < 1:
             given = named(f"--max-texts {max_texts}", "max_texts", max_texts)
             raise Hm3Error(f"{given}: expected a whole number >= 1")
-        opened = open_texts(
-            texts, text_column, options=(option_name("--texts"), option_name("--text-column"))
-        )
+        options = ("--texts", option_name("--text-column"))
+        where = named(f"--texts {texts}", "texts", texts)  # texts='t.jsonl' from Python
+        opened = open_texts(texts, text_column, options=options, where=where)
         if next(iter_text_batches(opened, 1), None) is None:  # before minutes of export
             raise no_texts(opened)
         return cls(

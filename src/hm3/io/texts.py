@@ -76,6 +76,7 @@ def open_texts(
     column: str = "text",
     *,
     options: tuple[str, str] | None = None,
+    where: str | None = None,
 ) -> TextFile:
     """Check a text file without reading it whole.
 
@@ -86,6 +87,8 @@ def open_texts(
             YAML's ``align.texts`` / ``align.text_column``); by default the command line's
             ``--texts``/``--text-column``, or from Python :func:`hm3.align`'s ``texts_file``
             and ``text_column``.
+        where: how messages name the file, whole (``texts='t.jsonl'``), instead of
+            ``options[0]`` and the path; ``options[1]`` still names the column.
 
     Returns:
         A :class:`TextFile` for :func:`iter_text_batches`.
@@ -98,7 +101,7 @@ def open_texts(
         where = spell(f"--texts {path}", f"texts_file={str(path)!r}")
         column_option = spell("--text-column", "text_column")
     else:
-        where, column_option = f"{options[0]} {path}", options[1]
+        where, column_option = where or f"{options[0]} {path}", options[1]
     table_format(path, where, f"give a {', '.join(FORMATS)} file of texts")
     names, rows = peek_columns(path, where)
     if rows == 0:

@@ -130,8 +130,10 @@ def not_carried(config: MergeConfig) -> list[str]:
     no heads), then that mergekit draws random masks of its own."""
     notes = []
     if config.align is not None:
-        notes.append("the config's align: block is not in mergekit.yaml (mergekit aligns no "
-                     "heads); align its output with `hm3 align OUT --texts FILE`")  # fmt: skip
+        notes.append(
+            "the config's align: block is not in mergekit.yaml (mergekit aligns no heads); "
+            "align its output: `hm3 align OUT --texts FILE --out ALIGNED`"
+        )
     drawn = any(p.density < 1 for p in config.model_params())
     if METHODS[config.merge_method].is_random and drawn:
         notes.append(f"{config.merge_method} draws random masks: mergekit's are its own, not "

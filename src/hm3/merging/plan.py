@@ -130,8 +130,12 @@ def _check_finite(ckpt: Checkpoint, name: str, value: torch.Tensor) -> torch.Ten
     return value
 
 
-def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
-    """Open and validate all inputs of ``config``; read headers only.
+def build_plan(
+    config: MergeConfig, *, allow_pickle: bool = False, idle: bool = True
+) -> MergePlan:  # fmt: skip
+    """Open and validate all inputs of ``config``; read headers only. ``idle``: warn about the
+    parameters that change nothing (:meth:`MergeConfig.idle_parameters`); off for a search,
+    whose trials draw their own.
 
     Raises:
         Hm3Error: any input that cannot be merged, with the file and the fix.
@@ -156,7 +160,7 @@ def build_plan(config: MergeConfig, *, allow_pickle: bool = False) -> MergePlan:
         if no_base:
             warnings.append(no_base_note(config, no_base))
             log.warning(warnings[-1])
-        for note in config.idle_parameters():  # parameters set that change nothing
+        for note in config.idle_parameters() if idle else []:  # set, but changing nothing
             warnings.append(note)
             log.warning(note)
         check_vocab(base, models)

@@ -70,7 +70,7 @@ class Engine:
     def __init__(self, config: MergeConfig, options: RunOptions) -> None:
         self.options = options
         self.device = torch.device(options.device)
-        plan = build_plan(config, allow_pickle=options.allow_pickle)
+        plan = build_plan(config, allow_pickle=options.allow_pickle, idle=False)
         try:
             self.plan = memory_plan(plan, self.device)
             self.clf, self.positions = _live_model(plan, self.device, options)

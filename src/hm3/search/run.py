@@ -136,17 +136,20 @@ def _search_out(
         lock.take()  # a new --out: held from now on
     study.set_user_attr("originals", material.originals)
     studies.reap_dead_trials(study, own=spec.storage is None)
+    done, running = studies.counted(study)
+    found_full = done >= spec.trials and running == 0  # a rerun after the study ended
     searching = True
     try:
         mine, timed_out = _loop(study, material, spec, out, options, started)
         searching = False
-        return _finish(study, material, spec, out, options, mine, timed_out, started)
+        ended = (mine, timed_out, found_full)
+        return _finish(study, material, spec, out, options, ended, started)
     except KeyboardInterrupt:
         outputs.write_trials_csv(study, out)  # it may have stopped between a trial and its row
         done, _ = studies.counted(study)
         where = f"{out}; rerun with --resume" if spec.storage is None else \
             f"study {spec.study!r}; rerun the command"  # fmt: skip
-        goal = "to go on" if searching else "to write best/ and the plots"
+        goal = "to go on" if searching else "to finish its outputs (best/, the plots)"
         raise KeyboardInterrupt(f"{done} trials finished are kept in {where} {goal}") from None
     except Exception as exc:  # a database server stopped mid-search is not a bug of hm3's
         gone = lost(exc, spec.storage) if is_database(spec.storage) else None
@@ -197,10 +200,13 @@ def _loop(
 
 def _finish(
     study: Any, material: Material, spec: SearchSpec, out: Path, options: RunOptions,
-    mine: set[int], timed_out: bool, started: float,
+    ended: tuple[set[int], bool, bool], started: float,
 ) -> SearchResult:  # fmt: skip
+    """``ended``: the trials this worker ran, whether its timeout stopped it, and whether it
+    found the study full when it started."""
     from optuna.trial import TrialState
 
+    mine, timed_out, found_full = ended
     files = [outputs.write_trials_csv(study, out)]
     trials = outputs.finished(study)
     done, _ = studies.counted(study)
@@ -210,7 +216,8 @@ def _finish(
     if best_trial is not None:
         label = outputs.best_label(best_trial.number, study.user_attrs[identity.FINGERPRINT])
         current = outputs.written_best(out) == label
-        if not current and workers.best_due(study, spec, out, mine, timed_out, label):
+        due = workers.best_due(study, spec, out, (mine, timed_out, found_full), label)
+        if not current and due:
             names = [t.name for t in material.engine.tasks]
             values = best_trial.user_attrs["values"]
             config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],

@@ -50,7 +50,7 @@ _WAIT_S = 2.0  # between looks at the other workers' running trials
 
 
 def best_due(
-    study: Any, spec: SearchSpec, out: Path, mine: set[int], timed_out: bool, label: str
+    study: Any, spec: SearchSpec, out: Path, ended: tuple[set[int], bool, bool], label: str
 ) -> bool:  # fmt: skip
     """Whether this worker is to write ``best/`` (when it does not hold the study's best).
 
@@ -58,9 +58,12 @@ def best_due(
     timeout stopped this run (even before a trial of its own: a resume of a killed run). A
     shared study: written once, by the worker whose trial ended last
     (a surplus one included), or by one whose timeout stopped it; a worker that finds the study
-    full rewrites a ``best/`` of its ``--out`` that is no longer the best, and writes one when
-    no worker wrote this best (its writer was stopped mid-write, e.g. by Ctrl-C).
+    full rewrites a ``best/`` of its ``--out`` that is no longer the best, and one that found
+    it full when it started writes it when no worker has (its writer was stopped mid-write, e.g.
+    by Ctrl-C). ``ended``: this worker's trials, whether its timeout stopped it, and whether it
+    found the study full at its start (not: full by the time a wait for others' trials ended).
     """
+    mine, timed_out, found_full = ended
     done, running = studies.counted(study)
     full = done >= spec.trials and running == 0
     if timed_out and (mine or spec.storage is None):
@@ -70,7 +73,7 @@ def best_due(
     ended = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     last = max(ended, key=lambda t: (t.datetime_complete, t.number), default=None)
     finisher = full and last is not None and last.number in mine
-    unwritten = not mine and study.user_attrs.get(BEST_WRITTEN) != label
+    unwritten = found_full and study.user_attrs.get(BEST_WRITTEN) != label
     return finisher or (full and ((out / "best").is_dir() or unwritten))
 
 

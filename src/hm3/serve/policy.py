@@ -115,15 +115,15 @@ class Policy:
         reasons = []
         for i, rule, task, index, labels in self._rules:
             score = float(np.asarray(scores[task], dtype=np.float64)[index].sum())
-            if score >= rule.min_score - ROUNDING:
+            if score >= rule.min_score * (1 - ROUNDING):
                 reasons.append(
                     Reason(rule=i, task=task, labels=labels, score=score, min_score=rule.min_score)
                 )
         return bool(reasons), reasons
 
 
-#: how far below ``min_score`` a sum of float32 probabilities may fall and still fire: a few
-#: float32 units in the last place at 1 (each probability is rounded to 6e-8 there)
+#: how far below ``min_score``, relative to it, a sum of float32 probabilities may fall and
+#: still fire: a few float32 units in the last place (each probability is rounded to 6e-8 at 1)
 ROUNDING = 1e-6
 
 
