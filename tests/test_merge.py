@@ -373,3 +373,15 @@ def test_an_empty_label_name_is_refused(bert_zoo):
     models = [{"model": str(bert_zoo.models[0]), "labels": ["benign", " "]}]
     with pytest.raises(Hm3Error, match=r"models\[0\]\.labels: label 1 is empty; give every label"):
         _config(bert_zoo, models=models)
+
+
+def test_a_head_tensor_left_out_of_heads_projection_is_named(bert_zoo, tmp_path):
+    """The bias of a head declared as its weight alone differs by the label counts: the error
+    blamed the base ("merged models must share one base")."""
+    config = _config(bert_zoo, models=[{"model": str(m)} for m in bert_zoo.models[::2]],
+                     heads={"projection": ["classifier.weight"]})  # fmt: skip
+    with pytest.raises(Hm3Error, match=r"tensor classifier\.bias has shape \[\d\] but .*'s is "
+                       r"\[\d\]; classifier\.bias has one row per label: add it to heads: "
+                       "projection$"):  # fmt: skip
+        merge(config, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()

@@ -74,9 +74,12 @@ def same_tensors(arch: Architecture, first: Checkpoint, other: Checkpoint) -> No
     for name, info in first.tensors.items():
         shape = other.tensors[name].shape
         if not arch.is_projection(name) and shape != info.shape:
+            fix = "merged models must share one base"
+            if (shape[0], info.shape[0]) in _label_counts(arch, first, other):  # a head tensor
+                fix = f"{name} has one row per label: add it to heads: projection"
             raise Hm3Error(
                 f"{other.label}: tensor {name} has shape {list(shape)} but {first.label}'s is "
-                f"{list(info.shape)}; merged models must share one base"
+                f"{list(info.shape)}; {fix}"
             )
         if arch.is_projection(name) and shape[1:] != info.shape[1:]:
             raise Hm3Error(
@@ -98,3 +101,10 @@ def check_vocab(base: Checkpoint, models: list[Checkpoint]) -> None:
                 f"{ckpt.label}: its tokenizer vocabulary differs from {reference[1]}'s; merged "
                 "models must tokenize text the same way (fine-tune them from the same base)"
             )
+
+
+def _label_counts(arch: Architecture, first: Checkpoint, other: Checkpoint) -> set[tuple]:
+    """(other's, first's) row counts of each label projection: a tensor that differs from one
+    model to the next by just these rows is part of the classification head."""
+    return {(other.tensors[n].shape[0], info.shape[0]) for n, info in first.tensors.items()
+            if arch.is_projection(n) and n in other.tensors}  # fmt: skip
