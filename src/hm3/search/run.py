@@ -142,8 +142,7 @@ def _search_out(
     try:
         mine, timed_out = _loop(study, material, spec, out, options, started)
         searching = False
-        ended = (mine, timed_out, found_full)
-        return _finish(study, material, spec, out, options, ended, started)
+        return _finish(study, material, spec, out, options, (mine, timed_out, found_full), started)
     except KeyboardInterrupt:
         outputs.write_trials_csv(study, out)  # it may have stopped between a trial and its row
         done, _ = studies.counted(study)
@@ -206,7 +205,6 @@ def _finish(
     found the study full when it started."""
     from optuna.trial import TrialState
 
-    mine, timed_out, found_full = ended
     files = [outputs.write_trials_csv(study, out)]
     trials = outputs.finished(study)
     done, _ = studies.counted(study)
@@ -216,8 +214,7 @@ def _finish(
     if best_trial is not None:
         label = outputs.best_label(best_trial.number, study.user_attrs[identity.FINGERPRINT])
         current = outputs.written_best(out) == label
-        due = workers.best_due(study, spec, out, (mine, timed_out, found_full), label)
-        if not current and due:
+        if not current and workers.best_due(study, spec, out, ended, label):
             names = [t.name for t in material.engine.tasks]
             values = best_trial.user_attrs["values"]
             config = trial_config(material.recipe, values, names, best_trial.user_attrs["seed"],
