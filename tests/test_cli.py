@@ -662,19 +662,30 @@ def test_help_keeps_each_paragraph_on_one_line(capsys, command):
         (["--max-length", "2"], "--max-length 2: too small to read any text"),
         (["--device", "cuda"], "--device cuda: CUDA is not available here"),
         (["--cache", "FILE"], "not a directory; give a directory for the demo's sources"),
+        (["--seed", "-1"], "--seed -1: expected a non-negative integer; pass e.g. --seed 0"),
+        (["--out", "FILE/report"], "cannot create it: FILE is a file, not a folder"),
+        (["--out", ".", "--force"], "--out .: is the current directory or holds it"),
     ],
 )
-def test_demo_refuses_its_options_before_any_download_or_fine_tuning(tmp_path, capsys, option,
-                                                                     says):  # fmt: skip
+def test_demo_refuses_its_options_before_any_download_or_fine_tuning(
+    tmp_path, capsys, monkeypatch, option, says
+):  # fmt: skip
     """Each would otherwise fail minutes in, after the data and the fine-tuned zoo."""
     if option[0] == "--device" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     cache = tmp_path / "cache"  # made by the first download: it must not appear
+    out = ["--out", tmp_path / "report"]
     if option == ["--cache", "FILE"]:
         cache = tmp_path / "a-file"
         cache.write_text("not a cache")
         option = []
+    elif option[0] == "--out":
+        (tmp_path / "FILE").write_text("mine")
+        (tmp_path / "here").mkdir()
+        monkeypatch.chdir(tmp_path / "here")  # --out . is this empty folder
+        out, option = [], [str(tmp_path / o) if "FILE" in o else o for o in option]
+        says = says.replace("FILE", str(tmp_path / "FILE"))
     # expect_user_error also checks that nothing under tmp_path was written or changed
-    expect_user_error(capsys, tmp_path, "demo", "--out", tmp_path / "report", *option, "--cache",
-                      cache, match=says, names="")  # fmt: skip
+    expect_user_error(capsys, tmp_path, "demo", *out, *option, "--cache", cache, match=says,
+                      names="")  # fmt: skip
     assert cache.is_file() if cache.name == "a-file" else not cache.exists()

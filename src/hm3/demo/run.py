@@ -34,7 +34,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hm3.demo.cases import CASES, DemoOptions, method_specs, train_zoo
-from hm3.demo.data.prepare import DemoData, prepare_data
+from hm3.demo.data.prepare import DemoData, check_seed, prepare_data
 from hm3.demo.data.spec import TASKS
 from hm3.demo.memo import MemoLogits
 from hm3.demo.sources.fetch import base_model_dir, cache_root
@@ -42,7 +42,7 @@ from hm3.demo.steps import Context, Steps, run_case, score_originals
 from hm3.demo.summary import DemoResult, write_summary
 from hm3.demo.train.classifier import TrainedClassifier
 from hm3.errors import Hm3Error
-from hm3.io.atomic import atomic_dir, check_output
+from hm3.io.atomic import atomic_dir, check_not_cwd, check_output
 from hm3.io.texts import TextCount, iter_text_batches, open_texts
 from hm3.model.classifier import load
 from hm3.options import RunOptions
@@ -75,8 +75,11 @@ def run_demo(
     out = Path(out)
     options = options or DemoOptions()
     run = _checked(options.run)
+    check_seed(options.seed)  # before the downloads, not in them
     options = replace(options, run=run)
     check_output(out, run.force)
+    if run.force:  # atomic_dir would refuse it, but only after the downloads and fine-tuning
+        check_not_cwd(out)
     cache_root(cache_dir)  # a file there is refused before any step starts
     specs = method_specs(options.methods)
     say = Steps(console or Console(stderr=True))

@@ -52,10 +52,19 @@ def check_output(
             )
     if out.exists() and not out.is_dir():
         raise Hm3Error(f"{where}: exists and is not a directory; remove it or choose another path")
+    _check_parents(out)
     if not force:
         check_not_cwd(out)
     if out.exists() and not force:
         raise Hm3Error(f"{where}: already exists; choose another path or pass {_force()}")
+
+
+def _check_parents(out: Path) -> None:
+    """Refuse an ``out`` below a file (``afile/sub``), which mkdir would call only "exists"."""
+    blocker = next((p for p in Path(out).parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise Hm3Error(f"{_named(out)}: cannot create it: {blocker} is a file, not a folder; "
+                       "choose another path")  # fmt: skip
 
 
 def check_not_cwd(out: Path) -> None:
@@ -120,10 +129,7 @@ def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
         return _fresh_dir(out.parent, prefix), missing
     except OSError as exc:
         remove_empty(missing)
-        blocker = next((p for p in out.parents if p.exists()), None)
-        if blocker is not None and not blocker.is_dir():  # mkdir says only "File exists"
-            raise Hm3Error(f"{_named(out)}: cannot create it: {blocker} is a file, not a "
-                           "folder; choose another path") from None  # fmt: skip
+        _check_parents(out)  # mkdir says only "File exists"
         raise Hm3Error(
             f"{_named(out)}: cannot create it ({exc.strerror or type(exc).__name__}); check the "
             "path"

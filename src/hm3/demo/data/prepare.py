@@ -36,8 +36,9 @@ from hm3.demo.data.split import SPLITS, dedupe, split_rows
 from hm3.demo.data.suite import CONTROL, SUITE, TEST_SUITE, UNLABELED, write_extras, write_jsonl
 from hm3.demo.sources.fetch import cache_root, fetch_sources
 from hm3.demo.sources.pins import SOURCES
-from hm3.errors import Hm3Error
+from hm3.errors import Hm3Error, spell
 from hm3.io.texts import sha256_file
+from hm3.options import named
 
 __all__ = ["DATA_VERSION", "DemoData", "TaskData", "prepare_data"]
 
@@ -87,6 +88,13 @@ class DemoData:
     reused: bool = field(default=False, compare=False)
 
 
+def check_seed(seed: int) -> None:
+    """The demo's seed: a whole number >= 0 (numpy's generators take no other)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise Hm3Error(f"{named(f'--seed {seed}', 'seed', seed)}: expected a non-negative "
+                       f"integer; pass e.g. {spell('--seed 0', 'seed=0')}")  # fmt: skip
+
+
 def prepare_data(
     cache_dir: Path | None = None,
     *,
@@ -106,8 +114,7 @@ def prepare_data(
     Returns:
         The :class:`DemoData` with every path and the row counts per task, split and label.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise Hm3Error(f"seed={seed!r}: expected a non-negative integer; pass e.g. seed=0")
+    check_seed(seed)
     sizes = sizes or (QUICK if quick else FULL)
     root = cache_root(cache_dir)
     out = root / "data" / f"v{DATA_VERSION}" / _profile(seed, sizes)
