@@ -42,8 +42,8 @@ MethodsOpt = Annotated[
     typer.Option(
         help="Table 1's merges, a comma list of soup, ties, dare_ties, dare_ties_search (the "
         "paper's search, --search-trials trials), and hm3's regmean and tsv (not in the "
-        "paper; each adds about a minute). Default: the paper's four, "
-        "soup,ties,dare_ties,dare_ties_search.",
+        "paper; each adds about a minute). Default: the paper's four, soup, ties, dare_ties "
+        "and dare_ties_search.",
         show_default=False,  # a table cell cuts it at 80 columns
     ),
 ]
