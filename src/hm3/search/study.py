@@ -9,8 +9,8 @@
   space, samples, objective, sampler, seed) and a digest of every file it reads
   (:mod:`hm3.search.identity`); joining or resuming it with another hash, or after a model or
   suite changed in place, is refused, so two studies never mix in one.
-- **Journal files** are checked before anything is appended: a directory, a file that is not
-  an Optuna journal, or one whose last record was cut short is refused with one line.
+- **Journal files** are checked before anything is appended, and their lock is taken and given
+  back with Ctrl-C held (:mod:`hm3.search.journal`).
 - **Dead trials.** A trial left ``RUNNING`` by a process of this machine that no longer exists
   (SIGKILL) is marked failed before new trials start; it is not counted and not repeated. In
   ``--out``'s own journal (one worker) every ``RUNNING`` trial is. A trial stopped by Ctrl-C
@@ -29,7 +29,6 @@ It runs no model; :mod:`hm3.search.run` drives trials through :func:`run_one`.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -41,6 +40,7 @@ from typing import Any
 from hm3.errors import Hm3Error
 from hm3.search import identity
 from hm3.search.database import database_url, open_fix, shown
+from hm3.search.journal import open_journal
 
 SAMPLERS = ("paper", "random", "tpe", "cmaes")
 JOURNAL = "study.journal"
@@ -53,9 +53,6 @@ def worker_id() -> str:
 
 def open_storage(url: str | None, out: Path) -> Any:
     """The study's storage: a database URL, a journal file path, or ``out/study.journal``."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
     if url is not None and "://" in url:
         opened = database_url(url)  # the driver named; an in-memory database refused
         try:
@@ -65,50 +62,7 @@ def open_storage(url: str | None, out: Path) -> Any:
             raise Hm3Error(f"--storage {shown(url)}: cannot open the database ({detail}); "
                            f"{open_fix(url)}") from None  # fmt: skip
     path = Path(url) if url is not None else out / JOURNAL
-    what = f"--storage {url}" if url is not None else str(path)
-    lock = JournalFileOpenLock(str(path))
-    try:
-        if path.is_dir():
-            raise Hm3Error(f"{what}: is a directory; give a journal file path (e.g. "
-                           f"{path / 'study.journal'}) or a database URL")  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file() and path.stat().st_size:
-            lock.acquire()  # a worker appending now must not look like a cut-short record
-            try:
-                _check_journal(path.read_bytes(), what)
-            finally:
-                lock.release()
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    except Hm3Error:
-        raise
-    except OSError as exc:
-        raise Hm3Error(f"{what}: cannot use it ({exc.strerror or exc}); check the path and "
-                       "that you may write there") from None  # fmt: skip
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise Hm3Error(f"{what}: not an Optuna journal hm3 can read ({type(exc).__name__}); "
-                       "give a journal file a search wrote, or a new path") from None  # fmt: skip
-
-
-def _check_journal(data: bytes, what: str) -> None:
-    """Refuse a file that is not a whole Optuna journal before anything is appended to it.
-
-    Optuna skips a last line without its newline (and, alone, a line that is not JSON), so the
-    next record appended would be glued to it and the journal unreadable from then on.
-    """
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines[:-1], start=1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict) or "op_code" not in record:
-            raise Hm3Error(f"{what}: line {number} is not an Optuna journal record; give a "
-                           "journal file a search wrote, or a new path")  # fmt: skip
-    if lines[-1]:
-        raise Hm3Error(
-            f"{what}: its last record is cut short (the file was truncated); remove that "
-            "incomplete last line to go on from the record before it"
-        )
+    return open_journal(path, f"--storage {url}" if url is not None else str(path))
 
 
 def _open_rdb(url: str, attempts: int = 8) -> Any:
