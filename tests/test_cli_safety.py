@@ -133,6 +133,27 @@ def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypat
     assert (out / "old.txt").read_text() == "old"
 
 
+def test_ctrl_c_between_the_swaps_renames_loses_neither_output(tmp_path, monkeypatch):
+    # Ctrl-C landing after the old output was moved aside, before the new one took its place,
+    # deleted both: the old one with its aside folder, the new one with the temporary
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    real = Path.rename
+
+    def interrupted(self, target):
+        moved = real(self, target)
+        if self == out:
+            signal.raise_signal(signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]  # the swap was finished
+
+
 def test_sigterm_cleans_up_like_ctrl_c_then_ends_by_the_signal(bert_zoo, tmp_path):
     """``timeout``, ``kill``, systemd and a CI cancel send SIGTERM: the half-written output goes."""
     config = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hm3.errors import Hm3Error, spell
+from hm3.io.signals import held
 from hm3.options import named
 
 
@@ -165,12 +166,13 @@ def _swap(tmp: Path, out: Path, force: bool) -> None:
         raise Hm3Error(f"{_named(out)}: appeared while writing; pass {_force()} to replace it")
     old = _fresh_dir(out.parent, f".{out.name}.old-")
     try:
-        out.rename(old / out.name)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            (old / out.name).rename(out)  # put the old output back
-            raise
+        with held():  # Ctrl-C between the two renames would delete both outputs
+            out.rename(old / out.name)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                (old / out.name).rename(out)  # put the old output back
+                raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
 
