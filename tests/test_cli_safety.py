@@ -115,11 +115,15 @@ def test_out_current_directory_is_refused(bert_zoo, tmp_path, capsys, monkeypatc
     assert not list(work.iterdir())
 
 
-def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypatch):
+def _old_output(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    real = Path.rename
+    return out, Path.rename
+
+
+def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypatch):
+    out, real = _old_output(tmp_path)
 
     def failing(self, target):
         if Path(target) == out and self.name.startswith(".out.tmp-"):
