@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from hm3.errors import Hm3Error
-from hm3.io.atomic import atomic_dir
+from hm3.io.atomic import atomic_dir, write_file
 from test_cli import expect_user_error, run
 from tiny import write_merge_yaml
 
@@ -156,6 +156,23 @@ def test_ctrl_c_between_the_swaps_renames_loses_neither_output(tmp_path, monkeyp
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]  # the swap was finished
+
+
+def test_a_file_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "trials.csv"
+    write_file(path, b"old\n")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_file(path, b"new\n")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"]  # no temporary left
+    assert path.read_bytes() == b"old\n"
+    write_file(path, b"new\n")
+    assert path.read_bytes() == b"new\n"
 
 
 def test_sigterm_cleans_up_like_ctrl_c_then_ends_by_the_signal(bert_zoo, tmp_path):

@@ -8,6 +8,7 @@ then replaced only after the new one is complete. This module knows nothing abou
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,17 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if not done:
             remove_empty(missing)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write the file ``path`` whole or not at all: an error or Ctrl-C leaves no temporary."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:

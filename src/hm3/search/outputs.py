@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -32,19 +31,13 @@ from typing import Any
 
 import yaml
 
-from hm3.io.atomic import atomic_dir
+from hm3.io.atomic import atomic_dir, write_file
 from hm3.merging.config import MergeConfig
 from hm3.options import RunOptions
 from hm3.search.data import SLICES
 from hm3.search.space import SearchSpace
 
 log = logging.getLogger("hm3")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def finished(study: Any) -> list[Any]:
@@ -123,7 +116,7 @@ def write_trials_csv(study: Any, out: Path) -> Path:
     for row in rows:
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
     path = out / "trials.csv"
-    atomic_write(path, buf.getvalue().encode())
+    write_file(path, buf.getvalue().encode())
     return path
 
 
@@ -222,9 +215,9 @@ def _positions(values: list[Any]) -> tuple[list[float], list[str]]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_file(path, buf.getvalue())
     return path
 
 
@@ -276,7 +269,7 @@ def storage_label(url: str) -> str:
 
 def write_study_file(out: Path, url: str, study: str) -> None:
     data = {"storage": storage_label(url), "study": study}
-    atomic_write(out / STUDY_FILE, (json.dumps(data, indent=1) + "\n").encode())
+    write_file(out / STUDY_FILE, (json.dumps(data, indent=1) + "\n").encode())
 
 
 def foreign(out: Path, url: str, study: str) -> str | None:
