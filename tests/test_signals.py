@@ -38,6 +38,18 @@ def test_blocks_nest_and_a_signal_comes_once():
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_sigterm_is_sent_before_ctrl_c_when_both_came():
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt), held():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]  # not lost to the KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_an_ignored_signal_stays_ignored_and_nothing_is_held_off_the_main_thread():
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-HELD = (signal.SIGINT, signal.SIGTERM)
+HELD = (signal.SIGTERM, signal.SIGINT)  # sent again in this order: SIGTERM's ending first
 
 
 @contextmanager
@@ -24,7 +24,9 @@ def held() -> Iterator[None]:
     Only signals handled in Python are held (a handler's ``KeyboardInterrupt``); one whose
     action is the system's (SIGTERM killing the process) or ignored is left as it is. Off the
     main thread it does nothing: Python runs signal handlers on the main thread only. Blocks
-    nest: an inner one hands what came to the outer one.
+    nest: an inner one hands what came to the outer one. When both came, SIGTERM is sent first:
+    the CLI ends by it after its clean-up, which a ``KeyboardInterrupt`` raised first would
+    skip.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -46,5 +48,6 @@ def held() -> Iterator[None]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-        for signum in came:
-            signal.raise_signal(signum)  # its handler runs here, after the block
+        for signum in HELD:
+            if signum in came:
+                signal.raise_signal(signum)  # its handler runs here, after the block
