@@ -12,7 +12,6 @@ relative text paths are resolved against the YAML file's directory, like model p
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any
 from hm3.alignment.api import align
 from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
-from hm3.io.atomic import check_output, remove_empty, sibling_dir
+from hm3.io.atomic import check_output, remove_empty, remove_tree, sibling_dir
 from hm3.io.checkpoint import locate
 from hm3.io.paths import as_path
+from hm3.io.signals import held
 from hm3.io.texts import TextFile, open_texts
 from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
@@ -110,8 +110,10 @@ def _merge_then_align(
 
     The scratch directory is always removed; on failure so are the parents made for ``out``.
     """
-    scratch, made = sibling_dir(out, f".{out.name}.merge-")  # a bad path: a one-line error
+    scratch, made = None, []
     try:
+        with held():  # Ctrl-C just after the mkdir would leave the folder behind
+            scratch, made = sibling_dir(out, f".{out.name}.merge-")  # a bad path: one line
         merged, record = _merge(config, scratch / "merged", opts.with_(force=False), gram_texts)
         aligned = align(
             merged.path,
@@ -124,10 +126,10 @@ def _merge_then_align(
             options=opts.with_(max_length=spec.max_length),
         )
     except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
         remove_empty(made)  # the folders made for out, if nothing else was written there
         raise
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
     return RecipeResult(**vars(base), alignment=aligned, regmean=record)
 

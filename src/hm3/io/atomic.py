@@ -101,14 +101,15 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     check_output(out, force)
     check_not_cwd(out)
-    tmp, missing = sibling_dir(out, f".{out.name}.tmp-")
-    done = False
+    tmp, missing, done = None, [], False
     try:
+        with held():  # Ctrl-C just after the mkdir would leave the new folder behind
+            tmp, missing = sibling_dir(out, f".{out.name}.tmp-")
         yield tmp
         _swap(tmp, out, force)
         done = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         if not done:
             remove_empty(missing)
 
@@ -122,6 +123,14 @@ def write_file(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_tree(path: Path | None) -> None:
+    """Remove a directory that hm3 made (none: nothing), with Ctrl-C held: an interrupt would
+    leave it half removed, a hidden folder holding part of a model."""
+    if path is not None:
+        with held():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
@@ -176,9 +185,10 @@ def _swap(tmp: Path, out: Path, force: bool) -> None:
         return
     if not force:
         raise Hm3Error(f"{_named(out)}: appeared while writing; pass {_force()} to replace it")
-    old = _fresh_dir(out.parent, f".{out.name}.old-")
+    old = None
     try:
         with held():  # Ctrl-C between the two renames would delete both outputs
+            old = _fresh_dir(out.parent, f".{out.name}.old-")
             out.rename(old / out.name)
             try:
                 tmp.rename(out)
@@ -186,7 +196,7 @@ def _swap(tmp: Path, out: Path, force: bool) -> None:
                 (old / out.name).rename(out)  # put the old output back
                 raise
     finally:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
 
 
 def _fresh_dir(parent: Path, prefix: str) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hm3.errors import Hm3Error
+from hm3.io.atomic import remove_tree
 from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.inputs import SearchSpec
@@ -130,7 +131,7 @@ def open_study(
                                        shared=False)  # fmt: skip
     except BaseException:
         if made:
-            shutil.rmtree(out, ignore_errors=True)
+            remove_tree(out)
         raise
     return study
 
