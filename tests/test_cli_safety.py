@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from hm3.errors import Hm3Error
+from hm3.io import atomic
 from hm3.io.atomic import atomic_dir, write_file
 from test_cli import expect_user_error, run
 from tiny import write_merge_yaml
@@ -158,6 +159,42 @@ def test_ctrl_c_between_the_swaps_renames_loses_neither_output(tmp_path, monkeyp
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]  # the swap was finished
 
 
+@pytest.mark.parametrize("made", [".out.tmp-", ".out.old-"])
+def test_ctrl_c_just_after_a_temporary_is_made_leaves_no_folder(tmp_path, monkeypatch, made):
+    # the folder was made before the try that removes it
+    out, _ = _old_output(tmp_path)
+    fresh = atomic._fresh_dir
+
+    def interrupted(parent, prefix):
+        path = fresh(parent, prefix)
+        if prefix == made:
+            signal.raise_signal(signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(atomic, "_fresh_dir", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["new.txt" if made == ".out.old-" else "old.txt"]
+
+
+def test_ctrl_c_while_the_old_output_is_removed_removes_it_all(tmp_path, monkeypatch):
+    # cut short, the removal left a hidden folder with part of the old output in it
+    out, _ = _old_output(tmp_path)
+    rmtree = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):
+        if Path(path).name.startswith(".out.old-"):
+            signal.raise_signal(signal.SIGINT)
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+
+
 def test_a_file_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "trials.csv"
     write_file(path, b"old\n")
@@ -215,6 +252,69 @@ def test_sigterm_goes_back_to_the_handler_that_was_there():
             signal.raise_signal(signal.SIGTERM)  # ignored: the block goes on
     finally:
         signal.signal(signal.SIGTERM, caller)
+
+
+def test_ctrl_c_inside_a_finalizer_is_not_lost():
+    """Python drops an exception raised in ``__del__``: a Ctrl-C landing in one (the garbage
+    collector runs them between any two bytecodes) was printed and lost, the command run on."""
+    from hm3.cli.app import _sigterm_interrupts
+
+    class Slow:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            pause = time.monotonic() + 0.1
+            while time.monotonic() < pause:  # bytecode running: the handler gets its turn
+                pass
+
+    default_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    went_on = []
+    try:
+        with pytest.raises(KeyboardInterrupt), _sigterm_interrupts():
+            obj = Slow()
+            del obj
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the signal, sent again, interrupts this
+                pass
+            went_on.append(True)
+        assert not went_on
+    finally:
+        signal.signal(signal.SIGINT, default_int)
+
+
+_TEMPORARY_AT_SIGTERM = """
+import os, signal, sys, tempfile, time
+from hm3.cli.app import _sigterm_interrupts
+
+def work(where):
+    kept = tempfile.TemporaryDirectory(dir=where)  # as ONNX Runtime's optimiser holds one
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+    return kept
+
+with _sigterm_interrupts():
+    try:
+        work(sys.argv[1])
+    except KeyboardInterrupt:
+        sys.exit(130)
+"""
+
+
+def test_sigterm_ends_the_process_after_the_temporaries_of_the_unwound_frames_are_gone(tmp_path):
+    # the traceback kept the frame, and its finalizer only atexit would run; SIGTERM runs none
+    proc = subprocess.run([sys.executable, "-c", _TEMPORARY_AT_SIGTERM, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_after_the_command_ends_the_process_without_a_traceback():
+    # else one landing in Python's exit (torch's atexit finalizers) printed a traceback
+    code = ("import signal, sys\nfrom hm3.cli.app import main\nsys.argv = ['hm3', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n"
+            "    print(signal.getsignal(signal.SIGINT) is signal.SIG_DFL)\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.stdout.split()[-1] == "True", proc.stdout + proc.stderr
 
 
 # -- 3. an --out that cannot be made is one line --------------------------------------------------

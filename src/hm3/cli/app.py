@@ -9,12 +9,14 @@ here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Annotated, Any
@@ -94,8 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     says (the exception's message), status 130. SIGTERM does the same, and then the process
     ends by SIGTERM, as its sender expects.
     """
-    with _sigterm_interrupts(), cli_spelling():
-        _main(argv)
+    try:
+        with _sigterm_interrupts(), cli_spelling():
+            _main(argv)
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # the command is over: a Ctrl-C now ends the process as it would any program,
+            # instead of a traceback from inside Python's exit (torch's atexit finalizers)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _main(argv: list[str] | None) -> None:
@@ -151,6 +159,10 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, _after_imports(signal.default_int_handler))
     try:
         yield
+    except BaseException as exc:
+        if received and previous is signal.SIG_DFL:  # the process ends by it: no atexit runs
+            _let_go(exc)
+        raise
     finally:
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)
@@ -162,13 +174,26 @@ def _sigterm_interrupts() -> Iterator[None]:
             signal.raise_signal(signal.SIGTERM)
 
 
+def _let_go(exc: BaseException | None) -> None:
+    """Free what the frames an exception unwound still hold, and collect it: a temporary
+    directory there (ONNX Runtime's optimiser makes one) is removed by its finalizer, which
+    otherwise only ``atexit`` would run, and a process ended by SIGTERM runs none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)  # frames still running are left alone
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
+
+
 _RETRY_S = 0.05  # a signal that came during an import is sent again this much later
 
 
 def _after_imports(handler: Callable[[int, FrameType | None], Any]) -> Callable[..., Any]:
-    """``handler``, except that a signal landing inside an import is sent again a little later
-    and the import goes on. Signals that come while one is pending are that one (three
-    Ctrl-C presses during torch's import are one interrupt, not three in its clean-up)."""
+    """``handler``, except that a signal landing inside an import (or a finalizer,
+    :func:`_finalizing`) is sent again a little later and the import goes on. Signals that
+    come while one is pending are that one (three Ctrl-C presses during torch's import are one
+    interrupt, not three in its clean-up)."""
     pending = threading.Event()
 
     def resend(signum: int) -> None:
@@ -176,7 +201,7 @@ def _after_imports(handler: Callable[[int, FrameType | None], Any]) -> Callable[
         os.kill(os.getpid(), signum)
 
     def deferring(signum: int, frame: FrameType | None) -> Any:
-        if _importing(frame):
+        if _importing(frame) or _finalizing(frame):
             if not pending.is_set():
                 pending.set()
                 again = threading.Timer(_RETRY_S, resend, (signum,))
@@ -197,6 +222,18 @@ def _importing(frame: FrameType | None) -> bool:
     waits until the import is done."""
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _finalizing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside a ``__del__`` or a ``weakref.finalize`` callback (the
+    garbage collector can start one between any two bytecodes). Python prints an exception
+    raised there and drops it: the Ctrl-C would be lost and the command run on."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename == weakref.__file__:
             return True
         frame = frame.f_back
     return False
