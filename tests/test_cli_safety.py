@@ -138,61 +138,38 @@ def test_failed_swap_keeps_the_old_output_and_no_temporaries(tmp_path, monkeypat
     assert (out / "old.txt").read_text() == "old"
 
 
-def test_ctrl_c_between_the_swaps_renames_loses_neither_output(tmp_path, monkeypatch):
-    # Ctrl-C landing after the old output was moved aside, before the new one took its place,
-    # deleted both: the old one with its aside folder, the new one with the temporary
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    real = Path.rename
-
-    def interrupted(self, target):
-        moved = real(self, target)
-        if self == out:
-            signal.raise_signal(signal.SIGINT)
-        return moved
-
-    monkeypatch.setattr(Path, "rename", interrupted)
-    with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]  # the swap was finished
-
-
-@pytest.mark.parametrize("made", [".out.tmp-", ".out.old-"])
-def test_ctrl_c_just_after_a_temporary_is_made_leaves_no_folder(tmp_path, monkeypatch, made):
-    # the folder was made before the try that removes it
+@pytest.mark.parametrize(
+    ("owner", "attr", "hit", "before", "kept"),
+    [  # after the old output was moved aside, before the new one took its place: both deleted
+        (Path, "rename", lambda args: args[0].name == "out", False, "new.txt"),
+        # just after a temporary folder was made, before the try that removes it: left behind
+        (atomic, "_fresh_dir", lambda args: args[1] == ".out.tmp-", False, "old.txt"),
+        (atomic, "_fresh_dir", lambda args: args[1] == ".out.old-", False, "new.txt"),
+        # while the old output was removed: a hidden folder with part of it left behind
+        (shutil, "rmtree", lambda args: Path(args[0]).name.startswith(".out.old-"), True,
+         "new.txt"),
+    ],
+    ids=["between-renames", "tmp-made", "old-made", "old-removed"],
+)  # fmt: skip
+def test_ctrl_c_in_a_forced_swap_loses_nothing_and_leaves_nothing(
+    tmp_path, monkeypatch, owner, attr, hit, before, kept
+):
     out, _ = _old_output(tmp_path)
-    fresh = atomic._fresh_dir
+    real = getattr(owner, attr)
 
-    def interrupted(parent, prefix):
-        path = fresh(parent, prefix)
-        if prefix == made:
+    def interrupted(*args, **kwargs):
+        if before and hit(args):
             signal.raise_signal(signal.SIGINT)
-        return path
+        done = real(*args, **kwargs)
+        if not before and hit(args):
+            signal.raise_signal(signal.SIGINT)
+        return done
 
-    monkeypatch.setattr(atomic, "_fresh_dir", interrupted)
+    monkeypatch.setattr(owner, attr, interrupted)
     with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in out.iterdir()] == ["new.txt" if made == ".out.old-" else "old.txt"]
-
-
-def test_ctrl_c_while_the_old_output_is_removed_removes_it_all(tmp_path, monkeypatch):
-    # cut short, the removal left a hidden folder with part of the old output in it
-    out, _ = _old_output(tmp_path)
-    rmtree = shutil.rmtree
-
-    def interrupted(path, *args, **kwargs):
-        if Path(path).name.startswith(".out.old-"):
-            signal.raise_signal(signal.SIGINT)
-        return rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(shutil, "rmtree", interrupted)
-    with pytest.raises(KeyboardInterrupt), atomic_dir(out, force=True) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in out.iterdir()] == [kept]  # whole: the old one or the new one
 
 
 def test_a_file_written_whole_or_not_at_all(tmp_path, monkeypatch):
