@@ -24,16 +24,43 @@ def test_ctrl_c_inside_the_block_lands_after_it():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_blocks_nest_and_a_signal_comes_once():
+def test_a_block_inside_another_is_part_of_it():
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
         with held():
             with held():
                 signal.raise_signal(signal.SIGTERM)
-                signal.raise_signal(signal.SIGTERM)
-            assert seen == []  # handed to the outer block
+            assert seen == []  # held to the end of the outer block
         assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_second_ctrl_c_acts_at_once_and_only_once():
+    steps = []
+    with pytest.raises(KeyboardInterrupt), held():  # e.g. a database that no longer answers
+        signal.raise_signal(signal.SIGINT)
+        steps.append("held")
+        signal.raise_signal(signal.SIGINT)
+        steps.append("went on")
+    assert steps == ["held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with held():
+        pass  # nothing left over to send
+
+
+def test_a_handler_that_a_second_press_ran_keeps_what_it_set():
+    def ending(signum, frame):  # as the CLI's: later SIGTERMs ignored during the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, ending)
+    try:
+        with pytest.raises(KeyboardInterrupt), held():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
 

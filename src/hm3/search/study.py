@@ -34,10 +34,12 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from hm3.errors import Hm3Error
+from hm3.io.signals import held
 from hm3.search import identity
 from hm3.search.database import database_url, open_fix, shown
 from hm3.search.journal import open_journal
@@ -218,6 +220,11 @@ def run_one(
     same moment never draw alike, and one worker draws as many would. A trial numbered past
     ``total`` counted ones (another worker raced it in) is failed as surplus, unrun.
     ``started`` is told each trial's number as it starts (surplus ones included).
+
+    Ctrl-C and SIGTERM are held (:func:`hm3.io.signals.held`) from the ask until the trial
+    names its worker, and from the objective's end until Optuna has stored it. Between ask and
+    name, a shared study would keep a trial ``RUNNING`` that no worker may reap, and never end;
+    inside Optuna's tell, an interrupt becomes its ``UnboundLocalError`` (Optuna 5.1).
     """
     import optuna
     from optuna.trial import TrialState
@@ -226,12 +233,14 @@ def run_one(
     if done + running >= total:
         return False
     study.sampler = optuna.samplers.RandomSampler(seed=seed)  # only asks; reseeded below
+    claim, settle = ExitStack(), ExitStack()
 
     def guarded(trial: optuna.Trial) -> float:
         try:
+            trial.set_user_attr(WORKER, worker_id())
+            claim.close()  # a Ctrl-C held since the ask lands here: the trial fails as it should
             started(trial.number)
             study.sampler = make_sampler(kind, (seed * 1_000_003 + trial.number) % (2**32))
-            trial.set_user_attr(WORKER, worker_id())
             before = [
                 t for t in study.get_trials(deepcopy=False)
                 if t.number < trial.number and t.state != TrialState.FAIL
@@ -243,12 +252,17 @@ def run_one(
         except KeyboardInterrupt:  # Optuna fails the trial, then would log it with a traceback
             optuna.logging.set_verbosity(optuna.logging.CRITICAL)
             raise
+        finally:
+            settle.enter_context(held())  # until Optuna has told the trial's end (see above)
 
     verbosity = optuna.logging.get_verbosity()
+    claim.enter_context(held())  # until the trial names its worker (see above)
     try:
         study.optimize(guarded, n_trials=1)
     except Surplus:
         return False
     finally:
         optuna.logging.set_verbosity(verbosity)
+        claim.close()
+        settle.close()  # a held Ctrl-C lands here, after the trial's end is stored
     return True
