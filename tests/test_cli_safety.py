@@ -172,6 +172,29 @@ def test_ctrl_c_in_a_forced_swap_loses_nothing_and_leaves_nothing(
     assert [p.name for p in out.iterdir()] == [kept]  # whole: the old one or the new one
 
 
+@pytest.mark.parametrize("step", ["made", "removed"])
+def test_ctrl_c_leaves_no_scratch_folder(tmp_path, monkeypatch, step):
+    # tempfile.TemporaryDirectory: made and not yet held, or its removal cut short, it stayed
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    owner, attr = (tempfile, "mkdtemp") if step == "made" else (shutil, "rmtree")
+    real = getattr(owner, attr)
+
+    def interrupted(*args, **kwargs):
+        if step == "removed":
+            signal.raise_signal(signal.SIGINT)
+        done = real(*args, **kwargs)
+        if step == "made":
+            signal.raise_signal(signal.SIGINT)
+        return done
+
+    monkeypatch.setattr(owner, attr, interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic.scratch_dir("hm3-x-") as tmp:
+        (tmp / "texts.json").write_text("[]")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_file_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "trials.csv"
     write_file(path, b"old\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import BaseModel
 from hm3.bench.systems import MERGED, ORIGINALS, Export, check_systems
 from hm3.bench.worker import RunSpec, check_models, model_windows, spawn
 from hm3.errors import Hm3Error
+from hm3.io.atomic import scratch_dir
 from hm3.model.labels import Task
 from hm3.model.predictor import check_texts
 from hm3.model.windows import Windows, default_labels
@@ -126,8 +126,8 @@ def bench(
     check_models(torch_models, onnx, options)
     if windows is not None:
         default_labels(ours, windows.default_labels)  # once, against the merged model's tasks
-    with tempfile.TemporaryDirectory(prefix="hm3-bench-") as tmp:
-        file = Path(tmp) / "texts.json"
+    with scratch_dir("hm3-bench-") as tmp:
+        file = tmp / "texts.json"
         file.write_text(json.dumps(list(texts)), encoding="utf-8")
         specs = {
             name: RunSpec(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +132,20 @@ def remove_tree(path: Path | None) -> None:
     if path is not None:
         with held():
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A new folder in the system's temporary directory for the block, then removed; unlike
+    :class:`tempfile.TemporaryDirectory`, a Ctrl-C just after it is made or while it is removed
+    cannot leave it behind."""
+    tmp = None
+    try:
+        with held():
+            tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        yield tmp
+    finally:
+        remove_tree(tmp)
 
 
 def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:

@@ -17,7 +17,6 @@ heads are re-fitted to the originals' logits (computed once) by
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from hm3.alignment.fit import RidgeStats
 from hm3.alignment.originals import resolve_originals
 from hm3.alignment.scale import BodyScale
 from hm3.errors import Hm3Error
+from hm3.io.atomic import scratch_dir
 from hm3.io.texts import TextCount, iter_text_batches, open_texts
 from hm3.io.tokenizer import copy_tokenizer, has_tokenizer
 from hm3.merging.config import MergeConfig
@@ -182,9 +182,9 @@ def _live_model(
             f"{plan.models[0].label}: no tokenizer files in the base or the models; search "
             "scores texts, so copy them into a model directory"
         )
-    with tempfile.TemporaryDirectory(prefix="hm3-search-") as tmp:
-        config = write_config(plan, Path(tmp), "float32", merged=True)
-        copy_tokenizer(source, Path(tmp))
+    with scratch_dir("hm3-search-") as tmp:
+        config = write_config(plan, tmp, "float32", merged=True)
+        copy_tokenizer(source, tmp)
         model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tmp))
         tokenizer = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False)
     max_length = options.max_length
