@@ -20,10 +20,9 @@ from typing import Any
 from hm3.alignment.api import align
 from hm3.alignment.result import AlignResult
 from hm3.errors import Hm3Error
-from hm3.io.atomic import check_output, remove_empty, remove_tree, sibling_dir
+from hm3.io.atomic import check_output, sibling_scratch
 from hm3.io.checkpoint import locate
 from hm3.io.paths import as_path
-from hm3.io.signals import held
 from hm3.io.texts import TextFile, open_texts
 from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
@@ -110,10 +109,7 @@ def _merge_then_align(
 
     The scratch directory is always removed; on failure so are the parents made for ``out``.
     """
-    scratch, made = None, []
-    try:
-        with held():  # Ctrl-C just after the mkdir would leave the folder behind
-            scratch, made = sibling_dir(out, f".{out.name}.merge-")  # a bad path: one line
+    with sibling_scratch(out, f".{out.name}.merge-") as scratch:  # a bad path: one line
         merged, record = _merge(config, scratch / "merged", opts.with_(force=False), gram_texts)
         aligned = align(
             merged.path,
@@ -125,11 +121,6 @@ def _merge_then_align(
             max_texts=spec.max_texts,
             options=opts.with_(max_length=spec.max_length),
         )
-    except BaseException:
-        remove_tree(scratch)
-        remove_empty(made)  # the folders made for out, if nothing else was written there
-        raise
-    remove_tree(scratch)
     base = replace(merged, path=out, seconds=time.perf_counter() - started)
     return RecipeResult(**vars(base), alignment=aligned, regmean=record)
 

@@ -102,12 +102,25 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     check_output(out, force)
     check_not_cwd(out)
-    tmp, missing, done = None, [], False
-    try:
-        with held():  # Ctrl-C just after the mkdir would leave the new folder behind
-            tmp, missing = sibling_dir(out, f".{out.name}.tmp-")
+    with sibling_scratch(out, f".{out.name}.tmp-") as tmp:
         yield tmp
         _swap(tmp, out, force)
+
+
+@contextmanager
+def sibling_scratch(out: Path, prefix: str) -> Iterator[Path]:
+    """A new folder ``prefix<random>`` beside ``out`` for the block, then removed; if the block
+    fails, so are the parents of ``out`` made for it (while still empty). Made and removed with
+    Ctrl-C held: an interrupt just after the ``mkdir``, or in the removal, would leave it.
+
+    Raises:
+        Hm3Error: it cannot be created (:func:`_sibling_dir`).
+    """
+    tmp, missing, done = None, [], False
+    try:
+        with held():
+            tmp, missing = _sibling_dir(out, prefix)
+        yield tmp
         done = True
     finally:
         remove_tree(tmp)
@@ -148,12 +161,12 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         remove_tree(tmp)
 
 
-def sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
+def _sibling_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
     """Make ``out``'s parent folders and a new directory ``prefix<random>`` beside ``out``.
 
     Returns:
-        The new directory, and the parents of ``out`` made for it (nearest first): a caller
-        that fails later removes them with :func:`remove_empty`.
+        The new directory, and the parents of ``out`` made for it (nearest first), which
+        :func:`sibling_scratch` removes when its block fails.
 
     Raises:
         Hm3Error: either cannot be created (a parent is a file, no permission ...); what was
