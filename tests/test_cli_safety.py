@@ -317,6 +317,41 @@ def test_a_ctrl_c_after_the_command_ends_the_process_without_a_traceback():
     assert proc.stdout.split()[-1] == "True", proc.stdout + proc.stderr
 
 
+_PRESS_WHILE_LOADING = """
+import importlib.abc, importlib.util, os, signal, sys
+SIGNAL, PRESSES = getattr(signal, sys.argv[1]), int(sys.argv[2])
+class Press(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "hm3.cli.app":
+            return None
+        sys.meta_path.remove(self)
+        for _ in range(PRESSES):
+            os.kill(os.getpid(), SIGNAL)
+            for _ in range(1000):  # bytecode runs: a Python handler gets its turn
+                pass
+        return importlib.util.find_spec(name)
+sys.meta_path.insert(0, Press())
+sys.argv = ["hm3", "--version"]
+from hm3.cli.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signame", "presses", "status", "err"),
+    [("SIGINT", 0, 0, ""), ("SIGINT", 1, 130, "interrupted\n"), ("SIGINT", 2, 130, "interrupted\n"),
+     ("SIGTERM", 1, -signal.SIGTERM, "")],
+    ids=["none", "ctrl-c", "ctrl-c-twice", "sigterm"],
+)  # fmt: skip
+def test_a_signal_while_the_command_line_loads_is_one_line(signame, presses, status, err):
+    # the console script's first tenths of a second, before hm3.cli.app.main has its handlers:
+    # Ctrl-C printed Python's KeyboardInterrupt traceback there
+    proc = subprocess.run([sys.executable, "-c", _PRESS_WHILE_LOADING, signame, str(presses)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (status, err), proc.stderr
+    assert proc.stdout.startswith("hm3 ") == (presses == 0)
+
+
 # -- 3. an --out that cannot be made is one line --------------------------------------------------
 def test_out_that_cannot_be_created(bert_zoo, tmp_path, capsys):
     cfg = write_merge_yaml(tmp_path / "m.yaml", bert_zoo.base, bert_zoo.models, "linear")
