@@ -94,14 +94,19 @@ def test_unstaged_bank_batches_across_stages_and_scores_the_same(case, one_threa
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_aligned_trial_gives_hm3_align_logits(tmp_path, case, one_thread):
-    """A trial with `align:` (scaled body, ridge fit) predicts as `hm3 merge` + `hm3 align`."""
+@pytest.mark.parametrize("per_task", [False, True], ids=["one-file", "file-per-task"])
+def test_aligned_trial_gives_hm3_align_logits(tmp_path, case, one_thread, per_task):
+    """A trial with `align:` (scaled body, ridge fit) predicts as `hm3 merge` + `hm3 align`,
+    with one text file for every head or each task's own."""
     data = yaml.safe_load(case.config.read_text())
     data["parameters"] = {"density": 0.5}
-    data["align"] = {"texts": str(case.texts), "ridge": 0.1, "scale": 1.5}
+    texts = str(case.texts)
+    if per_task:  # task0's head on its suite file's texts, task2's on texts.jsonl
+        texts = {"task0": str(case.config.parent / "task0.jsonl"), "task2": texts}
+    data["align"] = {"texts": texts, "ridge": 0.1, "scale": 1.5}
     config = MergeConfig.from_dict(data)
     engine = Engine(config, QUIET)
-    engine.prepare_alignment(config, case.texts)
+    engine.prepare_alignment(config, config.align.texts)
     engine.apply(config)
     merge(config, tmp_path / "aligned", progress=False)
     texts = toy_texts(20, seed=5)

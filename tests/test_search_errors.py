@@ -48,6 +48,24 @@ def test_align_scale_range_needs_its_block_and_no_auto(tmp_path, zoo_of, capsys)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("texts", "needle"),
+    [({"task0": "texts.jsonl"}, "align.texts: no file for task 'task2'"),
+     ({"task0": "texts.jsonl", "task2": "texts.jsonl", "task9": "texts.jsonl"},
+      "align.texts: 'task9' is no task of the merge"),
+     ({"task0": "texts.jsonl", "task2": "none.jsonl"}, "align.texts.task2 ")],
+    ids=["missing", "unknown", "no-file"],
+)  # fmt: skip
+def test_align_texts_per_task_names_every_task_with_a_file(tmp_path, zoo_of, capsys, texts,
+                                                          needle):  # fmt: skip
+    case = make_case(tmp_path / "case", zoo_of("bert"), align={"texts": texts})
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--val-samples", "8", "--test-samples", "8", "--no-progress"],
+           needle)  # fmt: skip
+    assert not out.exists()
+
+
 def test_a_suite_too_small_fails_before_the_alignment_start_up(tmp_path, zoo_of, capsys):
     # the originals' logits on the alignment texts take minutes on real models: a bad suite
     # must be refused first (here the texts are empty, so reaching them would fail differently)

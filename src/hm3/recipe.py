@@ -19,6 +19,7 @@ from typing import Any
 
 from hm3.alignment.api import align
 from hm3.alignment.result import AlignResult
+from hm3.alignment.texts import task_files_problem
 from hm3.errors import Hm3Error
 from hm3.io.atomic import check_output, sibling_scratch
 from hm3.io.checkpoint import locate
@@ -26,7 +27,7 @@ from hm3.io.paths import as_path
 from hm3.io.texts import TextFile, open_texts
 from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
-from hm3.merging.plan import build_plan
+from hm3.merging.plan import build_plan, default_name
 from hm3.merging.regmean_stats import ModelTexts
 from hm3.merging.regmean_stats import collect as collect_grams
 from hm3.merging.stream import MergeResult
@@ -80,13 +81,7 @@ def merge(
     # texts are checked before any model runs, so a wrong path or column fails in seconds,
     # named as in the YAML
     gram_texts = _regmean_texts(config)
-    texts = None
-    if config.align is not None:
-        texts = open_texts(
-            _texts_path(config, config.align.texts, "align.texts"),
-            config.align.text_column,
-            options=("align.texts", "align.text_column"),
-        )
+    texts = _align_texts(config) if config.align is not None else None
     check_output(out, opts.force, inputs=config_inputs(config))
     spec = config.align
     if spec is None or texts is None:
@@ -99,7 +94,7 @@ def merge(
 def _merge_then_align(
     config: MergeConfig,
     spec: AlignConfig,
-    texts: TextFile,
+    texts: TextFile | dict[str, TextFile],
     out: Path,
     opts: RunOptions,
     gram_texts: list[ModelTexts] | None,
@@ -164,6 +159,37 @@ def _regmean_texts(config: MergeConfig) -> list[ModelTexts] | None:
             )
         )
     return found
+
+
+def _align_texts(config: MergeConfig) -> TextFile | dict[str, TextFile]:
+    """``align.texts`` opened: one file for every head, or each task's own (every task named)."""
+    spec = config.align
+    assert spec is not None
+
+    def opened(texts: str, option: str) -> TextFile:
+        path = _texts_path(config, texts, option)
+        return open_texts(path, spec.text_column, options=(option, "align.text_column"))
+
+    if isinstance(spec.texts, str):
+        return opened(spec.texts, "align.texts")
+    check_align_tasks(config)
+    return {task: opened(path, f"align.texts.{task}") for task, path in spec.texts.items()}
+
+
+def check_align_tasks(config: MergeConfig, names: list[str] | None = None) -> None:
+    """``align.texts`` given per task names every task of the merge once: ``names``, or those
+    the merge will give the config's models."""
+    spec = config.align
+    if spec is None or isinstance(spec.texts, str):
+        return
+    if names is None:
+        names = []
+        for m in config.models:
+            names.append(m.name or default_name(m.model, Path(config.resolve(m.model)), set(names)))
+    problem = task_files_problem(spec.texts, names)
+    if problem is not None:
+        raise Hm3Error(f"align.texts: {problem} (its tasks: {', '.join(names)}); give TASK: FILE "
+                       "for every task, or one file for every head")  # fmt: skip
 
 
 def _texts_path(config: MergeConfig, texts: str, option: str) -> Path:

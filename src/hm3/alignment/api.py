@@ -35,8 +35,9 @@ import torch
 
 from hm3.alignment.fit import RidgeSolution, RidgeStats
 from hm3.alignment.originals import resolve_originals
-from hm3.alignment.result import AlignPlan, AlignResult, AlignStats
+from hm3.alignment.result import AlignPlan, AlignResult, AlignStats, TextFit
 from hm3.alignment.scale import load_body_scale, scales_for
+from hm3.alignment.texts import check_texts, opened, texts_by_task, texts_sha256
 from hm3.alignment.write import render_section, write_aligned
 from hm3.defaults import DEFAULT_RIDGE, DEFAULT_SCALE, ridge_or_auto, scale_or_auto
 from hm3.errors import Hm3Error
@@ -48,8 +49,6 @@ from hm3.io.texts import (
     TextFile,
     expected_texts,
     iter_text_batches,
-    open_texts,
-    sha256_file,
 )
 from hm3.model.classifier import load
 from hm3.model.features import features, find_projection, load_originals, original_logits
@@ -61,14 +60,11 @@ __all__ = ["align", "collect"]
 _UNREAD = {"dtype": "the fit runs in float32, the weights keep the merged model's dtype"}
 
 log = logging.getLogger("hm3")
-# Below this share of varying feature energy the texts are copies of one text: the differences
-# left are float noise from padding (batches of different lengths), not information.
-MIN_VARYING_SHARE = 1e-9
 
 
 def align(
     merged_dir: str | Path,
-    texts_file: str | Path | TextFile,
+    texts_file: str | Path | TextFile | Mapping[str, str | Path | TextFile],
     out: str | Path,
     *,
     originals: Mapping[str, str | Path] | None = None,
@@ -86,7 +82,9 @@ def align(
         merged_dir: a merged classifier (or an ordinary one, with ``originals`` for its task).
         texts_file: unlabeled texts (``.jsonl``/``.csv``/``.tsv``/``.parquet``) in ``text_column``
             (or a file already checked by :func:`hm3.io.texts.open_texts`, whose column
-            is then used).
+            is then used) that every head is fitted on; or a dict task → such a file, naming
+            every task: each head is fitted on its own task's texts only (on texts of other
+            domains the merged body then decides; docs/results/alignment.md).
         out: output directory; must not exist unless ``options.force``.
         originals: task name → original directory, overriding the recorded ``source``.
         ridge: λ relative to the feature scale (``≥ 0``; :mod:`hm3.alignment.fit`), or
@@ -116,11 +114,12 @@ def align(
     base_model = None if base_model is None else as_path(base_model, "base_model")
     max_texts = None if max_texts is None else whole_number(max_texts, "--max-texts")
     plan = _prepare(merged_dir, texts_file, originals, text_column)
-    inputs = [plan.merged, plan.texts.path, *(o.path for o in plan.originals.values())]
+    files = [file.path for file, _ in plan.files()]
+    inputs = [plan.merged, *files, *(o.path for o in plan.originals.values())]
     check_output(out, opts.force, inputs=[*inputs, *_base_input(plan, scale, base_model)])
     stats = _accumulate(plan, opts, max_texts, scale, base_model).at_scale(scale, ridge)
     solution = stats.solve(ridge)
-    digest = sha256_file(plan.texts.path)
+    digest = texts_sha256(plan)
     record = stats.record(solution, ridge, digest, max_texts)
     with atomic_dir(out, opts.force) as tmp:
         _write(stats, solution, tmp, record)
@@ -129,7 +128,7 @@ def align(
 
 def collect(
     merged_dir: str | Path,
-    texts_file: str | Path | TextFile,
+    texts_file: str | Path | TextFile | Mapping[str, str | Path | TextFile],
     *,
     originals: Mapping[str, str | Path] | None = None,
     scale: float | str = DEFAULT_SCALE,
@@ -172,10 +171,11 @@ def _prepare(
             f"{merged}: no {SAFE_SINGLE}; alignment rewrites safetensors weights, so save the "
             "model with `save_pretrained(dir, safe_serialization=True)` first"
         )
-    if isinstance(texts_file, TextFile):
-        texts = texts_file
+    texts: TextFile | dict[str, TextFile]
+    if isinstance(texts_file, Mapping):
+        texts = texts_by_task(texts_file, tasks, merged, text_column)
     else:
-        texts = open_texts(as_path(texts_file, "texts_file"), text_column)
+        texts = opened(texts_file, text_column)
     found = resolve_originals(tasks, originals, merged)
     return AlignPlan(merged, config, tasks, texts, found)
 
@@ -207,57 +207,30 @@ def _accumulate(
         where = (plan.merged, plan.config, projection, merged.model)
         body = load_body_scale(*where, base_model, allow_pickle=options.allow_pickle)
     runners = load_originals(plan.originals, load_options)
-    k = plan.tasks[-1].end
-    by_scale = {s: RidgeStats(module.weight.shape[1], k) for s in scales}
-    sse_before = torch.zeros(k, dtype=torch.float64)
-    count = TextCount()
+    k, dim = plan.tasks[-1].end, module.weight.shape[1]
+    files = plan.files()
     label = "aligning: texts" + (f" (body at {len(scales)} scales)" if body else "")
+    fits = []
     with progress_bar(options.progress) as bar, torch.inference_mode():
-        job = bar.add_task(label, total=expected_texts(plan.texts, max_texts))
-        for batch in iter_text_batches(plan.texts, options.batch_size, max_texts, count):
-            y = original_logits(plan.tasks, plan.originals, runners, batch)
-            for s, stats in by_scale.items():
-                if body is not None:
-                    body.apply(merged.model, s)
-                x, logits = features(merged, module, batch, projection)
-                stats.add(x, y)
-                if s == 1:
-                    sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
-            bar.advance(job, len(batch))
-    _check_texts(plan, by_scale[1.0], count)
-    return AlignStats(plan, projection, by_scale[1.0], sse_before, count, body, by_scale)
-
-
-def _check_texts(plan: AlignPlan, stats: RidgeStats, count: TextCount) -> None:
-    """Refuse texts a fit cannot use; warn about skipped rows and too few texts."""
-    if stats.n == 0:
-        raise Hm3Error(
-            f"{plan.texts.where}: no texts in column {plan.texts.column!r} ({count.skipped} blank "
-            "rows); give a file with unlabeled texts"
-        )
-    if count.skipped:
-        log.warning(
-            "%s: %d rows with no text skipped (rows %s...)",
-            plan.texts.where,
-            count.skipped,
-            ", ".join(map(str, count.first_skipped)),
-        )
-    if stats.varying_share() < MIN_VARYING_SHARE:
-        raise Hm3Error(
-            f"{plan.texts.where}: its {stats.n} text(s) all give the merged model the same "
-            "features, so they cannot tell a head what to change; give a few hundred different "
-            "texts that cover every task's domain"
-        )
-    if stats.n < stats.dim:
-        log.warning(
-            "%s: %d texts for a head that reads %d features: along the directions the texts do "
-            "not span, the ridge alone decides the fit; give at least %d (about 1,000 covering "
-            "every task did best on the demo zoo, docs/results/alignment.md)",
-            plan.texts.where,
-            stats.n,
-            stats.dim,
-            stats.dim,
-        )
+        known = [expected_texts(file, max_texts) for file, _ in files]
+        job = bar.add_task(label, total=None if None in known else sum(known))
+        for file, tasks in files:
+            fit = TextFit(file, tasks, {s: RidgeStats(dim, k) for s in scales},
+                          torch.zeros(k, dtype=torch.float64), TextCount())  # fmt: skip
+            fitted = {t.name for t in tasks}
+            for batch in iter_text_batches(file, options.batch_size, max_texts, fit.count):
+                y = original_logits(plan.tasks, plan.originals, runners, batch, only=fitted)
+                for s, stats in fit.by_scale.items():
+                    if body is not None:
+                        body.apply(merged.model, s)
+                    x, logits = features(merged, module, batch, projection)
+                    stats.add(x, y)
+                    if s == 1:
+                        fit.sse_before += ((logits.double() - y.double()) ** 2).sum(dim=0)
+                bar.advance(job, len(batch))
+            check_texts(file, fit.by_scale[1.0], fit.count)
+            fits.append(fit)
+    return AlignStats(plan, projection, fits, body)
 
 
 def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[str, Any]) -> None:
@@ -269,7 +242,7 @@ def _write(stats: AlignStats, solution: RidgeSolution, tmp: Path, record: dict[s
     if block is None:  # an ordinary classifier: its one task, now with its original recorded
         used = [replace(t, source=plan.originals[t.name].ref) for t in plan.tasks]
         block = metadata_block(used, {})
-    section = render_section(record, projection.tensors, plan.texts.path.name)
+    section = render_section(record, projection.tensors)
     for name in write_aligned(plan.merged, tmp, values, {**block, "align": record}, section):
         log.warning(
             "%s/%s not copied: its head would be stale next to the aligned weights",

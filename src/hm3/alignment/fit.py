@@ -48,7 +48,7 @@ import torch
 
 from hm3.defaults import AUTO_RIDGE
 
-__all__ = ["AUTO_RIDGES", "RidgeSolution", "RidgeStats"]
+__all__ = ["AUTO_RIDGES", "RidgeSolution", "RidgeStats", "stitch"]
 
 
 # The relative ridges ``ridge="auto"`` chooses among: 0.01 to 10, four per decade, the range the
@@ -73,6 +73,17 @@ class RidgeSolution:
 
 
 _PER_OUTPUT = ("weight", "bias", "lam", "sse", "ridge")
+
+
+def stitch(pieces: Sequence[tuple[RidgeSolution, tuple[int, int]]]) -> RidgeSolution:
+    """One solution whose outputs ``[start, end)`` are each piece's, for pieces whose ranges
+    cover every output once (a task's rows from the fit chosen for it)."""
+    first = pieces[0][0]
+    parts = {f: torch.empty_like(getattr(first, f)) for f in _PER_OUTPUT}
+    for solution, (start, end) in pieces:
+        for f, tensor in parts.items():
+            tensor[start:end] = getattr(solution, f)[start:end]
+    return RidgeSolution(**parts)
 
 
 class RidgeStats:
@@ -220,11 +231,7 @@ class RidgeStats:
             len(ridges) - 1 if torch.isinf(row).all() else int(row.argmin()) for row in scores
         ]
         fits = {j: self.solve(ridges[j], intercept=intercept) for j in set(chosen)}
-        parts = {f: torch.empty_like(getattr(fits[chosen[0]], f)) for f in _PER_OUTPUT}
-        for (start, end), j in zip(groups, chosen, strict=True):
-            for f, tensor in parts.items():
-                tensor[start:end] = getattr(fits[j], f)[start:end]
-        return RidgeSolution(**parts)
+        return stitch([(fits[j], group) for group, j in zip(groups, chosen, strict=True)])
 
     def _moments(self, intercept: bool) -> tuple[torch.Tensor, ...]:
         """XᵀX, XᵀY and Σy² about the means (or about 0 without intercept), and the means."""

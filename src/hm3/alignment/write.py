@@ -114,7 +114,7 @@ def write_card_section(dest: Path, section: str) -> None:
     card.write_text(text, encoding="utf-8")
 
 
-def render_section(record: dict[str, Any], projection: tuple[str, ...], texts_name: str) -> str:
+def render_section(record: dict[str, Any], projection: tuple[str, ...]) -> str:
     """Markdown for the model card: what was re-fitted, on what, and how well."""
     rows = "\n".join(
         f"| `{t['name']}` | `{t['original']}` | {t['ridge']:g} | {t['lambda']:.4g} | "
@@ -134,9 +134,9 @@ def render_section(record: dict[str, Any], projection: tuple[str, ...], texts_na
 
 After merging, each task's rows of the label projection ({tensors}) were re-fitted by
 hm3 {record["hm3_version"]} so that this model reproduces its original classifier's logits on
-{record["n_texts"]} unlabeled texts (`{texts_name}`, sha256 `{record["texts_sha256"][:16]}…`,
-column `{record["text_column"]}`): ridge least squares in closed form on the input of the
-projection, {how} (relative to the feature scale: λ in the table), bias unpenalised.
+{_texts_note(record)} (column `{record["text_column"]}`): ridge least squares in closed form
+on the input of the projection, {how} (relative to the feature scale: λ in the table), bias
+unpenalised.
 {_body_note(record)}
 
 | task | original | ridge | λ | logit RMSE before | after |
@@ -146,6 +146,18 @@ projection, {how} (relative to the feature scale: λ in the table), bias unpenal
 The RMSE is measured on the fitting texts (in sample); judge the aligned model on labelled,
 held-out data (`hm3 evaluate`).
 """
+
+
+def _texts_note(record: dict[str, Any]) -> str:
+    """The fitting texts: one file for every head, or each task's own."""
+    texts, digest, n = record["texts"], record["texts_sha256"], record["n_texts"]
+    if isinstance(texts, str):
+        return f"{n} unlabeled texts (`{Path(texts).name}`, sha256 `{digest[:16]}…`)"
+    files = "; ".join(
+        f"`{task}`: {n[task]} (`{Path(path).name}`, sha256 `{digest[task][:16]}…`)"
+        for task, path in texts.items()
+    )
+    return f"its own task's unlabeled texts, each head on its own file only ({files})"
 
 
 def _body_note(record: dict[str, Any]) -> str:

@@ -23,8 +23,10 @@ from hm3.cli.common import (
     parse_named_paths,
     print_alignment,
     run_options,
+    split_named,
 )
 from hm3.defaults import ridge_or_auto, scale_or_auto
+from hm3.errors import Hm3Error
 
 
 def align(
@@ -32,7 +34,12 @@ def align(
         Path, typer.Argument(help="Merged classifier (or an ordinary one, with --originals).")
     ],
     texts: Annotated[
-        Path, typer.Option("--texts", help="Unlabeled texts: .jsonl, .csv, .tsv or .parquet.")
+        list[str],
+        typer.Option(
+            "--texts",
+            help="Unlabeled texts (.jsonl, .csv, .tsv or .parquet) every head is fitted on; or "
+            "TASK=FILE for every task (repeat it): each head fitted on its own task's texts.",
+        ),
     ],
     out: OutOpt,
     text_column: Annotated[
@@ -63,7 +70,7 @@ def align(
     by_task = parse_named_paths(originals or [], "--originals", need_name=True)
     result = do_align(
         merged,
-        texts,
+        _texts(texts),
         out,
         originals=by_task,
         ridge=ridge_or_auto(ridge),
@@ -74,3 +81,15 @@ def align(
         options=options,
     )
     print_alignment(result)
+
+
+def _texts(given: list[str]) -> Path | dict[str, Path]:
+    """One ``--texts FILE``, or ``--texts TASK=FILE`` for every task."""
+    named = [split_named(spec, "--texts") for spec in given]
+    if len(given) == 1 and named[0][0] is None:
+        return Path(given[0])
+    plain = next((spec for spec, (name, _) in zip(given, named, strict=True) if name is None), None)
+    if plain is not None:
+        raise Hm3Error(f"--texts {plain}: with several --texts, each is TASK=FILE (one for every "
+                       "task); or give one file for every head")  # fmt: skip
+    return parse_named_paths(given, "--texts", need_name=True)

@@ -6,6 +6,7 @@ holds them) does; their paths are text, resolved against the config's root by it
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,12 +31,29 @@ class AlignConfig(BaseModel):
 
     model_config = _FROZEN
 
-    texts: PathText = Field(min_length=1)
+    # one file for every head, or task -> its own file (each head fitted on its task's texts)
+    texts: PathText | dict[str, PathText] = Field(min_length=1)
     text_column: str = "text"
     ridge: float | Literal["auto"] = DEFAULT_RIDGE
     scale: float | Literal["auto"] = DEFAULT_SCALE  # the body's task vector, as `hm3 align --scale`
     max_texts: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=512, gt=0)  # tokens per text, as `hm3 align --max-length`
+
+    def files(self) -> list[str]:
+        """The text files as the YAML names them (each once)."""
+        files = [self.texts] if isinstance(self.texts, str) else list(self.texts.values())
+        return list(dict.fromkeys(files))
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        fix = "give one file for every head, or TASK: FILE for every task"
+        if isinstance(value, dict):
+            if not value or any(not path for path in value.values()):
+                raise ValueError(f"a mapping with an empty file, or none; {fix}")
+        elif not isinstance(value, str | os.PathLike):
+            raise ValueError(f"expected a file or a mapping, got {type(value).__name__}; {fix}")
+        return value
 
     # pydantic names the key and the value given; Hm3Error is a ValueError
     @field_validator("ridge", mode="before")

@@ -19,7 +19,7 @@ def config_inputs(config: MergeConfig) -> list[Path]:
     if config.regmean is not None and config.regmean.texts:
         refs.append(config.regmean.texts)
     if config.align is not None:
-        refs.append(config.align.texts)
+        refs += config.align.files()
     found = [Path(config.resolve(ref)).expanduser() for ref in refs]
     if config.path is not None:
         found.insert(0, config.path)

@@ -113,11 +113,18 @@ def load_originals(originals: dict[str, Original], options: RunOptions) -> dict[
 
 
 def original_logits(
-    tasks: list[Task], originals: dict[str, Original], runners: dict[Path, Classifier], texts
+    tasks: list[Task],
+    originals: dict[str, Original],
+    runners: dict[Path, Classifier],
+    texts,
+    only: set[str] | None = None,
 ) -> torch.Tensor:
-    """Every task's original logits on a batch, in the merged model's label layout ``[n, K]``."""
-    y = torch.empty(len(texts), tasks[-1].end, dtype=torch.float32)
+    """Every task's original logits on a batch, in the merged model's label layout ``[n, K]``;
+    with ``only``, those tasks' (the others' columns are 0: their originals do not run)."""
+    y = torch.zeros(len(texts), tasks[-1].end, dtype=torch.float32)
     for task in tasks:
+        if only is not None and task.name not in only:
+            continue
         original = originals[task.name]
         theirs = runners[original.path.resolve()].logits(texts, batch_size=len(texts))
         y[:, task.start : task.end] = torch.from_numpy(theirs[:, original.start : original.end])

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from hm3.alignment.fit import RidgeStats
+from hm3.alignment.fit import RidgeStats, stitch
 from hm3.alignment.originals import resolve_originals
+from hm3.alignment.result import by_path
 from hm3.alignment.scale import BodyScale
 from hm3.errors import Hm3Error
 from hm3.io.atomic import scratch_dir
@@ -34,7 +35,9 @@ from hm3.merging.plan import MergePlan, TensorPlan, build_plan
 from hm3.merging.stream import arithmetic_threads, constant_value, merge_tensor, write_config
 from hm3.model.classifier import Classifier
 from hm3.model.features import Projection, load_originals, original_logits
+from hm3.model.labels import Task
 from hm3.options import RunOptions, torch_dtype
+from hm3.recipe import check_align_tasks
 
 
 class MemoryPlan(MergePlan):
@@ -109,40 +112,61 @@ class Engine:
         if self.alignment is not None and config.align is not None:
             self.alignment.fold(self, config, body)
 
-    def prepare_alignment(self, config: MergeConfig, texts: Path) -> None:
+    def prepare_alignment(self, config: MergeConfig, texts: str | Path | dict[str, str]) -> None:
         """Compute the originals' logits on the alignment texts, once."""
         self.alignment = Alignment(self, config, texts)
 
 
 class Alignment:
-    """The alignment texts, tokenised once, and the originals' logits on them."""
+    """The alignment texts, tokenised once, and the originals' logits on them: one set of
+    batches per text file (``align.texts``: one for every head, or each task's own), in the
+    order ``hm3 align`` reads them."""
 
-    def __init__(self, engine: Engine, config: MergeConfig, path: Path) -> None:
+    def __init__(
+        self, engine: Engine, config: MergeConfig, texts: str | Path | dict[str, str]
+    ) -> None:
         spec = config.align
         assert spec is not None and spec.scale != "auto"  # refused by inputs.check_recipe
-        texts = open_texts(path, spec.text_column, options=("align.texts", "align.text_column"))
-        originals = resolve_originals(engine.tasks, None, path)
+        names = [t.name for t in engine.tasks]
+        if not isinstance(texts, dict):
+            files = [(Path(texts), "align.texts", list(engine.tasks))]
+        else:
+            check_align_tasks(config, names)
+            by_file = by_path({t.name: Path(texts[t.name]) for t in engine.tasks}, engine.tasks)
+            files = [(path, f"align.texts.{tasks[0].name}", tasks) for path, tasks in by_file]
+        originals = resolve_originals(engine.tasks, None, files[0][0])
         opts = engine.options
         # the fitting targets in float32, whatever dtype the trials are scored in
         runners = load_originals(originals, opts.with_(max_length=spec.max_length, dtype=None))
-        clf = engine.clf
-        self.batches: list[tuple[Any, torch.Tensor]] = []
+        self.sets = [self._batches(engine, spec, originals, runners, file) for file in files]
+        del runners
+        self.groups = [(t.start, t.end) for t in engine.tasks]
+
+    @staticmethod
+    def _batches(
+        engine: Engine, spec: Any, originals: Any, runners: Any, file: tuple[Path, str, list]
+    ) -> tuple[list[Task], list[tuple[Any, torch.Tensor]]]:
+        path, option, tasks = file
+        texts = open_texts(path, spec.text_column, options=(option, "align.text_column"))
+        fitted = {t.name for t in tasks}
+        batches = []
         with torch.inference_mode():
-            for batch in iter_text_batches(texts, opts.batch_size, spec.max_texts, TextCount()):
-                y = original_logits(engine.tasks, originals, runners, batch)
-                enc = clf.tokenizer(
+            for batch in iter_text_batches(texts, engine.options.batch_size, spec.max_texts,
+                                           TextCount()):  # fmt: skip
+                y = original_logits(engine.tasks, originals, runners, batch, only=fitted)
+                enc = engine.clf.tokenizer(
                     list(batch), padding=True, truncation=True,
                     max_length=min(spec.max_length, engine.positions),
                     return_tensors="pt",
                 ).to(engine.device)  # fmt: skip
-                self.batches.append((enc, y))
-        if not self.batches:
-            raise Hm3Error(f"align.texts {path}: no texts; give a file of unlabeled texts")
-        del runners
-        self.groups = [(t.start, t.end) for t in engine.tasks]
+                batches.append((enc, y))
+        if not batches:
+            raise Hm3Error(f"{option} {path}: no texts; give a file of unlabeled texts")
+        return tasks, batches
 
     def fold(self, engine: Engine, config: MergeConfig, body: dict[str, torch.Tensor]) -> None:
-        """Scale the body, fit every task's head rows to its original, write them in."""
+        """Scale the body, fit every task's head rows to its original on its texts, write
+        them in."""
         spec = config.align
         assert spec is not None
         scale = float(spec.scale)
@@ -151,18 +175,24 @@ class Alignment:
             delta = {n: body[n].detach().float() - base[n] for n in body}  # type: ignore[operator]
             BodyScale(config.base_model, base, delta).apply(engine.clf.model, scale)  # type: ignore[arg-type]
         module = engine.clf.model.get_submodule(engine.projection.module)
-        stats = RidgeStats(module.weight.shape[1], engine.tasks[-1].end)
+        intercept = module.bias is not None
+        fits = [RidgeStats(module.weight.shape[1], engine.tasks[-1].end) for _ in self.sets]
         captured: list[torch.Tensor] = []
         handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
             with torch.inference_mode():
-                for enc, y in self.batches:
-                    captured.clear()
-                    engine.clf.model(**enc)
-                    stats.add(captured[0].float().cpu(), y)
+                for stats, (_, batches) in zip(fits, self.sets, strict=True):
+                    for enc, y in batches:
+                        captured.clear()
+                        engine.clf.model(**enc)
+                        stats.add(captured[0].float().cpu(), y)
         finally:
             handle.remove()
-        solution = stats.solve_for(spec.ridge, self.groups, intercept=module.bias is not None)
+        pieces = []
+        for stats, (tasks, _) in zip(fits, self.sets, strict=True):
+            solution = stats.solve_for(spec.ridge, self.groups, intercept=intercept)
+            pieces += [(solution, (t.start, t.end)) for t in tasks]
+        solution = pieces[0][0] if len(self.sets) == 1 else stitch(pieces)
         with torch.no_grad():
             module.weight.copy_(solution.weight.to(module.weight.dtype))
             if module.bias is not None:

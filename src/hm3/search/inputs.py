@@ -27,6 +27,7 @@ from hm3.io.paths import dir_name
 from hm3.io.yaml_input import load_yaml_mapping
 from hm3.merging.config import MERGE_TOP, MergeConfig
 from hm3.model.labels import Task
+from hm3.recipe import check_align_tasks
 from hm3.search import outputs
 from hm3.search import study as studies
 from hm3.search.data import sample_suite
@@ -170,6 +171,7 @@ def check_recipe(config: MergeConfig, max_length: int) -> None:
     and a warning when every trial's alignment reads longer texts than the scoring does."""
     if config.align is None:
         return
+    check_align_tasks(config)
     if config.align.scale == "auto":
         raise Hm3Error(
             "align.scale: auto is not searched trial by trial; search the scale instead "
@@ -204,7 +206,7 @@ def search_inputs(spec: SearchSpec, config: MergeConfig) -> list[Path]:
     paths = [spec.config, spec.test_suite, spec.texts, Path(config.base_model),
              *(Path(m.model) for m in config.models)]  # fmt: skip
     if config.align is not None:
-        paths.append(Path(config.align.texts))
+        paths += [Path(file) for file in config.align.files()]
     for file in (spec.suite, spec.test_suite):
         if file is not None:
             suite = load_suite(file)

@@ -117,7 +117,7 @@ def _search_out(
     scored = engine.tasks[:1] if spec.self_model else engine.tasks
     val, test = read_samples(spec, scored)  # a bad suite fails before the alignment's start-up
     if config.align is not None:
-        engine.prepare_alignment(config, Path(config.align.texts))
+        engine.prepare_alignment(config, config.align.texts)
     material = Material(engine, recipe, space, config.merge_method, config.seed, scored,
                         spec.objective, spec.prune, source)  # fmt: skip
     material.prepare(val, test, spec.texts, spec.text_column, spec.val_samples)

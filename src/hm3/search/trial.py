@@ -79,8 +79,12 @@ def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]
     for entry in entries:
         entry["model"] = fix(entry["model"])
     _keep_written_names(entries, written)
-    if isinstance(out.get("align"), dict) and isinstance(out["align"].get("texts"), str):
-        out["align"]["texts"] = fix(out["align"]["texts"])
+    align = out.get("align")
+    texts = align.get("texts") if isinstance(align, dict) else None
+    if isinstance(texts, str):
+        align["texts"] = fix(texts)  # type: ignore[index]
+    elif isinstance(texts, dict):  # a file per task
+        align["texts"] = {k: fix(v) if isinstance(v, str) else v for k, v in texts.items()}  # type: ignore[index]
     return out
 
 
