@@ -151,6 +151,29 @@ def test_search_writes_outputs_and_best_rebuilds_byte_for_byte(tmp_path, zoo_of,
     assert not mismatch and not errors
 
 
+def test_an_aligned_best_rebuilds_byte_for_byte_whatever_the_batch_size(tmp_path, zoo_of,
+                                                                         one_thread):  # fmt: skip
+    """best/ is what `hm3 merge best/recipe.yaml` writes, with a text file per task and a
+    --batch-size other than merge's (alignment pads by batch: its bits depend on it)."""
+    texts = {"task0": "task0.jsonl", "task2": "texts.jsonl"}
+    case = make_case(
+        tmp_path / "case",
+        zoo_of("bert"),
+        align={"texts": texts, "ridge": 0.1},
+        search={"density": {"beta": [1.2, 2]}, "scale": {"uniform": [0.5, 2]}},
+    )
+    spec = SearchSpec(config=case.config, suite=case.suite, trials=2, val_samples=16,
+                      test_samples=16)  # fmt: skip
+    result = search(spec, tmp_path / "out", QUIET.with_(batch_size=3))
+    assert result.wrote_best
+    recipe = MergeConfig.from_yaml(tmp_path / "out" / "best" / "recipe.yaml")
+    assert set(recipe.align.texts) == {"task0", "task2"}
+    merge(recipe, tmp_path / "again", progress=False)
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert filecmp.cmp(tmp_path / "out" / "best" / name, tmp_path / "again" / name,
+                           shallow=False), name  # fmt: skip
+
+
 def test_search_scores_in_the_dtype_asked_and_writes_the_recipes(tmp_path, case, one_thread):
     """--dtype bfloat16: the live model computes in bfloat16, the originals' reference stays
     float32, the same trials are drawn, and best/ is the recipe's float32 checkpoint."""

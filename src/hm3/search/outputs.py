@@ -229,8 +229,10 @@ def write_best(config: MergeConfig, out: Path, options: RunOptions, trial: str) 
     best = out / "best"
     with atomic_dir(best, force=True) as tmp:
         built = tmp / ".model"
+        # hm3 merge's own batch size: alignment pads by batch, so another one would change
+        # the heads' last bits, and `hm3 merge best/recipe.yaml` would not rebuild best/
         merge(config, built, device=options.device, allow_pickle=options.allow_pickle,
-              progress=False, batch_size=options.batch_size)  # fmt: skip
+              progress=False)  # fmt: skip
         for item in built.iterdir():
             shutil.move(str(item), tmp / item.name)
         built.rmdir()
