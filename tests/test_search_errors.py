@@ -10,6 +10,7 @@ from hm3.errors import Hm3Error
 from hm3.search.inputs import SearchSpec, check_spec
 from search_case import fails as _fails
 from search_case import make_case, write_jsonl
+from tiny import toy_texts
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,33 @@ def test_align_texts_per_task_names_every_task_with_a_file(tmp_path, zoo_of, cap
     _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
                     "--val-samples", "8", "--test-samples", "8", "--no-progress"],
            needle)  # fmt: skip
+    assert not out.exists()
+
+
+def test_align_texts_beside_the_cwd_but_not_the_yaml_are_refused_as_merge_does(
+    tmp_path, zoo_of, capsys, monkeypatch
+):
+    # the search once read them from the cwd, so best/recipe.yaml named a file `hm3 merge`
+    # of it could not find
+    case = make_case(tmp_path / "case", zoo_of("bert"), align={"texts": "here.jsonl"})
+    write_jsonl(tmp_path / "here.jsonl", [{"text": t} for t in toy_texts(20, seed=3)])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--val-samples", "8", "--test-samples", "8", "--no-progress"],
+           f"align.texts {tmp_path / 'case' / 'here.jsonl'}", "not found")  # fmt: skip
+    assert not out.exists()
+
+
+def test_align_texts_that_cannot_tell_a_head_anything_are_refused(tmp_path, zoo_of, capsys):
+    # a copy of one text: the fit has nothing to go on (was a ValueError inside the first trial)
+    (tmp_path / "case").mkdir()
+    write_jsonl(tmp_path / "case" / "same.jsonl", [{"text": "the same text"}] * 20)
+    case = make_case(tmp_path / "case", zoo_of("bert"), align={"texts": "same.jsonl"})
+    out = tmp_path / "out"
+    _fails(capsys, ["search", str(case.config), "--suite", str(case.suite), "--out", str(out),
+                    "--val-samples", "8", "--test-samples", "8", "--no-progress"],
+           "align.texts", "same.jsonl: its 20 text(s) all give the originals the same")  # fmt: skip
     assert not out.exists()
 
 

@@ -162,6 +162,13 @@ class Alignment:
                 batches.append((enc, y))
         if not batches:
             raise Hm3Error(f"{option} {path}: no texts; give a file of unlabeled texts")
+        y = torch.cat([y for _, y in batches])
+        if not bool((y.amax(dim=0) > y.amin(dim=0)).any()):  # hm3 align refuses them too
+            raise Hm3Error(
+                f"{option} {path}: its {len(y)} text(s) all give the originals the same logits, "
+                "so they cannot tell a head what to change; give a few hundred different texts "
+                "that cover its tasks' domains"
+            )
         return tasks, batches
 
     def fold(self, engine: Engine, config: MergeConfig, body: dict[str, torch.Tensor]) -> None:

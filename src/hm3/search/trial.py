@@ -68,9 +68,9 @@ def absolute_recipe(data: dict[str, Any], config: MergeConfig) -> dict[str, Any]
     """The recipe mapping with every local path absolute, so it runs from any directory."""
     out = copy.deepcopy(data)
 
-    def fix(ref: str) -> str:
+    def fix(ref: str) -> str:  # the YAML's path, even where only the cwd has the file (as merge)
         resolved = Path(config.resolve(ref)).expanduser()
-        return str(resolved.resolve()) if resolved.exists() else ref
+        return str(resolved.resolve()) if resolved.exists() or str(resolved) != ref else ref
 
     out["base_model"] = fix(out["base_model"])
     entries = [e for e in out.get("models") or [] if isinstance(e, dict)]
