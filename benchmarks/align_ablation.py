@@ -13,6 +13,8 @@ Text sets (seeded; every task's train split is shuffled once and sets take its f
 ``all 50 ⊂ all 200 ⊂ all 1000``):
 
 * ``all N``   N texts evenly from the train splits of all four tasks (N = ``--sizes``);
+* ``each N``  each head fitted on its own task's texts only: N / (the case's tasks) texts of
+  every task's train split, a file per task (``hm3 align --texts TASK=FILE``);
 * ``own N``   evenly from the case's own tasks only (N = ``--coverage-size``);
 * ``one:T N`` from one task only: the case's first task T;
 * ``ood N``   out of the tasks' domains: the demo's benign control (LLM user questions);
@@ -99,7 +101,7 @@ COVERAGE, QUICK_COVERAGE = 200, 48
 REGMEAN_TEXTS = 250  # per model, its own train texts (RegMean's Gram matrices)
 RIDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0, AUTO_RIDGE)
 TABLE_RIDGES = (0.0, 0.01, 0.03, 0.1, 1.0, 10.0, AUTO_RIDGE)  # per-case tables (0.03: the default)
-KINDS = ("all", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
+KINDS = ("all", "each", "own", "one", "ood", "demo")  # the kinds of text set (module docstring)
 WORKDIR = Path(tempfile.gettempdir()) / "hm3-align-ablation"
 MAX_LENGTH = demo_max_length()  # what the demo aligns and evaluates with
 
@@ -109,7 +111,7 @@ class TextSet:
     """An unlabeled text file to align on: its table label, where its texts came from."""
 
     label: str
-    path: Path
+    path: Path | dict[str, Path]  # one file, or task -> its own (kind ``each``)
     n: int
     source: str
 
@@ -232,6 +234,13 @@ def text_sets(
         for kind, name, label, sources, n in specs
         if kind in kinds
     ]
+    if "each" in kinds:
+        for n in sizes:
+            share = n // len(case.tasks)
+            files = {t: write_set(folder, f"each-{t}-{share}", draw_texts(pools, [t], share), t, t)
+                     for t in case.tasks}  # fmt: skip
+            paths = {t: f.path for t, f in files.items()}
+            sets.append(TextSet(f"each {n}", paths, share * len(case.tasks), "each task's own"))
     if "demo" in kinds:
         demo = read_texts(data.unlabeled)
         sets.append(TextSet(f"demo {len(demo)}", data.unlabeled, len(demo), "demo unlabeled.jsonl"))
@@ -350,6 +359,10 @@ def regmean_texts(case: CaseStudy, pools: dict, folder: Path, n: int) -> dict[st
     }
 
 
+def _shown(path: Path | dict[str, Path]) -> str | dict[str, str]:
+    return {t: str(p) for t, p in path.items()} if isinstance(path, dict) else str(path)
+
+
 def run_method(case, spec, base, zoo, sets, datasets, suite, args, need_check, gram) -> dict:
     """Merge one case with one method, then align on every text set and sweep the ridges."""
     merged = args.workdir / "models" / case.name / spec.name
@@ -408,7 +421,9 @@ def run_case(case, data, base, zoo, pools, originals, args) -> dict:
         "tasks": list(case.tasks),
         "originals": {"average": float(np.mean(list(reference.values()))), "tasks": reference},
         "suite_texts": len(distinct_texts(datasets)),
-        "text_sets": {s.label: {"n": s.n, "source": s.source, "path": str(s.path)} for s in sets},
+        "text_sets": {
+            s.label: {"n": s.n, "source": s.source, "path": _shown(s.path)} for s in sets
+        },
         "methods": {},
     }
     gram = None  # only regmean reads them

@@ -22,7 +22,9 @@ Spaces (``--space``):
   weight per model, λ and the body scale.
 
 ``--align-texts N`` aligns on N texts drawn evenly from the train splits of the case's tasks
-(seeded, as ``align_ablation.py``'s ``all N`` sets) instead of the demo's 100 per task.
+(seeded, as ``align_ablation.py``'s ``all N`` sets) instead of the demo's 100 per task. With
+``--align-per-task`` each task's head is fitted on its own share of them only (N / tasks texts of
+its train split; ``align.texts: {TASK: FILE}``).
 
 It asserts nothing; the trial counts and the numbers are printed with the command.
 
@@ -58,7 +60,7 @@ from _common import (
 )
 
 
-def space(name: str, texts: Path) -> dict:
+def space(name: str, texts: Path | dict[str, Path]) -> dict:
     """The YAML blocks that make a search space (``paper``: none, the CLI's default).
 
     Alignment reads ``demo_max_length()`` tokens per text, as ``hm3 demo`` aligns and the
@@ -66,7 +68,8 @@ def space(name: str, texts: Path) -> dict:
     """
     if name == "paper":
         return {}
-    align = {"texts": str(texts), "max_length": demo_max_length()}
+    files = {k: str(v) for k, v in texts.items()} if isinstance(texts, dict) else str(texts)
+    align = {"texts": files, "max_length": demo_max_length()}
     if name == "tsv":
         return {
             "merge_method": "tsv",
@@ -87,15 +90,20 @@ def space(name: str, texts: Path) -> dict:
     }
 
 
-def align_texts(args, work: Path) -> Path:
-    """``--align-texts`` texts drawn evenly from the case's tasks' train splits."""
+def align_texts(args, work: Path) -> Path | dict[str, Path]:
+    """``--align-texts`` texts drawn evenly from the case's tasks' train splits (with
+    ``--align-per-task``: each task's share in a file of its own, task → file)."""
     from hm3.demo.cases import CASES
     from hm3.demo.data.prepare import prepare_data
 
     case = next(c for c in CASES if c.name == args.case)
     pools = shuffled_pools(prepare_data(args.cache, seed=args.seed), args.seed)
-    texts = draw_texts(pools, case.tasks, args.align_texts)
-    return write_texts(work / f"{args.case}-align-{args.align_texts}.jsonl", texts)
+    n = args.align_texts
+    if args.align_per_task:
+        share = n // len(case.tasks)
+        return {t: write_texts(work / f"{args.case}-align-{t}-{share}.jsonl",
+                               draw_texts(pools, [t], share)) for t in case.tasks}  # fmt: skip
+    return write_texts(work / f"{args.case}-align-{n}.jsonl", draw_texts(pools, case.tasks, n))
 
 
 def run_search(args, inputs: dict[str, Path]) -> None:
@@ -193,6 +201,11 @@ def parse_args(argv: list[str] | None = None):
         type=int,
         help="align on N texts from the case's train splits (default: the demo's unlabeled texts)",
     )
+    parser.add_argument(
+        "--align-per-task",
+        action="store_true",
+        help="with --align-texts: fit each task's head on its own share of them only",
+    )
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--timeout", help="hm3 search --timeout (e.g. 14m)")
     parser.add_argument("--objective", choices=("f1", "agreement"), default="f1")
@@ -236,9 +249,11 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print_record(run_record("search_quality.py", argv))
-    work = args.out.with_name(f"{args.out.name}-inputs")
+    work = args.out.with_name(f"{args.out.name}-inputs").resolve()  # the YAML names them whole
     inputs = search_inputs(args.cache, work, args.case, args.seed)
     doc = yaml.safe_load(inputs["config"].read_text(encoding="utf-8"))
+    if args.align_per_task and not args.align_texts:
+        sys.exit("--align-per-task: give --align-texts N (N / tasks texts per task)")
     texts = align_texts(args, work) if args.align_texts else inputs["texts"]
     doc.update(space(args.space, texts))
     if args.space == "tsv":  # the demo recipe's DARE-TIES density is not a TSV-Merge parameter

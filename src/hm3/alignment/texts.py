@@ -94,8 +94,9 @@ def check_texts(texts: TextFile, stats: RidgeStats, count: TextCount) -> None:
     if stats.n < stats.dim:
         log.warning(
             "%s: %d texts for a head that reads %d features: along the directions the texts do "
-            "not span, the ridge alone decides the fit; give at least %d (about 1,000 covering "
-            "every task did best on the demo zoo, docs/results/alignment.md)",
+            "not span, the ridge alone decides the fit; give at least %d (on the demo zoo: "
+            "about 1,000 covering every task, or with a file per task 250 of each task's own; "
+            "docs/results/alignment.md)",
             texts.where,
             stats.n,
             stats.dim,
