@@ -17,7 +17,9 @@ same pass runs the merged model once per scale tried.
 texts and returns an :class:`AlignStats` (:mod:`hm3.alignment.result`) that solves for any λ and
 folds a solution into a loaded model in memory (for demos and ablations that compare λ without
 rewriting files).
-Reading texts: :mod:`hm3.io.texts`; finding and checking originals:
+The texts are one file for every head, or a file per task, each head then fitted on its own
+task's texts only (one pass per file; :mod:`hm3.alignment.texts` opens and checks them); finding
+and checking originals:
 :mod:`hm3.alignment.originals`; writing the aligned directory: :mod:`hm3.alignment.write`.
 It does not merge, and it does not evaluate on labelled data (see ``evaluation.py``).
 """
