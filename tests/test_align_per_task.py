@@ -74,7 +74,7 @@ def test_record_and_model_card_name_each_tasks_file(merged, tmp_path):
     assert record["texts_sha256"] == result.texts_sha256
     assert record["texts_sha256"]["task0"] != record["texts_sha256"]["task1"]
     card = (tmp_path / "o" / "README.md").read_text()
-    assert "each head on its own file only" in card and "`task1`: 40 (`b.csv`" in card
+    assert "each head on its own task's file only" in card and "`task1` on 40 of `b.csv`" in card
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,28 @@ def test_a_mapping_without_every_task_is_refused_before_any_pass(merged, tmp_pat
     with pytest.raises(Hm3Error, match=match) as err:
         align(model, files, tmp_path / "o", progress=False)
     assert "\n" not in str(err.value) and str(err.value).startswith("texts_file: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_tasks_bad_file_is_named_with_its_task(merged, tmp_path, capsys):
+    _, model, a, _ = merged
+    files = {"task0": a, "task1": tmp_path / "nope.csv", "task2": a}
+    with pytest.raises(Hm3Error, match=r"^texts_file\['task1'\]='.*nope\.csv': file not found"):
+        align(model, files, tmp_path / "o", progress=False)
+    given = [arg for t, f in files.items() for arg in ("--texts", f"{t}={f}")]
+    expect_user_error(capsys, tmp_path, "align", model, *given, "--out", tmp_path / "o",
+                      "--no-progress", match="file not found",
+                      names=f"--texts task1={tmp_path / 'nope.csv'}:", watch=(model,))  # fmt: skip
+
+
+def test_files_opened_in_different_columns_are_refused(merged, tmp_path):
+    from hm3.io.texts import open_texts
+
+    _, model, a, b = merged
+    body = write_texts(tmp_path / "body.jsonl", toy_texts(30, seed=16), column="body")
+    files = {"task0": open_texts(body, "body"), "task1": b, "task2": a}
+    with pytest.raises(Hm3Error, match=r"different columns \(body, text\)"):
+        align(model, files, tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
 
 

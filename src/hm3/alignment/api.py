@@ -95,11 +95,13 @@ def align(
         scale: multiplies the merged body's task vector before the heads are fitted (``θ_base
             + scale·(θ_merged − θ_base)``; 1 keeps the body as merged), or ``"auto"``: the scale
             of :data:`~hm3.alignment.scale.SCALE_GRID` whose heads cross-validate best (one
-            pass of the merged model per scale). Needs the base model.
+            pass of the merged model per scale; with a file per task, one scale for the body,
+            its score summed over the tasks). Needs the base model.
         base_model: the model the merge started from (default: the recorded
             ``hm3.merge.base_model``); only read when ``scale`` is not 1.
         text_column: the column that holds the texts.
-        max_texts: use at most the first this many texts.
+        max_texts: use at most the first this many texts (of each file, with a file per
+            task).
         options: the :class:`~hm3.options.RunOptions` (or, overriding them, their names as
             keywords: ``progress=False``): ``device`` (CPU unless asked), ``batch_size``,
             ``max_length``, ``force`` (replace ``out`` once the new one is complete),

@@ -50,7 +50,13 @@ def texts_by_task(
         raise Hm3Error(f"{spell('--texts TASK=FILE', 'texts_file')}: {problem} ({merged}'s tasks: "
                        f"{', '.join(names)}); give one file for every task, or one for every "
                        "head")  # fmt: skip
-    return {name: opened(texts_file[name], text_column, name) for name in names}
+    files = {name: opened(texts_file[name], text_column, name) for name in names}
+    columns = {file.column for file in files.values()}
+    if len(columns) > 1:  # files opened beforehand, each in its own column
+        shown = ", ".join(sorted(columns))
+        raise Hm3Error(f"texts_file: its files are read in different columns ({shown}); open "
+                       "them in one text column")  # fmt: skip
+    return files
 
 
 def task_files_problem(given: Iterable[str], names: list[str]) -> str | None:
@@ -89,7 +95,7 @@ def check_texts(texts: TextFile, stats: RidgeStats, count: TextCount) -> None:
         raise Hm3Error(
             f"{texts.where}: its {stats.n} text(s) all give the merged model the same "
             "features, so they cannot tell a head what to change; give a few hundred different "
-            "texts that cover every task's domain"
+            "texts of the domains its heads serve"
         )
     if stats.n < stats.dim:
         log.warning(

@@ -134,7 +134,7 @@ def render_section(record: dict[str, Any], projection: tuple[str, ...]) -> str:
 
 After merging, each task's rows of the label projection ({tensors}) were re-fitted by
 hm3 {record["hm3_version"]} so that this model reproduces its original classifier's logits on
-{_texts_note(record)} (column `{record["text_column"]}`): ridge least squares in closed form
+{_texts_note(record)}: ridge least squares in closed form
 on the input of the projection, {how} (relative to the feature scale: λ in the table), bias
 unpenalised.
 {_body_note(record)}
@@ -151,13 +151,14 @@ held-out data (`hm3 evaluate`).
 def _texts_note(record: dict[str, Any]) -> str:
     """The fitting texts: one file for every head, or each task's own."""
     texts, digest, n = record["texts"], record["texts_sha256"], record["n_texts"]
+    column = f"column `{record['text_column']}`"
     if isinstance(texts, str):
-        return f"{n} unlabeled texts (`{Path(texts).name}`, sha256 `{digest[:16]}…`)"
+        return f"{n} unlabeled texts (`{Path(texts).name}`, sha256 `{digest[:16]}…`, {column})"
     files = "; ".join(
-        f"`{task}`: {n[task]} (`{Path(path).name}`, sha256 `{digest[task][:16]}…`)"
+        f"`{task}` on {n[task]} of `{Path(path).name}`, sha256 `{digest[task][:16]}…`"
         for task, path in texts.items()
     )
-    return f"its own task's unlabeled texts, each head on its own file only ({files})"
+    return f"unlabeled texts, each head on its own task's file only ({column}; {files})"
 
 
 def _body_note(record: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ def align(
         list[str],
         typer.Option(
             "--texts",
+            metavar="FILE|TASK=FILE",
             help="Unlabeled texts (.jsonl, .csv, .tsv or .parquet) every head is fitted on; or "
             "TASK=FILE for every task (repeat it): each head fitted on its own task's texts.",
         ),
@@ -55,7 +56,9 @@ def align(
         str | None,
         typer.Option(help="The merge's base model, for --scale (default: the one it records)."),
     ] = None,
-    max_texts: Annotated[int | None, typer.Option(help="Use at most the first N texts.")] = None,
+    max_texts: Annotated[
+        int | None, typer.Option(help="Use at most the first N texts (of each file).")
+    ] = None,
     batch_size: BatchOpt = 32,
     max_length: MaxLengthOpt = 512,
     device: DeviceOpt = "cpu",

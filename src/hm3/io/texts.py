@@ -98,7 +98,7 @@ def open_texts(
     """
     path = Path(path)
     if options is None:  # the command line's flags, or hm3.align's keywords
-        where = spell(f"--texts {path}", f"texts_file={str(path)!r}")
+        where = where or spell(f"--texts {path}", f"texts_file={str(path)!r}")
         column_option = spell("--text-column", "text_column")
     else:
         where, column_option = where or f"{options[0]} {path}", options[1]

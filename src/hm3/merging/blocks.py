@@ -49,10 +49,14 @@ class AlignConfig(BaseModel):
     def _texts(cls, value: Any) -> Any:
         fix = "give one file for every head, or TASK: FILE for every task"
         if isinstance(value, dict):
-            if not value or any(not path for path in value.values()):
-                raise ValueError(f"a mapping with an empty file, or none; {fix}")
+            bad = [k for k, v in value.items() if not isinstance(v, str | os.PathLike) or not v]
+            if not value or bad:
+                what = f"{bad[0]!r} names no file" if bad else "an empty mapping"
+                raise ValueError(f"{what}; {fix}")
         elif not isinstance(value, str | os.PathLike):
             raise ValueError(f"expected a file or a mapping, got {type(value).__name__}; {fix}")
+        elif not os.fspath(value):
+            raise ValueError(f"empty; {fix}")
         return value
 
     # pydantic names the key and the value given; Hm3Error is a ValueError
