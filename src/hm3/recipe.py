@@ -27,7 +27,7 @@ from hm3.io.paths import as_path
 from hm3.io.texts import TextFile, open_texts
 from hm3.merging.config import AlignConfig, MergeConfig, RegMeanConfig
 from hm3.merging.inputs import config_inputs
-from hm3.merging.plan import build_plan, default_name
+from hm3.merging.plan import build_plan, task_names
 from hm3.merging.regmean_stats import ModelTexts
 from hm3.merging.regmean_stats import collect as collect_grams
 from hm3.merging.stream import MergeResult
@@ -183,9 +183,8 @@ def check_align_tasks(config: MergeConfig, names: list[str] | None = None) -> No
     if spec is None or isinstance(spec.texts, str):
         return
     if names is None:
-        names = []
-        for m in config.models:
-            names.append(m.name or default_name(m.model, Path(config.resolve(m.model)), set(names)))
+        models = config.models
+        names = task_names([(m.name, m.model, Path(config.resolve(m.model))) for m in models])
     problem = task_files_problem(spec.texts, names)
     if problem is not None:
         raise Hm3Error(f"align.texts: {problem} (its tasks: {', '.join(names)}); give TASK: FILE "

@@ -224,6 +224,14 @@ _NO_HEAD_FIX = (
 )
 
 
+def task_names(entries: list[tuple[str | None, str, Path]]) -> list[str]:
+    """Task names as a merge gives them from ``(name, ref, path)``: own, else directory's."""
+    out: list[str] = []
+    for name, ref, path in entries:
+        out.append(name or default_name(ref, path, set(out)))
+    return out
+
+
 def default_name(ref: str, path: Path, used: set[str]) -> str:
     """The name of a task whose entry gives none: its directory's, as ``ref`` writes it (not
     resolved through links), numbered on from 2 where ``used`` has it."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hm3.merging.config import MergeConfig
-from hm3.merging.plan import default_name
+from hm3.merging.plan import task_names
 from hm3.methods import METHODS
 from hm3.search.space import Range, SearchSpace
 
@@ -94,12 +94,7 @@ def _keep_written_names(entries: list[dict[str, Any]], written: list[tuple[str, 
     ``written``: each entry's path as written, and where it points from the config."""
 
     def names(refs: list[tuple[str, Path]]) -> list[str]:
-        used: set[str] = set()
-        out = []
-        for entry, (ref, path) in zip(entries, refs, strict=True):
-            out.append(entry.get("name") or default_name(ref, path, used))
-            used.add(out[-1])
-        return out
+        return task_names([(e.get("name"), *ref) for e, ref in zip(entries, refs, strict=True)])
 
     as_written = names(written)
     if as_written != names([(e["model"], Path(e["model"])) for e in entries]):
